@@ -1,0 +1,50 @@
+# ScaiVault developer commands. `make dev` starts a dev server, `make test` runs every test.
+# Each part of the tree brings its own make fragment (e2e/, sdk/python/, bench/) included below.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export CARGO_TERM_COLOR ?= never
+CARGO ?= cargo
+CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TARGET_DIR
+SERVER_BIN := $(CARGO_TARGET_DIR)/debug/scaivault-server
+CLI_BIN := $(CARGO_TARGET_DIR)/debug/scaivault
+
+.PHONY: help dev build test test-rust lint fmt deps
+
+help:
+	@echo "make dev    - start a dev server on 127.0.0.1:8200 (SQLite, auto-initialised)"
+	@echo "make test   - install what the tests need, then run every test"
+	@echo "make lint   - cargo fmt --check and clippy -D warnings"
+
+dev:
+	$(CARGO) run -p scaivault-server -- dev
+
+build:
+	$(CARGO) build --workspace --bins
+
+# System packages the tests use (jq and curl for the cookbook recipes).
+deps:
+	@bash scripts/install-deps.sh
+
+test: deps build test-rust test-parts
+	@echo "make test: all suites passed"
+
+test-rust:
+	$(CARGO) test --workspace --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Fragments add their suites to TEST_PARTS.
+TEST_PARTS :=
+-include e2e/e2e.mk
+-include sdk/python/sdk.mk
+-include bench/bench.mk
+
+.PHONY: test-parts
+test-parts: $(TEST_PARTS)
