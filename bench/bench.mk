@@ -1,0 +1,28 @@
+# Benchmarks side by side with OpenBao (see bench/README.md). Included by the root Makefile,
+# which defines CARGO, CARGO_TARGET_DIR, SERVER_BIN (debug) and the `build` target.
+#   make bench             full run: release build, both servers, 3 repetitions -> bench/results/
+#   make test-bench-smoke  seconds-long end-to-end check of the harness (debug build, no speed checks)
+# Every BENCH_* / SCAIVAULT_* environment variable of bench/README.md passes through to `make bench`.
+
+BENCH_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
+SCAIVAULT_RELEASE_BIN := $(CARGO_TARGET_DIR)/release/scaivault-server
+
+.PHONY: bench bench-deps test-bench-smoke
+
+bench-deps:
+	@bash $(BENCH_DIR)/install-deps.sh
+
+bench: bench-deps
+	$(CARGO) build --release -p scaivault-server
+	SCAIVAULT_BIN=$(SCAIVAULT_RELEASE_BIN) SCAIVAULT_PROFILE=release bash $(BENCH_DIR)/run.sh
+
+# One 1-second run per workload, one repetition, 200 secrets: checks that the harness
+# still starts both servers, loads data, drives wrk and writes a table. Never asserts on speed.
+test-bench-smoke: build bench-deps
+	SCAIVAULT_BIN=$(SERVER_BIN) SCAIVAULT_PROFILE=debug BENCH_LABEL=smoke \
+	BENCH_DURATION=1 BENCH_WARMUP=0 BENCH_REPS=1 BENCH_COLDSTART_REPS=1 \
+	BENCH_PREFIXES=2 BENCH_PER_PREFIX=100 BENCH_IDLE_SECONDS=1 BENCH_CONNECTIONS=16 \
+	BENCH_WORKLOADS=read,write,mix,list BENCH_OUT=$(abspath $(BENCH_DIR))/.work/smoke \
+	bash $(BENCH_DIR)/run.sh
+
+TEST_PARTS += test-bench-smoke
