@@ -34,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 LUA = HERE / "lua" / "workload.lua"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WORKLOADS = ["read", "write", "mix", "list"]
+OPTIONAL_WORKLOADS = ["health"]  # baseline, only when named in BENCH_WORKLOADS
 SERVERS = ["scaivault", "openbao"]
 LABEL = {"scaivault": "ScaiVault", "openbao": "OpenBao"}
 
@@ -84,8 +85,12 @@ class Config:
         self.wrk_timeout = env_str("BENCH_WRK_TIMEOUT", "10s")
         self.plots = env_str("BENCH_PLOTS", "1") not in ("0", "false", "no", "off")
         for w in self.workloads:
-            if w not in WORKLOADS:
-                raise SystemExit(f"BENCH_WORKLOADS: unknown workload {w!r} (known: {WORKLOADS})")
+            if w not in WORKLOADS + OPTIONAL_WORKLOADS:
+                raise SystemExit(f"BENCH_WORKLOADS: unknown workload {w!r} (known: {WORKLOADS + OPTIONAL_WORKLOADS})")
+        # Workloads to profile with `perf record` in an extra, unmeasured pass after the
+        # measured repetitions (e.g. BENCH_PROFILE=read). Off by default.
+        self.profile = [w for w in env_str("BENCH_PROFILE", "").split(",") if w]
+        self.profile_seconds = env_int("BENCH_PROFILE_SECONDS", 10)
         if self.per_prefix > 1000:
             raise SystemExit("BENCH_PER_PREFIX must be <= 1000 (one list page)")
 
@@ -674,6 +679,34 @@ def run_wrk(server: Server, cfg: Config, workload: str, seconds: int, tag: str) 
     }
 
 
+def profile(server: Server, cfg: Config, workload: str) -> Path | None:
+    """Unmeasured extra pass: wrk load while `perf record` samples the server (flat
+    profile, no call graphs). Writes profile-<server>-<workload>.txt next to the results."""
+    perf = shutil.which("perf")
+    if not perf:
+        log("BENCH_PROFILE: perf not found (apt-get install linux-perf), skipping")
+        return None
+    data = server.dir / f"perf-{workload}.data"
+    secs = cfg.profile_seconds
+    rec = subprocess.Popen([perf, "record", "-F", "999", "-p", str(server.pid), "-o", str(data), "--",
+                            "sleep", str(secs)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        r = run_wrk(server, cfg, workload, secs + 1, f"{workload}-profile")
+    finally:
+        rec.wait(timeout=secs + 60)
+    out = cfg.out / f"profile-{server.kind}-{workload}.txt"
+    parts = [f"# perf record -F 999 -p <{server.kind}> during {secs} s of `{workload}` "
+             f"({r['rps']:.0f} req/s with perf attached); self time, no call graphs\n"]
+    for sort, limit in (("dso", "0.5"), ("dso,sym", "0.4")):
+        p = subprocess.run([perf, "report", "-i", str(data), "--stdio", "--no-children", "--sort", sort,
+                            "--percent-limit", limit], capture_output=True, text=True)
+        body = [ln for ln in p.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+        parts.append(f"## by {sort}\n" + "\n".join(body[:70]) + "\n")
+    out.write_text("\n".join(parts))
+    log(f"profile written: {out}")
+    return out
+
+
 # ----------------------------------------------------------------------------- machine
 
 
@@ -787,6 +820,11 @@ def main() -> int:
                         raise RuntimeError(f"{name} died during {wl}:\n{srv.log_tail()}")
         for name in SERVERS:
             results["hwm_mb"][name] = proc_status(servers[name].pid).get("VmHWM", 0.0)
+        for wl in cfg.profile:
+            for name in SERVERS:
+                f = profile(servers[name], cfg, wl)
+                if f:
+                    results.setdefault("profiles", []).append(f.name)
     finally:
         for srv in servers.values():
             srv.stop()

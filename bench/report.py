@@ -14,6 +14,7 @@ WL_TITLE = {
     "write": "write new versions",
     "mix": "90% read / 10% write",
     "list": "list 1,000-secret prefix",
+    "health": "baseline: unauthenticated health check",
 }
 # (key, label, unit, higher_is_better)
 METRICS = [
@@ -169,6 +170,10 @@ def markdown(results: dict) -> str:
     lines.append("")
     lines.append("Plots: `throughput.png`, `latency.png`, `memory.png`, `coldstart.png`. "
                  "Raw per-repetition numbers: `results.json`.")
+    if results.get("profiles"):
+        lines.append("")
+        lines.append("CPU profiles (perf, unmeasured extra pass): " +
+                     ", ".join(f"`{p}`" for p in results["profiles"]) + ".")
     lines.append("")
     return "\n".join(lines)
 

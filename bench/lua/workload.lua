@@ -1,7 +1,7 @@
 -- One wrk script for every workload and both servers; parameters come from the
 -- environment (set by bench/bench.py):
 --   BENCH_KIND      scaivault | openbao
---   BENCH_WORKLOAD  read | write | mix | list
+--   BENCH_WORKLOAD  read | write | mix | list | health
 --   BENCH_TOKEN     token sent on every request
 --   BENCH_PREFIXES, BENCH_PER_PREFIX   data set shape: bench/p<i>/k<j>
 --   BENCH_WRITE_PCT share of writes in the mix workload (percent)
@@ -87,6 +87,13 @@ elseif workload == "list" then
     static("GET", "/v1/secret/metadata/bench/p0/?list=true")
   else
     static("GET", "/v1/secrets?prefix=bench/p0/&limit=1000")
+  end
+elseif workload == "health" then
+  -- Baseline (optional): unauthenticated health check, the HTTP stack's ceiling here.
+  if kind == "openbao" then
+    static("GET", "/v1/sys/health")
+  else
+    static("GET", "/v1/health")
   end
 elseif workload == "write" then
   request = function() return write_req(key_path(math.random(0, nkeys - 1))) end

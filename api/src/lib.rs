@@ -1,0 +1,18 @@
+//! Wire types of the ScaiVault HTTP API, shared by the server and every client.
+//!
+//! Nothing here performs I/O: these are the shapes on the wire plus the pure rules
+//! (path grammar, durations, limits) that both sides must agree on.
+
+pub mod auth;
+pub mod duration;
+pub mod error;
+pub mod health;
+pub mod limits;
+pub mod path;
+pub mod secrets;
+pub mod sys;
+
+pub use error::{ApiError, ErrorBody, ErrorCode};
+
+/// Timestamps are RFC 3339 in UTC on the wire.
+pub type Timestamp = time::OffsetDateTime;

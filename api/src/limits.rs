@@ -1,0 +1,27 @@
+//! Limits shared by server and clients. The server enforces them; clients may check early.
+
+/// Maximum length of a secret path in bytes.
+pub const MAX_PATH_BYTES: usize = 512;
+/// Maximum number of `/`-separated segments in a secret path.
+pub const MAX_PATH_DEPTH: usize = 16;
+/// Default maximum size of a secret's `data`, serialized as JSON.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Default maximum size of a request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Maximum number of tags on one secret.
+pub const MAX_TAGS: usize = 32;
+/// Maximum length of one tag.
+pub const MAX_TAG_CHARS: usize = 64;
+/// Maximum length of a description.
+pub const MAX_DESCRIPTION_CHARS: usize = 1024;
+/// Maximum number of paths in one batch read.
+pub const MAX_BATCH_PATHS: usize = 100;
+/// Default and maximum page size of a list.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+pub const MAX_LIST_LIMIT: usize = 1000;
+/// Version retention bounds.
+pub const DEFAULT_MAX_VERSIONS: u32 = 10;
+pub const MAX_MAX_VERSIONS: u32 = 100;
+/// Token TTLs.
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 24 * 3600;
+pub const MAX_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;

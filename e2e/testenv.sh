@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# A real Kubernetes control plane (etcd + kube-apiserver, no controllers) for tests.
+#
+#   e2e/testenv.sh start DIR   build if needed, start etcd and kube-apiserver on free
+#                              loopback ports, wait for /readyz, write DIR/kubeconfig
+#                              and DIR/env (ports, pids, paths; shell syntax)
+#   e2e/testenv.sh stop DIR    stop both processes (TERM, then KILL after a grace period)
+#   e2e/testenv.sh status DIR  exit 0 if both processes of DIR are running
+#
+# All state (PKI, etcd data, logs) lives under DIR; environments in different
+# directories run side by side. Binaries come from ${E2E_BIN_DIR:-e2e/.bin}.
+set -euo pipefail
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BIN_DIR=${E2E_BIN_DIR:-$E2E_DIR/.bin}
+START_TIMEOUT=${TESTENV_START_TIMEOUT:-120}   # seconds for etcd + apiserver to become ready
+STOP_TIMEOUT=${TESTENV_STOP_TIMEOUT:-20}      # seconds between TERM and KILL
+
+die() { echo "testenv: $*" >&2; exit 1; }
+
+# True if PID runs and its command line mentions this environment's DIR
+# (guards against signalling a recycled pid). Zombies count as gone.
+ours() {
+  local pid=$1 dir=$2 state
+  [[ -n "$pid" && -r /proc/$pid/cmdline ]] || return 1
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [[ "$state" != Z && "$state" != X ]] || return 1
+  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF -- "$dir/"
+}
+
+stop_pid() {
+  local name=$1 pid=$2 dir=$3 i
+  ours "$pid" "$dir" || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for (( i = 0; i < STOP_TIMEOUT * 10; i++ )); do
+    ours "$pid" "$dir" || return 0
+    sleep 0.1
+  done
+  echo "testenv: $name ($pid) ignored TERM for ${STOP_TIMEOUT}s, killing" >&2
+  kill -KILL "$pid" 2>/dev/null || true
+  for (( i = 0; i < 50; i++ )); do ours "$pid" "$dir" || return 0; sleep 0.1; done
+  die "$name ($pid) still running after KILL"
+}
+
+read_env() {  # sets TESTENV_* from DIR/env without sourcing arbitrary code
+  local dir=$1 k v
+  [[ -f "$dir/env" ]] || return 1
+  while IFS='=' read -r k v; do
+    [[ "$k" =~ ^(TESTENV_[A-Z_]+|KUBECONFIG)$ ]] && printf -v "$k" '%s' "$v"
+  done < "$dir/env"
+}
+
+stop_env() {
+  local dir=$1
+  TESTENV_APISERVER_PID='' TESTENV_ETCD_PID=''
+  read_env "$dir" || { echo "testenv: no $dir/env, nothing to stop"; return 0; }
+  stop_pid kube-apiserver "$TESTENV_APISERVER_PID" "$dir"
+  stop_pid etcd "$TESTENV_ETCD_PID" "$dir"
+  echo "testenv: stopped $dir"
+}
+
+# wait_ready NAME PID DIR LOG CMD...: poll CMD until it succeeds, PID dies, or timeout.
+wait_ready() {
+  local name=$1 pid=$2 dir=$3 log=$4; shift 4
+  local deadline=$(( SECONDS + START_TIMEOUT ))
+  until "$@" >/dev/null 2>&1; do
+    if ! ours "$pid" "$dir"; then
+      echo "testenv: $name exited during startup; last lines of $log:" >&2
+      tail -n 25 "$log" >&2
+      return 1
+    fi
+    if (( SECONDS >= deadline )); then
+      echo "testenv: $name not ready after ${START_TIMEOUT}s; last lines of $log:" >&2
+      tail -n 25 "$log" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+etcd_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$1/health" | grep -q '"health":"true"'; }
+apiserver_ready() {
+  curl -fsS --max-time 2 --cacert "$2/pki/ca.crt" -H "Authorization: Bearer $3" \
+    "https://127.0.0.1:$1/readyz" | grep -qx ok
+}
+
+# One attempt on freshly picked ports; returns 1 (after cleaning up) on failure,
+# e.g. when another process grabbed a port between picking and binding.
+start_once() {
+  local dir=$1 token etcd_port peer_port api_port ports
+  token=$(tr -d '\n' < "$dir/pki/admin.token")
+  mapfile -t ports < <("$BIN_DIR/testenv-tool" ports 3)
+  etcd_port=${ports[0]} peer_port=${ports[1]} api_port=${ports[2]}
+
+  rm -rf "$dir/etcd"
+  nohup "$BIN_DIR/etcd" \
+    --name=testenv \
+    --data-dir="$dir/etcd" \
+    --listen-client-urls="http://127.0.0.1:$etcd_port" \
+    --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="http://127.0.0.1:$peer_port" \
+    --initial-advertise-peer-urls="http://127.0.0.1:$peer_port" \
+    --initial-cluster="testenv=http://127.0.0.1:$peer_port" \
+    --unsafe-no-fsync=true \
+    --log-level=warn \
+    </dev/null >"$dir/logs/etcd.log" 2>&1 &
+  local etcd_pid=$!
+  if ! wait_ready etcd "$etcd_pid" "$dir" "$dir/logs/etcd.log" etcd_healthy "$etcd_port"; then
+    stop_pid etcd "$etcd_pid" "$dir"; return 1
+  fi
+
+  local issuer="https://127.0.0.1:$api_port"
+  nohup "$BIN_DIR/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address=127.0.0.1 \
+    --advertise-address=127.0.0.1 \
+    --secure-port="$api_port" \
+    --cert-dir="$dir/apiserver" \
+    --tls-cert-file="$dir/pki/apiserver.crt" \
+    --tls-private-key-file="$dir/pki/apiserver.key" \
+    --client-ca-file="$dir/pki/ca.crt" \
+    --token-auth-file="$dir/pki/tokens.csv" \
+    --authorization-mode=RBAC \
+    --service-account-issuer="$issuer" \
+    --service-account-key-file="$dir/pki/sa.pub" \
+    --service-account-signing-key-file="$dir/pki/sa.key" \
+    --api-audiences="$issuer" \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --disable-admission-plugins=ServiceAccount \
+    --allow-privileged=true \
+    --profiling=false \
+    </dev/null >"$dir/logs/kube-apiserver.log" 2>&1 &
+  local api_pid=$!
+  if ! wait_ready kube-apiserver "$api_pid" "$dir" "$dir/logs/kube-apiserver.log" \
+      apiserver_ready "$api_port" "$dir" "$token"; then
+    stop_pid kube-apiserver "$api_pid" "$dir"; stop_pid etcd "$etcd_pid" "$dir"; return 1
+  fi
+
+  local ca_b64
+  ca_b64=$(base64 -w0 < "$dir/pki/ca.crt")
+  umask 077
+  cat > "$dir/kubeconfig" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+- name: testenv
+  cluster:
+    server: https://127.0.0.1:$api_port
+    certificate-authority-data: $ca_b64
+users:
+- name: admin
+  user:
+    token: $token
+contexts:
+- name: testenv
+  context:
+    cluster: testenv
+    user: admin
+current-context: testenv
+KUBECONFIG
+  cat > "$dir/env" <<ENV
+TESTENV_DIR=$dir
+TESTENV_APISERVER_URL=https://127.0.0.1:$api_port
+TESTENV_APISERVER_PORT=$api_port
+TESTENV_APISERVER_PID=$api_pid
+TESTENV_ETCD_URL=http://127.0.0.1:$etcd_port
+TESTENV_ETCD_PORT=$etcd_port
+TESTENV_ETCD_PEER_PORT=$peer_port
+TESTENV_ETCD_PID=$etcd_pid
+TESTENV_CA_FILE=$dir/pki/ca.crt
+TESTENV_ADMIN_TOKEN_FILE=$dir/pki/admin.token
+TESTENV_SA_ISSUER=$issuer
+KUBECONFIG=$dir/kubeconfig
+ENV
+}
+
+start_env() {
+  local dir=$1 attempt
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  if read_env "$dir" && { ours "${TESTENV_APISERVER_PID:-}" "$dir" || ours "${TESTENV_ETCD_PID:-}" "$dir"; }; then
+    die "an environment is already running in $dir (stop it first)"
+  fi
+  rm -f "$dir/env" "$dir/kubeconfig"
+  "$E2E_DIR/build.sh" >&2
+  mkdir -p "$dir/logs" "$dir/apiserver"
+  "$BIN_DIR/testenv-tool" pki "$dir"
+  for attempt in 1 2 3; do
+    if start_once "$dir"; then
+      echo "testenv: ready at $(grep '^TESTENV_APISERVER_URL=' "$dir/env" | cut -d= -f2-) (KUBECONFIG=$dir/kubeconfig)"
+      return 0
+    fi
+    echo "testenv: start attempt $attempt failed" >&2
+  done
+  die "could not start the environment in $dir; logs in $dir/logs"
+}
+
+case "${1:-}:${2:-}" in
+  start:?*) start_env "$2" ;;
+  stop:?*)
+    [[ -d "$2" ]] || { echo "testenv: no directory $2, nothing to stop"; exit 0; }
+    stop_env "$(cd "$2" && pwd)" ;;
+  status:?*)
+    d=$(cd "$2" && pwd) && read_env "$d" && ours "$TESTENV_APISERVER_PID" "$d" && ours "$TESTENV_ETCD_PID" "$d" ;;
+  *) echo "usage: $0 start|stop|status DIR" >&2; exit 2 ;;
+esac

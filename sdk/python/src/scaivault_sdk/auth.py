@@ -1,0 +1,73 @@
+"""``client.auth``: the calling identity and tokens (docs/api.md, "Auth and tokens")."""
+
+from __future__ import annotations
+
+from ._transport import AsyncTransport, Call, SyncTransport, no_content, segment
+from ._wire import model
+from .models import CreatedToken, Identity, TokenInfo, TokenList
+
+TokenInfos = list[TokenInfo]
+
+
+def _whoami() -> Call[Identity]:
+    return Call("GET", "/v1/auth/whoami", model(Identity))
+
+
+def _create_token(identity_id: str, ttl: str | None, display_name: str | None) -> Call[CreatedToken]:
+    body = {"identity_id": identity_id}
+    if ttl is not None:
+        body["ttl"] = ttl
+    if display_name is not None:
+        body["display_name"] = display_name
+    return Call("POST", "/v1/auth/tokens", model(CreatedToken), json=body)
+
+
+def _list_tokens() -> Call[TokenList]:
+    return Call("GET", "/v1/auth/tokens", model(TokenList))
+
+
+def _revoke_token(accessor: str) -> Call[None]:
+    return Call("DELETE", f"/v1/auth/tokens/{segment(accessor)}", no_content)
+
+
+class Auth:
+    def __init__(self, transport: SyncTransport) -> None:
+        self._run = transport.run
+
+    def whoami(self) -> Identity:
+        """Who the client's token is: identity, policies, expiry."""
+        return self._run(_whoami())
+
+    def create_token(
+        self, identity_id: str, ttl: str | None = None, display_name: str | None = None
+    ) -> CreatedToken:
+        """A token for ``identity_id`` (``user:<email>``, ``sa:<name>``, ``k8s:<ns>/<sa>``).
+
+        The server shows the token once; keep ``.token``, it cannot be fetched again.
+        """
+        return self._run(_create_token(identity_id, ttl, display_name))
+
+    def list_tokens(self) -> TokenInfos:
+        return self._run(_list_tokens()).tokens
+
+    def revoke_token(self, accessor: str) -> None:
+        self._run(_revoke_token(accessor))
+
+
+class AsyncAuth:
+    def __init__(self, transport: AsyncTransport) -> None:
+        self._run = transport.run
+
+    async def whoami(self) -> Identity:
+        return await self._run(_whoami())
+
+    async def create_token(
+        self, identity_id: str, ttl: str | None = None, display_name: str | None = None
+    ) -> CreatedToken:
+        return await self._run(_create_token(identity_id, ttl, display_name))
+
+    async def list_tokens(self) -> TokenInfos:
+        return (await self._run(_list_tokens())).tokens
+
+    async def revoke_token(self, accessor: str) -> None:
+        await self._run(_revoke_token(accessor))

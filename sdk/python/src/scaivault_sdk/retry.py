@@ -1,0 +1,65 @@
+"""Opt-in retry policy.
+
+Off by default: a caller who retries on their own (as the cookbook's "Read with retry"
+recipe does) must see the first ``RateLimitError``. When on, a request is repeated
+after a 429 or 503 for as long as the server says (``Retry-After``), with exponential
+backoff where it says nothing. Both statuses mean the server refused the request
+before acting on it, so repeating a write is safe. A lost connection is retried only
+for idempotent methods: a POST may have been applied before the connection dropped.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .errors import RateLimitError, ScaiVaultError, ServiceUnavailableError, TransportError
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """How often and how long to retry.
+
+    ``max_attempts`` counts the first try. A ``Retry-After`` longer than
+    ``max_retry_after`` is not waited out: the error is raised so the caller decides.
+    """
+
+    max_attempts: int = 5
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    max_retry_after: float = 120.0
+    retry_connection_errors: bool = True
+
+    def delay(self, attempt: int, method: str, error: ScaiVaultError) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or ``None`` to give up.
+
+        ``attempt`` is the number of the attempt that just failed (1 for the first).
+        """
+        if attempt >= self.max_attempts:
+            return None
+        if isinstance(error, RateLimitError | ServiceUnavailableError) and error.retry_after is not None:
+            return error.retry_after if error.retry_after <= self.max_retry_after else None
+        if isinstance(error, ServiceUnavailableError):
+            return self.backoff(attempt)
+        if (
+            isinstance(error, TransportError)
+            and self.retry_connection_errors
+            and method.upper() in IDEMPOTENT_METHODS
+        ):
+            return self.backoff(attempt)
+        return None
+
+    def backoff(self, attempt: int) -> float:
+        """Full-jitter exponential backoff, so many clients do not retry in lockstep."""
+        ceiling = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+def resolve(retry: bool | RetryConfig | None) -> RetryConfig | None:
+    if retry is True:
+        return RetryConfig()
+    if retry is False or retry is None:
+        return None
+    return retry
