@@ -6,6 +6,7 @@ for the dev server's address (``with_host``).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -78,3 +79,10 @@ def parse(text: str) -> list[Recipe]:
             title, blocks = line[4:].strip(), []
     close_recipe()
     return recipes
+
+
+@functools.cache
+def load() -> list[Recipe]:
+    """The recipes of the located cookbook (none when it cannot be found)."""
+    where = locate()
+    return parse(where.read_text()) if where else []

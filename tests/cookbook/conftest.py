@@ -1,0 +1,26 @@
+"""Cookbook suite plumbing: import path and the closing tally."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# The runner's modules (cookbook, kitchen, recipes) live beside this file.
+sys.path.insert(0, str(Path(__file__).parent))
+
+from cookbook import load  # noqa: E402
+from kitchen import SUPPLIED  # noqa: E402
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    passed = [r for r in terminalreporter.stats.get("passed", []) if "::test_recipe[" in r.nodeid]
+    terminalreporter.write_line(f"cookbook: {len(passed)} of {len(load())} recipes pass")
+    if SUPPLIED:
+        terminalreporter.write_line(
+            "cookbook: supplied beyond host, shell variables, constructor arguments and reader names:"
+        )
+        for title, items in sorted(SUPPLIED.items()):
+            for item in sorted(items):
+                terminalreporter.write_line(f"  - {title}: {item}")

@@ -1,0 +1,170 @@
+"""Running one recipe against a live dev server, supplying only what a reader supplies.
+
+A reader of the cookbook brings: the host (here the dev server's address), shell
+variables such as ``$TOKEN``, the client's constructor arguments in place of ``...``,
+and the names a snippet leaves open (``path``, ``value``, ``apply_config``...). The
+kitchen supplies exactly those and runs the recipe text otherwise untouched.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cookbook import Recipe
+
+from scaivault_sdk import SyncScaiVaultClient
+from scaivault_sdk.testing import DevServer
+
+CONSTRUCTOR_PLACEHOLDER = "SyncScaiVaultClient(...)"
+
+# Names the cookbook leaves to the reader and the brief allows the runner to define.
+# Anything else a recipe needs is recorded in `supplied` and printed after the run.
+READER_NAMES = frozenset({"apply_config", "run_query", "path", "value", "initial_value"})
+
+# Recipe title -> what the runner had to supply beyond that; printed after the run.
+SUPPLIED: dict[str, set[str]] = {}
+
+# Commands the shell recipes call. When a recipe's own `$PATH` variable (a secret
+# path) replaces the shell's PATH, these stay findable through bash's command hash.
+RECIPE_COMMANDS = ("curl", "jq", "grep", "sed", "cat", "date", "scaivault")
+
+
+def find_cli() -> Path | None:
+    explicit = os.environ.get("SCAIVAULT_CLI_BIN")
+    if explicit:
+        return Path(explicit)
+    target = os.environ.get("CARGO_TARGET_DIR")
+    if target and (Path(target) / "debug" / "scaivault").exists():
+        return Path(target) / "debug" / "scaivault"
+    found = shutil.which("scaivault")
+    return Path(found) if found else None
+
+
+@dataclass
+class Kitchen:
+    """One recipe's world: a fresh server, a seeding client, a working directory."""
+
+    server: DevServer
+    workdir: Path
+    cli: Path | None
+    client: SyncScaiVaultClient = field(init=False)
+    supplied: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.client = self.server.client()
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- shell recipes (curl + jq, the scaivault CLI) -----------------------------------
+
+    def shell(self, recipe: Recipe, timeout: float = 60, **variables: str) -> subprocess.CompletedProcess[str]:
+        """Run a bash recipe with ``variables`` set the way a reader would ``export`` them."""
+        variables.setdefault("TOKEN", self.server.root_token)
+        script = self._shell_prelude(variables) + recipe.with_host(self.server.address)
+        return subprocess.run(
+            ["bash", "--noprofile", "--norc", "-c", script],
+            cwd=self.workdir,
+            env=self._environment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # The CLI reads its server and token from the environment, as documented.
+        env["SCAIVAULT_ADDR"] = self.server.address
+        env["SCAIVAULT_TOKEN"] = self.server.root_token
+        if self.cli is not None:
+            bindir = self.workdir.parent / "bin"
+            bindir.mkdir(exist_ok=True)
+            link = bindir / "scaivault"
+            if not link.exists():
+                link.symlink_to(self.cli)
+            env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def _shell_prelude(self, variables: dict[str, str]) -> str:
+        lines = ["set -o pipefail"]
+        for name, value in variables.items():
+            if name == "PATH":
+                lines += self._pinned_path(value)
+            else:
+                lines.append(f"export {name}={shlex.quote(value)}")
+        return "\n".join(lines) + "\n"
+
+    def _pinned_path(self, value: str) -> list[str]:
+        """Set the recipe's ``$PATH`` (a secret path) without losing the commands.
+
+        Assigning PATH empties bash's command hash, so the pins come after it:
+        ``hash -p`` tells bash where each command lives, and lookups never consult
+        PATH again. A reader who follows the recipe literally gets
+        "curl: command not found"; see the report.
+        """
+        self.supplied.append("bash `hash -p` pins for the commands, since $PATH holds a secret path")
+        env_path = self._environment()["PATH"]
+        pins = []
+        for command in RECIPE_COMMANDS:
+            where = shutil.which(command, path=env_path)
+            if where:
+                pins.append(f"hash -p {shlex.quote(where)} {command}")
+        return [f"PATH={shlex.quote(value)}", *pins]
+
+    def file(self, name: str, content: str) -> Path:
+        """A file the recipe expects in its working directory (``./config.json``)."""
+        self.supplied.append(f"the file ./{name} in the working directory")
+        target = self.workdir / name
+        target.write_text(content)
+        return target
+
+    # --- Python recipes -------------------------------------------------------------------
+
+    def python(self, recipe: Recipe, **names: Any) -> dict[str, Any]:
+        """Exec a Python recipe; return its namespace so the test can look at the result.
+
+        ``names`` are what the snippet leaves to the reader. ``client`` is supplied unless
+        the recipe builds its own, whose ``...`` becomes the dev server's address and token.
+        """
+        code = recipe.code
+        namespace: dict[str, Any] = {"__name__": "__cookbook__", **names}
+        self.supplied += [f"Python name `{n}`" for n in sorted(set(names) - READER_NAMES)]
+        if CONSTRUCTOR_PLACEHOLDER in code:
+            arguments = f"address={self.server.address!r}, token={self.server.root_token!r}"
+            code = code.replace(CONSTRUCTOR_PLACEHOLDER, f"SyncScaiVaultClient({arguments})")
+        elif "client" in _free_names(code):
+            namespace["client"] = self.client
+            self.supplied.append("`client`, built as the cookbook's first recipe builds it")
+        previous = Path.cwd()
+        os.chdir(self.workdir)
+        try:
+            exec(compile(code, f"<cookbook: {recipe.title}>", "exec"), namespace)
+        finally:
+            os.chdir(previous)
+            recipe_client = namespace.get("client")
+            if isinstance(recipe_client, SyncScaiVaultClient) and recipe_client is not self.client:
+                recipe_client.close()
+        return namespace
+
+
+def _free_names(code: str) -> set[str]:
+    """Names a snippet reads without assigning or importing them."""
+    tree = ast.parse(code)
+    bound: set[str] = set()
+    used: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (bound if isinstance(node.ctx, ast.Store) else used).add(node.id)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    return used - bound

@@ -1,0 +1,72 @@
+"""The runner itself: recipes are read byte-for-byte and only the host changes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cookbook import DOC_HOST, Recipe, load, locate, parse
+from kitchen import Kitchen, find_cli
+
+from scaivault_sdk.testing import dev_server
+
+
+def test_recipe_code_is_the_cookbook_text_byte_for_byte() -> None:
+    where = locate()
+    assert where is not None
+    text = where.read_text()
+    for recipe in load():
+        assert recipe.code in text, recipe.title
+        assert text.splitlines()[recipe.line - 1].startswith("```" + recipe.language)
+
+
+def test_only_the_host_is_replaced() -> None:
+    address = "http://127.0.0.1:4321"
+    for recipe in load():
+        swapped = recipe.with_host(address)
+        assert DOC_HOST not in swapped
+        assert swapped.replace(address, DOC_HOST) == recipe.code
+
+
+def test_parse_refuses_a_recipe_with_two_blocks() -> None:
+    text = "## S\n### Two\n```bash\necho 1\n```\n```bash\necho 2\n```\n"
+    with pytest.raises(ValueError, match="2 code blocks"):
+        parse(text)
+
+
+def test_tools_are_classified() -> None:
+    tools = {r.title: r.tool for r in load()}
+    assert tools["Write a JSON blob from a file"] == "cli"
+    assert tools["Smoke test the API"] == "curl"
+    assert tools["Read one secret and use a single field"] == "python"
+
+
+@pytest.fixture(scope="module")
+def kitchen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kitchen]:
+    workdir = tmp_path_factory.mktemp("kitchen") / "work"
+    workdir.mkdir()
+    with dev_server() as server:
+        k = Kitchen(server=server, workdir=workdir, cli=find_cli())
+        yield k
+        k.close()
+
+
+def test_a_path_variable_keeps_the_commands_findable(kitchen: Kitchen) -> None:
+    # The rotation recipe uses $PATH for a secret path; bash's PATH is then useless.
+    recipe = Recipe("S", "path", "bash", 'echo "$PATH"\ncurl -fsS https://scaivault.scailabs.ai/v1/health | jq -r .status\n', 1)
+    result = kitchen.shell(recipe, PATH="app/db/password")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["app/db/password", "ok"]
+
+
+def test_shell_variables_reach_the_recipe(kitchen: Kitchen) -> None:
+    recipe = Recipe("S", "vars", "bash", 'echo "$TOKEN" "$SCAIVAULT_ADDR"\n', 1)
+    out = kitchen.shell(recipe).stdout.split()
+    assert out == [kitchen.server.root_token, kitchen.server.address]
+
+
+def test_python_recipes_get_a_constructed_client(kitchen: Kitchen, tmp_path: Path) -> None:
+    code = "from scaivault_sdk import SyncScaiVaultClient\nclient = SyncScaiVaultClient(...)\nme = client.auth.whoami()\n"
+    namespace = kitchen.python(Recipe("S", "ctor", "python", code, 1))
+    assert namespace["me"].identity_id == "root"
