@@ -17,10 +17,14 @@ from kitchen import SUPPLIED  # noqa: E402
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     passed = [r for r in terminalreporter.stats.get("passed", []) if "::test_recipe[" in r.nodeid]
     terminalreporter.write_line(f"cookbook: {len(passed)} of {len(load())} recipes pass")
-    if SUPPLIED:
+    # Grouped by what was supplied: each line is a cookbook gap worth closing.
+    by_item: dict[str, list[str]] = {}
+    for title, items in SUPPLIED.items():
+        for item in items:
+            by_item.setdefault(item, []).append(title)
+    if by_item:
         terminalreporter.write_line(
             "cookbook: supplied beyond host, shell variables, constructor arguments and reader names:"
         )
-        for title, items in sorted(SUPPLIED.items()):
-            for item in sorted(items):
-                terminalreporter.write_line(f"  - {title}: {item}")
+        for item, titles in sorted(by_item.items()):
+            terminalreporter.write_line(f"  - {item}: {'; '.join(sorted(titles))}")

@@ -135,9 +135,9 @@ def _update_one_field(k: Kitchen, recipe: Recipe) -> None:
 
 @expect("Write a JSON blob from a file")
 def _write_json_file(k: Kitchen, recipe: Recipe) -> None:
-    assert k.cli is not None, "the scaivault CLI binary is missing (SCAIVAULT_CLI_BIN)"
     config = {"log_level": "debug", "replicas": 3, "features": {"x": True}}
     k.file("config.json", json.dumps(config))
+    assert k.cli is not None, "the scaivault CLI binary is missing (SCAIVAULT_CLI_BIN)"
     ok(k.shell(recipe))
     secret = k.client.secrets.read("app/config")
     assert (secret.data, secret.secret_type) == (config, "json")
