@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from scaivault_sdk import RetryConfig
+from scaivault_sdk import RetryConfig, secrets
 from scaivault_sdk.errors import (
     NotFoundError,
     RateLimitError,
@@ -74,34 +74,41 @@ def _rate_limited(after: float) -> RateLimitError:
 
 
 def test_policy_honours_retry_after() -> None:
-    assert RetryConfig().delay(1, "GET", _rate_limited(7)) == 7
+    assert RetryConfig().delay(1, _rate_limited(7), repeatable=True) == 7
 
 
 def test_policy_gives_up_when_retry_after_is_too_long() -> None:
-    assert RetryConfig(max_retry_after=10).delay(1, "GET", _rate_limited(11)) is None
+    assert RetryConfig(max_retry_after=10).delay(1, _rate_limited(11), repeatable=True) is None
 
 
 def test_policy_gives_up_after_max_attempts() -> None:
-    assert RetryConfig(max_attempts=3).delay(3, "GET", _rate_limited(1)) is None
+    assert RetryConfig(max_attempts=3).delay(3, _rate_limited(1), repeatable=True) is None
 
 
 def test_policy_backs_off_exponentially_on_503_without_retry_after() -> None:
     config = RetryConfig(max_attempts=10, backoff_initial=0.5, backoff_max=4)
     error = ServiceUnavailableError("down", code="storage_unavailable", status=503)
     for attempt, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (9, 4.0)]:
-        delay = config.delay(attempt, "POST", error)
+        delay = config.delay(attempt, error, repeatable=False)
         assert delay is not None and ceiling / 2 <= delay <= ceiling
 
 
 def test_policy_honours_retry_after_on_503() -> None:
     error = ServiceUnavailableError("sealed", code="sealed", status=503, retry_after=3)
-    assert RetryConfig().delay(1, "POST", error) == 3
+    assert RetryConfig().delay(1, error, repeatable=False) == 3
 
 
-def test_policy_repeats_lost_connections_only_for_idempotent_methods() -> None:
+def test_policy_repeats_lost_connections_only_for_repeatable_requests() -> None:
     error = TransportError("ConnectError", code="transport_error")
-    assert RetryConfig().delay(1, "GET", error) is not None
-    assert RetryConfig().delay(1, "POST", error) is None
+    assert RetryConfig().delay(1, error, repeatable=True) is not None
+    assert RetryConfig().delay(1, error, repeatable=False) is None
+
+
+def test_secret_writes_are_not_repeatable_but_reads_are() -> None:
+    assert not secrets._write("a/b", {"k": "v"}, None, None, None).repeatable
+    assert secrets._read("a/b", None).repeatable
+    assert secrets._delete("a/b", False).repeatable
+    assert not secrets._restore("a/b").repeatable
 
 
 def test_rate_limit_error_without_header_still_waits() -> None:

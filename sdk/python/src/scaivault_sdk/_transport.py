@@ -20,7 +20,7 @@ import httpx
 
 from ._version import __version__
 from .errors import ConfigurationError, ScaiVaultError, TransportError, error_from_response
-from .retry import RetryConfig, resolve
+from .retry import IDEMPOTENT_METHODS, RetryConfig, resolve
 
 T = TypeVar("T")
 
@@ -37,6 +37,14 @@ class Call(Generic[T]):
     decode: Callable[[Any], T]
     params: Mapping[str, str] | None = None
     json: Any = None
+    # May this request be sent again when the connection dropped before an answer?
+    # Defaults to the method's HTTP idempotency; a secret write is a PUT that still
+    # must not repeat, since every write makes a new version.
+    idempotent: bool | None = None
+
+    @property
+    def repeatable(self) -> bool:
+        return self.method.upper() in IDEMPOTENT_METHODS if self.idempotent is None else self.idempotent
 
 
 def no_content(_: Any) -> None:
@@ -176,7 +184,7 @@ class SyncTransport:
                 if response.is_success:
                     return _decode(call, response)
                 error, cause = error_from_response(response), None
-            delay = self._retry.delay(attempt, call.method, error) if self._retry else None
+            delay = self._retry.delay(attempt, error, repeatable=call.repeatable) if self._retry else None
             if delay is None:
                 raise error from cause
             time.sleep(delay)
@@ -210,7 +218,7 @@ class AsyncTransport:
                 if response.is_success:
                     return _decode(call, response)
                 error, cause = error_from_response(response), None
-            delay = self._retry.delay(attempt, call.method, error) if self._retry else None
+            delay = self._retry.delay(attempt, error, repeatable=call.repeatable) if self._retry else None
             if delay is None:
                 raise error from cause
             await asyncio.sleep(delay)

@@ -5,7 +5,8 @@ recipe does) must see the first ``RateLimitError``. When on, a request is repeat
 after a 429 or 503 for as long as the server says (``Retry-After``), with exponential
 backoff where it says nothing. Both statuses mean the server refused the request
 before acting on it, so repeating a write is safe. A lost connection is retried only
-for idempotent methods: a POST may have been applied before the connection dropped.
+for repeatable requests: a secret write may have been applied before the connection
+dropped, and sending it again would add a version.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ class RetryConfig:
     max_retry_after: float = 120.0
     retry_connection_errors: bool = True
 
-    def delay(self, attempt: int, method: str, error: ScaiVaultError) -> float | None:
+    def delay(self, attempt: int, error: ScaiVaultError, *, repeatable: bool) -> float | None:
         """Seconds to wait before attempt ``attempt + 1``, or ``None`` to give up.
 
-        ``attempt`` is the number of the attempt that just failed (1 for the first).
+        ``attempt`` is the number of the attempt that just failed (1 for the first);
+        ``repeatable`` says whether the request may be resent after a lost connection.
         """
         if attempt >= self.max_attempts:
             return None
@@ -43,11 +45,7 @@ class RetryConfig:
             return error.retry_after if error.retry_after <= self.max_retry_after else None
         if isinstance(error, ServiceUnavailableError):
             return self.backoff(attempt)
-        if (
-            isinstance(error, TransportError)
-            and self.retry_connection_errors
-            and method.upper() in IDEMPOTENT_METHODS
-        ):
+        if isinstance(error, TransportError) and self.retry_connection_errors and repeatable:
             return self.backoff(attempt)
         return None
 

@@ -59,9 +59,9 @@ def _write(
         body["metadata"] = dict(metadata)
     if options is not None:
         body["options"] = dict(options)
-    # POST, not PUT: a write makes a new version, so it must not be repeated after a
-    # dropped connection (the retry policy repeats only idempotent methods then).
-    return Call("POST", _url(path), model(WriteResult), json=body)
+    # Not idempotent although a PUT: each write adds a version, so a write lost with
+    # its connection is not sent again.
+    return Call("PUT", _url(path), model(WriteResult), json=body, idempotent=False)
 
 
 def _update_metadata(path: str, metadata: MetadataUpdate | Mapping[str, Any]) -> Call[SecretMetadata]:
