@@ -114,6 +114,7 @@ start_once() {
     --etcd-servers="http://127.0.0.1:$etcd_port" \
     --bind-address=127.0.0.1 \
     --advertise-address=127.0.0.1 \
+    --endpoint-reconciler-type=none \
     --secure-port="$api_port" \
     --cert-dir="$dir/apiserver" \
     --tls-cert-file="$dir/pki/apiserver.crt" \
@@ -190,7 +191,10 @@ start_env() {
       echo "testenv: ready at $(grep '^TESTENV_APISERVER_URL=' "$dir/env" | cut -d= -f2-) (KUBECONFIG=$dir/kubeconfig)"
       return 0
     fi
-    echo "testenv: start attempt $attempt failed" >&2
+    # Only a port taken between picking and binding is worth another try.
+    grep -qs 'address already in use' "$dir"/logs/*.log ||
+      die "could not start the environment in $dir; logs in $dir/logs"
+    echo "testenv: start attempt $attempt lost a port race, retrying" >&2
   done
   die "could not start the environment in $dir; logs in $dir/logs"
 }
