@@ -1,1 +1,30 @@
 //! Typed async client for the ScaiVault API.
+//!
+//! ```no_run
+//! # async fn example() -> scaivault_client::Result<()> {
+//! let client = scaivault_client::Client::from_env()?;
+//! let secret = client.read("environments/production/billing/database").await?;
+//! let url = secret.data.get("url");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Requests and responses are the wire types of [`scaivault_api`], re-exported as [`api`].
+//! Secret paths are checked against the path grammar before anything is sent. Answers
+//! `429` and `503` are retried as [`RetryPolicy`] describes.
+
+mod auth;
+mod builder;
+mod client;
+mod error;
+mod retry;
+mod secrets;
+mod sys;
+
+pub use builder::{ClientBuilder, DEFAULT_ADDRESS, ENV_ADDRESS, ENV_CA_CERT, ENV_TOKEN};
+pub use client::Client;
+pub use error::{Error, Result};
+pub use retry::RetryPolicy;
+pub use scaivault_api as api;
+pub use secrecy::SecretString;
+pub use secrets::ListOptions;

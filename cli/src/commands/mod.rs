@@ -1,0 +1,47 @@
+//! One module per command group; each command returns what to print.
+
+mod secrets;
+mod system;
+mod tokens;
+
+use scaivault_client::{Client, ClientBuilder};
+
+use crate::args::{Cli, Command, OutputFormat};
+use crate::failure::Failure;
+use crate::output::Output;
+
+/// Builds the client from the global flags and runs the command.
+pub async fn run(cli: Cli) -> Result<Output, Failure> {
+    let client = client(&cli)?;
+    let format = cli.output;
+    match cli.command {
+        Command::Secrets(command) => secrets::run(&client, format, command).await,
+        Command::Whoami => system::whoami(&client, format).await,
+        Command::Health { detailed } => system::health(&client, format, detailed).await,
+        Command::Tokens(command) => tokens::run(&client, format, command).await,
+        Command::Keys(command) => system::keys(&client, format, command).await,
+    }
+}
+
+fn client(cli: &Cli) -> Result<Client, Failure> {
+    let mut builder = ClientBuilder::new(cli.address.clone()).max_retries(cli.max_retries);
+    if let Some(token) = &cli.token {
+        builder = builder.token(token.clone());
+    }
+    if let Some(ca_cert) = &cli.ca_cert {
+        builder = builder.ca_cert_file(ca_cert);
+    }
+    Ok(builder.build()?)
+}
+
+/// JSON for programs, or the table rendering for people.
+fn render<T: serde::Serialize>(
+    format: OutputFormat,
+    value: &T,
+    table: impl FnOnce(&T) -> String,
+) -> Result<Output, Failure> {
+    match format {
+        OutputFormat::Json => crate::output::json(value),
+        OutputFormat::Table => Ok(Output::text(table(value))),
+    }
+}

@@ -1,0 +1,240 @@
+//! Turning flags and files into request values.
+//!
+//! The `parse_*` functions are clap value parsers: their errors are usage errors (exit 2).
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use scaivault_api::auth::identity_type_of;
+use scaivault_api::duration::parse_duration;
+use scaivault_api::secrets::SecretType;
+use serde_json::{Map, Value};
+
+use crate::failure::Failure;
+
+/// `--data key=value`: splits at the first `=`, so values may contain `=`.
+pub fn parse_key_value(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        // The value may be a secret: name only the key part in the message.
+        Some(_) => Err("expected KEY=VALUE with a non-empty KEY".to_owned()),
+        None => Err("expected KEY=VALUE".to_owned()),
+    }
+}
+
+/// `--data-file key=path`.
+pub fn parse_key_file(arg: &str) -> Result<(String, PathBuf), String> {
+    match arg.split_once('=') {
+        Some((key, path)) if !key.is_empty() && !path.is_empty() => {
+            Ok((key.to_owned(), PathBuf::from(path)))
+        }
+        _ => Err("expected KEY=FILE".to_owned()),
+    }
+}
+
+pub fn parse_secret_type(arg: &str) -> Result<SecretType, String> {
+    SecretType::parse(arg).ok_or_else(|| {
+        let names: Vec<&str> = SecretType::ALL.iter().map(|t| t.as_str()).collect();
+        format!("unknown type {arg:?}; one of {}", names.join(", "))
+    })
+}
+
+/// Durations are checked here so a typo fails before anything is sent.
+pub fn parse_duration_arg(arg: &str) -> Result<String, String> {
+    parse_duration(arg)
+        .map(|_| arg.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+pub fn parse_identity(arg: &str) -> Result<String, String> {
+    identity_type_of(arg)
+        .map(|_| arg.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// The value of a write from `--data` and `--data-file` pairs; duplicate keys are a mistake.
+pub fn data_from_pairs(
+    pairs: &[(String, String)],
+    files: &[(String, PathBuf)],
+) -> Result<Map<String, Value>, Failure> {
+    let mut data = Map::new();
+    let mut stdin_used = false;
+    let file_values = files.iter().map(|(key, path)| {
+        if path == Path::new("-") {
+            if stdin_used {
+                return Err(Failure::Usage(
+                    "standard input can be read only once".to_owned(),
+                ));
+            }
+            stdin_used = true;
+        }
+        let bytes = read_source(path)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Failure::Local(format!("{} is not UTF-8 text", path.display())))?;
+        Ok((key.clone(), text))
+    });
+    let file_values: Vec<(String, String)> = file_values.collect::<Result<_, _>>()?;
+    for (key, value) in pairs.iter().cloned().chain(file_values) {
+        if data.insert(key.clone(), Value::String(value)).is_some() {
+            return Err(Failure::Usage(format!(
+                "field {key:?} is given more than once"
+            )));
+        }
+    }
+    Ok(data)
+}
+
+/// The value of a write from `--json-file`: the file must hold one JSON object.
+pub fn data_from_json_file(path: &Path) -> Result<Map<String, Value>, Failure> {
+    let bytes = read_source(path)?;
+    json_object(&bytes).map_err(|why| Failure::Local(format!("{}: {why}", display_source(path))))
+}
+
+/// Parses a JSON object; the error never quotes the input, which is a secret.
+fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("the value must be a JSON object ({...})".to_owned()),
+        Err(e) => Err(format!(
+            "not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )),
+    }
+}
+
+/// Reads a file, or standard input for `-`.
+fn read_source(path: &Path) -> Result<Vec<u8>, Failure> {
+    let mut bytes = Vec::new();
+    let result = if path == Path::new("-") {
+        std::io::stdin().read_to_end(&mut bytes).map(|_| ())
+    } else {
+        std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes).map(|_| ()))
+    };
+    result.map_err(|e| Failure::Local(format!("cannot read {}: {e}", display_source(path))))?;
+    Ok(bytes)
+}
+
+fn display_source(path: &Path) -> String {
+    if path == Path::new("-") {
+        "standard input".to_owned()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// The tags after `secrets tag`: current order kept, removals dropped, additions appended once.
+pub fn apply_tag_changes(
+    current: &[String],
+    add: &[String],
+    remove: &[String],
+) -> Result<Vec<String>, Failure> {
+    if let Some(both) = add.iter().find(|t| remove.contains(t)) {
+        return Err(Failure::Usage(format!(
+            "tag {both:?} is both added and removed"
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    Ok(current
+        .iter()
+        .chain(add)
+        .filter(|tag| !remove.contains(tag))
+        .filter(|tag| seen.insert(tag.as_str()))
+        .cloned()
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn key_value_pairs() {
+        let cases: &[(&str, Option<(&str, &str)>)] = &[
+            ("user=admin", Some(("user", "admin"))),
+            (
+                "url=postgres://h/db?sslmode=require",
+                Some(("url", "postgres://h/db?sslmode=require")),
+            ),
+            ("empty=", Some(("empty", ""))),
+            ("spaced key=a b", Some(("spaced key", "a b"))),
+            ("=value", None),
+            ("novalue", None),
+            ("", None),
+        ];
+        for (arg, want) in cases {
+            let got = parse_key_value(arg).ok();
+            let want = want.map(|(k, v)| (k.to_owned(), v.to_owned()));
+            assert_eq!(got, want, "{arg:?}");
+        }
+    }
+
+    #[test]
+    fn key_value_errors_do_not_echo_the_value() {
+        let err = parse_key_value("=hunter2").err().unwrap_or_default();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_fields_are_refused() {
+        let pairs = vec![
+            ("a".to_owned(), "1".to_owned()),
+            ("a".to_owned(), "2".to_owned()),
+        ];
+        assert!(matches!(
+            data_from_pairs(&pairs, &[]),
+            Err(Failure::Usage(_))
+        ));
+        let pairs = vec![
+            ("a".to_owned(), "1".to_owned()),
+            ("b".to_owned(), "2".to_owned()),
+        ];
+        let data = data_from_pairs(&pairs, &[]).ok().unwrap_or_default();
+        assert_eq!(Value::Object(data), serde_json::json!({"a": "1", "b": "2"}));
+    }
+
+    #[test]
+    fn json_values_must_be_objects() {
+        assert!(json_object(br#"{"a": {"b": [1, 2]}}"#).is_ok());
+        for bad in [&b"[1]"[..], b"\"s3cret\"", b"{", b""] {
+            let err = json_object(bad).err().unwrap_or_default();
+            assert!(!err.is_empty() && !err.contains("s3cret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn tag_changes() {
+        let current = strings(&["billing", "prod"]);
+        let cases: &[(&[&str], &[&str], &[&str])] = &[
+            (&["pci"], &[], &["billing", "prod", "pci"]),
+            (&[], &["prod"], &["billing"]),
+            (&["prod", "pci", "pci"], &["billing"], &["prod", "pci"]),
+            (&[], &["absent"], &["billing", "prod"]),
+        ];
+        for (add, remove, want) in cases {
+            let got = apply_tag_changes(&current, &strings(add), &strings(remove)).ok();
+            assert_eq!(got, Some(strings(want)), "+{add:?} -{remove:?}");
+        }
+        assert!(apply_tag_changes(&current, &strings(&["x"]), &strings(&["x"])).is_err());
+    }
+
+    #[test]
+    fn validators() {
+        assert!(parse_secret_type("ssh_key").is_ok());
+        assert!(parse_secret_type("sshkey").is_err());
+        assert!(parse_duration_arg("1h30m").is_ok());
+        assert!(parse_duration_arg("1 hour").is_err());
+        assert!(parse_identity("sa:billing-prod").is_ok());
+        assert!(parse_identity("billing").is_err());
+        assert_eq!(
+            parse_key_file("cert=./c.pem").ok(),
+            Some(("cert".to_owned(), PathBuf::from("./c.pem")))
+        );
+        assert!(parse_key_file("cert=").is_err());
+    }
+}

@@ -1,0 +1,73 @@
+//! `/v1/auth`: the caller's identity and tokens.
+
+use reqwest::Method;
+use scaivault_api::ErrorCode;
+use scaivault_api::auth::{
+    CreateTokenRequest, CreateTokenResponse, ListTokensResponse, WhoAmIResponse,
+};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::retry::Retry;
+
+impl Client {
+    /// The identity behind this client's token.
+    pub async fn whoami(&self) -> Result<WhoAmIResponse> {
+        let url = self.url(["auth", "whoami"])?;
+        self.json(self.call(Method::GET, url, Retry::Safe, "whoami"))
+            .await
+    }
+
+    /// Issues a token. Never retried: a repeat after a lost answer would issue a second one.
+    pub async fn create_token(&self, request: &CreateTokenRequest) -> Result<CreateTokenResponse> {
+        let url = self.url(["auth", "tokens"])?;
+        let call = self
+            .call(Method::POST, url, Retry::Never, "create_token")
+            .body(request)?;
+        self.json(call).await
+    }
+
+    pub async fn list_tokens(&self) -> Result<ListTokensResponse> {
+        let url = self.url(["auth", "tokens"])?;
+        self.json(self.call(Method::GET, url, Retry::Safe, "list_tokens"))
+            .await
+    }
+
+    /// Revokes the token with this accessor (`acc_...`).
+    pub async fn revoke_token(&self, accessor: &str) -> Result<()> {
+        check_accessor(accessor)?;
+        let url = self.url(["auth", "tokens", accessor])?;
+        self.no_content(self.call(Method::DELETE, url, Retry::Safe, "revoke_token"))
+            .await
+    }
+}
+
+/// Accessors are opaque but simple; rejecting odd ones early gives a clearer error than a 404.
+fn check_accessor(accessor: &str) -> Result<()> {
+    let ok = !accessor.is_empty()
+        && accessor.len() <= 128
+        && accessor
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            ErrorCode::InvalidRequest,
+            "a token accessor is 1..=128 characters of [A-Za-z0-9_-]",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accessors() {
+        assert!(check_accessor("acc_01JABCdef-9").is_ok());
+        for bad in ["", "acc/x", "acc x", "../x"] {
+            assert!(check_accessor(bad).is_err(), "{bad}");
+        }
+    }
+}
