@@ -79,6 +79,9 @@ class Config:
         # SCAIVAULT_AUDIT_ARGS='--audit-file {data_dir}/audit.log'. Empty = audit off.
         self.sv_audit_args = env_str("SCAIVAULT_AUDIT_ARGS", "")
         self.sv_extra_args = env_str("SCAIVAULT_EXTRA_ARGS", "")
+        # ScaiVault's log filter (its SCAIVAULT_LOG); empty = the server's default (info:
+        # one JSON request line per request on stderr).
+        self.sv_log = env_str("BENCH_SCAIVAULT_LOG", os.environ.get("SCAIVAULT_LOG", ""))
         self.bao_audit = env_str("BENCH_BAO_AUDIT", "1") not in ("0", "false", "no", "off")
         self.bao_bin = env_str("BAO_BIN", "")
         self.wrk = env_str("WRK", "wrk")
@@ -334,6 +337,16 @@ def scaivault_command(cfg: Config, binary: str, port: int, data_dir: Path, token
     return argv
 
 
+def scaivault_env(cfg: Config) -> dict:
+    """Environment of the ScaiVault process (the rest of its start command)."""
+    env = dict(os.environ)
+    for k in [k for k in env if k.startswith("SCAIVAULT_") and k not in ("SCAIVAULT_LOG",)]:
+        env.pop(k)  # the harness's own SCAIVAULT_* settings are not server flags
+    if cfg.sv_log:
+        env["SCAIVAULT_LOG"] = cfg.sv_log
+    return env
+
+
 class ScaiVault(Server):
     kind = "scaivault"
 
@@ -359,13 +372,14 @@ class ScaiVault(Server):
         return st == 200
 
     def first_start(self) -> None:
-        self._spawn(self.argv())
+        self._spawn(self.argv(), env=scaivault_env(self.cfg))
         self.wait_until(self._health, "health", timeout=60, interval=0.05)
 
     def restart_timed(self) -> float:
         self.stop()
+        env = scaivault_env(self.cfg)
         t0 = time.perf_counter()
-        self._spawn(self.argv())
+        self._spawn(self.argv(), env=env)
         self.wait_until(self.read_ok, "first authenticated read")
         return time.perf_counter() - t0
 
@@ -406,6 +420,8 @@ class ScaiVault(Server):
             "audit": audit,
             "tls": "off (loopback HTTP)",
             "mode": "dev (--rate-limit-per-minute 0)",
+            "logging": (f"SCAIVAULT_LOG={self.cfg.sv_log}" if self.cfg.sv_log else
+                        "default (info): one JSON request line per request on stderr, to a file"),
             "command": " ".join(shlex.quote(a) for a in self.argv()).replace(self.token, "svt_…"),
         }
 
@@ -523,6 +539,7 @@ ui           = false
             "audit": "on: file audit device (declared in config)" if self.cfg.bao_audit else "off (BENCH_BAO_AUDIT=0)",
             "tls": "off (loopback HTTP)",
             "mode": "server -config, init + unseal (1 key share), kv-v2 at secret/",
+            "logging": "log_level=warn (OpenBao writes no per-request log lines; the audit log is above)",
             "command": " ".join(self.argv()),
         }
 

@@ -105,7 +105,7 @@ def markdown(results: dict) -> str:
     lines.append("| | ScaiVault | OpenBao |")
     lines.append("|---|---|---|")
     for k, label in [("version", "version"), ("storage", "storage"), ("audit", "audit log"),
-                     ("tls", "TLS"), ("mode", "mode")]:
+                     ("logging", "server log"), ("tls", "TLS"), ("mode", "mode")]:
         lines.append(f"| {label} | {srv.get('scaivault', {}).get(k, '?')} | {srv.get('openbao', {}).get(k, '?')} |")
     lines.append("")
     lines.append("| workload | metric | ScaiVault | OpenBao | ScaiVault / OpenBao |")
