@@ -1,1 +1,17 @@
+//! The ScaiVault API server: storage, barrier, tokens, secrets, and their HTTP surface.
 
+pub mod auth;
+pub mod authz;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod http;
+pub mod jobs;
+pub mod metrics;
+pub mod ratelimit;
+pub mod secrets;
+pub mod server;
+pub mod store;
+pub mod vault;
+
+pub use server::run;

@@ -1,0 +1,123 @@
+//! The `scaivault-server` command line. Every flag can also come from a `SCAIVAULT_*`
+//! environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use scaivault_api::limits::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_VALUE_BYTES};
+use secrecy::SecretString;
+
+#[derive(Debug, Parser)]
+#[command(name = "scaivault-server", version, about = "The ScaiVault API server")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Development server: SQLite in a local data directory, initialised on first start,
+    /// plain HTTP on loopback, master key and root token kept on disk. Not for production.
+    Dev(DevArgs),
+    /// Initialise a data directory: create the keyring and print a root token once.
+    Init(InitArgs),
+    /// Serve an initialised data directory (TLS unless explicitly disabled).
+    Serve(ServeArgs),
+}
+
+fn parse_secret(s: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(s.to_owned()))
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    scaivault_api::duration::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Settings shared by `dev` and `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Requests per minute per identity (token bucket); 0 disables rate limiting.
+    #[arg(long, env = "SCAIVAULT_RATE_LIMIT_PER_MINUTE", default_value_t = 1000)]
+    pub rate_limit_per_minute: u32,
+    /// Largest secret value (its `data` as JSON) in bytes.
+    #[arg(long, env = "SCAIVAULT_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
+    pub max_value_bytes: usize,
+    /// Largest request body in bytes.
+    #[arg(long, env = "SCAIVAULT_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// How often expired secrets are purged.
+    #[arg(long, env = "SCAIVAULT_PURGE_INTERVAL", default_value = "60s", value_parser = parse_interval)]
+    pub purge_interval: Duration,
+    /// How often read counts are flushed to storage.
+    #[arg(long, env = "SCAIVAULT_ACCESS_FLUSH_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    pub access_flush_interval: Duration,
+    /// Log output format (logs go to stderr).
+    #[arg(long, env = "SCAIVAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    #[arg(long, env = "SCAIVAULT_LISTEN", default_value = "127.0.0.1:8200")]
+    pub listen: SocketAddr,
+    #[arg(long, env = "SCAIVAULT_DATA_DIR", default_value = ".scaivault-dev")]
+    pub data_dir: PathBuf,
+    /// Use this root token (created if missing) instead of a generated one.
+    #[arg(long, env = "SCAIVAULT_DEV_ROOT_TOKEN", value_parser = parse_secret, hide_env_values = true)]
+    pub root_token: Option<SecretString>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// Where the master key comes from.
+#[derive(Debug, Clone, Args)]
+pub struct MasterKeyArgs {
+    /// File holding the base64 master key (`init` creates it when missing).
+    #[arg(long, env = "SCAIVAULT_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// The base64 master key itself (prefer the file; environments leak into /proc).
+    #[arg(long, env = "SCAIVAULT_MASTER_KEY", value_parser = parse_secret, hide_env_values = true)]
+    pub master_key: Option<SecretString>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[arg(long, env = "SCAIVAULT_DATA_DIR")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub key: MasterKeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "SCAIVAULT_LISTEN", default_value = "127.0.0.1:8200")]
+    pub listen: SocketAddr,
+    #[arg(long, env = "SCAIVAULT_DATA_DIR")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub key: MasterKeyArgs,
+    /// PEM certificate chain; reloaded when the file changes.
+    #[arg(long, env = "SCAIVAULT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key; reloaded when the file changes.
+    #[arg(long, env = "SCAIVAULT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP (only behind a TLS-terminating proxy on a trusted network).
+    #[arg(long, env = "SCAIVAULT_TLS_DISABLE", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub tls_disable: bool,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, env = "SCAIVAULT_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    pub tls_reload_interval: Duration,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+pub const DB_FILE: &str = "scaivault.db";

@@ -1,0 +1,8 @@
+//! The barrier: everything that touches key material.
+
+pub mod barrier;
+pub mod master_key;
+pub mod token;
+
+pub use barrier::{Barrier, BarrierError};
+pub use master_key::MasterKey;

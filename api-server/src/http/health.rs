@@ -1,0 +1,174 @@
+//! Health endpoints and Prometheus metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use scaivault_api::health::{
+    ComponentHealth, DetailedHealthResponse, HealthResponse, HealthStatus,
+};
+
+use super::SharedState;
+use crate::auth::Caller;
+use crate::authz::{Permission, authorize, resource};
+use crate::crypto::barrier::Context;
+use crate::error::Result;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub fn public_router() -> Router<SharedState> {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/metrics", get(metrics))
+}
+
+pub fn authenticated_router() -> Router<SharedState> {
+    Router::new().route("/v1/health/detailed", get(health_detailed))
+}
+
+/// Liveness and storage reachability; no authentication.
+#[utoipa::path(get, path = "/v1/health", tag = "health",
+    responses((status = 200, body = HealthResponse), (status = 503, body = HealthResponse)))]
+pub async fn health(State(state): State<SharedState>) -> impl IntoResponse {
+    let ok = state.vault.store.ping().await.is_ok();
+    let status = if ok {
+        HealthStatus::Ok
+    } else {
+        HealthStatus::Down
+    };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = HealthResponse {
+        status,
+        version: VERSION.into(),
+        storage: state.vault.store.backend().into(),
+    };
+    let mut response = (code, Json(body)).into_response();
+    if !ok {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    }
+    response
+}
+
+fn component(
+    status: HealthStatus,
+    started: Instant,
+    message: Option<String>,
+    details: Option<serde_json::Value>,
+) -> ComponentHealth {
+    ComponentHealth {
+        status,
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        message,
+        details,
+    }
+}
+
+/// Storage, barrier and background jobs, each with status and latency.
+#[utoipa::path(get, path = "/v1/health/detailed", tag = "health",
+    responses((status = 200, body = DetailedHealthResponse), (status = 503, body = DetailedHealthResponse)),
+    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:read on sys/health"))))]
+pub async fn health_detailed(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Arc<Caller>>,
+) -> Result<impl IntoResponse> {
+    authorize(&caller, Permission::Read, resource::HEALTH)?;
+    let mut components = BTreeMap::new();
+
+    let started = Instant::now();
+    let storage = match state.vault.store.ping().await {
+        Ok(()) => component(HealthStatus::Ok, started, None, None),
+        Err(e) => component(HealthStatus::Down, started, Some(e.to_string()), None),
+    };
+    components.insert("storage".to_owned(), storage);
+
+    let started = Instant::now();
+    let probe = Context::Secret {
+        path: "sys/health-probe",
+        version: 1,
+    };
+    let round_trip = state
+        .vault
+        .barrier
+        .seal(probe, b"probe")
+        .and_then(|sealed| state.vault.barrier.open(probe, &sealed))
+        .map(|plain| plain.as_slice() == b"probe");
+    let barrier = match round_trip {
+        Ok(true) => component(
+            HealthStatus::Ok,
+            started,
+            None,
+            Some(
+                serde_json::json!({"active_key_id": state.vault.barrier.active_key_id(), "keys": state.vault.barrier.key_ids().len()}),
+            ),
+        ),
+        _ => component(
+            HealthStatus::Down,
+            started,
+            Some("seal/open round trip failed".into()),
+            None,
+        ),
+    };
+    components.insert("barrier".to_owned(), barrier);
+
+    let started = Instant::now();
+    let stale = state.jobs.stale(state.started);
+    let snapshot = serde_json::to_value(state.jobs.snapshot()).ok();
+    let jobs = if stale.is_empty() {
+        component(HealthStatus::Ok, started, None, snapshot)
+    } else {
+        component(
+            HealthStatus::Degraded,
+            started,
+            Some(format!("jobs behind schedule: {}", stale.join(", "))),
+            snapshot,
+        )
+    };
+    components.insert("jobs".to_owned(), jobs);
+
+    let overall = if components.values().any(|c| c.status == HealthStatus::Down) {
+        HealthStatus::Down
+    } else if components
+        .values()
+        .any(|c| c.status == HealthStatus::Degraded)
+    {
+        HealthStatus::Degraded
+    } else {
+        HealthStatus::Ok
+    };
+    let code = if overall == HealthStatus::Down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        code,
+        Json(DetailedHealthResponse {
+            status: overall,
+            version: VERSION.into(),
+            components,
+        }),
+    ))
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}

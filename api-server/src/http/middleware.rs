@@ -1,0 +1,175 @@
+//! Request id, access log and metrics (outermost); authentication and rate limiting
+//! (around authenticated routes).
+
+use std::sync::Arc;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use scaivault_api::ErrorCode;
+use secrecy::SecretString;
+
+use super::SharedState;
+use crate::crypto::token::{hex, random_bytes};
+use crate::error::Error;
+use crate::metrics::{RequestLabels, RouteLabels};
+use crate::ratelimit::Decision;
+
+tokio::task_local! {
+    /// The current request's id, so errors built anywhere can carry it.
+    pub static REQUEST_ID: String;
+}
+
+static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+static RATE_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static RATE_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static RATE_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// Ids are a per-process random prefix plus a counter: unique, cheap, not guessable.
+static ID_PREFIX: LazyLock<String> = LazyLock::new(|| {
+    random_bytes::<6>()
+        .map(|b| hex(b.as_ref()))
+        .unwrap_or_else(|_| "000000000000".into())
+});
+static ID_COUNTER: AtomicU64 = AtomicU64::new(1);
+
+fn new_request_id() -> String {
+    format!(
+        "req_{}{:08x}",
+        *ID_PREFIX,
+        ID_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Keeps a caller-supplied id only when it is short and plain (it ends up in logs).
+fn inbound_request_id(headers: &HeaderMap) -> Option<String> {
+    let id = headers.get(&REQUEST_ID_HEADER)?.to_str().ok()?;
+    let plain = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    plain.then(|| id.to_owned())
+}
+
+pub async fn observe(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = inbound_request_id(request.headers()).unwrap_or_else(new_request_id);
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    // The path names a secret but never holds its value; the query string is not logged.
+    let path = request.uri().path().to_owned();
+    let mut response = REQUEST_ID
+        .scope(request_id.clone(), next.run(request))
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER.clone(), value);
+    }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method: method.to_string(),
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    state
+        .metrics
+        .request_duration
+        .get_or_create(&RouteLabels { route })
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        request_id = %request_id,
+        method = %method,
+        path = %path,
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+fn presented_token(headers: &HeaderMap) -> Option<SecretString> {
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| SecretString::from(token.trim().to_owned()));
+    }
+    headers
+        .get("x-vault-token")
+        .and_then(|v| v.to_str().ok())
+        .map(|t| SecretString::from(t.trim().to_owned()))
+}
+
+fn rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
+    for (name, value) in [
+        (&RATE_LIMIT, decision.limit.to_string()),
+        (&RATE_REMAINING, decision.remaining.to_string()),
+        (&RATE_RESET, decision.reset_epoch.to_string()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name.clone(), value);
+        }
+    }
+}
+
+/// Resolves the bearer token to a caller, applies the caller's rate limit and adds the
+/// `X-RateLimit-*` headers to whatever the handler answers.
+pub async fn authenticate(
+    State(state): State<SharedState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = presented_token(request.headers()) else {
+        return Error::new(
+            ErrorCode::Unauthenticated,
+            "missing token: send Authorization: Bearer <token>",
+        )
+        .into_response();
+    };
+    let caller = match state.vault.tokens.authenticate(&token).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    let decision = state
+        .limiter
+        .enabled()
+        .then(|| state.limiter.check(&caller.identity_id));
+    if let Some(decision) = decision.filter(|d| !d.allowed) {
+        state.metrics.rate_limited.inc();
+        let mut response = Error::new(
+            ErrorCode::RateLimited,
+            format!(
+                "rate limit of {} requests per minute exceeded",
+                decision.limit
+            ),
+        )
+        .with_retry_after(decision.retry_after)
+        .into_response();
+        rate_limit_headers(response.headers_mut(), &decision);
+        return response;
+    }
+    request.extensions_mut().insert(Arc::clone(&caller));
+    let mut response = next.run(request).await;
+    if let Some(decision) = decision {
+        rate_limit_headers(response.headers_mut(), &decision);
+    }
+    response
+}

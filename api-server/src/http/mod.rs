@@ -1,0 +1,62 @@
+//! The HTTP surface: router, middleware, one module per resource.
+
+mod auth;
+mod error;
+mod extract;
+mod health;
+mod middleware;
+pub mod openapi;
+mod secrets;
+mod sys;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::jobs::JobRegistry;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::vault::Vault;
+
+pub use middleware::REQUEST_ID;
+
+/// Everything a handler may touch.
+pub struct AppState {
+    pub vault: Vault,
+    pub limiter: RateLimiter,
+    pub metrics: Arc<Metrics>,
+    pub jobs: Arc<JobRegistry>,
+    pub started: Instant,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The whole API. `max_body_bytes` bounds every request body.
+pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
+    let authenticated = Router::new()
+        .merge(secrets::router())
+        .merge(auth::router())
+        .merge(sys::router())
+        .merge(health::authenticated_router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            middleware::authenticate,
+        ));
+    Router::new()
+        .merge(authenticated)
+        .merge(health::public_router())
+        .route("/v1/openapi.json", get(openapi::serve))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            middleware::observe,
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,55 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use std::sync::LazyLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{auth, health, secrets, sys};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("svt_...")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ScaiVault API", description = "Versioned encrypted secrets for Kubernetes shops. Errors are `{\"error\": {\"code\", \"message\", \"request_id\"}}`."),
+    paths(
+        secrets::read_secret, secrets::read_metadata, secrets::list_versions, secrets::write_secret,
+        secrets::restore_secret, secrets::update_metadata, secrets::delete_secret, secrets::list_secrets,
+        secrets::batch_read,
+        auth::whoami, auth::create_token, auth::list_tokens, auth::revoke_token,
+        sys::rotate_key, sys::list_keys,
+        health::health, health::health_detailed, health::metrics,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "secrets"), (name = "auth"), (name = "sys"), (name = "health"))
+)]
+pub struct ApiDoc;
+
+static DOCUMENT: LazyLock<String> =
+    LazyLock::new(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()));
+
+pub fn document() -> &'static str {
+    &DOCUMENT
+}
+
+/// Served without authentication: it describes the API, not the data.
+pub async fn serve() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document())
+}

@@ -1,0 +1,89 @@
+//! Prometheus metrics, one registry with a sub-registry per subsystem.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub job: String,
+    pub outcome: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RouteLabels, Histogram>,
+    pub job_runs: Family<JobLabels, Counter>,
+    pub rate_limited: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("scaivault");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+        });
+        let job_runs = Family::<JobLabels, Counter>::default();
+        let rate_limited = Counter::default();
+        {
+            let http = registry.sub_registry_with_prefix("http");
+            http.register(
+                "requests",
+                "HTTP requests by method, route and status",
+                requests.clone(),
+            );
+            http.register(
+                "request_duration_seconds",
+                "HTTP request latency by route",
+                request_duration.clone(),
+            );
+            http.register(
+                "rate_limited",
+                "Requests refused by the rate limiter",
+                rate_limited.clone(),
+            );
+        }
+        registry.sub_registry_with_prefix("jobs").register(
+            "runs",
+            "Background job runs by outcome",
+            job_runs.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            job_runs,
+            rate_limited,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

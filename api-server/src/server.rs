@@ -1,0 +1,364 @@
+//! The commands: `dev`, `init`, `serve`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, bail};
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use scaivault_api::auth::IdentityType;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::watch;
+
+use crate::config::{
+    Cli, Command, DB_FILE, DevArgs, InitArgs, LogFormat, MasterKeyArgs, RuntimeArgs, ServeArgs,
+};
+use crate::crypto::MasterKey;
+use crate::http::{AppState, app};
+use crate::jobs::{JobIntervals, JobRegistry, Jobs};
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::secrets::Limits;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::vault::{ROOT_IDENTITY, Vault};
+
+const DEV_MASTER_KEY_FILE: &str = "dev-master.key";
+const DEV_ROOT_TOKEN_FILE: &str = "root-token";
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev(args) => {
+            init_tracing(args.runtime.log_format);
+            dev(args).await
+        }
+        Command::Init(args) => {
+            init_tracing(LogFormat::Text);
+            init(args).await
+        }
+        Command::Serve(args) => {
+            init_tracing(args.runtime.log_format);
+            serve(args).await
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SCAIVAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    restrict_permissions(data_dir);
+    let store =
+        SqliteStore::open(&data_dir.join(DB_FILE)).context("opening the SQLite database")?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(unix)]
+fn restrict_permissions(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_dir: &Path) {}
+
+fn limits(runtime: &RuntimeArgs) -> Limits {
+    Limits {
+        max_value_bytes: runtime.max_value_bytes,
+    }
+}
+
+fn load_master_key(args: &MasterKeyArgs) -> anyhow::Result<MasterKey> {
+    match (&args.master_key, &args.master_key_file) {
+        (Some(text), _) => MasterKey::from_base64(text).context("SCAIVAULT_MASTER_KEY"),
+        (None, Some(path)) => MasterKey::from_file(path).context("master key file"),
+        (None, None) => bail!(
+            "no master key: pass --master-key-file (or SCAIVAULT_MASTER_KEY_FILE / SCAIVAULT_MASTER_KEY)"
+        ),
+    }
+}
+
+async fn init(args: InitArgs) -> anyhow::Result<()> {
+    let master = match (&args.key.master_key, &args.key.master_key_file) {
+        (None, Some(path)) if !path.exists() => {
+            let key = MasterKey::generate()?;
+            key.write_new_file(path)?;
+            eprintln!(
+                "Generated a new master key in {} (mode 0600). Back it up: without it the data is lost.",
+                path.display()
+            );
+            key
+        }
+        _ => load_master_key(&args.key)?,
+    };
+    let store = open_store(&args.data_dir)?;
+    let (_, root) = Vault::initialize(store, &master, Limits { max_value_bytes: 0 }).await?;
+    println!("Initialised {}", args.data_dir.display());
+    println!("Root token: {}", root.expose_secret());
+    println!(
+        "This token is shown once. Store it safely, then start the server with `scaivault-server serve`."
+    );
+    Ok(())
+}
+
+/// Dev mode keeps its master key and root token in the data directory so restarts keep
+/// working; that is exactly why it is not for production.
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.data_dir)?;
+    let key_path = args.data_dir.join(DEV_MASTER_KEY_FILE);
+    let token_path = args.data_dir.join(DEV_ROOT_TOKEN_FILE);
+    let limits = limits(&args.runtime);
+    let (vault, generated_root) = if Vault::is_initialized(store.as_ref()).await? {
+        (
+            Vault::open(store, &MasterKey::from_file(&key_path)?, limits).await?,
+            None,
+        )
+    } else {
+        let master = MasterKey::generate()?;
+        master.write_new_file(&key_path)?;
+        let (vault, root) = Vault::initialize(store, &master, limits).await?;
+        write_secret_file(&token_path, &root)?;
+        (vault, Some(root))
+    };
+    let root = match (args.root_token, generated_root) {
+        (Some(chosen), _) => {
+            if !vault.tokens.exists(&chosen).await? {
+                vault
+                    .tokens
+                    .issue_with(
+                        chosen.clone(),
+                        ROOT_IDENTITY.into(),
+                        IdentityType::Root,
+                        vec!["root".into()],
+                        Some("dev root".into()),
+                        None,
+                    )
+                    .await?;
+            }
+            chosen
+        }
+        (None, Some(generated)) => generated,
+        (None, None) => SecretString::from(
+            std::fs::read_to_string(&token_path)
+                .with_context(|| format!("reading {}", token_path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+    };
+    let listener = bind(args.listen)?;
+    let address = format!("http://{}", listener.local_addr()?);
+    let data_dir = std::fs::canonicalize(&args.data_dir).unwrap_or(args.data_dir.clone());
+    println!(
+        "==> ScaiVault dev server started. NOT for production: the master key and root token are on disk."
+    );
+    println!("    Address:    {address}");
+    println!("    Root token: {}", root.expose_secret());
+    println!("    Data dir:   {}", data_dir.display());
+    println!();
+    println!(
+        "    export SCAIVAULT_ADDR='{address}' SCAIVAULT_TOKEN='{}'",
+        root.expose_secret()
+    );
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    run_server(vault, &args.runtime, listener, None).await
+}
+
+fn write_secret_file(path: &Path, secret: &SecretString) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(secret.expose_secret().as_bytes())?;
+    file.write_all(b"\n")?;
+    Ok(())
+}
+
+fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+struct TlsFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    reload_interval: Duration,
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let master = load_master_key(&args.key)?;
+    let store = open_store(&args.data_dir)?;
+    let vault = Vault::open(store, &master, limits(&args.runtime)).await?;
+    drop(master);
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            reload_interval: args.tls_reload_interval,
+        }),
+        _ if args.tls_disable => {
+            tracing::warn!("TLS is disabled: serve only behind a TLS-terminating proxy");
+            None
+        }
+        _ => bail!(
+            "TLS needs --tls-cert and --tls-key (or --tls-disable behind a TLS-terminating proxy)"
+        ),
+    };
+    let listener = bind(args.listen)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!(
+        "ScaiVault listening on {scheme}://{}",
+        listener.local_addr()?
+    );
+    run_server(vault, &args.runtime, listener, tls).await
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Reloads the certificate when either file changes; a broken new pair is logged and the
+/// old one keeps serving.
+fn watch_certificates(config: RustlsConfig, files: TlsFiles, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut seen = (modified(&files.cert), modified(&files.key));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(files.reload_interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            let now = (modified(&files.cert), modified(&files.key));
+            if now == seen {
+                continue;
+            }
+            match config.reload_from_pem_file(&files.cert, &files.key).await {
+                Ok(()) => {
+                    tracing::info!("TLS certificate reloaded");
+                    seen = now;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate reload failed; keeping the previous one")
+                }
+            }
+        }
+    });
+}
+
+async fn run_server(
+    vault: Vault,
+    runtime: &RuntimeArgs,
+    listener: TcpListener,
+    tls: Option<TlsFiles>,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let registry = Arc::new(JobRegistry::default());
+    let jobs = Arc::new(Jobs {
+        store: Arc::clone(&vault.store),
+        access: Arc::clone(&vault.access),
+        registry: Arc::clone(&registry),
+        metrics: Arc::clone(&metrics),
+        intervals: JobIntervals {
+            expiry_purge: runtime.purge_interval,
+            access_flush: runtime.access_flush_interval,
+            token_purge: Duration::from_secs(3600),
+        },
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let job_handles = Arc::clone(&jobs).spawn(shutdown_rx.clone());
+    let state = Arc::new(AppState {
+        vault,
+        limiter: RateLimiter::new(runtime.rate_limit_per_minute),
+        metrics,
+        jobs: registry,
+        started: Instant::now(),
+    });
+    spawn_limiter_pruning(Arc::clone(&state), shutdown_rx.clone());
+    let router = app(Arc::clone(&state), runtime.max_body_bytes);
+    let handle = Handle::new();
+    let signal_handle = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        signal_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+    });
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let served = match tls {
+        Some(files) => {
+            let config = RustlsConfig::from_pem_file(&files.cert, &files.key)
+                .await
+                .context("loading TLS certificate and key")?;
+            watch_certificates(config.clone(), files, shutdown_rx.clone());
+            axum_server::from_tcp_rustls(listener, config)?
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+        None => {
+            axum_server::from_tcp(listener)?
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+    };
+    let _ = shutdown_tx.send(true);
+    for h in job_handles {
+        let _ = h.await;
+    }
+    // Reads counted since the last flush would otherwise be lost on a clean stop.
+    if let Err(e) = jobs.flush_access_counts().await {
+        tracing::warn!(error = %e, "final access-count flush failed");
+    }
+    served.context("server error")
+}
+
+fn spawn_limiter_pruning(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(300)) => state.limiter.prune_idle(),
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,193 @@
+//! Storage behind one backend-neutral trait.
+//!
+//! Nothing above this module knows which database holds the rows: the SQLite backend
+//! ships now, PostgreSQL implements the same trait. Values arrive here already sealed by
+//! the barrier; the store never sees plaintext.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+pub mod sqlite;
+mod time_codec;
+
+pub use time_codec::{from_millis, to_millis};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot serve right now (locked, read-only, disk full, gone).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Check-and-set failed; carries the version actually current (0 = absent).
+    #[error("check-and-set mismatch: current version is {current}")]
+    CasMismatch { current: u64 },
+    /// A row the caller relied on is missing.
+    #[error("not found")]
+    NotFound,
+    /// Sealing the value inside the write transaction failed.
+    #[error("sealing failed: {0}")]
+    Seal(String),
+    /// Stored data does not decode: corruption or a bug, never user input.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One wrapped data key of the keyring.
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    pub key_id: u32,
+    pub wrapped: Vec<u8>,
+    pub created_at: OffsetDateTime,
+}
+
+/// The head row of a secret: everything but the versions' values.
+#[derive(Debug, Clone)]
+pub struct SecretRow {
+    pub path: String,
+    pub secret_type: String,
+    pub current_version: u64,
+    pub version_count: u64,
+    pub tags: Vec<String>,
+    pub description: Option<String>,
+    pub max_versions: u32,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub deleted_at: Option<OffsetDateTime>,
+    /// Expiry of the current version.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Reads counted over the last 30 days, as flushed to storage.
+    pub access_count_30d: u64,
+}
+
+/// One stored version: its sealed value and who wrote it.
+#[derive(Clone)]
+pub struct VersionRow {
+    pub version: u64,
+    pub secret_type: String,
+    pub ciphertext: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    pub created_by: String,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for VersionRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionRow")
+            .field("version", &self.version)
+            .field("ciphertext_len", &self.ciphertext.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VersionMeta {
+    pub version: u64,
+    pub created_at: OffsetDateTime,
+    pub created_by: String,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// Seals a value for the version number the store assigns inside its transaction, so the
+/// ciphertext's AAD can bind the exact version without a second round trip.
+pub type SealFn = Box<dyn Fn(u64) -> std::result::Result<Vec<u8>, String> + Send + Sync>;
+
+/// Everything a write needs besides the sealed value.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub path: String,
+    /// `None` keeps the stored type (`generic` for a new secret).
+    pub secret_type: Option<String>,
+    pub created_by: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+    /// `Some(0)` = only create, `Some(n)` = only if current is `n`.
+    pub cas: Option<u64>,
+    /// `None` keeps what is stored (default 10 for a new secret).
+    pub max_versions: Option<u32>,
+    pub tags: Option<Vec<String>>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreOutcome {
+    Restored,
+    NotDeleted,
+    NotFound,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub prefix: String,
+    /// Return paths strictly after this one.
+    pub after: Option<String>,
+    pub limit: usize,
+    pub include_deleted: bool,
+}
+
+/// A token as stored: only the hash of its secret part.
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub hash: [u8; 32],
+    pub accessor: String,
+    pub identity_id: String,
+    pub identity_type: String,
+    pub policies: Vec<String>,
+    pub display_name: Option<String>,
+    pub issued_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// The storage contract. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Backend name for health output (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+    /// A cheap round trip proving the database answers.
+    async fn ping(&self) -> Result<()>;
+
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    async fn put_meta(&self, key: &str, value: Vec<u8>) -> Result<()>;
+
+    async fn list_keys(&self) -> Result<Vec<KeyRow>>;
+    async fn insert_key(&self, key: KeyRow) -> Result<()>;
+
+    /// Writes a new version; checks CAS, prunes versions beyond retention, clears a soft
+    /// delete. Returns the new version number.
+    async fn write_version(&self, new: NewVersion, seal: SealFn) -> Result<u64>;
+    /// The head row and the requested (default: current) version in one read.
+    async fn read_secret(
+        &self,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<Option<(SecretRow, Option<VersionRow>)>>;
+    async fn get_secret(&self, path: &str) -> Result<Option<SecretRow>>;
+    async fn list_versions(&self, path: &str) -> Result<Vec<VersionMeta>>;
+    /// Replaces tags and/or description. Returns false when the secret does not exist.
+    async fn update_metadata(
+        &self,
+        path: &str,
+        tags: Option<Vec<String>>,
+        description: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<bool>;
+    async fn soft_delete(&self, path: &str, now: OffsetDateTime) -> Result<bool>;
+    async fn restore(&self, path: &str, now: OffsetDateTime) -> Result<RestoreOutcome>;
+    /// Erases the secret and every version. Returns false when nothing was there.
+    async fn destroy(&self, path: &str) -> Result<bool>;
+    async fn list_secrets(&self, query: ListQuery) -> Result<Vec<SecretRow>>;
+    /// Erases secrets whose current version expired before `now`; returns their paths.
+    async fn purge_expired(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<String>>;
+
+    /// Adds read counts for one UTC day (days since the epoch).
+    async fn add_access_counts(&self, day: i64, counts: Vec<(String, u64)>) -> Result<()>;
+    /// Drops per-day counters older than `before_day`.
+    async fn prune_access_counts(&self, before_day: i64) -> Result<()>;
+
+    async fn insert_token(&self, token: TokenRow) -> Result<()>;
+    async fn token_by_hash(&self, hash: [u8; 32]) -> Result<Option<TokenRow>>;
+    async fn list_tokens(&self, now: OffsetDateTime) -> Result<Vec<TokenRow>>;
+    /// Returns the hash of the revoked token so caches can drop it.
+    async fn revoke_token(&self, accessor: &str) -> Result<Option<[u8; 32]>>;
+    async fn purge_expired_tokens(&self, now: OffsetDateTime) -> Result<u64>;
+}

@@ -1,0 +1,79 @@
+//! Schema migrations, applied in order and recorded in `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Each entry moves the schema one version forward. Never edit a released entry: append.
+const MIGRATIONS: &[&str] = &[
+    // 1: the core schema.
+    r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+    CREATE TABLE keyring (key_id INTEGER PRIMARY KEY, wrapped BLOB NOT NULL, created_at INTEGER NOT NULL);
+    CREATE TABLE secrets (
+        path TEXT PRIMARY KEY,
+        secret_type TEXT NOT NULL,
+        current_version INTEGER NOT NULL,
+        tags TEXT NOT NULL DEFAULT '[]',
+        description TEXT,
+        max_versions INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        deleted_at INTEGER,
+        expires_at INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX secrets_by_expiry ON secrets (expires_at) WHERE expires_at IS NOT NULL;
+    CREATE TABLE secret_versions (
+        path TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        secret_type TEXT NOT NULL,
+        ciphertext BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        expires_at INTEGER,
+        PRIMARY KEY (path, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE access_counts (
+        path TEXT NOT NULL,
+        day INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (path, day)
+    ) WITHOUT ROWID;
+    CREATE TABLE tokens (
+        hash BLOB PRIMARY KEY,
+        accessor TEXT NOT NULL UNIQUE,
+        identity_id TEXT NOT NULL,
+        identity_type TEXT NOT NULL,
+        policies TEXT NOT NULL,
+        display_name TEXT,
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER
+    );
+    "#,
+];
+
+pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: usize =
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_are_idempotent() -> rusqlite::Result<()> {
+        let mut conn = Connection::open_in_memory()?;
+        run(&mut conn)?;
+        run(&mut conn)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        assert_eq!(version as usize, MIGRATIONS.len());
+        Ok(())
+    }
+}

@@ -1,0 +1,179 @@
+//! Bootstrap: initialise a new vault, or open an existing one with its master key.
+
+use std::sync::Arc;
+
+use scaivault_api::auth::IdentityType;
+use secrecy::SecretString;
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+
+use crate::auth::TokenService;
+use crate::crypto::token::{TokenHasher, random_bytes};
+use crate::crypto::{Barrier, MasterKey};
+use crate::error::{Error, Result};
+use crate::secrets::{AccessCounter, Limits, SecretsService};
+use crate::store::{KeyRow, Store};
+
+const META_INITIALIZED_AT: &str = "initialized_at";
+const META_TOKEN_HMAC_KEY: &str = "token_hmac_key";
+pub const ROOT_IDENTITY: &str = "root";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("this data directory is already initialised")]
+    AlreadyInitialized,
+    #[error("this data directory is not initialised: run `scaivault-server init` first")]
+    NotInitialized,
+    #[error(
+        "the master key does not match this vault (wrong key, or the keyring was tampered with)"
+    )]
+    WrongMasterKey,
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<Error> for BootstrapError {
+    fn from(e: Error) -> Self {
+        BootstrapError::Other(e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for BootstrapError {
+    fn from(e: crate::store::StoreError) -> Self {
+        BootstrapError::Other(e.to_string())
+    }
+}
+
+/// The unsealed vault: every service, sharing one store and one barrier.
+pub struct Vault {
+    pub store: Arc<dyn Store>,
+    pub barrier: Arc<Barrier>,
+    pub secrets: SecretsService,
+    pub tokens: TokenService,
+    pub access: Arc<AccessCounter>,
+    rotation_lock: Mutex<()>,
+}
+
+impl Vault {
+    pub async fn is_initialized(store: &dyn Store) -> Result<bool, BootstrapError> {
+        Ok(store.get_meta(META_INITIALIZED_AT).await?.is_some())
+    }
+
+    /// Creates the first data key, the token HMAC key and a root token.
+    pub async fn initialize(
+        store: Arc<dyn Store>,
+        master: &MasterKey,
+        limits: Limits,
+    ) -> Result<(Vault, SecretString), BootstrapError> {
+        if Self::is_initialized(store.as_ref()).await? || !store.list_keys().await?.is_empty() {
+            return Err(BootstrapError::AlreadyInitialized);
+        }
+        let first = Barrier::generate_wrapped_key(master, 1)
+            .map_err(|e| BootstrapError::Other(e.to_string()))?;
+        store
+            .insert_key(KeyRow {
+                key_id: 1,
+                wrapped: first.wrapped.clone(),
+                created_at: OffsetDateTime::now_utc(),
+            })
+            .await?;
+        let barrier = Barrier::unseal(master, &[(1, first.wrapped)])
+            .map_err(|e| BootstrapError::Other(e.to_string()))?;
+        let hmac_key =
+            random_bytes::<32>().map_err(|_| BootstrapError::Other("rng failure".into()))?;
+        let wrapped = barrier
+            .wrap_internal(META_TOKEN_HMAC_KEY, hmac_key.as_ref())
+            .map_err(|e| BootstrapError::Other(e.to_string()))?;
+        store.put_meta(META_TOKEN_HMAC_KEY, wrapped).await?;
+        let vault = Self::assemble(store, barrier, TokenHasher::new(hmac_key.as_ref()), limits);
+        let root = vault
+            .tokens
+            .issue(
+                ROOT_IDENTITY.into(),
+                IdentityType::Root,
+                vec!["root".into()],
+                Some("root".into()),
+                None,
+            )
+            .await?;
+        let now = OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        vault
+            .store
+            .put_meta(META_INITIALIZED_AT, now.into_bytes())
+            .await?;
+        Ok((vault, SecretString::from(root.token)))
+    }
+
+    /// Unseals an initialised vault; refuses a wrong master key.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        master: &MasterKey,
+        limits: Limits,
+    ) -> Result<Vault, BootstrapError> {
+        if !Self::is_initialized(store.as_ref()).await? {
+            return Err(BootstrapError::NotInitialized);
+        }
+        let keys: Vec<(u32, Vec<u8>)> = store
+            .list_keys()
+            .await?
+            .into_iter()
+            .map(|k| (k.key_id, k.wrapped))
+            .collect();
+        let barrier = Barrier::unseal(master, &keys).map_err(|_| BootstrapError::WrongMasterKey)?;
+        let wrapped = store
+            .get_meta(META_TOKEN_HMAC_KEY)
+            .await?
+            .ok_or_else(|| BootstrapError::Other("token key missing from storage".into()))?;
+        let hmac_key = barrier
+            .unwrap_internal(META_TOKEN_HMAC_KEY, &wrapped)
+            .map_err(|_| BootstrapError::WrongMasterKey)?;
+        Ok(Self::assemble(
+            store,
+            barrier,
+            TokenHasher::new(&hmac_key),
+            limits,
+        ))
+    }
+
+    fn assemble(
+        store: Arc<dyn Store>,
+        barrier: Barrier,
+        hasher: TokenHasher,
+        limits: Limits,
+    ) -> Vault {
+        let barrier = Arc::new(barrier);
+        let access = Arc::new(AccessCounter::default());
+        Vault {
+            secrets: SecretsService::new(
+                Arc::clone(&store),
+                Arc::clone(&barrier),
+                Arc::clone(&access),
+                limits,
+            ),
+            tokens: TokenService::new(Arc::clone(&store), hasher),
+            store,
+            barrier,
+            access,
+            rotation_lock: Mutex::new(()),
+        }
+    }
+
+    /// Adds a new data key for new writes; every older key stays for reads.
+    pub async fn rotate_data_key(&self) -> Result<(u32, OffsetDateTime)> {
+        let _guard = self.rotation_lock.lock().await;
+        let next = self.barrier.next_key().map_err(Error::internal)?;
+        let created_at = OffsetDateTime::now_utc();
+        self.store
+            .insert_key(KeyRow {
+                key_id: next.key_id,
+                wrapped: next.wrapped.clone(),
+                created_at,
+            })
+            .await?;
+        self.barrier.install(&next).map_err(Error::internal)?;
+        tracing::info!(key_id = next.key_id, "data key rotated");
+        Ok((next.key_id, created_at))
+    }
+}
