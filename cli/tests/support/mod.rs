@@ -1,0 +1,192 @@
+//! A real `scaivault-server dev` on a free port, and a way to run the real `scaivault`
+//! binary against it.
+//!
+//! The server binary is looked up next to this test executable
+//! (`target/debug/deps/<test>` -> `target/debug/scaivault-server`); build it first with
+//! `cargo build -p scaivault-server`.
+
+use std::hash::{BuildHasher, RandomState};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Server {
+    child: Child,
+    pub address: String,
+    pub token: String,
+    dir: TempDir,
+}
+
+/// The outcome of one CLI run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with both streams when the command failed, so test failures explain themselves.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, Some(0), "command failed: {self:#?}");
+        self
+    }
+
+    #[track_caller]
+    pub fn failed_with(self, code: i32) -> Run {
+        assert_eq!(self.code, Some(code), "unexpected exit code: {self:#?}");
+        self
+    }
+
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+}
+
+fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // .../target/debug/deps/<test-binary> -> .../target/debug/scaivault-server
+    let debug_dir = exe.parent().and_then(Path::parent).expect("target/debug");
+    let bin = debug_dir.join(format!("scaivault-server{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p scaivault-server`",
+        bin.display()
+    );
+    bin
+}
+
+/// A token nobody can guess across test runs, without a random-number dependency.
+fn random_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let a = RandomState::new().hash_one((std::process::id(), nanos));
+    let b = RandomState::new().hash_one(a);
+    format!("{a:016x}{b:016x}")
+}
+
+/// Removes inherited `SCAIVAULT_*` variables so the developer's shell cannot steer a test.
+fn clean_env(command: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SCAIVAULT_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = format!("svt_test_{}", random_suffix());
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let mut child = clean_env(&mut Command::new(server_binary()))
+            .arg("dev")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--root-token", &token])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn scaivault-server");
+
+        // Read stdout on a thread: the address line, then drain so the pipe never fills.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(address) = line.trim().strip_prefix("Address:") {
+                    let _ = tx.send(address.trim().to_owned());
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            address: String::new(),
+            token,
+            dir,
+        };
+        match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(address) => server.address = address,
+            Err(_) => {
+                let status = server.child.try_wait().ok().flatten();
+                let log = std::fs::read_to_string(server.dir.path().join("server.log"))
+                    .unwrap_or_default();
+                panic!(
+                    "the server printed no `Address:` line (exit status {status:?}); its log:\n{log}"
+                );
+            }
+        }
+        server
+    }
+
+    /// A scratch directory for files the test hands to the CLI.
+    pub fn workdir(&self) -> PathBuf {
+        let dir = self.dir.path().join("work");
+        std::fs::create_dir_all(&dir).expect("workdir");
+        dir
+    }
+
+    /// The `scaivault` binary with this server's address and root token in its environment.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_scaivault"));
+        clean_env(&mut command)
+            .env("SCAIVAULT_ADDR", &self.address)
+            .env("SCAIVAULT_TOKEN", &self.token)
+            .current_dir(self.workdir());
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        run(self.command().args(args), None)
+    }
+
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        run(self.command().args(args), Some(stdin))
+    }
+}
+
+pub fn run(command: &mut Command, stdin: Option<&str>) -> Run {
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn scaivault");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        pipe.write_all(input.as_bytes()).expect("write stdin");
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("wait for scaivault");
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,261 @@
+//! The retry loop against a scripted HTTP responder: which answers are retried, how often,
+//! and what reaches the caller.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use scaivault_client::api::ErrorCode;
+use scaivault_client::api::auth::CreateTokenRequest;
+use scaivault_client::{Client, Error, RetryPolicy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const READ_OK: &str = r#"{"path": "app/db", "version": 1, "data": {"url": "x"}, "secret_type": "database",
+  "created_at": "2026-11-26T17:00:00Z", "created_by": "root", "expires_at": null,
+  "metadata": {"tags": [], "description": null}}"#;
+
+fn error_body(code: &str) -> String {
+    format!(
+        r#"{{"error": {{"code": "{code}", "message": "try later", "request_id": "req_{code}"}}}}"#
+    )
+}
+
+/// Answers the n-th request with the n-th scripted response (the last one repeats) and
+/// records each request's head.
+struct Responder {
+    address: String,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl Responder {
+    async fn start(script: Vec<(u16, &'static str, String)>) -> Responder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&requests);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let head = read_request(&mut socket).await;
+                let n = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(head);
+                    seen.len() - 1
+                };
+                let (status, extra_headers, body) = &script[n.min(script.len() - 1)];
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{extra_headers}\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        Responder { address, requests }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// Reads the request head and its body (by content-length); returns the head.
+async fn read_request(socket: &mut tokio::net::TcpStream) -> String {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buffer).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = text[..end].to_owned();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if buffer.len() >= end + 4 + length {
+                return head;
+            }
+        }
+    }
+    String::from_utf8_lossy(&buffer).into_owned()
+}
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 3,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+        max_retry_after: Duration::from_secs(2),
+    }
+}
+
+fn client(responder: &Responder) -> Client {
+    Client::builder(&responder.address)
+        .token("svt_test_token")
+        .retry_policy(fast_retries())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn unavailable_is_retried_until_it_succeeds() {
+    let responder = Responder::start(vec![
+        (503, "retry-after: 0\r\n", error_body("storage_unavailable")),
+        (503, "", error_body("sealed")),
+        (200, "", READ_OK.to_owned()),
+    ])
+    .await;
+    let secret = client(&responder).read("app/db").await.unwrap();
+    assert_eq!(secret.version, 1);
+    let requests = responder.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(
+        requests[0].starts_with("GET /v1/secrets/app/db HTTP/1.1"),
+        "{}",
+        requests[0]
+    );
+    assert!(
+        requests[0]
+            .to_ascii_lowercase()
+            .contains("authorization: bearer svt_test_token"),
+        "{}",
+        requests[0]
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_wait_for_retry_after() {
+    let responder = Responder::start(vec![
+        (429, "retry-after: 1\r\n", error_body("rate_limited")),
+        (200, "", READ_OK.to_owned()),
+    ])
+    .await;
+    let started = std::time::Instant::now();
+    client(&responder).read("app/db").await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(responder.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_long_retry_after_is_handed_to_the_caller() {
+    let responder = Responder::start(vec![(
+        429,
+        "retry-after: 3600\r\n",
+        error_body("rate_limited"),
+    )])
+    .await;
+    let err = client(&responder).read("app/db").await.unwrap_err();
+    match err {
+        Error::Api {
+            status,
+            code,
+            retry_after,
+            request_id,
+            ..
+        } => {
+            assert_eq!(status, 429);
+            assert_eq!(code, ErrorCode::RateLimited);
+            assert_eq!(retry_after, Some(Duration::from_secs(3600)));
+            assert_eq!(request_id.as_deref(), Some("req_rate_limited"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(responder.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn retries_run_out() {
+    let responder = Responder::start(vec![(503, "", error_body("storage_unavailable"))]).await;
+    let err = client(&responder).read("app/db").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::StorageUnavailable));
+    assert_eq!(
+        responder.requests().len(),
+        4,
+        "one attempt plus three retries"
+    );
+}
+
+#[tokio::test]
+async fn zero_retries_disables_retrying() {
+    let responder = Responder::start(vec![(503, "", error_body("storage_unavailable"))]).await;
+    let client = Client::builder(&responder.address)
+        .max_retries(0)
+        .build()
+        .unwrap();
+    client.read("app/db").await.unwrap_err();
+    assert_eq!(responder.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn token_creation_is_never_repeated() {
+    let responder = Responder::start(vec![(503, "", error_body("storage_unavailable"))]).await;
+    let request = CreateTokenRequest {
+        identity_id: "sa:ci".into(),
+        ttl: None,
+        display_name: None,
+    };
+    client(&responder).create_token(&request).await.unwrap_err();
+    client(&responder).rotate_keys().await.unwrap_err();
+    assert_eq!(responder.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn writes_are_retried_with_the_same_body() {
+    let written = r#"{"path": "app/db", "version": 2, "created_at": "2026-11-26T17:00:00Z", "expires_at": null}"#;
+    let responder = Responder::start(vec![
+        (503, "", error_body("storage_unavailable")),
+        (200, "", written.to_owned()),
+    ])
+    .await;
+    let request: scaivault_client::api::secrets::WriteSecretRequest =
+        serde_json::from_str(r#"{"data": {"k": "v"}, "options": {"cas": 1}}"#).unwrap();
+    let response = client(&responder).write("app/db", &request).await.unwrap();
+    assert_eq!(response.version, 2);
+    let requests = responder.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.starts_with("PUT /v1/secrets/app/db "))
+    );
+}
+
+#[tokio::test]
+async fn a_down_health_document_is_an_answer_not_an_error() {
+    let down = r#"{"status": "down", "version": "0.1.0", "storage": "sqlite"}"#;
+    let responder = Responder::start(vec![(503, "", down.to_owned())]).await;
+    let health = client(&responder).health().await.unwrap();
+    assert_eq!(
+        health.status,
+        scaivault_client::api::health::HealthStatus::Down
+    );
+    assert_eq!(responder.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn non_json_errors_keep_status_and_request_id() {
+    let responder = Responder::start(vec![(
+        502,
+        "x-request-id: req_proxy\r\n",
+        "<html>".to_owned(),
+    )])
+    .await;
+    let err = client(&responder).whoami().await.unwrap_err();
+    assert_eq!(err.status(), Some(502));
+    assert_eq!(
+        err.to_string(),
+        "unknown: HTTP 502 Bad Gateway without an error document (request req_proxy)"
+    );
+}
