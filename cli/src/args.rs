@@ -73,6 +73,7 @@ pub enum Command {
 pub enum SecretsCommand {
     /// Print a secret's value (the only command that does).
     Read {
+        /// Secret path, like `app/db`.
         path: String,
         /// Read this version instead of the current one.
         #[arg(long)]
@@ -103,18 +104,26 @@ pub enum SecretsCommand {
     },
     /// Soft-delete a secret (undo with `restore`), or erase it for good with --destroy.
     Delete {
+        /// Secret path, like `app/db`.
         path: String,
         /// Erase every version permanently.
         #[arg(long)]
         destroy: bool,
     },
     /// Undo a soft delete.
-    Restore { path: String },
+    Restore {
+        /// Secret path, like `app/db`.
+        path: String,
+    },
     /// Show everything about a secret except its value.
-    Metadata { path: String },
+    Metadata {
+        /// Secret path, like `app/db`.
+        path: String,
+    },
     /// Add or remove tags.
     #[command(group = clap::ArgGroup::new("change").required(true).multiple(true).args(["add", "remove"]))]
     Tag {
+        /// Secret path, like `app/db`.
         path: String,
         /// Tag to add (repeatable).
         #[arg(long, value_name = "TAG")]
@@ -124,11 +133,15 @@ pub enum SecretsCommand {
         remove: Vec<String>,
     },
     /// List the retained versions of a secret.
-    Versions { path: String },
+    Versions {
+        /// Secret path, like `app/db`.
+        path: String,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct WriteArgs {
+    /// Secret path, like `app/db`.
     pub path: String,
 
     /// Secret type: generic, password, api_key, json, database, certificate, ssh_key, token.
@@ -193,7 +206,10 @@ pub enum TokensCommand {
     /// List tokens (never their values).
     List,
     /// Revoke a token by its accessor.
-    Revoke { accessor: String },
+    Revoke {
+        /// The token's accessor (`acc_...`), as `tokens list` shows it.
+        accessor: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,9 @@
 //! (`target/debug/deps/<test>` -> `target/debug/scaivault-server`); build it first with
 //! `cargo build -p scaivault-server`.
 
+// Each test crate includes this module and uses a different part of it.
+#![allow(dead_code)]
+
 use std::hash::{BuildHasher, RandomState};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
