@@ -149,11 +149,6 @@ def test_route_request_body_and_response_fields_are_documented(spec: dict[str, A
         assert not missing, f"response fields the SDK reads are not in openapi.json: {missing}"
 
 
-@pytest.mark.xfail(
-    reason="server bug: openapi.json documents the query parameters (version, prefix, limit, cursor, "
-    "include_metadata, include_deleted, destroy) as `in: path`, required",
-    strict=False,
-)
 def test_query_parameters_are_documented_as_query_parameters(spec: dict[str, Any]) -> None:
     undocumented = {}
     for call in SERVED_CALLS:

@@ -76,11 +76,6 @@ def test_write_with_expiry_sets_expires_at(client: SyncScaiVaultClient, prefix: 
     assert read_back is not None and abs(read_back - written.expires_at) < timedelta(seconds=1)
 
 
-@pytest.mark.xfail(
-    reason="server bug: the write response has nanosecond timestamps, reads of the same version "
-    "milliseconds, so created_at/expires_at differ",
-    strict=False,
-)
 def test_read_reports_the_timestamps_the_write_returned(client: SyncScaiVaultClient, prefix: str) -> None:
     written = client.secrets.write(prefix + "ts", data={"k": "v"}, options={"expires_in": "1h"})
     secret = client.secrets.read(prefix + "ts")
