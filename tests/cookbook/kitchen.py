@@ -55,10 +55,12 @@ class Kitchen:
     workdir: Path
     cli: Path | None
     client: SyncScaiVaultClient = field(init=False)
+    env: dict[str, str] = field(init=False, repr=False)
     supplied: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.client = self.server.client()
+        self.env = self._environment()
 
     def close(self) -> None:
         self.client.close()
@@ -72,7 +74,7 @@ class Kitchen:
         return subprocess.run(
             ["bash", "--noprofile", "--norc", "-c", script],
             cwd=self.workdir,
-            env=self._environment(),
+            env=self.env,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -87,9 +89,7 @@ class Kitchen:
         if self.cli is not None:
             bindir = self.workdir.parent / "bin"
             bindir.mkdir(exist_ok=True)
-            link = bindir / "scaivault"
-            if not link.exists():
-                link.symlink_to(self.cli)
+            (bindir / "scaivault").symlink_to(self.cli)
             env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
         return env
 
@@ -111,10 +111,9 @@ class Kitchen:
         "curl: command not found"; see the report.
         """
         self.supplied.append("bash `hash -p` pins for the commands, since $PATH holds a secret path")
-        env_path = self._environment()["PATH"]
         pins = []
         for command in RECIPE_COMMANDS:
-            where = shutil.which(command, path=env_path)
+            where = shutil.which(command, path=self.env["PATH"])
             if where:
                 pins.append(f"hash -p {shlex.quote(where)} {command}")
         return [f"PATH={shlex.quote(value)}", *pins]

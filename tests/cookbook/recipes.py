@@ -9,6 +9,7 @@ test, so a new recipe cannot slip through untested.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,10 +48,10 @@ def pending(capability: str, *titles: str) -> None:
         PENDING[title] = f"waits for: {capability}"
 
 
-def ok(result: Any) -> str:
+def ok(result: subprocess.CompletedProcess[str]) -> str:
     """stdout of a shell recipe that must have succeeded."""
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    return str(result.stdout)
+    return result.stdout
 
 
 # --- Reading -------------------------------------------------------------------------------
