@@ -37,7 +37,9 @@ impl IdentityType {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("identity id {0:?} must look like user:<email>, sa:<name> or k8s:<namespace>/<serviceaccount>")]
+#[error(
+    "identity id {0:?} must look like user:<email>, sa:<name> or k8s:<namespace>/<serviceaccount>"
+)]
 pub struct IdentityIdError(pub String);
 
 /// Parses an identity id into its type: `user:alice@acme.example`, `sa:billing-prod`,
@@ -48,14 +50,19 @@ pub fn identity_type_of(id: &str) -> Result<IdentityType, IdentityIdError> {
     let name_ok = |extra: &[char]| {
         !name.is_empty()
             && name.len() <= 253
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || extra.contains(&c))
+            && name.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || extra.contains(&c)
+            })
     };
     match kind {
         "user" if name_ok(&['@', '+']) => Ok(IdentityType::User),
         "sa" if name_ok(&[]) => Ok(IdentityType::ServiceAccount),
-        "k8s" if name_ok(&['/']) && name.matches('/').count() == 1 && !name.starts_with('/') && !name.ends_with('/') => {
+        "k8s"
+            if name_ok(&['/'])
+                && name.matches('/').count() == 1
+                && !name.starts_with('/')
+                && !name.ends_with('/') =>
+        {
             Ok(IdentityType::Kubernetes)
         }
         _ => Err(err()),
@@ -132,10 +139,28 @@ mod tests {
 
     #[test]
     fn identity_ids() {
-        assert_eq!(identity_type_of("user:alice@acme.example"), Ok(IdentityType::User));
-        assert_eq!(identity_type_of("sa:billing-prod"), Ok(IdentityType::ServiceAccount));
-        assert_eq!(identity_type_of("k8s:team-a/default"), Ok(IdentityType::Kubernetes));
-        for bad in ["alice", "user:", "sa:a b", "k8s:noslash", "k8s:a/b/c", "k8s:/x", "root:x", "sa:a/b"] {
+        assert_eq!(
+            identity_type_of("user:alice@acme.example"),
+            Ok(IdentityType::User)
+        );
+        assert_eq!(
+            identity_type_of("sa:billing-prod"),
+            Ok(IdentityType::ServiceAccount)
+        );
+        assert_eq!(
+            identity_type_of("k8s:team-a/default"),
+            Ok(IdentityType::Kubernetes)
+        );
+        for bad in [
+            "alice",
+            "user:",
+            "sa:a b",
+            "k8s:noslash",
+            "k8s:a/b/c",
+            "k8s:/x",
+            "root:x",
+            "sa:a/b",
+        ] {
             assert!(identity_type_of(bad).is_err(), "{bad}");
         }
     }

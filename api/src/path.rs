@@ -38,7 +38,10 @@ pub enum PathError {
 impl PathError {
     /// Whether this is a reserved-name error (code `reserved_path`) rather than a grammar one.
     pub fn is_reserved(&self) -> bool {
-        matches!(self, PathError::EndsWithActionWord(_) | PathError::ReservedRoot(_))
+        matches!(
+            self,
+            PathError::EndsWithActionWord(_) | PathError::ReservedRoot(_)
+        )
     }
 }
 
@@ -99,7 +102,11 @@ pub fn validate_prefix(prefix: &str) -> Result<(), PathError> {
     }
     let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
     if trimmed.is_empty() {
-        return if prefix.is_empty() { Ok(()) } else { Err(PathError::EmptySegment) };
+        return if prefix.is_empty() {
+            Ok(())
+        } else {
+            Err(PathError::EmptySegment)
+        };
     }
     let segments: Vec<&str> = trimmed.split('/').collect();
     if segments.len() > MAX_PATH_DEPTH {
@@ -162,15 +169,27 @@ mod tests {
             ("a/./b", PathError::DotSegment(".".into())),
             ("a/b c", PathError::BadCharacters("b c".into())),
             ("a/b%2F", PathError::BadCharacters("b%2F".into())),
-            ("app/db/metadata", PathError::EndsWithActionWord("metadata".into())),
-            ("app/restore", PathError::EndsWithActionWord("restore".into())),
+            (
+                "app/db/metadata",
+                PathError::EndsWithActionWord("metadata".into()),
+            ),
+            (
+                "app/restore",
+                PathError::EndsWithActionWord("restore".into()),
+            ),
             ("sys/policies/x", PathError::ReservedRoot("sys".into())),
         ];
         for (path, want) in cases {
             assert_eq!(validate_secret_path(path).as_ref(), Err(want), "{path:?}");
         }
-        assert_eq!(validate_secret_path(&"a".repeat(513)), Err(PathError::TooLong));
-        assert_eq!(validate_secret_path(&["a"; 17].join("/")), Err(PathError::TooDeep));
+        assert_eq!(
+            validate_secret_path(&"a".repeat(513)),
+            Err(PathError::TooLong)
+        );
+        assert_eq!(
+            validate_secret_path(&["a"; 17].join("/")),
+            Err(PathError::TooDeep)
+        );
     }
 
     #[test]
@@ -181,10 +200,16 @@ mod tests {
 
     #[test]
     fn split_action_recognises_trailing_actions_only() {
-        assert_eq!(split_action("app/db/metadata"), ("app/db", Some("metadata")));
+        assert_eq!(
+            split_action("app/db/metadata"),
+            ("app/db", Some("metadata"))
+        );
         assert_eq!(split_action("app/db"), ("app/db", None));
         assert_eq!(split_action("metadata"), ("metadata", None));
-        assert_eq!(split_action("old/path/restore"), ("old/path", Some("restore")));
+        assert_eq!(
+            split_action("old/path/restore"),
+            ("old/path", Some("restore"))
+        );
     }
 
     #[test]

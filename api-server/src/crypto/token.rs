@@ -37,7 +37,9 @@ pub struct RngError;
 
 pub fn random_bytes<const N: usize>() -> Result<Zeroizing<[u8; N]>, RngError> {
     let mut bytes = Zeroizing::new([0u8; N]);
-    SystemRandom::new().fill(bytes.as_mut()).map_err(|_| RngError)?;
+    SystemRandom::new()
+        .fill(bytes.as_mut())
+        .map_err(|_| RngError)?;
     Ok(bytes)
 }
 

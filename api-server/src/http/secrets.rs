@@ -52,6 +52,7 @@ fn no_such_action(action: &str) -> Error {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadParams {
     /// Version to read (default: current).
     version: Option<String>,
@@ -131,6 +132,7 @@ async fn patch_route(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteParams {
     /// `true` erases every version permanently instead of a soft delete.
     #[serde(default)]
@@ -269,6 +271,7 @@ pub async fn delete_secret(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParamsQuery {
     /// Leading characters of the paths to list, e.g. `environments/staging/`.
     prefix: Option<String>,

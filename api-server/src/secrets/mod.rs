@@ -23,7 +23,9 @@ use zeroize::Zeroizing;
 use crate::crypto::Barrier;
 use crate::crypto::barrier::Context;
 use crate::error::{Error, Result};
-use crate::store::{ListQuery, NewVersion, RestoreOutcome, SecretRow, Store, VersionMeta};
+use crate::store::{
+    ListQuery, NewVersion, RestoreOutcome, SecretRow, Store, VersionMeta, now_millis,
+};
 pub use access::AccessCounter;
 pub use validate::Limits;
 
@@ -92,7 +94,7 @@ impl SecretsService {
     ) -> Result<WriteSecretResponse> {
         validate::path(path)?;
         let checked = self.limits.check_write(&request)?;
-        let now = OffsetDateTime::now_utc();
+        let now = now_millis();
         let expires_at = checked.expires_in.map(|d| now + d);
         // Serialize once; the plaintext buffer is wiped when dropped.
         let plaintext = Zeroizing::new(serde_json::to_vec(&request.data).map_err(Error::internal)?);

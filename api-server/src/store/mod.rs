@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 pub mod sqlite;
 mod time_codec;
 
-pub use time_codec::{from_millis, to_millis};
+pub use time_codec::{from_millis, now_millis, to_millis};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
