@@ -9,13 +9,16 @@ from ._version import __version__
 from .client import ScaiVaultClient, SyncScaiVaultClient
 from .errors import (
     AuthenticationError,
+    ConfigurationError,
     ConflictError,
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
     RateLimitError,
     ScaiVaultError,
+    ServerError,
     ServiceUnavailableError,
+    TransportError,
     ValidationError,
 )
 from .models import Secret, SecretListItem, SecretMetadata, SecretPage
@@ -32,11 +35,14 @@ __all__ = [
     "SecretPage",
     "ScaiVaultError",
     "AuthenticationError",
+    "ConfigurationError",
     "ConflictError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "RateLimitError",
+    "ServerError",
     "ServiceUnavailableError",
+    "TransportError",
     "ValidationError",
 ]

@@ -26,7 +26,19 @@ def _health_detailed() -> Call[HealthDetailed]:
     return Call("GET", "/v1/health/detailed", model(HealthDetailed))
 
 
-class SyncScaiVaultClient:
+class _ClientBase:
+    _settings: Settings
+
+    @property
+    def address(self) -> str:
+        return self._settings.address
+
+    def __repr__(self) -> str:
+        # The token stays out: clients end up in logs and tracebacks.
+        return f"{type(self).__name__}(address={self.address!r})"
+
+
+class SyncScaiVaultClient(_ClientBase):
     """Blocking client.
 
     ``address`` and ``token`` default to ``SCAIVAULT_ADDR`` and ``SCAIVAULT_TOKEN``.
@@ -54,10 +66,6 @@ class SyncScaiVaultClient:
         self.policies = PoliciesAPI(self._transport)
         self.audit = AuditAPI(self._transport)
 
-    @property
-    def address(self) -> str:
-        return self._settings.address
-
     def health(self) -> Health:
         """Liveness without authentication; raises ``ServiceUnavailableError`` when storage is down."""
         return self._transport.run(_health())
@@ -79,12 +87,8 @@ class SyncScaiVaultClient:
     ) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        # The token stays out: clients end up in logs and tracebacks.
-        return f"SyncScaiVaultClient(address={self.address!r})"
 
-
-class ScaiVaultClient:
+class ScaiVaultClient(_ClientBase):
     """asyncio client with the same API as ``SyncScaiVaultClient``, awaited.
 
     Use ``async with`` or ``await client.aclose()``.
@@ -108,10 +112,6 @@ class ScaiVaultClient:
         self.policies = AsyncPoliciesAPI(self._transport)
         self.audit = AsyncAuditAPI(self._transport)
 
-    @property
-    def address(self) -> str:
-        return self._settings.address
-
     async def health(self) -> Health:
         return await self._transport.run(_health())
 
@@ -131,6 +131,3 @@ class ScaiVaultClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    def __repr__(self) -> str:
-        return f"ScaiVaultClient(address={self.address!r})"
