@@ -1,0 +1,547 @@
+//! Tokens, key rotation, durability, logs, health, OpenAPI, and `init` + `serve` with TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{BIN, Server, error_code, send};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn tokens_create_whoami_list_revoke() {
+    let s = Server::start(&[]);
+    let (status, me) = s.call(Method::GET, "/v1/auth/whoami", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["identity_id"], "root");
+    assert_eq!(me["identity_type"], "root");
+    assert!(me["expires_at"].is_null());
+
+    let (status, created) = s
+        .call(
+            Method::POST,
+            "/v1/auth/tokens",
+            Some(json!({"identity_id": "sa:billing-prod", "ttl": "1h", "display_name": "ci"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("svt_"));
+    assert_eq!(created["identity_type"], "service_account");
+
+    let (status, me) = send(s.req_as(&token, Method::GET, "/v1/auth/whoami")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["identity_id"], "sa:billing-prod");
+    assert_eq!(me["accessor"], created["accessor"]);
+    assert!(me["expires_at"].is_string());
+
+    // Until policies exist, a non-root identity may do nothing else; the denial names the
+    // scope and is the same whether or not the secret exists.
+    s.write("exists/yes", json!({"data": {"k": "v"}})).await;
+    let (st1, b1) = send(s.req_as(&token, Method::GET, "/v1/secrets/exists/yes")).await;
+    let (st2, b2) = send(s.req_as(&token, Method::GET, "/v1/secrets/exists/no")).await;
+    assert_eq!((st1, st2), (StatusCode::FORBIDDEN, StatusCode::FORBIDDEN));
+    assert!(
+        b1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("secrets:read")
+    );
+    assert_eq!(
+        b1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("exists/yes", "P"),
+        b2["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("exists/no", "P")
+    );
+    let (status, _) = send(
+        s.req_as(&token, Method::POST, "/v1/auth/tokens")
+            .json(&json!({"identity_id": "sa:x"})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "only root issues tokens for now"
+    );
+
+    let (_, list) = s.call(Method::GET, "/v1/auth/tokens", None).await;
+    let accessors: Vec<&str> = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["accessor"].as_str().unwrap())
+        .collect();
+    assert!(accessors.contains(&created["accessor"].as_str().unwrap()));
+    assert!(
+        !list.to_string().contains(&token),
+        "token values are never listed"
+    );
+
+    let accessor = created["accessor"].as_str().unwrap();
+    let (status, _) = s
+        .call(Method::DELETE, &format!("/v1/auth/tokens/{accessor}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = send(s.req_as(&token, Method::GET, "/v1/auth/whoami")).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        "revocation is immediate"
+    );
+    let (status, body) = s
+        .call(Method::DELETE, &format!("/v1/auth/tokens/{accessor}"), None)
+        .await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::NOT_FOUND, "token_not_found")
+    );
+
+    for bad in [
+        json!({"identity_id": "nobody"}),
+        json!({"identity_id": "sa:x", "ttl": "31d"}),
+        json!({"identity_id": "sa:x", "ttl": "x"}),
+    ] {
+        let (status, body) = s
+            .call(Method::POST, "/v1/auth/tokens", Some(bad.clone()))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn expired_tokens_stop_working() {
+    let s = Server::start(&[]);
+    let (_, created) = s
+        .call(
+            Method::POST,
+            "/v1/auth/tokens",
+            Some(json!({"identity_id": "user:alice@acme.example", "ttl": "1s"})),
+        )
+        .await;
+    let token = created["token"].as_str().unwrap();
+    let (status, _) = send(s.req_as(token, Method::GET, "/v1/auth/whoami")).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, _) = send(s.req_as(token, Method::GET, "/v1/auth/whoami")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_old_versions_readable() {
+    let mut s = Server::start(&[]);
+    s.write("rot/a", json!({"data": {"v": "before"}})).await;
+    let (status, rotated) = s.call(Method::POST, "/v1/sys/keys/rotate", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(rotated["key_id"], 2);
+    s.write("rot/a", json!({"data": {"v": "after"}})).await;
+    let (_, keys) = s.call(Method::GET, "/v1/sys/keys", None).await;
+    assert_eq!(keys["active_key_id"], 2);
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 2);
+    s.crash_and_restart();
+    let (_, v1) = s
+        .call(Method::GET, "/v1/secrets/rot/a?version=1", None)
+        .await;
+    let (_, v2) = s
+        .call(Method::GET, "/v1/secrets/rot/a?version=2", None)
+        .await;
+    assert_eq!(
+        (v1["data"]["v"].as_str(), v2["data"]["v"].as_str()),
+        (Some("before"), Some("after"))
+    );
+    // The raw database holds neither value in clear.
+    let db = std::fs::read(s.data_path().join("scaivault.db")).unwrap_or_default();
+    let wal = std::fs::read(s.data_path().join("scaivault.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(
+            !bytes.windows(6).any(|w| w == b"before"),
+            "plaintext in database file"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_acknowledged_write_survives_kill_9() {
+    let mut s = Server::start(&[]);
+    // Concurrent writers, so acknowledgements race with the crash-free fsync path.
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let request = s
+            .req(Method::PUT, &format!("/v1/secrets/durable/item-{i}"))
+            .json(&json!({"data": {"i": i}}));
+        writers.spawn(async move { (i, send(request).await) });
+    }
+    let mut acknowledged = Vec::new();
+    while let Some(done) = writers.join_next().await {
+        let (i, (status, body)) = done.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        acknowledged.push(i);
+    }
+    s.crash_and_restart();
+    assert_eq!(acknowledged.len(), 40);
+    for i in acknowledged {
+        let (status, read) = s
+            .call(Method::GET, &format!("/v1/secrets/durable/item-{i}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "item {i} lost after kill -9");
+        assert_eq!(read["data"]["i"], i);
+    }
+}
+
+#[tokio::test]
+async fn secret_values_never_reach_the_logs() {
+    let s = Server::start(&[]);
+    let values = [
+        "log-canary-alpha-7731",
+        "log-canary-beta-9920",
+        "log-canary-gamma-1184",
+    ];
+    s.write("canary/a", json!({"data": {"password": values[0]}}))
+        .await;
+    s.write(
+        "canary/b",
+        json!({"data": {"nested": {"key": values[1]}}, "options": {"expires_in": "1h"}}),
+    )
+    .await;
+    let _ = s
+        .call(
+            Method::PUT,
+            "/v1/secrets/canary/c",
+            Some(json!({"data": values[2]})),
+        )
+        .await;
+    let _ = s
+        .call(
+            Method::PUT,
+            "/v1/secrets/canary/d",
+            Some(json!({"data": {"k": values[2]}, "options": {"cas": 5}})),
+        )
+        .await;
+    let _ = s.call(Method::GET, "/v1/secrets/canary/a", None).await;
+    let _ = s
+        .call(
+            Method::POST,
+            "/v1/batch/read",
+            Some(json!({"paths": ["canary/a", "canary/b"]})),
+        )
+        .await;
+    let (_, created) = s
+        .call(
+            Method::POST,
+            "/v1/auth/tokens",
+            Some(json!({"identity_id": "sa:logcheck"})),
+        )
+        .await;
+    let new_token = created["token"].as_str().unwrap().to_owned();
+    let _ = send(s.req_as(&new_token, Method::GET, "/v1/auth/whoami")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = s.logs();
+    assert!(
+        logs.contains("/v1/secrets/canary/a"),
+        "the log has request lines: {logs}"
+    );
+    for value in values {
+        assert!(!logs.contains(value), "secret value {value} found in logs");
+    }
+    assert!(!logs.contains(&new_token), "a token found in logs");
+    assert!(!logs.contains(&s.token), "the root token found in logs");
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi() {
+    let s = Server::start(&[]);
+    let (status, health) = send(s.http.get(s.url("/v1/health"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "ok");
+    let (status, _) = send(s.http.get(s.url("/v1/health/detailed"))).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "detailed health needs a token"
+    );
+    let (status, detailed) = s.call(Method::GET, "/v1/health/detailed", None).await;
+    assert_eq!(status, StatusCode::OK);
+    for component in ["storage", "barrier", "jobs"] {
+        assert_eq!(
+            detailed["components"][component]["status"], "ok",
+            "{detailed}"
+        );
+        assert!(
+            detailed["components"][component]["latency_ms"]
+                .as_f64()
+                .unwrap()
+                >= 0.0
+        );
+    }
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("scaivault_http_requests_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("route=\"/v1/health/detailed\""));
+
+    let (status, doc) = send(s.http.get(s.url("/v1/openapi.json"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/v1/secrets/{path}", "get"),
+        ("/v1/secrets/{path}", "put"),
+        ("/v1/secrets/{path}", "delete"),
+        ("/v1/secrets/{path}/metadata", "get"),
+        ("/v1/secrets/{path}/metadata", "patch"),
+        ("/v1/secrets/{path}/restore", "post"),
+        ("/v1/secrets/{path}/versions", "get"),
+        ("/v1/secrets", "get"),
+        ("/v1/batch/read", "post"),
+        ("/v1/auth/whoami", "get"),
+        ("/v1/auth/tokens", "post"),
+        ("/v1/auth/tokens", "get"),
+        ("/v1/auth/tokens/{accessor}", "delete"),
+        ("/v1/sys/keys/rotate", "post"),
+        ("/v1/sys/keys", "get"),
+        ("/v1/health", "get"),
+        ("/v1/health/detailed", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from OpenAPI"
+        );
+    }
+    assert!(doc["components"]["schemas"]["SecretResponse"].is_object());
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// A CA and a localhost server certificate signed by it.
+fn make_cert(dir: &Path, name: &str) {
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}-ca"),
+            "-keyout",
+            &format!("{name}-ca.key"),
+            "-out",
+            &format!("{name}-ca.pem"),
+        ],
+        dir,
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+        dir,
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{name}-ca.pem"),
+            "-CAkey",
+            &format!("{name}-ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            &format!("{name}.pem"),
+        ],
+        dir,
+    );
+}
+
+fn client_trusting(ca_pem: &Path) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca_pem).unwrap()).unwrap();
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn init_then_serve_with_tls_reload_and_wrong_key_refusal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let key = dir.join("master.key");
+    let init = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .arg("--master-key-file")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let stdout = String::from_utf8(init.stdout).unwrap();
+    let root = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Root token: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let again = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .arg("--master-key-file")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "init twice must fail");
+
+    // A wrong master key is refused at start.
+    let wrong = dir.join("wrong.key");
+    std::fs::write(&wrong, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+    let refused = Command::new(BIN)
+        .args([
+            "serve",
+            "--tls-disable",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--master-key-file")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("master key does not match"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // No TLS material and no explicit opt-out: refuse too.
+    let no_tls = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .arg("--master-key-file")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!no_tls.status.success());
+
+    make_cert(dir, "one");
+    make_cert(dir, "two");
+    std::fs::copy(dir.join("one.pem"), dir.join("tls.pem")).unwrap();
+    std::fs::copy(dir.join("one.key"), dir.join("tls.key")).unwrap();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--tls-reload-interval",
+            "1s",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env(
+            "SCAIVAULT_MASTER_KEY",
+            std::fs::read_to_string(&key).unwrap().trim(),
+        )
+        .arg("--tls-cert")
+        .arg(dir.join("tls.pem"))
+        .arg("--tls-key")
+        .arg(dir.join("tls.key"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("https://localhost:{port}/v1/auth/whoami");
+    let trust_one = client_trusting(&dir.join("one-ca.pem"));
+    let trust_two = client_trusting(&dir.join("two-ca.pem"));
+    let mut ok = false;
+    for _ in 0..100 {
+        if let Ok(resp) = trust_one.get(&url).bearer_auth(&root).send().await {
+            assert_eq!(resp.status(), StatusCode::OK);
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "server never answered over TLS");
+    assert!(
+        trust_two.get(&url).send().await.is_err(),
+        "second CA not trusted yet"
+    );
+
+    // Swap the files: the server picks the new certificate up without a restart.
+    std::fs::copy(dir.join("two.key"), dir.join("tls.key")).unwrap();
+    std::fs::copy(dir.join("two.pem"), dir.join("tls.pem")).unwrap();
+    let mut reloaded = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Ok(resp) = trust_two.get(&url).bearer_auth(&root).send().await {
+            assert_eq!(resp.status(), StatusCode::OK);
+            reloaded = true;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(reloaded, "certificate was not reloaded");
+}
