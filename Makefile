@@ -23,7 +23,7 @@ dev:
 build:
 	$(CARGO) build --workspace --bins
 
-# System packages the tests use (jq and curl for the cookbook recipes).
+# System packages the tests use (jq and curl for the cookbook recipes, openssl for TLS tests).
 deps:
 	@bash scripts/install-deps.sh
 

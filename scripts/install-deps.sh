@@ -2,7 +2,7 @@
 # Installs the system packages the test suites call. Idempotent and quiet when all is present.
 set -euo pipefail
 need=()
-for cmd_pkg in jq:jq curl:curl; do
+for cmd_pkg in jq:jq curl:curl openssl:openssl; do
   cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
