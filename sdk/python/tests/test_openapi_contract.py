@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from scaivault_sdk import auth, client, secrets, system
+from scaivault_sdk import audit, auth, client, policies, secrets, system
 from scaivault_sdk._transport import Call
 from scaivault_sdk._wire import ModelDecoder, wire_fields
 from scaivault_sdk.testing import DevServer
@@ -37,6 +37,27 @@ SERVED_CALLS: list[Call[Any]] = [
     system._keys(),
     client._health(),
     client._health_detailed(),
+]
+
+
+# Wrapped by the SDK, not served yet: checked as soon as openapi.json lists them.
+PENDING_CALLS: list[tuple[str, Call[Any]]] = [
+    ("rotation", secrets._rotate("app/db", "compromise")),
+    ("policies", policies._create("p", [{"path_pattern": "a/**", "permissions": ["read"]}], "d")),
+    ("policies", policies._get("pol_1")),
+    ("policies", policies._list("app/db")),
+    ("policies", policies._update("pol_1", "p", None, None)),
+    ("policies", policies._delete("pol_1")),
+    ("policies", policies._add_binding("pol_1", "service_account", "sa:ci")),
+    ("policies", policies._list_bindings("pol_1")),
+    ("policies", policies._delete_binding("pol_1", "bind_1")),
+    ("policies", policies._test("sa:ci", "app/db", "read")),
+    ("audit", audit._logs("2026-01-01", None, "sa:ci", "app/db", 10, "c")),
+    ("audit", audit._for_secret("app/db", "2026-01-01", None)),
+    ("audit", audit._for_identity("user:alice@acme.example", "2026-01-01", None)),
+    ("audit", audit._export("2026-04-01", "2026-04-30", "jsonl", {"type": "s3"})),
+    ("audit", audit._export_status("exp_1")),
+    ("audit", audit._verify()),
 ]
 
 
@@ -131,8 +152,8 @@ def _alternatives(spec: dict[str, Any], schema: dict[str, Any]) -> list[dict[str
 CALL_IDS = [f"{c.method} {c.path}" for c in SERVED_CALLS]
 
 
-@pytest.mark.parametrize("call", SERVED_CALLS, ids=CALL_IDS)
-def test_route_request_body_and_response_fields_are_documented(spec: dict[str, Any], call: Call[Any]) -> None:
+def _check_documented(spec: dict[str, Any], call: Call[Any]) -> None:
+    """The route, the request body fields and the decoded response fields are in the spec."""
     operation = _operation(spec, call)
 
     if isinstance(call.json, dict):
@@ -149,6 +170,11 @@ def test_route_request_body_and_response_fields_are_documented(spec: dict[str, A
         assert not missing, f"response fields the SDK reads are not in openapi.json: {missing}"
 
 
+@pytest.mark.parametrize("call", SERVED_CALLS, ids=CALL_IDS)
+def test_route_request_body_and_response_fields_are_documented(spec: dict[str, Any], call: Call[Any]) -> None:
+    _check_documented(spec, call)
+
+
 def test_query_parameters_are_documented_as_query_parameters(spec: dict[str, Any]) -> None:
     undocumented = {}
     for call in SERVED_CALLS:
@@ -157,3 +183,15 @@ def test_query_parameters_are_documented_as_query_parameters(spec: dict[str, Any
         if extra := set(call.params or {}) - documented:
             undocumented[f"{call.method} {call.path}"] = sorted(extra)
     assert not undocumented, f"query parameters the SDK sends, not documented as such: {undocumented}"
+
+
+@pytest.mark.parametrize(
+    ("capability", "call"), PENDING_CALLS, ids=[f"{c.method} {c.path}" for _, c in PENDING_CALLS]
+)
+def test_pending_calls_match_once_served(spec: dict[str, Any], capability: str, call: Call[Any]) -> None:
+    template = _route(spec, call.path)
+    if template is None or call.method.lower() not in spec["paths"][template]:
+        pytest.skip(f"waits for: {capability}")
+    _check_documented(spec, call)
+    documented = {p["name"] for p in spec["paths"][template][call.method.lower()].get("parameters", [])}
+    assert set(call.params or {}) <= documented, f"undocumented query parameters on {template}"
