@@ -105,6 +105,8 @@ start_once() {
     --log-level=warn \
     </dev/null >"$dir/logs/etcd.log" 2>&1 &
   local etcd_pid=$!
+  # Record pids as soon as they exist, so `stop` cleans up an interrupted start.
+  echo "TESTENV_ETCD_PID=$etcd_pid" > "$dir/env"
   if ! wait_ready etcd "$etcd_pid" "$dir" "$dir/logs/etcd.log" etcd_healthy "$etcd_port"; then
     stop_pid etcd "$etcd_pid" "$dir"; return 1
   fi
@@ -132,6 +134,7 @@ start_once() {
     --profiling=false \
     </dev/null >"$dir/logs/kube-apiserver.log" 2>&1 &
   local api_pid=$!
+  echo "TESTENV_APISERVER_PID=$api_pid" >> "$dir/env"
   if ! wait_ready kube-apiserver "$api_pid" "$dir" "$dir/logs/kube-apiserver.log" \
       apiserver_ready "$api_port" "$dir" "$token"; then
     stop_pid kube-apiserver "$api_pid" "$dir"; stop_pid etcd "$etcd_pid" "$dir"; return 1
@@ -159,7 +162,7 @@ contexts:
     user: admin
 current-context: testenv
 KUBECONFIG
-  cat > "$dir/env" <<ENV
+  cat > "$dir/env.new" <<ENV
 TESTENV_DIR=$dir
 TESTENV_APISERVER_URL=https://127.0.0.1:$api_port
 TESTENV_APISERVER_PORT=$api_port
@@ -173,6 +176,7 @@ TESTENV_ADMIN_TOKEN_FILE=$dir/pki/admin.token
 TESTENV_SA_ISSUER=$issuer
 KUBECONFIG=$dir/kubeconfig
 ENV
+  mv "$dir/env.new" "$dir/env"
 }
 
 start_env() {
@@ -184,6 +188,7 @@ start_env() {
   fi
   rm -f "$dir/env" "$dir/kubeconfig"
   "$E2E_DIR/build.sh" >&2
+  trap 'echo "testenv: interrupted, stopping" >&2; stop_env "$dir" >&2; exit 130' INT TERM
   mkdir -p "$dir/logs" "$dir/apiserver"
   "$BIN_DIR/testenv-tool" pki "$dir"
   for attempt in 1 2 3; do

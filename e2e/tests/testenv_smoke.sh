@@ -33,6 +33,7 @@ cleanup() {
   (( FAILED == 0 )) || exit 1
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM  # so that cleanup (the EXIT trap) also runs then
 
 ok() { PASSED=$(( PASSED + 1 )); echo "  ok   $*"; }
 fail() { FAILED=$(( FAILED + 1 )); echo "  FAIL $*" >&2; exit 1; }
