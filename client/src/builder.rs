@@ -165,7 +165,7 @@ fn parse_address(address: &str) -> Result<Url> {
 
 /// A token that cannot go into a header would fail every request; say so once, up front,
 /// without echoing it.
-fn check_token(token: &SecretString) -> Result<()> {
+pub(crate) fn check_token(token: &SecretString) -> Result<()> {
     let value = token.expose_secret();
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Error::invalid(

@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::builder::ClientBuilder;
+use crate::builder::{ClientBuilder, check_token};
 use crate::error::{Error, Result, parse_retry_after};
 use crate::retry::{Retry, RetryPolicy};
 
@@ -67,6 +67,17 @@ impl Client {
             token,
             retry,
         }
+    }
+
+    /// The same client acting as someone else, sharing the connection pool: for services
+    /// that call the vault on behalf of many identities (one token per namespace).
+    pub fn with_token(&self, token: impl Into<SecretString>) -> Result<Client> {
+        let token = token.into();
+        check_token(&token)?;
+        Ok(Client {
+            token: Some(token),
+            ..self.clone()
+        })
     }
 
     /// The server address this client talks to.
@@ -243,6 +254,22 @@ mod tests {
 
     fn client(address: &str) -> Option<Client> {
         ClientBuilder::new(address).build().ok()
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let c = Client::new("http://127.0.0.1:8200", "svt_first_secret").ok();
+        let other = c
+            .as_ref()
+            .and_then(|c| c.with_token("svt_second_secret").ok());
+        let text = format!("{c:?} {other:?}");
+        assert!(text.contains("127.0.0.1"), "{text}");
+        assert!(
+            !text.contains("first_secret") && !text.contains("second_secret"),
+            "{text}"
+        );
+        let bad = c.as_ref().map(|c| c.with_token("not a token").is_err());
+        assert_eq!(bad, Some(true));
     }
 
     #[test]

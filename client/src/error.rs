@@ -25,7 +25,7 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
     /// The request did not complete: connection refused, TLS failure, timeout, ...
-    #[error("cannot reach the server: {0}")]
+    #[error("{summary}: {0}", summary = transport_summary(.0))]
     Transport(#[source] reqwest::Error),
     /// The server answered 2xx with a body this client does not understand.
     #[error("unexpected response from the server to {what}: {detail}")]
@@ -33,6 +33,17 @@ pub enum Error {
     /// Rejected before sending: a bad path, an out-of-range limit, an unreadable CA file.
     #[error("{code}: {message}")]
     InvalidInput { code: ErrorCode, message: String },
+}
+
+/// Says which side of the exchange failed, before reqwest's own (longer) message.
+fn transport_summary(err: &reqwest::Error) -> &'static str {
+    if err.is_connect() {
+        "cannot reach the server"
+    } else if err.is_timeout() {
+        "the server did not answer in time"
+    } else {
+        "the request failed"
+    }
 }
 
 fn request_suffix(request_id: Option<&str>) -> String {
