@@ -545,3 +545,33 @@ async fn init_then_serve_with_tls_reload_and_wrong_key_refusal() {
     let _ = child.wait();
     assert!(reloaded, "certificate was not reloaded");
 }
+
+#[tokio::test]
+async fn storage_that_cannot_write_answers_503_with_retry_after_and_recovers() {
+    let s = Server::start(&[]);
+    s.write("lock/a", json!({"data": {"v": 1}})).await;
+    // Another process holds the write lock: the server's writer waits its busy timeout,
+    // then reports storage unavailable instead of hanging or answering 500.
+    let db = s.data_path().join("scaivault.db");
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    let resp = s
+        .req(Method::PUT, "/v1/secrets/lock/a")
+        .json(&json!({"data": {"v": 2}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(error_code(&body), "storage_unavailable");
+    // Reads keep working from the last committed state while the writer is blocked.
+    let (status, read) = s.call(Method::GET, "/v1/secrets/lock/a", None).await;
+    assert_eq!(
+        (status, read["data"]["v"].as_i64()),
+        (StatusCode::OK, Some(1))
+    );
+    locker.execute_batch("ROLLBACK;").unwrap();
+    drop(locker);
+    s.write("lock/a", json!({"data": {"v": 2}})).await;
+}

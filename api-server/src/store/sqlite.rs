@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use time::OffsetDateTime;
 
 use super::{
@@ -263,7 +263,7 @@ impl Store for SqliteStore {
 
     async fn write_version(&self, new: NewVersion, seal: SealFn) -> Result<u64> {
         self.write(move |c| {
-            let tx = c.transaction().map_err(map_err)?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
             let head: Option<(i64, i64, String)> = tx
                 .query_row(
                     "SELECT current_version, max_versions, secret_type FROM secrets WHERE path = ?1",
@@ -446,7 +446,9 @@ impl Store for SqliteStore {
     async fn restore(&self, path: &str, now: OffsetDateTime) -> Result<RestoreOutcome> {
         let path = path.to_owned();
         self.write(move |c| {
-            let tx = c.transaction().map_err(map_err)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
             let deleted: Option<Option<i64>> = tx
                 .query_row(
                     "SELECT deleted_at FROM secrets WHERE path = ?1",
@@ -476,7 +478,9 @@ impl Store for SqliteStore {
     async fn destroy(&self, path: &str) -> Result<bool> {
         let path = path.to_owned();
         self.write(move |c| {
-            let tx = c.transaction().map_err(map_err)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
             tx.execute("DELETE FROM secret_versions WHERE path = ?1", [&path])
                 .map_err(map_err)?;
             tx.execute("DELETE FROM access_counts WHERE path = ?1", [&path])
@@ -516,7 +520,7 @@ impl Store for SqliteStore {
 
     async fn purge_expired(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<String>> {
         self.write(move |c| {
-            let tx = c.transaction().map_err(map_err)?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
             let paths: Vec<String> = {
                 let mut st = tx
                     .prepare("SELECT path FROM secrets WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2")
@@ -542,7 +546,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         self.write(move |c| {
-            let tx = c.transaction().map_err(map_err)?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
             {
                 let mut st = tx
                     .prepare_cached(
