@@ -451,3 +451,40 @@ fn errors_name_the_code_and_the_request() {
         "{unreachable:#?}"
     );
 }
+
+#[test]
+fn tls_is_verified_and_an_extra_ca_can_be_trusted() {
+    let server = Server::start_tls();
+    assert!(
+        server.address.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.address
+    );
+    let ca = server.ca_pem();
+    let ca = ca.to_str().unwrap();
+
+    // The test CA is in no platform store: verification is on by default.
+    let untrusted = server.run(&["whoami"]).failed_with(1);
+    assert!(untrusted.stderr.starts_with("error: "), "{untrusted:#?}");
+    assert!(
+        untrusted.stderr.to_lowercase().contains("certificate"),
+        "{untrusted:#?}"
+    );
+
+    let me = server
+        .run(&["whoami", "--ca-cert", ca, "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(me["identity_id"], "root");
+
+    let mut from_env = server.command();
+    from_env
+        .env("SCAIVAULT_CACERT", ca)
+        .args(["secrets", "write", "tls/ok", "--data", "k=v"]);
+    support::run(&mut from_env, None).ok();
+
+    let missing = server
+        .run(&["whoami", "--ca-cert", "./no-such-ca.pem"])
+        .failed_with(1);
+    assert!(missing.stderr.contains("no-such-ca.pem"), "{missing:#?}");
+}

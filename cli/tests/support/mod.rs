@@ -90,15 +90,65 @@ fn clean_env(command: &mut Command) -> &mut Command {
 }
 
 impl Server {
+    /// `scaivault-server dev` with a root token of our choosing.
     pub fn start() -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let token = format!("svt_test_{}", random_suffix());
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let mut child = clean_env(&mut Command::new(server_binary()))
+        let mut command = Command::new(server_binary());
+        clean_env(&mut command)
             .arg("dev")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
-            .args(["--root-token", &token])
+            .args(["--root-token", &token]);
+        Server::spawn(command, dir, token, "Address:")
+    }
+
+    /// `scaivault-server init` then `serve` over TLS, with a certificate for 127.0.0.1
+    /// signed by a fresh CA at [`Server::ca_pem`] that no platform trusts.
+    pub fn start_tls() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        make_ca_and_server_cert(dir.path());
+        let data = dir.path().join("data");
+        let key = dir.path().join("master.key");
+        let mut init = Command::new(server_binary());
+        clean_env(&mut init)
+            .args(["init", "--data-dir"])
+            .arg(&data)
+            .arg("--master-key-file")
+            .arg(&key);
+        let init = init.output().expect("scaivault-server init");
+        let stdout = String::from_utf8_lossy(&init.stdout);
+        assert!(
+            init.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let token = stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Root token:"))
+            .map(|t| t.trim().to_owned())
+            .expect("init prints the root token");
+        let mut serve = Command::new(server_binary());
+        clean_env(&mut serve)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .arg("--master-key-file")
+            .arg(&key)
+            .arg("--tls-cert")
+            .arg(dir.path().join("server.pem"))
+            .arg("--tls-key")
+            .arg(dir.path().join("server.key"));
+        Server::spawn(serve, dir, token, "ScaiVault listening on")
+    }
+
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Starts the server and waits for the stdout line `<marker> <address>`.
+    fn spawn(mut command: Command, dir: TempDir, token: String, marker: &'static str) -> Server {
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -110,7 +160,7 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(address) = line.trim().strip_prefix("Address:") {
+                if let Some(address) = line.trim().strip_prefix(marker) {
                     let _ = tx.send(address.trim().to_owned());
                 }
             }
@@ -128,7 +178,7 @@ impl Server {
                 let log = std::fs::read_to_string(server.dir.path().join("server.log"))
                     .unwrap_or_default();
                 panic!(
-                    "the server printed no `Address:` line (exit status {status:?}); its log:\n{log}"
+                    "the server printed no `{marker}` line (exit status {status:?}); its log:\n{log}"
                 );
             }
         }
@@ -159,6 +209,77 @@ impl Server {
     pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
         run(self.command().args(args), Some(stdin))
     }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl must be installed for the TLS test");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// `ca.pem` and a `server.pem`/`server.key` for 127.0.0.1 and localhost signed by it.
+fn make_ca_and_server_cert(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-days",
+        "2",
+        "-subj",
+        "/CN=scaivault-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    openssl(dir, &csr);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("san.ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
 }
 
 pub fn run(command: &mut Command, stdin: Option<&str>) -> Run {
