@@ -7,6 +7,10 @@
 #   e2e/testenv.sh stop DIR    stop both processes (TERM, then KILL after a grace period)
 #   e2e/testenv.sh status DIR  exit 0 if both processes of DIR are running
 #
+# With E2E_WITH_CONTROLLERS=1, start also runs kube-controller-manager with the
+# namespace, serviceaccount, garbage-collector and root-ca-certificate-publisher
+# controllers (namespace deletion, default ServiceAccounts, ownerReference GC).
+#
 # All state (PKI, etcd data, logs) lives under DIR; environments in different
 # directories run side by side. Binaries come from ${E2E_BIN_DIR:-e2e/.bin}.
 set -euo pipefail
@@ -46,14 +50,15 @@ read_env() {  # sets TESTENV_* from DIR/env without sourcing arbitrary code
   local dir=$1 k v
   [[ -f "$dir/env" ]] || return 1
   while IFS='=' read -r k v; do
-    [[ "$k" =~ ^(TESTENV_[A-Z_]+|KUBECONFIG)$ ]] && printf -v "$k" '%s' "$v"
+    if [[ "$k" =~ ^(TESTENV_[A-Z_]+|KUBECONFIG)$ ]]; then printf -v "$k" '%s' "$v"; fi
   done < "$dir/env"
 }
 
 stop_env() {
   local dir=$1
-  TESTENV_APISERVER_PID='' TESTENV_ETCD_PID=''
+  TESTENV_APISERVER_PID='' TESTENV_ETCD_PID='' TESTENV_CONTROLLER_MANAGER_PID=''
   read_env "$dir" || { echo "testenv: no $dir/env, nothing to stop"; return 0; }
+  stop_pid kube-controller-manager "$TESTENV_CONTROLLER_MANAGER_PID" "$dir"
   stop_pid kube-apiserver "$TESTENV_APISERVER_PID" "$dir"
   stop_pid etcd "$TESTENV_ETCD_PID" "$dir"
   echo "testenv: stopped $dir"
@@ -82,6 +87,11 @@ etcd_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$1/health" | grep -q '
 apiserver_ready() {
   curl -fsS --max-time 2 --cacert "$2/pki/ca.crt" -H "Authorization: Bearer $3" \
     "https://127.0.0.1:$1/readyz" | grep -qx ok
+}
+# The serviceaccount controller has run once it created default/default.
+controllers_ready() {
+  curl -fsS --max-time 2 --cacert "$2/pki/ca.crt" -H "Authorization: Bearer $3" \
+    "https://127.0.0.1:$1/api/v1/namespaces/default/serviceaccounts/default" >/dev/null
 }
 
 # One attempt on freshly picked ports; returns 1 (after cleaning up) on failure,
@@ -162,6 +172,26 @@ contexts:
     user: admin
 current-context: testenv
 KUBECONFIG
+
+  local kcm_line=''
+  if [[ "${E2E_WITH_CONTROLLERS:-0}" == 1 ]]; then
+    nohup "$BIN_DIR/kube-controller-manager" \
+      --kubeconfig="$dir/kubeconfig" \
+      --controllers=namespace-controller,serviceaccount-controller,garbage-collector-controller,root-ca-certificate-publisher-controller \
+      --root-ca-file="$dir/pki/ca.crt" \
+      --leader-elect=false \
+      --secure-port=0 \
+      --use-service-account-credentials=false \
+      </dev/null >"$dir/logs/kube-controller-manager.log" 2>&1 &
+    local kcm_pid=$!
+    echo "TESTENV_CONTROLLER_MANAGER_PID=$kcm_pid" >> "$dir/env"
+    if ! wait_ready kube-controller-manager "$kcm_pid" "$dir" "$dir/logs/kube-controller-manager.log" \
+        controllers_ready "$api_port" "$dir" "$token"; then
+      stop_pid kube-controller-manager "$kcm_pid" "$dir"
+      stop_pid kube-apiserver "$api_pid" "$dir"; stop_pid etcd "$etcd_pid" "$dir"; return 1
+    fi
+    kcm_line="TESTENV_CONTROLLER_MANAGER_PID=$kcm_pid"
+  fi
   cat > "$dir/env.new" <<ENV
 TESTENV_DIR=$dir
 TESTENV_APISERVER_URL=https://127.0.0.1:$api_port
@@ -176,6 +206,7 @@ TESTENV_ADMIN_TOKEN_FILE=$dir/pki/admin.token
 TESTENV_SA_ISSUER=$issuer
 KUBECONFIG=$dir/kubeconfig
 ENV
+  [[ -z "$kcm_line" ]] || echo "$kcm_line" >> "$dir/env.new"
   mv "$dir/env.new" "$dir/env"
 }
 
@@ -183,7 +214,8 @@ start_env() {
   local dir=$1 attempt
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
-  if read_env "$dir" && { ours "${TESTENV_APISERVER_PID:-}" "$dir" || ours "${TESTENV_ETCD_PID:-}" "$dir"; }; then
+  if read_env "$dir" && { ours "${TESTENV_APISERVER_PID:-}" "$dir" || ours "${TESTENV_ETCD_PID:-}" "$dir" ||
+                          ours "${TESTENV_CONTROLLER_MANAGER_PID:-}" "$dir"; }; then
     die "an environment is already running in $dir (stop it first)"
   fi
   rm -f "$dir/env" "$dir/kubeconfig"
@@ -210,6 +242,7 @@ case "${1:-}:${2:-}" in
     [[ -d "$2" ]] || { echo "testenv: no directory $2, nothing to stop"; exit 0; }
     stop_env "$(cd "$2" && pwd)" ;;
   status:?*)
-    d=$(cd "$2" && pwd) && read_env "$d" && ours "$TESTENV_APISERVER_PID" "$d" && ours "$TESTENV_ETCD_PID" "$d" ;;
+    d=$(cd "$2" && pwd) && read_env "$d" && ours "$TESTENV_APISERVER_PID" "$d" && ours "$TESTENV_ETCD_PID" "$d" &&
+      { [[ -z "${TESTENV_CONTROLLER_MANAGER_PID:-}" ]] || ours "$TESTENV_CONTROLLER_MANAGER_PID" "$d"; } ;;
   *) echo "usage: $0 start|stop|status DIR" >&2; exit 2 ;;
 esac

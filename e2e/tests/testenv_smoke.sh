@@ -4,7 +4,10 @@
 # the API server is the version we built, that namespaces, ServiceAccounts, the
 # TokenRequest and TokenReview APIs and CRDs work as the vault will need them,
 # checks that the second is isolated from the first, stops both and checks that
-# no process is left. Uses only curl and jq. Ends with "N passed, N failed".
+# no process is left. With E2E_WITH_CONTROLLERS=1 it also checks what the
+# kube-controller-manager adds: default ServiceAccount, root CA ConfigMap,
+# ownerReference garbage collection, namespace deletion.
+# Uses only curl and jq. Ends with "N passed, N failed".
 set -euo pipefail
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -163,8 +166,37 @@ check "environment B reports the same version" [ "$(api "$B" GET /version | jq -
 api "$B" GET "/api/v1/namespaces/$NS" >/dev/null
 check "environment B does not see A's namespace (HTTP $(code))" [ "$(code)" = 404 ]
 
+# --- kube-controller-manager (E2E_WITH_CONTROLLERS=1) ----------------------------
+# poll_code DIR PATH WANT [TRIES]: poll GET PATH (0.2 s apart) until its status is WANT.
+poll_code() {
+  local i
+  for (( i = 0; i < ${4:-150}; i++ )); do
+    api "$1" GET "$2" >/dev/null
+    [ "$(code)" = "$3" ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+if [[ "${E2E_WITH_CONTROLLERS:-0}" == 1 ]]; then
+  check "controller manager runs" [ -n "$(envval "$A" TESTENV_CONTROLLER_MANAGER_PID)" ]
+  check "the serviceaccount controller created $NS/default" \
+    poll_code "$A" "/api/v1/namespaces/$NS/serviceaccounts/default" 200
+  check "the root CA publisher created $NS/kube-root-ca.crt" \
+    poll_code "$A" "/api/v1/namespaces/$NS/configmaps/kube-root-ca.crt" 200
+  owner_uid=$(api "$A" POST "/api/v1/namespaces/$NS/configmaps" '{"metadata":{"name":"owner"}}' | jq -r .metadata.uid)
+  api "$A" POST "/api/v1/namespaces/$NS/configmaps" \
+    "{\"metadata\":{\"name\":\"dependent\",\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"name\":\"owner\",\"uid\":\"$owner_uid\"}]}}" >/dev/null
+  check "dependent ConfigMap created (HTTP $(code))" [ "$(code)" = 201 ]
+  api "$A" DELETE "/api/v1/namespaces/$NS/configmaps/owner" >/dev/null
+  check "the garbage collector deletes the dependent of a deleted owner" \
+    poll_code "$A" "/api/v1/namespaces/$NS/configmaps/dependent" 404
+  api "$A" DELETE "/api/v1/namespaces/$NS" >/dev/null
+  check "the namespace controller finishes deleting $NS (with its custom resource)" \
+    poll_code "$A" "/api/v1/namespaces/$NS" 404 300
+fi
+
 # --- stop ---------------------------------------------------------------------
-pids="$(envval "$A" TESTENV_APISERVER_PID) $(envval "$A" TESTENV_ETCD_PID) $(envval "$B" TESTENV_APISERVER_PID) $(envval "$B" TESTENV_ETCD_PID)"
+pids=$(grep -h '_PID=' "$A/env" "$B/env" | cut -d= -f2 | tr '\n' ' ')
 "$TESTENV" stop "$A" >/dev/null
 "$TESTENV" stop "$B" >/dev/null
 alive() {  # any pid of the list still running (zombies count as gone)?
