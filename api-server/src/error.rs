@@ -68,6 +68,7 @@ impl From<StoreError> for Error {
                 format!("check-and-set failed: the current version is {current}"),
             ),
             StoreError::NotFound => Error::new(ErrorCode::NotFound, "not found"),
+            StoreError::Conflict => Error::new(ErrorCode::Conflict, "already exists"),
             other => Error::internal(other),
         }
     }

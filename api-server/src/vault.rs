@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
 use crate::auth::TokenService;
+use crate::authz::{Engine, PolicyService};
 use crate::crypto::token::{TokenHasher, random_bytes};
 use crate::crypto::{Barrier, MasterKey};
 use crate::error::{Error, Result};
@@ -50,6 +51,8 @@ pub struct Vault {
     pub barrier: Arc<Barrier>,
     pub secrets: SecretsService,
     pub tokens: TokenService,
+    pub authz: Arc<Engine>,
+    pub policies: PolicyService,
     pub access: Arc<AccessCounter>,
     rotation_lock: Mutex<()>,
 }
@@ -145,7 +148,10 @@ impl Vault {
     ) -> Vault {
         let barrier = Arc::new(barrier);
         let access = Arc::new(AccessCounter::default());
+        let authz = Arc::new(Engine::default());
         Vault {
+            policies: PolicyService::new(Arc::clone(&store), Arc::clone(&authz)),
+            authz,
             secrets: SecretsService::new(
                 Arc::clone(&store),
                 Arc::clone(&barrier),

@@ -9,6 +9,8 @@ pub mod error;
 pub mod health;
 pub mod limits;
 pub mod path;
+pub mod pattern;
+pub mod policy;
 pub mod secrets;
 pub mod sys;
 

@@ -1,55 +1,25 @@
-//! Authorization. Until policies exist (their own capability), only the root identity may
-//! act: every other token is denied everything but `whoami`, so issuing tokens early can
-//! never widen access by accident.
+//! Authorization: policies of `{path_pattern, permissions, effect}` rules bound to
+//! identities. Deny beats allow; `admin` implies every permission; the root identity may
+//! do everything.
+//!
+//! Everything is a path: secrets at their own path, the vault's own resources under
+//! reserved `sys/...` paths ([`resource`]), so one engine guards all of it.
+//!
+//! Patterns are compiled once into an index keyed by identity, rebuilt whenever a policy
+//! or binding changes; a request evaluates only the policies bound to its caller.
 
-use scaivault_api::ErrorCode;
+mod engine;
+mod policies;
 
-use crate::auth::Caller;
-use crate::error::{Error, Result};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
-    Read,
-    Write,
-    List,
-    Delete,
-    Rotate,
-    Admin,
-}
-
-impl Permission {
-    /// How the permission reads in errors and docs.
-    pub fn scope(self) -> &'static str {
-        match self {
-            Permission::Read => "secrets:read",
-            Permission::Write => "secrets:write",
-            Permission::List => "secrets:list",
-            Permission::Delete => "secrets:delete",
-            Permission::Rotate => "secrets:rotate",
-            Permission::Admin => "secrets:admin",
-        }
-    }
-}
+pub use engine::{Decision, Engine, Matched, validate_rules};
+pub use policies::PolicyService;
+pub use scaivault_api::policy::Permission;
 
 /// Resource paths of the vault's own endpoints, guarded like secrets.
 pub mod resource {
+    pub const POLICIES: &str = "sys/policies";
+    pub const IDENTITIES: &str = "sys/identities";
     pub const TOKENS: &str = "sys/tokens";
     pub const KEYS: &str = "sys/keys";
     pub const HEALTH: &str = "sys/health";
-}
-
-/// Decides whether `caller` holds `permission` on `path`. The message is identical for
-/// paths that exist and paths that do not, so a denial reveals nothing.
-pub fn authorize(caller: &Caller, permission: Permission, path: &str) -> Result<()> {
-    if caller.is_root() {
-        return Ok(());
-    }
-    Err(Error::new(
-        ErrorCode::PermissionDenied,
-        format!(
-            "permission denied: {} on {path} requires {}",
-            caller.identity_id,
-            permission.scope()
-        ),
-    ))
 }

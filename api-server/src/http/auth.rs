@@ -14,7 +14,7 @@ use scaivault_api::auth::{
 use super::SharedState;
 use super::extract::ApiJson;
 use crate::auth::Caller;
-use crate::authz::{Permission, authorize, resource};
+use crate::authz::{Permission, resource};
 use crate::error::Result;
 
 pub fn router() -> Router<SharedState> {
@@ -28,12 +28,18 @@ pub fn router() -> Router<SharedState> {
 #[utoipa::path(get, path = "/v1/auth/whoami", tag = "auth",
     responses((status = 200, body = WhoAmIResponse), (status = 401, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-scope" = json!("any valid token"))))]
-pub async fn whoami(Extension(caller): Extension<Arc<Caller>>) -> Json<WhoAmIResponse> {
+pub async fn whoami(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Arc<Caller>>,
+) -> Json<WhoAmIResponse> {
+    // The token's own policies (root) plus those bound to its identity right now.
+    let mut policies = caller.policies.clone();
+    policies.extend(state.vault.authz.policy_names(&caller.identity_id));
     Json(WhoAmIResponse {
         identity_id: caller.identity_id.clone(),
         identity_type: caller.identity_type,
         accessor: caller.accessor.clone(),
-        policies: caller.policies.clone(),
+        policies,
         issued_at: caller.issued_at,
         expires_at: caller.expires_at,
         display_name: caller.display_name.clone(),
@@ -49,7 +55,10 @@ pub async fn create_token(
     Extension(caller): Extension<Arc<Caller>>,
     ApiJson(body): ApiJson<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<CreateTokenResponse>)> {
-    authorize(&caller, Permission::Admin, resource::TOKENS)?;
+    state
+        .vault
+        .authz
+        .authorize(&caller, Permission::Admin, resource::TOKENS)?;
     let created = state.vault.tokens.create(body).await?;
     tracing::info!(accessor = %created.accessor, identity = %created.identity_id, "token issued");
     Ok((StatusCode::CREATED, Json(created)))
@@ -63,7 +72,10 @@ pub async fn list_tokens(
     State(state): State<SharedState>,
     Extension(caller): Extension<Arc<Caller>>,
 ) -> Result<Json<ListTokensResponse>> {
-    authorize(&caller, Permission::Admin, resource::TOKENS)?;
+    state
+        .vault
+        .authz
+        .authorize(&caller, Permission::Admin, resource::TOKENS)?;
     Ok(Json(ListTokensResponse {
         tokens: state.vault.tokens.list().await?,
     }))
@@ -81,7 +93,10 @@ pub async fn revoke_token(
 ) -> Result<StatusCode> {
     // Any token may revoke itself (logout); other tokens need admin.
     if accessor != caller.accessor {
-        authorize(&caller, Permission::Admin, resource::TOKENS)?;
+        state
+            .vault
+            .authz
+            .authorize(&caller, Permission::Admin, resource::TOKENS)?;
     }
     state.vault.tokens.revoke(&accessor).await?;
     tracing::info!(accessor = %accessor, "token revoked");

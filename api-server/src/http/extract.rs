@@ -111,6 +111,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Tail {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // Valid paths never need percent-encoding; decoding `a%2Fb` into `a/b` would give
+        // one secret two names.
+        if parts.uri.path().contains('%') {
+            return Err(Error::new(
+                ErrorCode::InvalidPath,
+                "path has percent-encoded characters; segments are [A-Za-z0-9._-]",
+            ));
+        }
         Path::<String>::from_request_parts(parts, state)
             .await
             .map(|Path(tail)| Tail(tail))

@@ -15,7 +15,7 @@ use scaivault_api::health::{
 
 use super::SharedState;
 use crate::auth::Caller;
-use crate::authz::{Permission, authorize, resource};
+use crate::authz::{Permission, resource};
 use crate::crypto::barrier::Context;
 use crate::error::Result;
 
@@ -82,7 +82,10 @@ pub async fn health_detailed(
     State(state): State<SharedState>,
     Extension(caller): Extension<Arc<Caller>>,
 ) -> Result<impl IntoResponse> {
-    authorize(&caller, Permission::Read, resource::HEALTH)?;
+    state
+        .vault
+        .authz
+        .authorize(&caller, Permission::Read, resource::HEALTH)?;
     let mut components = BTreeMap::new();
 
     let started = Instant::now();

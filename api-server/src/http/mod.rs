@@ -6,6 +6,7 @@ mod extract;
 mod health;
 mod middleware;
 pub mod openapi;
+mod policies;
 mod secrets;
 mod sys;
 
@@ -41,6 +42,7 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
         .merge(secrets::router())
         .merge(auth::router())
         .merge(sys::router())
+        .merge(policies::router())
         .merge(health::authenticated_router())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),

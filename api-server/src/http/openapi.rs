@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, health, secrets, sys};
+use super::{auth, health, policies, secrets, sys};
 
 struct BearerAuth;
 
@@ -35,10 +35,13 @@ impl Modify for BearerAuth {
         secrets::batch_read,
         auth::whoami, auth::create_token, auth::list_tokens, auth::revoke_token,
         sys::rotate_key, sys::list_keys,
+        policies::create_policy, policies::list_policies, policies::get_policy, policies::update_policy,
+        policies::delete_policy, policies::add_binding, policies::list_bindings, policies::remove_binding,
+        policies::test_policy, policies::create_identity, policies::list_identities, policies::get_identity,
         health::health, health::health_detailed, health::metrics,
     ),
     modifiers(&BearerAuth),
-    tags((name = "secrets"), (name = "auth"), (name = "sys"), (name = "health"))
+    tags((name = "secrets"), (name = "auth"), (name = "policies"), (name = "identities"), (name = "sys"), (name = "health"))
 )]
 pub struct ApiDoc;
 

@@ -24,7 +24,7 @@ use utoipa::IntoParams;
 use super::SharedState;
 use super::extract::{ApiJson, ApiQuery, Tail};
 use crate::auth::Caller;
-use crate::authz::{Permission, authorize};
+use crate::authz::Permission;
 use crate::error::{Error, Result};
 use crate::secrets::ListParams;
 
@@ -165,7 +165,10 @@ pub async fn read_secret(
     path: &str,
     version: Option<u64>,
 ) -> Result<Response> {
-    authorize(caller, Permission::Read, path)?;
+    state
+        .vault
+        .authz
+        .authorize(caller, Permission::Read, path)?;
     Ok(Json(state.vault.secrets.read(path, version).await?).into_response())
 }
 
@@ -175,7 +178,10 @@ pub async fn read_secret(
     responses((status = 200, body = SecretMetadataResponse), (status = 404, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-scope" = json!("secrets:list"))))]
 pub async fn read_metadata(state: &SharedState, caller: &Caller, path: &str) -> Result<Response> {
-    authorize(caller, Permission::List, path)?;
+    state
+        .vault
+        .authz
+        .authorize(caller, Permission::List, path)?;
     Ok(Json(state.vault.secrets.metadata(path).await?).into_response())
 }
 
@@ -185,13 +191,16 @@ pub async fn read_metadata(state: &SharedState, caller: &Caller, path: &str) -> 
     responses((status = 200, body = VersionsResponse), (status = 404, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-scope" = json!("secrets:list"))))]
 pub async fn list_versions(state: &SharedState, caller: &Caller, path: &str) -> Result<Response> {
-    authorize(caller, Permission::List, path)?;
+    state
+        .vault
+        .authz
+        .authorize(caller, Permission::List, path)?;
     let versions = state.vault.secrets.versions(path).await?;
     Ok(Json(VersionsResponse { versions }).into_response())
 }
 
 /// Write a new version (`PUT` or `POST`).
-#[utoipa::path(put, path = "/v1/secrets/{path}", tag = "secrets",
+#[utoipa::path(method(put, post), path = "/v1/secrets/{path}", tag = "secrets",
     params(("path" = String, Path, description = "Secret path")),
     request_body = WriteSecretRequest,
     responses(
@@ -205,7 +214,10 @@ pub async fn write_secret(
     path: &str,
     body: WriteSecretRequest,
 ) -> Result<Response> {
-    authorize(caller, Permission::Write, path)?;
+    state
+        .vault
+        .authz
+        .authorize(caller, Permission::Write, path)?;
     Ok(Json(
         state
             .vault
@@ -223,7 +235,10 @@ pub async fn write_secret(
         (status = 409, description = "not_deleted", body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-scope" = json!("secrets:delete"))))]
 pub async fn restore_secret(state: &SharedState, caller: &Caller, path: &str) -> Result<Response> {
-    authorize(caller, Permission::Delete, path)?;
+    state
+        .vault
+        .authz
+        .authorize(caller, Permission::Delete, path)?;
     Ok(Json(state.vault.secrets.restore(path).await?).into_response())
 }
 
@@ -239,7 +254,10 @@ pub async fn update_metadata(
     path: &str,
     body: UpdateMetadataRequest,
 ) -> Result<Response> {
-    authorize(caller, Permission::Write, path)?;
+    state
+        .vault
+        .authz
+        .authorize(caller, Permission::Write, path)?;
     Ok(Json(
         state
             .vault
@@ -261,7 +279,10 @@ pub async fn delete_secret(
     path: &str,
     destroy: bool,
 ) -> Result<Response> {
-    authorize(caller, Permission::Delete, path)?;
+    state
+        .vault
+        .authz
+        .authorize(caller, Permission::Delete, path)?;
     if destroy {
         state.vault.secrets.destroy(path).await?;
     } else {
@@ -290,26 +311,28 @@ pub struct ListParamsQuery {
 /// List secrets by prefix, paged.
 #[utoipa::path(get, path = "/v1/secrets", tag = "secrets", params(ListParamsQuery),
     responses((status = 200, body = ListSecretsResponse), (status = 400, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:list"))))]
+    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:list (results filtered per path)"))))]
 pub async fn list_secrets(
     State(state): State<SharedState>,
     Extension(caller): CallerExt,
     ApiQuery(q): ApiQuery<ListParamsQuery>,
 ) -> Result<Json<ListSecretsResponse>> {
-    let prefix = q.prefix.unwrap_or_default();
-    authorize(
-        &caller,
-        Permission::List,
-        if prefix.is_empty() { "*" } else { &prefix },
-    )?;
     let params = ListParams {
-        prefix: Some(prefix),
+        prefix: q.prefix,
         limit: q.limit,
         cursor: q.cursor,
         include_metadata: q.include_metadata,
         include_deleted: q.include_deleted,
     };
-    Ok(Json(state.vault.secrets.list(params).await?))
+    let mut page = state.vault.secrets.list(params).await?;
+    // Only what the caller may list; the cursor still advances over hidden paths.
+    page.secrets.retain(|item| {
+        state
+            .vault
+            .authz
+            .allows(&caller, Permission::List, &item.path)
+    });
+    Ok(Json(page))
 }
 
 /// Read many secrets; each path is authorised and reported on its own.
@@ -326,7 +349,7 @@ pub async fn batch_read(
         .vault
         .secrets
         .batch_read(body.paths, |path| {
-            authorize(&caller, Permission::Read, path)
+            state.vault.authz.authorize(&caller, Permission::Read, path)
         })
         .await?;
     Ok(Json(response))

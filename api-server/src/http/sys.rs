@@ -10,7 +10,7 @@ use scaivault_api::sys::{KeyInfo, KeysResponse};
 
 use super::SharedState;
 use crate::auth::Caller;
-use crate::authz::{Permission, authorize, resource};
+use crate::authz::{Permission, resource};
 use crate::error::Result;
 
 pub fn router() -> Router<SharedState> {
@@ -27,7 +27,10 @@ pub async fn rotate_key(
     State(state): State<SharedState>,
     Extension(caller): Extension<Arc<Caller>>,
 ) -> Result<Json<KeyInfo>> {
-    authorize(&caller, Permission::Admin, resource::KEYS)?;
+    state
+        .vault
+        .authz
+        .authorize(&caller, Permission::Admin, resource::KEYS)?;
     let (key_id, created_at) = state.vault.rotate_data_key().await?;
     Ok(Json(KeyInfo { key_id, created_at }))
 }
@@ -40,7 +43,10 @@ pub async fn list_keys(
     State(state): State<SharedState>,
     Extension(caller): Extension<Arc<Caller>>,
 ) -> Result<Json<KeysResponse>> {
-    authorize(&caller, Permission::Admin, resource::KEYS)?;
+    state
+        .vault
+        .authz
+        .authorize(&caller, Permission::Admin, resource::KEYS)?;
     let keys = state.vault.store.list_keys().await?;
     Ok(Json(KeysResponse {
         active_key_id: state.vault.barrier.active_key_id(),

@@ -26,6 +26,9 @@ pub enum StoreError {
     /// Sealing the value inside the write transaction failed.
     #[error("sealing failed: {0}")]
     Seal(String),
+    /// A unique name or key is taken.
+    #[error("already exists")]
+    Conflict,
     /// Stored data does not decode: corruption or a bug, never user input.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -138,6 +141,33 @@ pub struct TokenRow {
     pub expires_at: Option<OffsetDateTime>,
 }
 
+/// A policy as stored: rules kept as their JSON wire form, compiled by the authz engine.
+#[derive(Debug, Clone)]
+pub struct PolicyRow {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub rules_json: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct BindingRow {
+    pub policy_id: String,
+    pub identity_type: String,
+    pub identity_id: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityRow {
+    pub id: String,
+    pub identity_type: String,
+    pub display_name: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
 /// The storage contract. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -190,4 +220,23 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the hash of the revoked token so caches can drop it.
     async fn revoke_token(&self, accessor: &str) -> Result<Option<[u8; 32]>>;
     async fn purge_expired_tokens(&self, now: OffsetDateTime) -> Result<u64>;
+
+    /// `Conflict` when the name is taken.
+    async fn create_policy(&self, policy: PolicyRow) -> Result<()>;
+    /// Replaces name, description and rules. Returns false when the id is unknown.
+    async fn update_policy(&self, policy: PolicyRow) -> Result<bool>;
+    async fn get_policy(&self, id: &str) -> Result<Option<PolicyRow>>;
+    async fn list_policies(&self) -> Result<Vec<PolicyRow>>;
+    /// Deletes the policy and its bindings. Returns false when the id is unknown.
+    async fn delete_policy(&self, id: &str) -> Result<bool>;
+    /// `NotFound` when the policy does not exist; binding twice is a no-op.
+    async fn add_binding(&self, binding: BindingRow) -> Result<()>;
+    /// Every binding, or those of one policy.
+    async fn list_bindings(&self, policy_id: Option<&str>) -> Result<Vec<BindingRow>>;
+    async fn delete_binding(&self, policy_id: &str, identity_id: &str) -> Result<bool>;
+
+    /// `Conflict` when the identity exists.
+    async fn create_identity(&self, identity: IdentityRow) -> Result<()>;
+    async fn list_identities(&self) -> Result<Vec<IdentityRow>>;
+    async fn get_identity(&self, id: &str) -> Result<Option<IdentityRow>>;
 }

@@ -11,8 +11,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 use time::OffsetDateTime;
 
 use super::{
-    KeyRow, ListQuery, NewVersion, RestoreOutcome, Result, SealFn, SecretRow, Store, StoreError,
-    TokenRow, VersionMeta, VersionRow, from_millis, to_millis,
+    BindingRow, IdentityRow, KeyRow, ListQuery, NewVersion, PolicyRow, RestoreOutcome, Result,
+    SealFn, SecretRow, Store, StoreError, TokenRow, VersionMeta, VersionRow, from_millis,
+    to_millis,
 };
 
 mod migrations;
@@ -185,6 +186,39 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRow> {
 
 const TOKEN_COLUMNS: &str =
     "hash, accessor, identity_id, identity_type, policies, display_name, issued_at, expires_at";
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn policy_from_row(r: &Row<'_>) -> rusqlite::Result<PolicyRow> {
+    Ok(PolicyRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        description: r.get(2)?,
+        rules_json: r.get(3)?,
+        created_at: from_millis(r.get(4)?),
+        updated_at: from_millis(r.get(5)?),
+    })
+}
+
+fn binding_from_row(r: &Row<'_>) -> rusqlite::Result<BindingRow> {
+    Ok(BindingRow {
+        policy_id: r.get(0)?,
+        identity_type: r.get(1)?,
+        identity_id: r.get(2)?,
+        created_at: from_millis(r.get(3)?),
+    })
+}
+
+fn identity_from_row(r: &Row<'_>) -> rusqlite::Result<IdentityRow> {
+    Ok(IdentityRow {
+        id: r.get(0)?,
+        identity_type: r.get(1)?,
+        display_name: r.get(2)?,
+        created_at: from_millis(r.get(3)?),
+    })
+}
 
 fn tags_json(tags: &[String]) -> String {
     serde_json::to_string(tags).unwrap_or_else(|_| "[]".to_owned())
@@ -641,6 +675,153 @@ impl Store for SqliteStore {
                 [to_millis(now)],
             )
             .map(|n| n as u64)
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn create_policy(&self, p: PolicyRow) -> Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO policies (id, name, description, rules, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![p.id, p.name, p.description, p.rules_json, to_millis(p.created_at), to_millis(p.updated_at)],
+            )
+            .map(|_| ())
+            .map_err(|e| if is_constraint(&e) { StoreError::Conflict } else { map_err(e) })
+        })
+        .await
+    }
+
+    async fn update_policy(&self, p: PolicyRow) -> Result<bool> {
+        self.write(move |c| {
+            c.execute(
+                "UPDATE policies SET name = ?2, description = ?3, rules = ?4, updated_at = ?5 WHERE id = ?1",
+                params![p.id, p.name, p.description, p.rules_json, to_millis(p.updated_at)],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| if is_constraint(&e) { StoreError::Conflict } else { map_err(e) })
+        })
+        .await
+    }
+
+    async fn get_policy(&self, id: &str) -> Result<Option<PolicyRow>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT id, name, description, rules, created_at, updated_at FROM policies WHERE id = ?1",
+                [id],
+                policy_from_row,
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_policies(&self) -> Result<Vec<PolicyRow>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare("SELECT id, name, description, rules, created_at, updated_at FROM policies ORDER BY name")
+                .map_err(map_err)?;
+            let rows = st.query_map([], policy_from_row).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn delete_policy(&self, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            c.execute("DELETE FROM policies WHERE id = ?1", [id])
+                .map(|n| n > 0)
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn add_binding(&self, b: BindingRow) -> Result<()> {
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+            let exists: Option<i64> = tx
+                .query_row("SELECT 1 FROM policies WHERE id = ?1", [&b.policy_id], |r| r.get(0))
+                .optional()
+                .map_err(map_err)?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            tx.execute(
+                "INSERT INTO policy_bindings (policy_id, identity_type, identity_id, created_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(policy_id, identity_id) DO NOTHING",
+                params![b.policy_id, b.identity_type, b.identity_id, to_millis(b.created_at)],
+            )
+            .map_err(map_err)?;
+            tx.commit().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_bindings(&self, policy_id: Option<&str>) -> Result<Vec<BindingRow>> {
+        let policy_id = policy_id.map(str::to_owned);
+        self.read(move |c| {
+            let mut st = c
+                .prepare(
+                    "SELECT policy_id, identity_type, identity_id, created_at FROM policy_bindings \
+                     WHERE ?1 IS NULL OR policy_id = ?1 ORDER BY policy_id, identity_id",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([policy_id], binding_from_row)
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn delete_binding(&self, policy_id: &str, identity_id: &str) -> Result<bool> {
+        let (policy_id, identity_id) = (policy_id.to_owned(), identity_id.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM policy_bindings WHERE policy_id = ?1 AND identity_id = ?2",
+                params![policy_id, identity_id],
+            )
+            .map(|n| n > 0)
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn create_identity(&self, i: IdentityRow) -> Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO identities (id, identity_type, display_name, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![i.id, i.identity_type, i.display_name, to_millis(i.created_at)],
+            )
+            .map(|_| ())
+            .map_err(|e| if is_constraint(&e) { StoreError::Conflict } else { map_err(e) })
+        })
+        .await
+    }
+
+    async fn list_identities(&self) -> Result<Vec<IdentityRow>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare("SELECT id, identity_type, display_name, created_at FROM identities ORDER BY id")
+                .map_err(map_err)?;
+            let rows = st.query_map([], identity_from_row).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn get_identity(&self, id: &str) -> Result<Option<IdentityRow>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT id, identity_type, display_name, created_at FROM identities WHERE id = ?1",
+                [id],
+                identity_from_row,
+            )
+            .optional()
             .map_err(map_err)
         })
         .await

@@ -49,6 +49,31 @@ const MIGRATIONS: &[&str] = &[
         revoked_at INTEGER
     );
     "#,
+    // 2: authorization.
+    r#"
+    CREATE TABLE policies (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        description TEXT,
+        rules TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE policy_bindings (
+        policy_id TEXT NOT NULL REFERENCES policies (id) ON DELETE CASCADE,
+        identity_type TEXT NOT NULL,
+        identity_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (policy_id, identity_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX policy_bindings_by_identity ON policy_bindings (identity_id);
+    CREATE TABLE identities (
+        id TEXT PRIMARY KEY,
+        identity_type TEXT NOT NULL,
+        display_name TEXT,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {
