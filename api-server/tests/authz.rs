@@ -378,7 +378,8 @@ async fn authorization_matrix() {
     .await;
 
     // (method, path, body, resource path, permission, success status)
-    let cases: Vec<(Method, String, Option<Value>, &str, &str, StatusCode)> = vec![
+    type Case<'a> = (Method, String, Option<Value>, &'a str, &'a str, StatusCode);
+    let cases: Vec<Case> = vec![
         (
             Method::GET,
             "/v1/secrets/m/secret".into(),
