@@ -37,6 +37,13 @@ inputs_hash() {
   } | sha256sum | cut -d' ' -f1
 }
 
+# One build at a time per bin dir (e.g. two `testenv.sh start` in parallel);
+# a waiter then finds the stamp up to date.
+if command -v flock >/dev/null; then
+  exec 9>"$BIN_DIR/.testenv-lock"
+  flock 9
+fi
+
 STAMP="$BIN_DIR/.testenv-stamp"
 WANT=$(inputs_hash)
 up_to_date=1 built=''

@@ -37,6 +37,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM  # so that cleanup (the EXIT trap) also runs then
+set -E  # say which command failed outside a check (e.g. curl could not connect)
+trap 'echo "  FAIL line $LINENO: $BASH_COMMAND" >&2' ERR
 
 ok() { PASSED=$(( PASSED + 1 )); echo "  ok   $*"; }
 fail() { FAILED=$(( FAILED + 1 )); echo "  FAIL $*" >&2; exit 1; }
