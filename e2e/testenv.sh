@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# A real Kubernetes control plane (etcd + kube-apiserver, no controllers) for tests.
+# A real Kubernetes control plane (etcd + kube-apiserver) for tests.
 #
 #   e2e/testenv.sh start DIR   build if needed, start etcd and kube-apiserver on free
 #                              loopback ports, wait for /readyz, write DIR/kubeconfig
-#                              and DIR/env (ports, pids, paths; shell syntax)
-#   e2e/testenv.sh stop DIR    stop both processes (TERM, then KILL after a grace period)
-#   e2e/testenv.sh status DIR  exit 0 if both processes of DIR are running
+#                              and DIR/env (ports, pids, paths; KEY=value lines).
+#                              Every start is a new cluster: fresh PKI, empty etcd.
+#   e2e/testenv.sh stop DIR    stop its processes (TERM, then KILL after a grace period)
+#   e2e/testenv.sh status DIR  exit 0 if all processes of DIR are running
 #
 # With E2E_WITH_CONTROLLERS=1, start also runs kube-controller-manager with the
 # namespace, serviceaccount, garbage-collector and root-ca-certificate-publisher
