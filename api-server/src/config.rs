@@ -59,6 +59,16 @@ pub struct RuntimeArgs {
     /// How often read counts are flushed to storage.
     #[arg(long, env = "SCAIVAULT_ACCESS_FLUSH_INTERVAL", default_value = "10s", value_parser = parse_interval)]
     pub access_flush_interval: Duration,
+    /// Turn the audit log off (benchmarks only: without it requests leave no trace).
+    #[arg(long, env = "SCAIVAULT_AUDIT_DISABLE")]
+    pub audit_disable: bool,
+    /// Directory that `file` audit exports are written under (disabled when unset).
+    #[arg(long, env = "SCAIVAULT_AUDIT_EXPORT_DIR")]
+    pub audit_export_dir: Option<PathBuf>,
+    /// Keep audit records this long (e.g. `400d`); older ones are removed behind a
+    /// checkpoint that keeps the rest verifiable. Unset: keep forever.
+    #[arg(long, env = "SCAIVAULT_AUDIT_RETENTION", value_parser = parse_interval)]
+    pub audit_retention: Option<Duration>,
     /// Log output format (logs go to stderr).
     #[arg(long, env = "SCAIVAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -121,3 +131,4 @@ pub struct ServeArgs {
 }
 
 pub const DB_FILE: &str = "scaivault.db";
+pub const AUDIT_DB_FILE: &str = "audit.db";

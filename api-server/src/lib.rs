@@ -1,5 +1,6 @@
 //! The ScaiVault API server: storage, barrier, tokens, secrets, and their HTTP surface.
 
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod config;

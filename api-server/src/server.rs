@@ -12,8 +12,11 @@ use scaivault_api::auth::IdentityType;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 
+use crate::audit::export::Exporter;
+use crate::audit::{AuditService, AuditWriter};
 use crate::config::{
-    Cli, Command, DB_FILE, DevArgs, InitArgs, LogFormat, MasterKeyArgs, RuntimeArgs, ServeArgs,
+    AUDIT_DB_FILE, Cli, Command, DB_FILE, DevArgs, InitArgs, LogFormat, MasterKeyArgs, RuntimeArgs,
+    ServeArgs,
 };
 use crate::crypto::MasterKey;
 use crate::http::{AppState, app};
@@ -21,8 +24,9 @@ use crate::jobs::{JobIntervals, JobRegistry, Jobs};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::Limits;
-use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite_audit::SqliteAuditStore;
+use crate::store::{AuditStore, Store};
 use crate::vault::{ROOT_IDENTITY, Vault};
 
 const DEV_MASTER_KEY_FILE: &str = "dev-master.key";
@@ -175,7 +179,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    run_server(vault, &args.runtime, listener, None).await
+    run_server(vault, &args.data_dir, &args.runtime, listener, None).await
 }
 
 fn write_secret_file(path: &Path, secret: &SecretString) -> anyhow::Result<()> {
@@ -230,7 +234,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "ScaiVault listening on {scheme}://{}",
         listener.local_addr()?
     );
-    run_server(vault, &args.runtime, listener, tls).await
+    run_server(vault, &args.data_dir, &args.runtime, listener, tls).await
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -266,6 +270,7 @@ fn watch_certificates(config: RustlsConfig, files: TlsFiles, mut shutdown: watch
 
 async fn run_server(
     vault: Vault,
+    data_dir: &Path,
     runtime: &RuntimeArgs,
     listener: TcpListener,
     tls: Option<TlsFiles>,
@@ -283,9 +288,34 @@ async fn run_server(
             token_purge: Duration::from_secs(3600),
         },
     });
+    let audit_store: Arc<dyn AuditStore> = Arc::new(
+        SqliteAuditStore::open(&data_dir.join(AUDIT_DB_FILE))
+            .context("opening the audit database")?,
+    );
+    let writer = if runtime.audit_disable {
+        tracing::warn!("the audit log is disabled: requests leave no trace");
+        None
+    } else {
+        Some(
+            AuditWriter::start(Arc::clone(&audit_store))
+                .await
+                .context("starting the audit log")?,
+        )
+    };
+    let audit = AuditService::new(Arc::clone(&audit_store), writer, &vault.audit_hmac_key);
+    let exporter = Exporter::new(Arc::clone(&audit_store), runtime.audit_export_dir.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let job_handles = Arc::clone(&jobs).spawn(shutdown_rx.clone());
+    let mut job_handles = Arc::clone(&jobs).spawn(shutdown_rx.clone());
+    if let Some(retention) = runtime.audit_retention {
+        job_handles.push(spawn_audit_retention(
+            Arc::clone(&audit_store),
+            retention,
+            shutdown_rx.clone(),
+        ));
+    }
     let state = Arc::new(AppState {
+        audit,
+        exporter,
         vault,
         limiter: RateLimiter::new(runtime.rate_limit_per_minute),
         metrics,
@@ -329,6 +359,28 @@ async fn run_server(
         tracing::warn!(error = %e, "final access-count flush failed");
     }
     served.context("server error")
+}
+
+/// Removes records past the retention period every hour, behind a checkpoint.
+fn spawn_audit_retention(
+    store: Arc<dyn AuditStore>,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let cutoff = time::OffsetDateTime::now_utc() - retention;
+            match store.purge_before(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(records = n, "audit retention removed old records"),
+                Err(e) => tracing::warn!(error = %e, "audit retention failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    })
 }
 
 fn spawn_limiter_pruning(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {

@@ -6,6 +6,7 @@ use scaivault_api::auth::IdentityType;
 use secrecy::SecretString;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
+use zeroize::Zeroizing;
 
 use crate::auth::TokenService;
 use crate::authz::{Engine, PolicyService};
@@ -54,6 +55,8 @@ pub struct Vault {
     pub authz: Arc<Engine>,
     pub policies: PolicyService,
     pub access: Arc<AccessCounter>,
+    /// Key of the audit log's HMACs, derived from the token key so it needs no storage.
+    pub audit_hmac_key: Zeroizing<Vec<u8>>,
     rotation_lock: Mutex<()>,
 }
 
@@ -88,7 +91,7 @@ impl Vault {
             .wrap_internal(META_TOKEN_HMAC_KEY, hmac_key.as_ref())
             .map_err(|e| BootstrapError::Other(e.to_string()))?;
         store.put_meta(META_TOKEN_HMAC_KEY, wrapped).await?;
-        let vault = Self::assemble(store, barrier, TokenHasher::new(hmac_key.as_ref()), limits);
+        let vault = Self::assemble(store, barrier, hmac_key.as_ref(), limits);
         let root = vault
             .tokens
             .issue(
@@ -132,20 +135,25 @@ impl Vault {
         let hmac_key = barrier
             .unwrap_internal(META_TOKEN_HMAC_KEY, &wrapped)
             .map_err(|_| BootstrapError::WrongMasterKey)?;
-        Ok(Self::assemble(
-            store,
-            barrier,
-            TokenHasher::new(&hmac_key),
-            limits,
-        ))
+        let vault = Self::assemble(store, barrier, &hmac_key, limits);
+        // Bindings made before this start must hold from the first request on.
+        vault.policies.reload().await?;
+        Ok(vault)
     }
 
     fn assemble(
         store: Arc<dyn Store>,
         barrier: Barrier,
-        hasher: TokenHasher,
+        token_key: &[u8],
         limits: Limits,
     ) -> Vault {
+        let hasher = TokenHasher::new(token_key);
+        let derive = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, token_key);
+        let audit_hmac_key = Zeroizing::new(
+            aws_lc_rs::hmac::sign(&derive, b"scaivault/audit-hmac/v1")
+                .as_ref()
+                .to_vec(),
+        );
         let barrier = Arc::new(barrier);
         let access = Arc::new(AccessCounter::default());
         let authz = Arc::new(Engine::default());
@@ -162,6 +170,7 @@ impl Vault {
             store,
             barrier,
             access,
+            audit_hmac_key,
             rotation_lock: Mutex::new(()),
         }
     }

@@ -31,6 +31,7 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     RateLimited,
     StorageUnavailable,
+    AuditUnavailable,
     Sealed,
     Internal,
     /// A code this client version does not know yet.
@@ -54,7 +55,7 @@ impl ErrorCode {
             PayloadTooLarge | ValueTooLarge => 413,
             UnsupportedMediaType => 415,
             RateLimited => 429,
-            StorageUnavailable | Sealed => 503,
+            StorageUnavailable | AuditUnavailable | Sealed => 503,
             Internal | Unknown => 500,
         }
     }
@@ -86,6 +87,7 @@ impl ErrorCode {
             UnsupportedMediaType => "unsupported_media_type",
             RateLimited => "rate_limited",
             StorageUnavailable => "storage_unavailable",
+            AuditUnavailable => "audit_unavailable",
             Sealed => "sealed",
             Internal => "internal",
             Unknown => "unknown",

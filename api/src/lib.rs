@@ -3,6 +3,7 @@
 //! Nothing here performs I/O: these are the shapes on the wire plus the pure rules
 //! (path grammar, durations, limits) that both sides must agree on.
 
+pub mod audit;
 pub mod auth;
 pub mod duration;
 pub mod error;

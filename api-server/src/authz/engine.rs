@@ -234,7 +234,9 @@ impl Engine {
     /// `Ok` when allowed; otherwise `permission_denied`. The message is the same for paths
     /// that exist and paths that do not, so a denial reveals nothing.
     pub fn authorize(&self, caller: &Caller, permission: Permission, path: &str) -> Result<()> {
-        if self.allows(caller, permission, path) {
+        let allowed = self.allows(caller, permission, path);
+        crate::audit::context::note_check(permission, path, allowed);
+        if allowed {
             return Ok(());
         }
         Err(Error::new(

@@ -22,4 +22,5 @@ pub mod resource {
     pub const TOKENS: &str = "sys/tokens";
     pub const KEYS: &str = "sys/keys";
     pub const HEALTH: &str = "sys/health";
+    pub const AUDIT: &str = "sys/audit";
 }

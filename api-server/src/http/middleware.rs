@@ -1,19 +1,27 @@
 //! Request id, access log and metrics (outermost); authentication and rate limiting
 //! (around authenticated routes).
 
+use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use scaivault_api::ErrorCode;
+use scaivault_api::path::split_action;
 use secrecy::SecretString;
+use time::OffsetDateTime;
 
 use super::SharedState;
+use crate::audit::context::{AUDIT, AuditContext};
+use crate::audit::record::{action_of, outcome_of};
+use crate::audit::service::audit_unavailable;
+use crate::audit::unsealed;
 use crate::crypto::token::{hex, random_bytes};
 use crate::error::Error;
 use crate::metrics::{RequestLabels, RouteLabels};
@@ -67,9 +75,29 @@ pub async fn observe(State(state): State<SharedState>, request: Request, next: N
         .unwrap_or_else(|| "unmatched".to_owned());
     // The path names a secret but never holds its value; the query string is not logged.
     let path = request.uri().path().to_owned();
-    let mut response = REQUEST_ID
-        .scope(request_id.clone(), next.run(request))
-        .await;
+    let audited = state.audit.enabled() && is_audited(&path);
+    let facts = audited.then(|| RequestFacts::of(&request, &route));
+    let mut response = if audited {
+        let context = RefCell::new(AuditContext::default());
+        let run = REQUEST_ID.scope(request_id.clone(), next.run(request));
+        let (response, context) = AUDIT
+            .scope(context, async move {
+                let response = run.await;
+                (
+                    response,
+                    AUDIT.with(|c| std::mem::take(&mut *c.borrow_mut())),
+                )
+            })
+            .await;
+        match facts {
+            Some(facts) => audit_response(&state, &request_id, facts, context, response).await,
+            None => response,
+        }
+    } else {
+        REQUEST_ID
+            .scope(request_id.clone(), next.run(request))
+            .await
+    };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response
             .headers_mut()
@@ -100,6 +128,115 @@ pub async fn observe(State(state): State<SharedState>, request: Request, next: N
         "request"
     );
     response
+}
+
+/// Liveness probes, metrics scrapes and the API description touch no data; auditing them
+/// would bury the records that matter.
+fn is_audited(path: &str) -> bool {
+    path.starts_with("/v1/") && path != "/v1/health" && path != "/v1/openapi.json"
+}
+
+/// What the audit record needs from the request, taken before the handler consumes it.
+struct RequestFacts {
+    method: String,
+    route: String,
+    action_word: Option<String>,
+    secret_path: Option<String>,
+    destroy: bool,
+    source_ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl RequestFacts {
+    fn of(request: &Request, route: &str) -> Self {
+        let uri_path = request.uri().path();
+        let tail = uri_path
+            .strip_prefix("/v1/secrets/")
+            .filter(|_| route == "/v1/secrets/{*tail}");
+        let (secret_path, action_word) = match tail.map(split_action) {
+            Some((p, a)) => (Some(p.to_owned()), a.map(str::to_owned)),
+            None => (None, None),
+        };
+        RequestFacts {
+            method: request.method().to_string(),
+            route: route.to_owned(),
+            action_word,
+            secret_path,
+            destroy: request
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "destroy=true")),
+            source_ip: request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string()),
+            user_agent: request
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(256).collect()),
+        }
+    }
+}
+
+/// Writes the request's records and waits until they are durable; if that fails the
+/// caller gets 503 instead of the handler's answer (fail closed).
+async fn audit_response(
+    state: &SharedState,
+    request_id: &str,
+    facts: RequestFacts,
+    context: AuditContext,
+    response: Response,
+) -> Response {
+    let Some(writer) = state.audit.writer.as_ref() else {
+        return response;
+    };
+    let status = response.status().as_u16();
+    let action = action_of(
+        &facts.method,
+        &facts.route,
+        facts.action_word.as_deref(),
+        facts.destroy,
+    );
+    let mut base = unsealed(OffsetDateTime::now_utc());
+    base.request_id = request_id.to_owned();
+    base.identity_id = context.identity_id;
+    base.identity_type = context.identity_type;
+    base.action = action;
+    base.status = status;
+    base.outcome = outcome_of(status).to_owned();
+    base.source_ip = facts.source_ip;
+    base.user_agent = facts.user_agent;
+    base.accessor_hmac = context.accessor.as_deref().map(|a| state.audit.hmac(a));
+    base.path = facts.secret_path;
+    let records = if context.checks.is_empty() {
+        vec![base]
+    } else {
+        // One record per authorization decision: a batch read leaves one per path.
+        context
+            .checks
+            .into_iter()
+            .map(|(permission, path, allowed)| {
+                let mut record = base.clone();
+                record.path = Some(path);
+                record.permission = Some(permission.scope());
+                if !allowed {
+                    record.outcome = "denied".to_owned();
+                }
+                record
+            })
+            .collect()
+    };
+    match writer.write(records).await {
+        Ok(()) => response,
+        Err(detail) => {
+            REQUEST_ID
+                .scope(request_id.to_owned(), async {
+                    audit_unavailable(&detail).into_response()
+                })
+                .await
+        }
+    }
 }
 
 fn presented_token(headers: &HeaderMap) -> Option<SecretString> {
@@ -166,6 +303,7 @@ pub async fn authenticate(
         rate_limit_headers(response.headers_mut(), &decision);
         return response;
     }
+    crate::audit::context::note_caller(&caller);
     request.extensions_mut().insert(Arc::clone(&caller));
     let mut response = next.run(request).await;
     if let Some(decision) = decision {

@@ -1,5 +1,6 @@
 //! The HTTP surface: router, middleware, one module per resource.
 
+mod audit;
 mod auth;
 mod error;
 mod extract;
@@ -28,6 +29,8 @@ pub use middleware::REQUEST_ID;
 /// Everything a handler may touch.
 pub struct AppState {
     pub vault: Vault,
+    pub audit: crate::audit::AuditService,
+    pub exporter: crate::audit::export::Exporter,
     pub limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
     pub jobs: Arc<JobRegistry>,
@@ -43,6 +46,7 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
         .merge(auth::router())
         .merge(sys::router())
         .merge(policies::router())
+        .merge(audit::router())
         .merge(health::authenticated_router())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),

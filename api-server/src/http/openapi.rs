@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, health, policies, secrets, sys};
+use super::{audit, auth, health, policies, secrets, sys};
 
 struct BearerAuth;
 
@@ -37,11 +37,12 @@ impl Modify for BearerAuth {
         sys::rotate_key, sys::list_keys,
         policies::create_policy, policies::list_policies, policies::get_policy, policies::update_policy,
         policies::delete_policy, policies::add_binding, policies::list_bindings, policies::remove_binding,
-        policies::test_policy, policies::create_identity, policies::list_identities, policies::get_identity,
+        policies::test_policy,
+        audit::logs, audit::for_secret, audit::for_identity, audit::verify, audit::hmac, audit::export, audit::export_status, policies::create_identity, policies::list_identities, policies::get_identity,
         health::health, health::health_detailed, health::metrics,
     ),
     modifiers(&BearerAuth),
-    tags((name = "secrets"), (name = "auth"), (name = "policies"), (name = "identities"), (name = "sys"), (name = "health"))
+    tags((name = "secrets"), (name = "auth"), (name = "policies"), (name = "identities"), (name = "audit"), (name = "sys"), (name = "health"))
 )]
 pub struct ApiDoc;
 

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 pub mod sqlite;
+pub mod sqlite_audit;
 mod time_codec;
 
 pub use time_codec::{from_millis, now_millis, to_millis};
@@ -239,4 +240,52 @@ pub trait Store: Send + Sync + 'static {
     async fn create_identity(&self, identity: IdentityRow) -> Result<()>;
     async fn list_identities(&self) -> Result<Vec<IdentityRow>>;
     async fn get_identity(&self, id: &str) -> Result<Option<IdentityRow>>;
+}
+
+/// One stored audit record: the canonical JSON body plus the columns queries filter on.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub seq: u64,
+    pub timestamp: OffsetDateTime,
+    pub identity_id: Option<String>,
+    pub path: Option<String>,
+    pub action: String,
+    pub outcome: String,
+    pub body: String,
+    pub hash: String,
+}
+
+/// Filters of an audit query; every field narrows the result.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+    pub identity_id: Option<String>,
+    pub path: Option<String>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    /// Records with `seq` strictly greater (cursor paging, ascending order).
+    pub after_seq: Option<u64>,
+    pub to_seq: Option<u64>,
+    pub limit: usize,
+}
+
+/// Where audit records live. Kept apart from the vault's data so audit group commits and
+/// secret writes do not queue behind each other.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    /// The newest record's sequence number and hash, to continue the chain.
+    async fn last_record(&self) -> Result<Option<(u64, String)>>;
+    /// Appends records in one durable transaction.
+    async fn append(&self, rows: Vec<AuditRow>) -> Result<()>;
+    /// Matching records in ascending `seq` order.
+    async fn query(&self, query: AuditQuery) -> Result<Vec<AuditRow>>;
+    /// The record just before `seq` (its hash anchors a verification that starts mid-chain).
+    async fn record_before(&self, seq: u64) -> Result<Option<AuditRow>>;
+    /// The last record removed by retention: the anchor of the remaining chain.
+    async fn checkpoint(&self) -> Result<Option<(u64, String)>>;
+    /// Removes records older than `before`, recording the last removed one as checkpoint.
+    async fn purge_before(&self, before: OffsetDateTime) -> Result<u64>;
+    async fn save_export(&self, id: &str, body: String) -> Result<()>;
+    async fn get_export(&self, id: &str) -> Result<Option<String>>;
 }

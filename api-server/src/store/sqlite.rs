@@ -16,7 +16,7 @@ use super::{
     to_millis,
 };
 
-mod migrations;
+pub(crate) mod migrations;
 
 const READERS: usize = 4;
 /// Paths are ASCII below 0x7f, so `prefix + DEL` bounds every path that starts with prefix.
@@ -34,7 +34,7 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn map_err(e: rusqlite::Error) -> StoreError {
+pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode as C;
     match &e {
         rusqlite::Error::SqliteFailure(f, _)
@@ -58,7 +58,7 @@ fn map_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
-fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
+pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -84,7 +84,7 @@ impl SqliteStore {
         writer
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
             .map_err(map_err)?;
-        migrations::run(&mut writer).map_err(map_err)?;
+        migrations::run(&mut writer, migrations::MIGRATIONS).map_err(map_err)?;
         let readers = (0..READERS)
             .map(|_| open_connection(path, true).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;

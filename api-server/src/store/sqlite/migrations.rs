@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// Each entry moves the schema one version forward. Never edit a released entry: append.
-const MIGRATIONS: &[&str] = &[
+pub const MIGRATIONS: &[&str] = &[
     // 1: the core schema.
     r#"
     CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
@@ -76,10 +76,37 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {
+/// The audit database's own schema (a separate file).
+pub const AUDIT_MIGRATIONS: &[&str] = &[
+    // 1: the hash-chained log, retention checkpoint and export jobs.
+    r#"
+    CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY,
+        timestamp INTEGER NOT NULL,
+        identity_id TEXT,
+        path TEXT,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        body TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit_log (timestamp);
+    CREATE INDEX audit_by_identity ON audit_log (identity_id, seq);
+    CREATE INDEX audit_by_path ON audit_log (path, seq);
+    CREATE TABLE audit_checkpoint (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE audit_exports (id TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at INTEGER NOT NULL);
+    "#,
+];
+
+pub fn run(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<()> {
     let current: usize =
         conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (index, sql) in migrations.iter().enumerate().skip(current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (index + 1) as i64)?;
@@ -95,8 +122,8 @@ mod tests {
     #[test]
     fn migrations_apply_once_and_are_idempotent() -> rusqlite::Result<()> {
         let mut conn = Connection::open_in_memory()?;
-        run(&mut conn)?;
-        run(&mut conn)?;
+        run(&mut conn, MIGRATIONS)?;
+        run(&mut conn, MIGRATIONS)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         assert_eq!(version as usize, MIGRATIONS.len());
         Ok(())

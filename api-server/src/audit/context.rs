@@ -1,0 +1,39 @@
+//! What the request did, gathered while it runs: the audit middleware opens a context,
+//! authentication notes the caller, every authorization check notes its decision.
+
+use std::cell::RefCell;
+
+use scaivault_api::policy::Permission;
+
+use crate::auth::Caller;
+
+#[derive(Debug, Default)]
+pub struct AuditContext {
+    pub identity_id: Option<String>,
+    pub identity_type: Option<String>,
+    pub accessor: Option<String>,
+    /// Every authorization decision: (permission, path, allowed).
+    pub checks: Vec<(Permission, String, bool)>,
+}
+
+tokio::task_local! {
+    pub static AUDIT: RefCell<AuditContext>;
+}
+
+/// Outside an audited request these are no-ops.
+pub fn note_caller(caller: &Caller) {
+    let _ = AUDIT.try_with(|ctx| {
+        let mut ctx = ctx.borrow_mut();
+        ctx.identity_id = Some(caller.identity_id.clone());
+        ctx.identity_type = Some(caller.identity_type.as_str().to_owned());
+        ctx.accessor = Some(caller.accessor.clone());
+    });
+}
+
+pub fn note_check(permission: Permission, path: &str, allowed: bool) {
+    let _ = AUDIT.try_with(|ctx| {
+        ctx.borrow_mut()
+            .checks
+            .push((permission, path.to_owned(), allowed))
+    });
+}

@@ -1,0 +1,117 @@
+//! The writer: records are chained and committed in batches (group commit), and every
+//! request waits until its records are durable.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use super::record::{AuditRecord, Chained, GENESIS_HASH};
+use crate::store::{AuditRow, AuditStore};
+
+/// Most records committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Requests waiting for the writer before new ones wait to enqueue (backpressure).
+const QUEUE_DEPTH: usize = 8192;
+
+struct Pending {
+    records: Vec<AuditRecord>,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+#[derive(Clone)]
+pub struct AuditWriter {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl AuditWriter {
+    /// Continues the chain from the newest stored record.
+    pub async fn start(store: Arc<dyn AuditStore>) -> crate::store::Result<Self> {
+        let last = store.last_record().await?;
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(run(store, rx, last.unwrap_or((0, GENESIS_HASH.to_owned()))));
+        Ok(AuditWriter { tx })
+    }
+
+    /// Returns once the records are durable, or an error: then the request must fail.
+    pub async fn write(&self, records: Vec<AuditRecord>) -> Result<(), String> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send(Pending { records, reply })
+            .await
+            .map_err(|_| "audit writer stopped".to_owned())?;
+        done.await.map_err(|_| "audit writer stopped".to_owned())?
+    }
+}
+
+async fn run(store: Arc<dyn AuditStore>, mut rx: mpsc::Receiver<Pending>, mut last: (u64, String)) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let mut count = batch[0].records.len();
+        while count < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => {
+                    count += p.records.len();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let (mut seq, mut prev) = last.clone();
+        let mut rows = Vec::with_capacity(count);
+        for pending in &mut batch {
+            for record in &mut pending.records {
+                seq += 1;
+                record.seq = seq;
+                record.id = format!("aud_{seq:012}");
+                record.prev_hash = prev.clone();
+                record.hash = record.compute_hash();
+                prev = record.hash.clone();
+                rows.push(AuditRow {
+                    seq,
+                    timestamp: record.timestamp,
+                    identity_id: record.identity_id.clone(),
+                    path: record.path.clone(),
+                    action: record.action.clone(),
+                    outcome: record.outcome.clone(),
+                    body: serde_json::to_string(record).unwrap_or_default(),
+                    hash: record.hash.clone(),
+                });
+            }
+        }
+        let result = store.append(rows).await.map_err(|e| e.to_string());
+        match &result {
+            // Only durable records advance the chain; after a failure the next batch
+            // reuses the same sequence numbers.
+            Ok(()) => last = (seq, prev),
+            Err(e) => {
+                tracing::error!(error = %e, records = count, "audit write failed; failing the requests")
+            }
+        }
+        for pending in batch {
+            let _ = pending.reply.send(result.clone());
+        }
+    }
+}
+
+/// A record with the fields the writer fills left empty.
+pub fn unsealed(now: OffsetDateTime) -> AuditRecord {
+    AuditRecord {
+        id: String::new(),
+        seq: 0,
+        timestamp: now,
+        request_id: String::new(),
+        identity_id: None,
+        identity_type: None,
+        action: String::new(),
+        path: None,
+        permission: None,
+        outcome: String::new(),
+        status: 0,
+        source_ip: None,
+        user_agent: None,
+        accessor_hmac: None,
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}

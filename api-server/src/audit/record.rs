@@ -1,0 +1,162 @@
+//! One audit record, its canonical form and the hash chain.
+
+use aws_lc_rs::digest::{SHA256, digest};
+pub use scaivault_api::audit::AuditRecord;
+
+use crate::crypto::token::hex;
+
+/// The hash that precedes the first record of a chain.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The chain's hash of a record.
+pub trait Chained {
+    fn compute_hash(&self) -> String;
+    fn seal(self) -> Self;
+}
+
+impl Chained for AuditRecord {
+    /// SHA-256 over the previous hash and the record's canonical JSON without `hash`.
+    fn compute_hash(&self) -> String {
+        let mut unhashed = self.clone();
+        unhashed.hash = String::new();
+        let body = serde_json::to_vec(&unhashed).unwrap_or_default();
+        let mut input = Vec::with_capacity(body.len() + 65);
+        input.extend_from_slice(self.prev_hash.as_bytes());
+        input.push(b'\n');
+        input.extend_from_slice(&body);
+        hex(digest(&SHA256, &input).as_ref())
+    }
+
+    fn seal(mut self) -> Self {
+        self.hash = self.compute_hash();
+        self
+    }
+}
+
+/// Outcome class of an HTTP status.
+pub fn outcome_of(status: u16) -> &'static str {
+    match status {
+        401 => "unauthenticated",
+        403 => "denied",
+        s if s < 400 => "success",
+        _ => "failure",
+    }
+}
+
+/// A stable action name for a request.
+pub fn action_of(method: &str, route: &str, action_word: Option<&str>, destroy: bool) -> String {
+    let known = match (method, route, action_word) {
+        ("GET", "/v1/secrets/{*tail}", None) => "secrets.read",
+        ("GET", "/v1/secrets/{*tail}", Some("metadata")) => "secrets.read_metadata",
+        ("GET", "/v1/secrets/{*tail}", Some("versions")) => "secrets.versions",
+        ("PUT" | "POST", "/v1/secrets/{*tail}", None) => "secrets.write",
+        ("POST", "/v1/secrets/{*tail}", Some("restore")) => "secrets.restore",
+        ("PATCH", "/v1/secrets/{*tail}", Some("metadata")) => "secrets.update_metadata",
+        ("DELETE", "/v1/secrets/{*tail}", None) if destroy => "secrets.destroy",
+        ("DELETE", "/v1/secrets/{*tail}", None) => "secrets.delete",
+        ("GET", "/v1/secrets", _) => "secrets.list",
+        ("POST", "/v1/batch/read", _) => "secrets.read",
+        ("GET", "/v1/auth/whoami", _) => "auth.whoami",
+        ("POST", "/v1/auth/tokens", _) => "tokens.create",
+        ("GET", "/v1/auth/tokens", _) => "tokens.list",
+        ("DELETE", "/v1/auth/tokens/{accessor}", _) => "tokens.revoke",
+        ("POST", "/v1/policies", _) => "policies.create",
+        ("GET", "/v1/policies", _) => "policies.list",
+        ("POST", "/v1/policies/test", _) => "policies.test",
+        ("GET", "/v1/policies/{id}", _) => "policies.read",
+        ("PUT", "/v1/policies/{id}", _) => "policies.update",
+        ("DELETE", "/v1/policies/{id}", _) => "policies.delete",
+        ("POST", "/v1/policies/{id}/bindings", _) => "policies.bind",
+        ("GET", "/v1/policies/{id}/bindings", _) => "policies.bindings",
+        ("DELETE", "/v1/policies/{id}/bindings/{*identity_id}", _) => "policies.unbind",
+        ("POST", "/v1/identities", _) => "identities.create",
+        ("GET", "/v1/identities", _) => "identities.list",
+        ("GET", "/v1/identities/{*id}", _) => "identities.read",
+        ("POST", "/v1/sys/keys/rotate", _) => "keys.rotate",
+        ("GET", "/v1/sys/keys", _) => "keys.list",
+        ("GET", "/v1/health/detailed", _) => "health.detailed",
+        _ => "",
+    };
+    if known.is_empty() {
+        if route.starts_with("/v1/audit") {
+            return format!(
+                "audit.{}",
+                route
+                    .trim_start_matches("/v1/audit/")
+                    .split('/')
+                    .next()
+                    .unwrap_or("query")
+            );
+        }
+        format!("{method} {route}")
+    } else {
+        known.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::OffsetDateTime;
+
+    fn record(seq: u64, prev: &str) -> AuditRecord {
+        AuditRecord {
+            id: format!("aud_{seq}"),
+            seq,
+            timestamp: OffsetDateTime::UNIX_EPOCH,
+            request_id: "req_1".into(),
+            identity_id: Some("root".into()),
+            identity_type: Some("root".into()),
+            action: "secrets.read".into(),
+            path: Some("a/b".into()),
+            permission: Some("secrets:read".into()),
+            outcome: "success".into(),
+            status: 200,
+            source_ip: Some("127.0.0.1".into()),
+            user_agent: None,
+            accessor_hmac: None,
+            prev_hash: prev.into(),
+            hash: String::new(),
+        }
+        .seal()
+    }
+
+    #[test]
+    fn any_field_change_changes_the_hash() {
+        let r = record(1, GENESIS_HASH);
+        assert_eq!(r.hash, r.compute_hash());
+        let mut edited = r.clone();
+        edited.identity_id = Some("someone-else".into());
+        assert_ne!(edited.compute_hash(), r.hash);
+        let mut edited = r.clone();
+        edited.status = 403;
+        assert_ne!(edited.compute_hash(), r.hash);
+        let next = record(2, &r.hash);
+        assert_ne!(
+            next.hash,
+            record(2, GENESIS_HASH).hash,
+            "the chain binds the previous hash"
+        );
+    }
+
+    #[test]
+    fn outcomes_and_actions() {
+        assert_eq!(outcome_of(200), "success");
+        assert_eq!(outcome_of(401), "unauthenticated");
+        assert_eq!(outcome_of(403), "denied");
+        assert_eq!(outcome_of(404), "failure");
+        assert_eq!(
+            action_of("GET", "/v1/secrets/{*tail}", Some("metadata"), false),
+            "secrets.read_metadata"
+        );
+        assert_eq!(
+            action_of("DELETE", "/v1/secrets/{*tail}", None, true),
+            "secrets.destroy"
+        );
+        assert_eq!(
+            action_of("GET", "/v1/audit/logs", None, false),
+            "audit.logs"
+        );
+        assert_eq!(action_of("GET", "/v1/nope", None, false), "GET /v1/nope");
+    }
+}

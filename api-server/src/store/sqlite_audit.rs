@@ -1,0 +1,220 @@
+//! The audit log in its own SQLite file (`audit.db`), WAL, `synchronous=FULL`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use time::OffsetDateTime;
+
+use super::sqlite::migrations::{AUDIT_MIGRATIONS, run};
+use super::sqlite::{map_err, open_connection};
+use super::{AuditQuery, AuditRow, AuditStore, Result, StoreError, from_millis, to_millis};
+
+pub struct SqliteAuditStore {
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl SqliteAuditStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut writer = open_connection(path, false)?;
+        writer
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+            .map_err(map_err)?;
+        run(&mut writer, AUDIT_MIGRATIONS).map_err(map_err)?;
+        let reader = open_connection(path, true)?;
+        Ok(SqliteAuditStore {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    async fn with<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = Arc::clone(conn);
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("audit task failed: {e}")))?
+    }
+}
+
+const COLUMNS: &str = "seq, timestamp, identity_id, path, action, outcome, body, hash";
+
+fn row_of(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
+        seq: r.get::<_, i64>(0)? as u64,
+        timestamp: from_millis(r.get(1)?),
+        identity_id: r.get(2)?,
+        path: r.get(3)?,
+        action: r.get(4)?,
+        outcome: r.get(5)?,
+        body: r.get(6)?,
+        hash: r.get(7)?,
+    })
+}
+
+#[async_trait]
+impl AuditStore for SqliteAuditStore {
+    async fn last_record(&self) -> Result<Option<(u64, String)>> {
+        Self::with(&self.writer, |c| {
+            c.query_row(
+                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn append(&self, rows: Vec<AuditRow>) -> Result<()> {
+        Self::with(&self.writer, move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            {
+                let mut st = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO audit_log ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                    ))
+                    .map_err(map_err)?;
+                for r in &rows {
+                    st.execute(params![
+                        r.seq as i64,
+                        to_millis(r.timestamp),
+                        r.identity_id,
+                        r.path,
+                        r.action,
+                        r.outcome,
+                        r.body,
+                        r.hash
+                    ])
+                    .map_err(map_err)?;
+                }
+            }
+            tx.commit().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn query(&self, q: AuditQuery) -> Result<Vec<AuditRow>> {
+        Self::with(&self.reader, move |c| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM audit_log WHERE \
+                 (?1 IS NULL OR timestamp >= ?1) AND (?2 IS NULL OR timestamp <= ?2) AND \
+                 (?3 IS NULL OR identity_id = ?3) AND (?4 IS NULL OR path = ?4) AND \
+                 (?5 IS NULL OR action = ?5) AND (?6 IS NULL OR outcome = ?6) AND \
+                 (?7 IS NULL OR seq > ?7) AND (?8 IS NULL OR seq <= ?8) \
+                 ORDER BY seq LIMIT ?9"
+            );
+            let mut st = c.prepare_cached(&sql).map_err(map_err)?;
+            let rows = st
+                .query_map(
+                    params![
+                        q.from.map(to_millis),
+                        q.to.map(to_millis),
+                        q.identity_id,
+                        q.path,
+                        q.action,
+                        q.outcome,
+                        q.after_seq.map(|s| s as i64),
+                        q.to_seq.map(|s| s as i64),
+                        q.limit as i64
+                    ],
+                    row_of,
+                )
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn record_before(&self, seq: u64) -> Result<Option<AuditRow>> {
+        Self::with(&self.reader, move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM audit_log WHERE seq < ?1 ORDER BY seq DESC LIMIT 1"
+                ),
+                [seq as i64],
+                row_of,
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn checkpoint(&self) -> Result<Option<(u64, String)>> {
+        Self::with(&self.reader, |c| {
+            c.query_row(
+                "SELECT seq, hash FROM audit_checkpoint WHERE id = 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn purge_before(&self, before: OffsetDateTime) -> Result<u64> {
+        Self::with(&self.writer, move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+            let last: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT seq, hash FROM audit_log WHERE timestamp < ?1 ORDER BY seq DESC LIMIT 1",
+                    [to_millis(before)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(map_err)?;
+            let Some((seq, hash)) = last else {
+                return Ok(0);
+            };
+            let removed = tx.execute("DELETE FROM audit_log WHERE seq <= ?1", [seq]).map_err(map_err)?;
+            tx.execute(
+                "INSERT INTO audit_checkpoint (id, seq, hash, created_at) VALUES (1, ?1, ?2, ?3) \
+                 ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, created_at = excluded.created_at",
+                params![seq, hash, to_millis(OffsetDateTime::now_utc())],
+            )
+            .map_err(map_err)?;
+            tx.commit().map_err(map_err)?;
+            Ok(removed as u64)
+        })
+        .await
+    }
+
+    async fn save_export(&self, id: &str, body: String) -> Result<()> {
+        let id = id.to_owned();
+        Self::with(&self.writer, move |c| {
+            c.execute(
+                "INSERT INTO audit_exports (id, body, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                params![id, body, to_millis(OffsetDateTime::now_utc())],
+            )
+            .map(|_| ())
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn get_export(&self, id: &str) -> Result<Option<String>> {
+        let id = id.to_owned();
+        Self::with(&self.reader, move |c| {
+            c.query_row("SELECT body FROM audit_exports WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+}

@@ -1,0 +1,140 @@
+//! The audit log: records, queries, verification and export.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+/// What happened, as it is stored and returned. Field order is the canonical order the
+/// hash covers; never reorder, only append optional fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditRecord {
+    pub id: String,
+    pub seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub timestamp: OffsetDateTime,
+    pub request_id: String,
+    pub identity_id: Option<String>,
+    pub identity_type: Option<String>,
+    /// e.g. `secrets.read`, `policies.create`.
+    pub action: String,
+    pub path: Option<String>,
+    /// The scope the request needed, e.g. `secrets:read`.
+    pub permission: Option<String>,
+    /// `success`, `denied`, `unauthenticated` or `failure`.
+    pub outcome: String,
+    pub status: u16,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// HMAC-SHA256 of the token accessor used, so an auditor holding an accessor can find
+    /// its requests without the log revealing accessors.
+    pub accessor_hmac: Option<String>,
+    pub prev_hash: String,
+    #[serde(default)]
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditLogsResponse {
+    pub logs: Vec<AuditRecord>,
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IdentitySummary {
+    pub total: u64,
+    pub by_action: BTreeMap<String, u64>,
+    /// Distinct paths the identity touched successfully.
+    pub resources_accessed: Vec<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub first_seen: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IdentityAuditResponse {
+    pub logs: Vec<AuditRecord>,
+    pub summary: IdentitySummary,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BrokenRecord {
+    pub seq: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VerifyResponse {
+    pub verified: bool,
+    pub checked: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub first_broken: Option<BrokenRecord>,
+}
+
+/// Where an export goes.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExportDestination {
+    /// Objects `<prefix>part-NNNNN.jsonl` in a bucket; credentials from the secret at
+    /// `credentials_path` (fields `access_key_id`, `secret_access_key`, optional
+    /// `session_token`, `endpoint`, `region`).
+    S3 {
+        bucket: String,
+        #[serde(default)]
+        prefix: String,
+        credentials_path: String,
+        #[serde(default)]
+        region: Option<String>,
+        #[serde(default)]
+        endpoint: Option<String>,
+    },
+    /// Files under the server's `--audit-export-dir`.
+    File { path: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    /// RFC 3339 time or `YYYY-MM-DD`.
+    pub from: String,
+    pub to: String,
+    #[serde(default = "default_format")]
+    pub format: String,
+    pub destination: ExportDestination,
+}
+
+fn default_format() -> String {
+    "jsonl".to_owned()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExportedObject {
+    /// S3 key or file path.
+    pub location: String,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExportJob {
+    pub id: String,
+    /// `running`, `completed` or `failed`.
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub from: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub to: OffsetDateTime,
+    pub format: String,
+    pub destination: ExportDestination,
+    pub records_exported: u64,
+    pub objects: Vec<ExportedObject>,
+    pub error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub completed_at: Option<OffsetDateTime>,
+}
