@@ -589,3 +589,15 @@ async fn authorization_matrix() {
         );
     }
 }
+
+#[tokio::test]
+async fn bindings_hold_across_a_restart() {
+    let mut s = Server::start(&[]);
+    s.write("persist/x", json!({"data": {"v": 1}})).await;
+    let id = create_policy(&s, json!({"name": "persist", "rules": [{"path_pattern": "persist/**", "permissions": ["read"]}]})).await;
+    bind(&s, &id, "service_account", "sa:persist").await;
+    let token = token_for(&s, "sa:persist").await;
+    s.crash_and_restart();
+    let (status, read) = send(s.req_as(&token, Method::GET, "/v1/secrets/persist/x")).await;
+    assert_eq!(status, StatusCode::OK, "policies bound before the restart apply after it: {read}");
+}
