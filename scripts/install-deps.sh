@@ -12,3 +12,8 @@ if ((${#need[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
+# moto_server: the S3-compatible server of the audit export's S3 test (api-server/tests/s3_moto.rs).
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "installing: moto[server] (pip)"
+  python3 -m pip install --quiet 'moto[server]'
+fi
