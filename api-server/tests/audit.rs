@@ -6,8 +6,11 @@ mod common;
 
 use std::time::Duration;
 
+use common::moto::Moto;
 use common::{Server, error_code, send};
 use reqwest::{Method, StatusCode};
+use scaivault_server::audit::s3::{S3Client, S3Credentials, S3Target};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 
 async fn all_logs(s: &Server) -> Vec<Value> {
@@ -459,4 +462,123 @@ async fn export_to_a_file_holds_every_record() {
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
     }
+}
+
+async fn wait_for_export(s: &Server, id: &str) -> Value {
+    for _ in 0..100 {
+        let (_, status) = s
+            .call(Method::GET, &format!("/v1/audit/exports/{id}"), None)
+            .await;
+        if status["status"] != "running" {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("export {id} did not finish");
+}
+
+#[tokio::test]
+async fn export_to_s3_writes_every_record_of_the_range() {
+    let moto = Moto::start();
+    let bucket = S3Target::new(
+        "acme-audit",
+        S3Credentials::new("AKIAEXPORT", SecretString::from("export-secret-key-123")),
+    )
+    .with_endpoint(moto.endpoint.clone());
+    let s3 = S3Client::new().unwrap();
+    s3.create_bucket(&bucket).await.unwrap();
+
+    let s = Server::start(&[]);
+    s.write(
+        "infra/aws/audit-uploader",
+        json!({"data": {"access_key_id": "AKIAEXPORT", "secret_access_key": "export-secret-key-123", "endpoint": moto.endpoint, "region": "us-east-1"}}),
+    )
+    .await;
+    for i in 0..25 {
+        let _ = s
+            .call(Method::GET, &format!("/v1/secrets/missing/{i}"), None)
+            .await;
+    }
+    let expected = all_logs(&s).await;
+    let (status, job) = s
+        .call(
+            Method::POST,
+            "/v1/audit/export",
+            Some(json!({
+                "from": "2026-01-01T00:00:00Z", "to": "2099-12-31T23:59:59Z", "format": "jsonl",
+                "destination": {"type": "s3", "bucket": "acme-audit", "prefix": "scaivault/all/", "credentials_path": "infra/aws/audit-uploader"}
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let done = wait_for_export(&s, job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(
+        !done.to_string().contains("export-secret-key-123"),
+        "credentials never appear in job status"
+    );
+    let keys = s3.list_objects(&bucket, "scaivault/all/").await.unwrap();
+    assert_eq!(keys, vec!["scaivault/all/part-00000.jsonl".to_owned()]);
+    let body = String::from_utf8(s3.get_object(&bucket, &keys[0]).await.unwrap()).unwrap();
+    let exported: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        &exported[..expected.len()],
+        &expected[..],
+        "every record of the range, unchanged"
+    );
+    assert_eq!(
+        done["records_exported"].as_u64().unwrap() as usize,
+        exported.len()
+    );
+    // The chain in the exported file verifies on its own.
+    for pair in exported.windows(2) {
+        assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
+    }
+
+    // A caller who may export but not read the credentials secret is refused.
+    let (_, created) = s
+        .call(
+            Method::POST,
+            "/v1/auth/tokens",
+            Some(json!({"identity_id": "sa:exporter"})),
+        )
+        .await;
+    let (_, p) = s
+        .call(Method::POST, "/v1/policies", Some(json!({"name": "exporter", "rules": [{"path_pattern": "sys/audit", "permissions": ["admin"]}]})))
+        .await;
+    s.call(
+        Method::POST,
+        &format!("/v1/policies/{}/bindings", p["id"].as_str().unwrap()),
+        Some(json!({"identity_type": "service_account", "identity_id": "sa:exporter"})),
+    )
+    .await;
+    let (status, _) = send(s.req_as(created["token"].as_str().unwrap(), Method::POST, "/v1/audit/export").json(&json!({
+        "from": "2026-01-01", "to": "2099-01-01",
+        "destination": {"type": "s3", "bucket": "acme-audit", "credentials_path": "infra/aws/audit-uploader"}
+    })))
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "no confused deputy through the export"
+    );
+
+    // A bucket that does not exist fails the job with a clear error, not the server.
+    let (_, job) = s
+        .call(
+            Method::POST,
+            "/v1/audit/export",
+            Some(json!({"from": "2026-01-01", "to": "2099-01-01", "destination": {"type": "s3", "bucket": "no-such-bucket", "credentials_path": "infra/aws/audit-uploader"}})),
+        )
+        .await;
+    let failed = wait_for_export(&s, job["id"].as_str().unwrap()).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["error"].as_str().unwrap().contains("NoSuchBucket"),
+        "{failed}"
+    );
+    assert!(!failed.to_string().contains("export-secret-key-123"));
 }

@@ -599,5 +599,9 @@ async fn bindings_hold_across_a_restart() {
     let token = token_for(&s, "sa:persist").await;
     s.crash_and_restart();
     let (status, read) = send(s.req_as(&token, Method::GET, "/v1/secrets/persist/x")).await;
-    assert_eq!(status, StatusCode::OK, "policies bound before the restart apply after it: {read}");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "policies bound before the restart apply after it: {read}"
+    );
 }

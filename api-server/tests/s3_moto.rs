@@ -3,96 +3,18 @@
 //! Needs `moto_server` on PATH (`scripts/install-deps.sh` installs it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Read as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use scaivault_server::audit::s3::{S3Client, S3Credentials, S3Error, S3Target};
 use secrecy::SecretString;
 
+mod common;
+
+use common::moto::Moto;
+
 const SECRET_KEY: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCY-SECRET";
 const SESSION_TOKEN: &str = "FwoGZXIvYXdzE-SESSION-TOKEN-value";
-
-/// A `moto_server` child process, killed on drop.
-struct Moto {
-    child: Child,
-    log: tempfile::NamedTempFile,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log.reopen().unwrap())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start `moto_server` ({e}); it is needed for this test: \
-                     run scripts/install-deps.sh (installs moto[server] with pip)"
-                )
-            });
-        let mut moto = Moto {
-            child,
-            log,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        moto.wait_ready(SocketAddr::from(([127, 0, 0, 1], port)));
-        moto
-    }
-
-    fn wait_ready(&mut self, addr: SocketAddr) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("moto_server exited early ({status}):\n{}", self.log_text());
-            }
-            // Ready once it answers an HTTP request, not merely accepts a connection.
-            if let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-                use std::io::Write as _;
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(5)))
-                    .unwrap();
-                let request =
-                    "GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-                let mut head = [0u8; 12];
-                if stream.write_all(request.as_bytes()).is_ok()
-                    && stream.read_exact(&mut head).is_ok()
-                    && head.starts_with(b"HTTP/1.")
-                {
-                    return;
-                }
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "moto_server did not answer within 60s:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn credentials() -> S3Credentials {
     S3Credentials::new("AKIAMOTOTEST", SecretString::from(SECRET_KEY))
