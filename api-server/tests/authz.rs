@@ -183,6 +183,16 @@ async fn deny_beats_allow_and_denials_reveal_nothing() {
             .replace("app/privnone", "X"),
         "a denial must not tell whether the secret exists"
     );
+    // In a batch, each path is authorised on its own: partial success, no leak.
+    let (status, batch) = send(
+        s.req_as(&token, Method::POST, "/v1/batch/read")
+            .json(&json!({"paths": ["app/public", "app/private", "app/privnone"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(batch["secrets"]["app/public"]["data"]["v"], 1);
+    assert_eq!(batch["errors"]["app/private"]["code"], "permission_denied");
+    assert_eq!(batch["errors"]["app/privnone"]["code"], "permission_denied");
     let (_, test) = s
         .call(
             Method::POST,
@@ -549,6 +559,70 @@ async fn authorization_matrix() {
             "sys/identities",
             "admin",
             StatusCode::CREATED,
+        ),
+        (
+            Method::GET,
+            "/v1/identities/sa:new".into(),
+            None,
+            "sys/identities",
+            "read",
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/v1/audit/logs".into(),
+            None,
+            "sys/audit",
+            "read",
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/v1/audit/secrets/m/secret".into(),
+            None,
+            "sys/audit",
+            "read",
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/v1/audit/identities/root".into(),
+            None,
+            "sys/audit",
+            "read",
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/v1/audit/verify".into(),
+            None,
+            "sys/audit",
+            "read",
+            StatusCode::OK,
+        ),
+        (
+            Method::POST,
+            "/v1/audit/hmac".into(),
+            Some(json!({"input": "x"})),
+            "sys/audit",
+            "read",
+            StatusCode::OK,
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/policies/{pid}/bindings/sa:z"),
+            None,
+            "sys/policies",
+            "admin",
+            StatusCode::NO_CONTENT,
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/policies/{pid}"),
+            None,
+            "sys/policies",
+            "admin",
+            StatusCode::NO_CONTENT,
         ),
     ];
     for (i, (method, path, body, resource, permission, success)) in cases.into_iter().enumerate() {
