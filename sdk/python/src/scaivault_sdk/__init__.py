@@ -21,7 +21,27 @@ from .errors import (
     TransportError,
     ValidationError,
 )
-from .models import Secret, SecretListItem, SecretMetadata, SecretPage
+from .audit import ExportFailedError
+from .models import (
+    AuditLogs,
+    AuditRecord,
+    ExportJob,
+    FileDestination,
+    IdentityActivity,
+    IdentitySummary,
+    MatchedRule,
+    Policy,
+    PolicyBinding,
+    PolicyRule,
+    PolicyTestResult,
+    RegisteredIdentity,
+    S3Destination,
+    Secret,
+    SecretListItem,
+    SecretMetadata,
+    SecretPage,
+    VerifyResult,
+)
 from .retry import RetryConfig
 
 __all__ = [
@@ -33,6 +53,21 @@ __all__ = [
     "SecretListItem",
     "SecretMetadata",
     "SecretPage",
+    "Policy",
+    "PolicyRule",
+    "PolicyBinding",
+    "PolicyTestResult",
+    "MatchedRule",
+    "RegisteredIdentity",
+    "AuditRecord",
+    "AuditLogs",
+    "IdentityActivity",
+    "IdentitySummary",
+    "VerifyResult",
+    "ExportJob",
+    "S3Destination",
+    "FileDestination",
+    "ExportFailedError",
     "ScaiVaultError",
     "AuthenticationError",
     "ConfigurationError",

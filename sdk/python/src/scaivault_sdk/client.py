@@ -12,7 +12,7 @@ from ._wire import model
 from .audit import AsyncAuditAPI, AuditAPI
 from .auth import AsyncAuth, Auth
 from .models import Health, HealthDetailed
-from .policies import AsyncPoliciesAPI, PoliciesAPI
+from .policies import AsyncIdentitiesAPI, AsyncPoliciesAPI, IdentitiesAPI, PoliciesAPI
 from .retry import RetryConfig
 from .secrets import AsyncSecrets, Secrets
 from .system import AsyncSys, Sys
@@ -64,6 +64,7 @@ class SyncScaiVaultClient(_ClientBase):
         self.auth = Auth(self._transport)
         self.sys = Sys(self._transport)
         self.policies = PoliciesAPI(self._transport)
+        self.identities = IdentitiesAPI(self._transport)
         self.audit = AuditAPI(self._transport)
 
     def health(self) -> Health:
@@ -110,6 +111,7 @@ class ScaiVaultClient(_ClientBase):
         self.auth = AsyncAuth(self._transport)
         self.sys = AsyncSys(self._transport)
         self.policies = AsyncPoliciesAPI(self._transport)
+        self.identities = AsyncIdentitiesAPI(self._transport)
         self.audit = AsyncAuditAPI(self._transport)
 
     async def health(self) -> Health:

@@ -28,6 +28,29 @@ class MetadataUpdate(TypedDict, total=False):
     description: str
 
 
+class S3Destination(TypedDict, total=False):
+    """``audit.export`` to S3: objects ``<prefix>part-NNNNN.jsonl`` in ``bucket``.
+
+    The server reads the credentials from the secret at ``credentials_path`` (fields
+    ``access_key_id``, ``secret_access_key``, optional ``session_token``, ``endpoint``,
+    ``region``); the caller needs read access to that secret.
+    """
+
+    type: str  # "s3"
+    bucket: str
+    prefix: str
+    credentials_path: str
+    region: str
+    endpoint: str
+
+
+class FileDestination(TypedDict):
+    """``audit.export`` to a file under the server's ``--audit-export-dir``."""
+
+    type: str  # "file"
+    path: str
+
+
 # --- secrets -----------------------------------------------------------------------
 
 
@@ -219,14 +242,20 @@ class HealthDetailed:
     version: str | None = None
 
 
-# --- policies (server side not built yet: kept thin) --------------------------------------
+# --- policies, bindings and identities ----------------------------------------------------
 
 
 @dataclass(frozen=True)
 class PolicyRule:
+    """``path_pattern``: exact segments, ``*`` inside one segment, ``**`` across segments.
+
+    ``permissions``: ``read``, ``write``, ``list``, ``delete``, ``rotate``, ``admin``
+    (``admin`` implies the others). ``effect`` is ``allow`` or ``deny``; a deny wins.
+    """
+
     path_pattern: str
     permissions: list[str]
-    effect: str | None = None
+    effect: str = "allow"
 
 
 @dataclass(frozen=True)
@@ -234,6 +263,8 @@ class Policy:
     id: str
     name: str
     rules: list[PolicyRule]
+    created_at: datetime
+    updated_at: datetime
     description: str | None = None
 
 
@@ -244,10 +275,12 @@ class PolicyList:
 
 @dataclass(frozen=True)
 class PolicyBinding:
+    """A policy bound to an identity; bindings are keyed by ``(policy_id, identity_id)``."""
+
+    policy_id: str
     identity_type: str
     identity_id: str
-    id: str | None = None
-    policy_id: str | None = None
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -256,24 +289,157 @@ class BindingList:
 
 
 @dataclass(frozen=True)
+class MatchedRule:
+    """A rule that decided a policy test; ``policy_id`` is ``draft`` for an inline policy."""
+
+    policy_id: str
+    policy_name: str
+    rule: PolicyRule
+
+
+@dataclass(frozen=True)
 class PolicyTestResult:
+    """The answer of ``policies.test``: the decision, the rules behind it, and why."""
+
     allowed: bool
-    matched: Any = None
-    reason: str | None = None
+    matched: list[MatchedRule]
+    reason: str
 
 
-# --- audit (server side not built yet: records stay plain dicts) -----------------------------
+@dataclass(frozen=True)
+class RegisteredIdentity:
+    """An identity registered with ``identities.create`` and its bound ``policies``.
+
+    The API reference says ``policies`` holds policy ids; this server returns policy
+    names (the SDK passes through what it gets).
+    """
+
+    id: str
+    identity_type: str
+    created_at: datetime
+    display_name: str | None = None
+    policies: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class IdentityList:
+    identities: list[RegisteredIdentity]
+
+
+# --- audit -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One request as the audit log keeps it (hash-chained: ``prev_hash`` -> ``hash``).
+
+    ``outcome`` is ``success``, ``denied``, ``unauthenticated`` or ``failure``;
+    ``action`` reads like ``secrets.read``; ``accessor_hmac`` is the HMAC of the token
+    accessor used (see ``audit.hmac``).
+    """
+
+    id: str
+    seq: int
+    timestamp: datetime
+    request_id: str
+    action: str
+    outcome: str
+    status: int
+    prev_hash: str
+    identity_id: str | None = None
+    identity_type: str | None = None
+    path: str | None = None
+    permission: str | None = None
+    source_ip: str | None = None
+    user_agent: str | None = None
+    accessor_hmac: str | None = None
+    hash: str = ""
 
 
 @dataclass(frozen=True)
 class AuditLogs:
-    logs: list[dict[str, Any]]
+    """One page of audit records, oldest first; ``next_cursor`` is ``None`` on the last page."""
+
+    logs: list[AuditRecord]
     next_cursor: str | None = None
+
+    def __iter__(self) -> Iterator[AuditRecord]:
+        return iter(self.logs)
+
+    def __len__(self) -> int:
+        return len(self.logs)
+
+
+@dataclass(frozen=True)
+class IdentitySummary:
+    total: int
+    by_action: dict[str, int]
+    resources_accessed: list[str]
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
 
 
 @dataclass(frozen=True)
 class IdentityActivity:
-    """``logs`` of one identity plus the server's ``summary`` (``resources_accessed``...)."""
+    """Everything one identity did (up to 1000 records) and the server's ``summary``."""
 
-    logs: list[dict[str, Any]]
-    summary: dict[str, Any] = field(default_factory=dict)
+    logs: list[AuditRecord]
+    summary: IdentitySummary
+
+    def __iter__(self) -> Iterator[AuditRecord]:
+        return iter(self.logs)
+
+    def __len__(self) -> int:
+        return len(self.logs)
+
+
+@dataclass(frozen=True)
+class BrokenRecord:
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Hash-chain check of a range: ``verified`` or the ``first_broken`` record and why."""
+
+    verified: bool
+    checked: int
+    first_seq: int | None = None
+    last_seq: int | None = None
+    first_broken: BrokenRecord | None = None
+
+
+@dataclass(frozen=True)
+class HmacResult:
+    hmac: str
+
+
+@dataclass(frozen=True)
+class ExportedObject:
+    """An S3 key or a file path, with how many records and bytes it holds."""
+
+    location: str
+    records: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """An audit export; ``status`` is ``running``, ``completed`` or ``failed`` (see ``error``)."""
+
+    id: str
+    status: str
+    from_: datetime = field(metadata={"wire": "from"})
+    to: datetime
+    format: str
+    destination: dict[str, Any]
+    records_exported: int
+    objects: list[ExportedObject]
+    created_at: datetime
+    error: str | None = None
+    completed_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running"
