@@ -186,7 +186,8 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a new version; checks CAS, prunes versions beyond retention, clears a soft
     /// delete. Returns the new version number.
     async fn write_version(&self, new: NewVersion, seal: SealFn) -> Result<u64>;
-    /// The head row and the requested (default: current) version in one read.
+    /// The head row and the requested (default: current) version in one read. The head's
+    /// `version_count` and `access_count_30d` are not filled (0): reads do not need them.
     async fn read_secret(
         &self,
         path: &str,

@@ -386,31 +386,49 @@ impl Store for SqliteStore {
         version: Option<u64>,
     ) -> Result<Option<(SecretRow, Option<VersionRow>)>> {
         let path = path.to_owned();
+        // The hot path: one indexed join, and none of the aggregate columns (counts) that
+        // metadata and lists need.
         self.read(move |c| {
-            let Some(head) = get_secret_in(c, &path)? else {
-                return Ok(None);
-            };
-            let wanted = version.unwrap_or(head.current_version);
-            let row = c
-                .prepare_cached(
-                    "SELECT version, secret_type, ciphertext, created_at, created_by, expires_at \
-                     FROM secret_versions WHERE path = ?1 AND version = ?2",
-                )
-                .and_then(|mut st| {
-                    st.query_row(params![path, wanted as i64], |r| {
-                        Ok(VersionRow {
-                            version: r.get::<_, i64>(0)? as u64,
-                            secret_type: r.get(1)?,
-                            ciphertext: r.get(2)?,
-                            created_at: from_millis(r.get(3)?),
-                            created_by: r.get(4)?,
-                            expires_at: r.get::<_, Option<i64>>(5)?.map(from_millis),
-                        })
-                    })
-                    .optional()
+            c.prepare_cached(
+                "SELECT s.path, s.secret_type, s.current_version, s.tags, s.description, s.max_versions, \
+                 s.created_at, s.updated_at, s.deleted_at, s.expires_at, \
+                 v.version, v.secret_type, v.ciphertext, v.created_at, v.created_by, v.expires_at \
+                 FROM secrets s LEFT JOIN secret_versions v \
+                 ON v.path = s.path AND v.version = COALESCE(?2, s.current_version) WHERE s.path = ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![path, version.map(|v| v as i64)], |r| {
+                    let tags_json: String = r.get(3)?;
+                    let head = SecretRow {
+                        path: r.get(0)?,
+                        secret_type: r.get(1)?,
+                        current_version: r.get::<_, i64>(2)? as u64,
+                        version_count: 0,
+                        tags: serde_json::from_str(&tags_json).unwrap_or_default(),
+                        description: r.get(4)?,
+                        max_versions: r.get::<_, i64>(5)? as u32,
+                        created_at: from_millis(r.get(6)?),
+                        updated_at: from_millis(r.get(7)?),
+                        deleted_at: r.get::<_, Option<i64>>(8)?.map(from_millis),
+                        expires_at: r.get::<_, Option<i64>>(9)?.map(from_millis),
+                        access_count_30d: 0,
+                    };
+                    let version = match r.get::<_, Option<i64>>(10)? {
+                        Some(v) => Some(VersionRow {
+                            version: v as u64,
+                            secret_type: r.get(11)?,
+                            ciphertext: r.get(12)?,
+                            created_at: from_millis(r.get(13)?),
+                            created_by: r.get(14)?,
+                            expires_at: r.get::<_, Option<i64>>(15)?.map(from_millis),
+                        }),
+                        None => None,
+                    };
+                    Ok((head, version))
                 })
-                .map_err(map_err)?;
-            Ok(Some((head, row)))
+                .optional()
+            })
+            .map_err(map_err)
         })
         .await
     }
