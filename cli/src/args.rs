@@ -7,8 +7,10 @@ use scaivault_api::secrets::SecretType;
 use scaivault_client::{DEFAULT_ADDRESS, SecretString};
 
 use crate::input::{
-    parse_duration_arg, parse_identity, parse_key_file, parse_key_value, parse_secret_type,
+    parse_audit_identity, parse_duration_arg, parse_identity, parse_key_file, parse_key_value,
+    parse_permission, parse_rule, parse_secret_type,
 };
+use scaivault_api::policy::{Permission, PolicyRule};
 
 #[derive(Debug, Parser)]
 #[command(name = "scaivault", version, about = "The ScaiVault command-line tool")]
@@ -67,6 +69,15 @@ pub enum Command {
     /// Manage the data-encryption keyring.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Create, bind and test access policies.
+    #[command(subcommand)]
+    Policies(PoliciesCommand),
+    /// Register and look up identities.
+    #[command(subcommand)]
+    Identities(IdentitiesCommand),
+    /// Query, verify and export the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,6 +229,257 @@ pub enum KeysCommand {
     Rotate,
     /// List the data keys.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoliciesCommand {
+    /// Create a policy from --name/--rule flags or a JSON file.
+    Create(PolicyDefinition),
+    /// List policies; with --path only those with a rule matching that path.
+    List {
+        /// A secret path (or resource like sys/audit) the rules must match.
+        #[arg(long)]
+        path: Option<String>,
+    },
+    /// Show one policy and its rules.
+    Get {
+        /// Policy id (`pol_...`).
+        id: String,
+    },
+    /// Change a policy: --file replaces it; flags replace only what they name.
+    Update {
+        /// Policy id (`pol_...`).
+        id: String,
+        #[command(flatten)]
+        definition: PolicyChange,
+    },
+    /// Delete a policy and its bindings.
+    Delete {
+        /// Policy id (`pol_...`).
+        id: String,
+    },
+    /// Bind a policy to an identity (type from the prefix: user:, sa:, k8s:).
+    Bind {
+        /// Policy id (`pol_...`).
+        policy_id: String,
+        /// user:<email>, sa:<name> or k8s:<namespace>/<serviceaccount>.
+        #[arg(value_parser = parse_identity)]
+        identity_id: String,
+    },
+    /// Remove a binding.
+    Unbind {
+        /// Policy id (`pol_...`).
+        policy_id: String,
+        /// user:<email>, sa:<name> or k8s:<namespace>/<serviceaccount>.
+        #[arg(value_parser = parse_identity)]
+        identity_id: String,
+    },
+    /// List the identities a policy is bound to.
+    Bindings {
+        /// Policy id (`pol_...`).
+        policy_id: String,
+    },
+    /// What-if: would an identity (and/or a draft policy) hold a permission on a path?
+    /// Exits 0 when allowed, 3 when denied.
+    #[command(group = clap::ArgGroup::new("subject").required(true).multiple(true).args(["identity", "policy_file"]))]
+    Test {
+        /// The identity whose bound policies are evaluated.
+        #[arg(long, value_parser = parse_identity)]
+        identity: Option<String>,
+        /// The secret path, like `billing/db`.
+        #[arg(long)]
+        path: String,
+        /// read, write, list, delete, rotate or admin.
+        #[arg(long, value_parser = parse_permission)]
+        permission: Permission,
+        /// A draft policy (JSON, like `policies create --file`) evaluated as if bound too.
+        #[arg(long, value_name = "FILE")]
+        policy_file: Option<PathBuf>,
+    },
+}
+
+/// A whole policy: flags, or a JSON file holding `{name, description?, rules}`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+pub struct PolicyDefinition {
+    /// The policy's unique name.
+    #[arg(long, requires = "rules", conflicts_with = "file")]
+    pub name: Option<String>,
+    /// A rule `PATTERN:PERM[,PERM...][:deny]`, e.g. `billing/**:read,list` (repeatable).
+    #[arg(long = "rule", value_name = "RULE", value_parser = parse_rule, requires = "name", conflicts_with = "file")]
+    pub rules: Vec<PolicyRule>,
+    /// What the policy is for.
+    #[arg(long, requires = "name", conflicts_with = "file")]
+    pub description: Option<String>,
+    /// A JSON file `{"name": ..., "description": ..., "rules": [...]}`; `-` reads stdin.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+/// What `policies update` changes.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+pub struct PolicyChange {
+    /// New name.
+    #[arg(long, conflicts_with = "file")]
+    pub name: Option<String>,
+    /// Replace all rules with these (repeatable), `PATTERN:PERM[,PERM...][:deny]`.
+    #[arg(long = "rule", value_name = "RULE", value_parser = parse_rule, conflicts_with = "file")]
+    pub rules: Vec<PolicyRule>,
+    /// New description; an empty string removes it.
+    #[arg(long, conflicts_with = "file")]
+    pub description: Option<String>,
+    /// Replace the whole policy with this JSON file; `-` reads stdin.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentitiesCommand {
+    /// Register an identity.
+    Create {
+        /// user:<email>, sa:<name> or k8s:<namespace>/<serviceaccount>.
+        #[arg(value_parser = parse_identity)]
+        id: String,
+        /// A name for people.
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// List registered identities with their policies.
+    List,
+    /// Show one identity.
+    Get {
+        /// user:<email>, sa:<name> or k8s:<namespace>/<serviceaccount>.
+        #[arg(value_parser = parse_identity)]
+        id: String,
+    },
+}
+
+/// `--from`/`--to`: RFC 3339 times or YYYY-MM-DD dates (a --to date includes that day).
+#[derive(Debug, Args, Clone, Default)]
+pub struct RangeArgs {
+    /// Start: RFC 3339 time or YYYY-MM-DD.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End: RFC 3339 time or YYYY-MM-DD (the whole day).
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Outcome {
+    Success,
+    Denied,
+    Unauthenticated,
+    Failure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Unauthenticated => "unauthenticated",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Query the log, oldest first.
+    Logs {
+        #[command(flatten)]
+        range: RangeArgs,
+        /// Only this identity (e.g. sa:ci, root).
+        #[arg(long, value_parser = parse_audit_identity)]
+        identity: Option<String>,
+        /// Only this path (a secret path or a resource like sys/policies).
+        #[arg(long)]
+        path: Option<String>,
+        /// Only this action, like secrets.read or policies.create.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only this outcome.
+        #[arg(long, value_enum)]
+        outcome: Option<Outcome>,
+        /// Page size (1..=1000).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Continue after a previous page.
+        #[arg(long, conflicts_with = "all")]
+        cursor: Option<String>,
+        /// Follow every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Who touched a secret.
+    Secret {
+        /// Secret path, like `billing/db`.
+        path: String,
+        #[command(flatten)]
+        range: RangeArgs,
+    },
+    /// Everything an identity did, with a summary.
+    Identity {
+        /// e.g. sa:ci, user:alice@acme.example, root.
+        #[arg(value_parser = parse_audit_identity)]
+        id: String,
+        #[command(flatten)]
+        range: RangeArgs,
+    },
+    /// Re-compute the hash chain; exits 1 when it is broken.
+    Verify {
+        #[command(flatten)]
+        range: RangeArgs,
+    },
+    /// The HMAC of a value (e.g. a token accessor) as audit records show it.
+    Hmac {
+        /// The value to hash.
+        input: String,
+    },
+    /// Export records as JSONL to S3 or to a file under the server's --audit-export-dir.
+    #[command(group = clap::ArgGroup::new("destination").required(true).args(["s3_bucket", "file"]))]
+    Export(ExportArgs),
+    /// Show an export job.
+    ExportStatus {
+        /// Export id (`exp_...`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Start: RFC 3339 time or YYYY-MM-DD.
+    #[arg(long)]
+    pub from: String,
+    /// End: RFC 3339 time or YYYY-MM-DD (the whole day).
+    #[arg(long)]
+    pub to: String,
+    /// S3 bucket to write `<prefix>part-NNNNN.jsonl` objects to.
+    #[arg(long, requires = "credentials_path")]
+    pub s3_bucket: Option<String>,
+    /// Key prefix inside the bucket, like `audit/2026-11/`.
+    #[arg(long, requires = "s3_bucket")]
+    pub s3_prefix: Option<String>,
+    /// Secret holding access_key_id and secret_access_key (you need read on it).
+    #[arg(long, requires = "s3_bucket")]
+    pub credentials_path: Option<String>,
+    /// S3 region.
+    #[arg(long, requires = "s3_bucket")]
+    pub region: Option<String>,
+    /// S3 endpoint URL (for S3-compatible stores).
+    #[arg(long, requires = "s3_bucket")]
+    pub endpoint: Option<String>,
+    /// A relative path under the server's --audit-export-dir.
+    #[arg(long)]
+    pub file: Option<String>,
+    /// Wait for the job to finish; exits 1 when it fails.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (the job keeps running).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "1h", requires = "wait")]
+    pub wait_timeout: String,
 }
 
 fn parse_token(value: &str) -> Result<SecretString, String> {

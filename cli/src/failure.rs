@@ -6,6 +6,8 @@ use std::process::ExitCode;
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code of usage mistakes, as clap uses for its own.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code of `policies test` when the permission is denied.
+pub const EXIT_DENIED: u8 = 3;
 
 #[derive(Debug)]
 pub enum Failure {
@@ -18,6 +20,14 @@ pub enum Failure {
     /// The server answered a health check with a status other than ok; `report` is
     /// the rendered health document, still printed to stdout.
     Unhealthy { status: String, report: String },
+    /// The command worked and its answer is a "no" (a denied what-if test, a broken audit
+    /// chain, a failed export): `report` still goes to stdout, `message` (if any) to
+    /// stderr, and the exit code says which "no" it was.
+    Verdict {
+        report: String,
+        message: Option<String>,
+        exit: u8,
+    },
 }
 
 impl From<scaivault_client::Error> for Failure {
@@ -30,18 +40,39 @@ impl Failure {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Failure::Usage(_) => ExitCode::from(EXIT_USAGE),
+            Failure::Verdict { exit, .. } => ExitCode::from(*exit),
             _ => ExitCode::from(EXIT_FAILURE),
         }
     }
 
     /// The line printed to stderr: `error: <code>: <message> (request <id>)` for API
     /// errors, with the cause chain appended for transport errors.
-    pub fn message(&self) -> String {
+    pub fn message(&self) -> Option<String> {
+        Some(match self {
+            Failure::Verdict { message, .. } => {
+                return message.as_ref().map(|m| format!("error: {m}"));
+            }
+            other => other.error_line(),
+        })
+    }
+
+    /// What goes to stdout even though the command failed.
+    pub fn report(&self) -> Option<&str> {
+        match self {
+            Failure::Unhealthy { report, .. } | Failure::Verdict { report, .. } => Some(report),
+            _ => None,
+        }
+    }
+
+    fn error_line(&self) -> String {
         match self {
             Failure::Client(err) => format!("error: {}", with_causes(err)),
             Failure::Usage(msg) | Failure::Local(msg) => format!("error: {msg}"),
             Failure::Unhealthy { status, .. } => {
                 format!("error: the server reports status {status}")
+            }
+            Failure::Verdict { message, .. } => {
+                format!("error: {}", message.as_deref().unwrap_or("no"))
             }
         }
     }
@@ -79,10 +110,31 @@ mod tests {
             retry_after: None,
         });
         assert_eq!(
-            failure.message(),
-            "error: secret_not_found: no secret at app/db (request req_01)"
+            failure.message().as_deref(),
+            Some("error: secret_not_found: no secret at app/db (request req_01)")
         );
         assert_eq!(failure.exit_code(), ExitCode::from(1));
+    }
+
+    #[test]
+    fn verdicts_keep_their_report_and_exit_code() {
+        let denied = Failure::Verdict {
+            report: "allowed  no\n".into(),
+            message: None,
+            exit: EXIT_DENIED,
+        };
+        assert_eq!(denied.exit_code(), ExitCode::from(3));
+        assert_eq!(denied.message(), None);
+        assert_eq!(denied.report(), Some("allowed  no\n"));
+        let broken = Failure::Verdict {
+            report: String::new(),
+            message: Some("the audit chain is broken".into()),
+            exit: EXIT_FAILURE,
+        };
+        assert_eq!(
+            broken.message().as_deref(),
+            Some("error: the audit chain is broken")
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use scaivault_api::auth::identity_type_of;
 use scaivault_api::duration::parse_duration;
+use scaivault_api::pattern::PathPattern;
+use scaivault_api::policy::{Effect, Permission, PolicyInput, PolicyRule};
 use scaivault_api::secrets::SecretType;
 use serde_json::{Map, Value};
 
@@ -51,6 +53,69 @@ pub fn parse_identity(arg: &str) -> Result<String, String> {
     identity_type_of(arg)
         .map(|_| arg.to_owned())
         .map_err(|e| e.to_string())
+}
+
+/// An identity in audit queries: any identity id, or `root`.
+pub fn parse_audit_identity(arg: &str) -> Result<String, String> {
+    if arg == "root" {
+        Ok(arg.to_owned())
+    } else {
+        parse_identity(arg)
+    }
+}
+
+/// `read`, `write`, `list`, `delete`, `rotate`, `admin` (or `secrets:read`, ...).
+pub fn parse_permission(arg: &str) -> Result<Permission, String> {
+    Permission::parse(arg.trim()).ok_or_else(|| {
+        let names: Vec<&str> = Permission::ALL.iter().map(|p| p.as_str()).collect();
+        format!("unknown permission {arg:?}; one of {}", names.join(", "))
+    })
+}
+
+/// `--rule PATTERN:PERM[,PERM...][:allow|:deny]`, e.g. `billing/**:read,list` or
+/// `billing/secret/*:read:deny`. Patterns cannot contain `:`, so the split is unambiguous;
+/// the pattern is compiled here so a typo fails before anything is sent.
+pub fn parse_rule(arg: &str) -> Result<PolicyRule, String> {
+    const FORM: &str = "expected PATTERN:PERM[,PERM...][:deny], e.g. billing/**:read,list";
+    let parts: Vec<&str> = arg.split(':').collect();
+    let (pattern, permissions, effect) = match parts.as_slice() {
+        [pattern, permissions] => (*pattern, *permissions, Effect::Allow),
+        [pattern, permissions, "deny"] => (*pattern, *permissions, Effect::Deny),
+        [pattern, permissions, "allow"] => (*pattern, *permissions, Effect::Allow),
+        [_, _, other] => {
+            return Err(format!(
+                "the effect must be allow or deny, not {other:?} ({FORM})"
+            ));
+        }
+        _ => return Err(FORM.to_owned()),
+    };
+    PathPattern::compile(pattern).map_err(|e| format!("pattern {pattern:?}: {e}"))?;
+    let mut parsed: Vec<Permission> = Vec::new();
+    for name in permissions.split(',') {
+        if name.trim().is_empty() {
+            return Err(format!("an empty permission in {permissions:?} ({FORM})"));
+        }
+        let permission = parse_permission(name)?;
+        if !parsed.contains(&permission) {
+            parsed.push(permission);
+        }
+    }
+    Ok(PolicyRule {
+        path_pattern: pattern.to_owned(),
+        permissions: parsed,
+        effect,
+    })
+}
+
+/// A policy document from a file (`-` is stdin): `{"name", "description"?, "rules"}`.
+pub fn policy_from_file(path: &Path) -> Result<PolicyInput, Failure> {
+    let bytes = read_source(path)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Failure::Local(format!(
+            "{}: not a policy document ({e}); expected {{\"name\": ..., \"rules\": [{{\"path_pattern\": ..., \"permissions\": [...]}}]}}",
+            display_source(path)
+        ))
+    })
 }
 
 /// The value of a write from `--data` and `--data-file` pairs; duplicate keys are a mistake.
@@ -223,8 +288,87 @@ mod tests {
         assert!(apply_tag_changes(&current, &strings(&["x"]), &strings(&["x"])).is_err());
     }
 
+    fn rule(pattern: &str, permissions: &[Permission], effect: Effect) -> PolicyRule {
+        PolicyRule {
+            path_pattern: pattern.to_owned(),
+            permissions: permissions.to_vec(),
+            effect,
+        }
+    }
+
+    #[test]
+    fn rules_parse() {
+        use Permission::*;
+        let cases: &[(&str, PolicyRule)] = &[
+            (
+                "billing/**:read,list",
+                rule("billing/**", &[Read, List], Effect::Allow),
+            ),
+            (
+                "billing/secret/*:read:deny",
+                rule("billing/secret/*", &[Read], Effect::Deny),
+            ),
+            ("**:admin:allow", rule("**", &[Admin], Effect::Allow)),
+            (
+                "app/db-*:read, write,read",
+                rule("app/db-*", &[Read, Write], Effect::Allow),
+            ),
+        ];
+        for (arg, want) in cases {
+            assert_eq!(parse_rule(arg).as_ref(), Ok(want), "{arg}");
+        }
+    }
+
+    #[test]
+    fn bad_rules_say_why() {
+        for (arg, why) in [
+            ("billing/**", "expected PATTERN"),
+            ("billing/**:", "empty permission"),
+            ("billing/**:read,", "empty permission"),
+            ("billing/**:reed", "unknown permission"),
+            ("billing/**:read:maybe", "allow or deny"),
+            ("billing/**:read:deny:x", "expected PATTERN"),
+            ("a**:read", "whole segment"),
+            ("a//b:read", "empty segment"),
+            ("a/../b:read", "reserved"),
+            (":read", "empty"),
+            ("a:secrets:read", "allow or deny"),
+        ] {
+            let err = parse_rule(arg).err().unwrap_or_default();
+            assert!(err.contains(why), "{arg}: {err}");
+        }
+    }
+
+    #[test]
+    fn policy_files() {
+        let dir = tempfile::tempdir().ok();
+        let Some(dir) = dir else {
+            unreachable!("tempdir")
+        };
+        let good = dir.path().join("p.json");
+        let _ = std::fs::write(
+            &good,
+            r#"{"name": "ci", "rules": [{"path_pattern": "ci/**", "permissions": ["read"]}]}"#,
+        );
+        let policy = policy_from_file(&good).ok();
+        assert_eq!(policy.as_ref().map(|p| p.name.as_str()), Some("ci"));
+        assert_eq!(
+            policy.map(|p| p.rules),
+            Some(vec![rule("ci/**", &[Permission::Read], Effect::Allow)])
+        );
+        let bad = dir.path().join("bad.json");
+        let _ = std::fs::write(&bad, r#"{"name": "ci", "rulez": []}"#);
+        assert!(matches!(policy_from_file(&bad), Err(Failure::Local(m)) if m.contains("bad.json")));
+    }
+
     #[test]
     fn validators() {
+        assert!(parse_permission("rotate").is_ok());
+        assert!(parse_permission("secrets:read").is_ok());
+        assert!(parse_permission("root").is_err());
+        assert!(parse_audit_identity("root").is_ok());
+        assert!(parse_audit_identity("sa:ci").is_ok());
+        assert!(parse_audit_identity("ci").is_err());
         assert!(parse_secret_type("ssh_key").is_ok());
         assert!(parse_secret_type("sshkey").is_err());
         assert!(parse_duration_arg("1h30m").is_ok());

@@ -32,11 +32,13 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(failure) => {
-            if let Failure::Unhealthy { report, .. } = &failure {
-                // The health document is still the useful part of the answer.
-                print(&Output::text(report.clone()));
+            if let Some(report) = failure.report() {
+                // The health document, the denied test, ...: still the useful answer.
+                print(&Output::text(report.to_owned()));
             }
-            let _ = writeln!(std::io::stderr(), "{}", failure.message());
+            if let Some(message) = failure.message() {
+                let _ = writeln!(std::io::stderr(), "{message}");
+            }
             failure.exit_code()
         }
     }

@@ -13,14 +13,20 @@
 //! Secret paths are checked against the path grammar before anything is sent. Answers
 //! `429` and `503` are retried as [`RetryPolicy`] describes.
 
+mod audit;
 mod auth;
 mod builder;
 mod client;
 mod error;
+mod policies;
 mod retry;
 mod secrets;
 mod sys;
 
+pub use audit::{
+    AuditLogOptions, AuditPages, AuditRange, EXPORT_COMPLETED, EXPORT_FAILED, EXPORT_RUNNING,
+    MAX_AUDIT_PAGE,
+};
 pub use builder::{ClientBuilder, DEFAULT_ADDRESS, ENV_ADDRESS, ENV_CA_CERT, ENV_TOKEN};
 pub use client::Client;
 pub use error::{Error, Result};

@@ -1,5 +1,7 @@
 //! One module per command group; each command returns what to print.
 
+mod audit;
+mod policies;
 mod secrets;
 mod system;
 mod tokens;
@@ -20,6 +22,9 @@ pub async fn run(cli: Cli) -> Result<Output, Failure> {
         Command::Health { detailed } => system::health(&client, format, detailed).await,
         Command::Tokens(command) => tokens::run(&client, format, command).await,
         Command::Keys(command) => system::keys(&client, format, command).await,
+        Command::Policies(command) => policies::run(&client, format, command).await,
+        Command::Identities(command) => policies::identities(&client, format, command).await,
+        Command::Audit(command) => audit::run(&client, format, command).await,
     }
 }
 
@@ -43,5 +48,13 @@ fn render<T: serde::Serialize>(
     match format {
         OutputFormat::Json => crate::output::json(value),
         OutputFormat::Table => Ok(Output::text(table(value))),
+    }
+}
+
+/// 204 answers: a sentence for people, nothing for programs (there is no document).
+fn done(format: OutputFormat, sentence: String) -> Output {
+    match format {
+        OutputFormat::Table => Output::text(sentence),
+        OutputFormat::Json => Output::default(),
     }
 }

@@ -6,7 +6,7 @@ use scaivault_api::secrets::{
 };
 use scaivault_client::{Client, ListOptions};
 
-use super::render;
+use super::{done, render};
 use crate::args::{OutputFormat, SecretsCommand, WriteArgs};
 use crate::failure::Failure;
 use crate::input::{apply_tag_changes, data_from_json_file, data_from_pairs};
@@ -111,14 +111,6 @@ pub async fn run(
             let versions = client.versions(&path).await?;
             render(format, &versions, |v| render_versions(&v.versions))
         }
-    }
-}
-
-/// 204 answers: a sentence for people, nothing for programs (there is no document).
-fn done(format: OutputFormat, sentence: String) -> Output {
-    match format {
-        OutputFormat::Table => Output::text(sentence),
-        OutputFormat::Json => Output::default(),
     }
 }
 
