@@ -19,6 +19,9 @@ use tempfile::TempDir;
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// In [`Server::start_with`] arguments: replaced by the export directory's path.
+pub const EXPORT_DIR_MARKER: &str = "{export_dir}";
+
 pub struct Server {
     child: Child,
     pub address: String,
@@ -92,7 +95,20 @@ fn clean_env(command: &mut Command) -> &mut Command {
 impl Server {
     /// `scaivault-server dev` with a root token of our choosing.
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// `scaivault-server dev` writing file audit exports under [`Server::export_dir`].
+    pub fn start_with_exports() -> Server {
+        Server::start_with(&["--audit-export-dir", EXPORT_DIR_MARKER])
+    }
+
+    /// `scaivault-server dev` with extra server flags; [`EXPORT_DIR_MARKER`] stands for
+    /// [`Server::export_dir`].
+    pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
+        let export_dir = dir.path().join("exports");
+        std::fs::create_dir_all(&export_dir).expect("export dir");
         let token = format!("svt_test_{}", random_suffix());
         let mut command = Command::new(server_binary());
         clean_env(&mut command)
@@ -100,6 +116,13 @@ impl Server {
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--root-token", &token]);
+        for arg in extra {
+            if *arg == EXPORT_DIR_MARKER {
+                command.arg(&export_dir);
+            } else {
+                command.arg(arg);
+            }
+        }
         Server::spawn(command, dir, token, "Address:")
     }
 
@@ -139,6 +162,11 @@ impl Server {
             .arg("--tls-key")
             .arg(dir.path().join("server.key"));
         Server::spawn(serve, dir, token, "ScaiVault listening on")
+    }
+
+    /// Where `file` audit exports land (with [`Server::start_with_exports`]).
+    pub fn export_dir(&self) -> PathBuf {
+        self.dir.path().join("exports")
     }
 
     pub fn ca_pem(&self) -> PathBuf {
@@ -204,6 +232,14 @@ impl Server {
 
     pub fn run(&self, args: &[&str]) -> Run {
         run(self.command().args(args), None)
+    }
+
+    /// The CLI acting with another token.
+    pub fn run_as(&self, token: &str, args: &[&str]) -> Run {
+        run(
+            self.command().env("SCAIVAULT_TOKEN", token).args(args),
+            None,
+        )
     }
 
     pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
