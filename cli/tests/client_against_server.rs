@@ -5,11 +5,13 @@
 mod support;
 
 use scaivault_client::api::ErrorCode;
+use scaivault_client::api::audit::{ExportDestination, ExportRequest};
 use scaivault_client::api::auth::CreateTokenRequest;
+use scaivault_client::api::policy::{IdentityInput, Permission, PolicyInput, PolicyTestRequest};
 use scaivault_client::api::secrets::{
     SecretMetadataInput, SecretType, WriteOptions, WriteSecretRequest,
 };
-use scaivault_client::{Client, Error, ListOptions};
+use scaivault_client::{AuditLogOptions, AuditRange, Client, EXPORT_RUNNING, Error, ListOptions};
 use serde_json::json;
 use support::Server;
 
@@ -181,4 +183,205 @@ async fn tokens_keys_and_health() {
             .components
             .contains_key("storage")
     );
+}
+
+#[tokio::test]
+async fn policies_identities_and_audit_through_the_typed_client() {
+    let server = Server::start_with_exports();
+    let root = Client::new(&server.address, server.token.as_str()).unwrap();
+    root.write("team/a", &write_request(json!({"k": "v"})))
+        .await
+        .unwrap();
+
+    let input: PolicyInput = serde_json::from_value(json!({
+        "name": "team", "description": "team access",
+        "rules": [{"path_pattern": "team/**", "permissions": ["read"]}]
+    }))
+    .unwrap();
+    let policy = root.create_policy(&input).await.unwrap();
+    let conflict = root.create_policy(&input).await.unwrap_err();
+    assert_eq!(conflict.code(), Some(ErrorCode::Conflict));
+    assert_eq!(root.get_policy(&policy.id).await.unwrap().name, "team");
+    let missing = root.get_policy("pol_missing").await.unwrap_err();
+    assert!(missing.is_not_found());
+    assert!(matches!(
+        root.get_policy("../sys").await.unwrap_err(),
+        Error::InvalidInput { .. }
+    ));
+
+    let identity = root
+        .create_identity(&IdentityInput {
+            id: "k8s:team/worker".into(),
+            display_name: Some("worker".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(identity.id, "k8s:team/worker");
+    let binding = root
+        .bind_policy(&policy.id, "k8s:team/worker")
+        .await
+        .unwrap();
+    assert_eq!(binding.identity_id, "k8s:team/worker");
+    assert_eq!(
+        root.get_identity("k8s:team/worker")
+            .await
+            .unwrap()
+            .policies
+            .len(),
+        1
+    );
+    assert_eq!(root.list_identities().await.unwrap().identities.len(), 1);
+    assert_eq!(
+        root.policy_bindings(&policy.id)
+            .await
+            .unwrap()
+            .bindings
+            .len(),
+        1
+    );
+    let listed = root.list_policies(Some("team/a")).await.unwrap();
+    assert_eq!(listed.policies.len(), 1);
+    assert!(
+        root.list_policies(Some("elsewhere"))
+            .await
+            .unwrap()
+            .policies
+            .is_empty()
+    );
+
+    let test = |permission| PolicyTestRequest {
+        identity_id: Some("k8s:team/worker".into()),
+        path: "team/a".into(),
+        permission,
+        policy: None,
+    };
+    assert!(
+        root.test_policy(&test(Permission::Read))
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        !root
+            .test_policy(&test(Permission::Write))
+            .await
+            .unwrap()
+            .allowed
+    );
+
+    let token = root
+        .create_token(&CreateTokenRequest {
+            identity_id: "k8s:team/worker".into(),
+            ttl: Some("1h".into()),
+            display_name: None,
+        })
+        .await
+        .unwrap();
+    let worker = root.with_token(token.token.as_str()).unwrap();
+    assert_eq!(worker.read("team/a").await.unwrap().data["k"], "v");
+    let denied = worker
+        .write("team/a", &write_request(json!({"k": "w"})))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Some(ErrorCode::PermissionDenied));
+    assert_eq!(
+        worker
+            .audit_logs(&AuditLogOptions::default())
+            .await
+            .unwrap_err()
+            .status(),
+        Some(403)
+    );
+
+    root.unbind_policy(&policy.id, "k8s:team/worker")
+        .await
+        .unwrap();
+    assert_eq!(
+        worker.read("team/a").await.unwrap_err().code(),
+        Some(ErrorCode::PermissionDenied)
+    );
+    root.delete_policy(&policy.id).await.unwrap();
+    assert!(
+        root.delete_policy(&policy.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+
+    // The worker's three requests, page by page.
+    let options = AuditLogOptions {
+        identity: Some("k8s:team/worker".into()),
+        limit: Some(1),
+        ..AuditLogOptions::default()
+    };
+    let mut pages = root.audit_log_pages(&options);
+    let mut outcomes = Vec::new();
+    while let Some(page) = pages.next_page().await.unwrap() {
+        assert!(page.len() <= 1);
+        outcomes.extend(page.into_iter().map(|r| (r.action, r.outcome)));
+    }
+    let pairs: Vec<(&str, &str)> = outcomes
+        .iter()
+        .map(|(a, o)| (a.as_str(), o.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("secrets.read", "success"),
+            ("secrets.write", "denied"),
+            ("audit.logs", "denied"),
+            ("secrets.read", "denied"),
+        ]
+    );
+    let all = root.audit_logs_all(&options).await.unwrap();
+    assert_eq!(all.len(), 4);
+    let hmac = root.audit_hmac(&token.accessor).await.unwrap();
+    assert!(
+        all.iter()
+            .all(|r| r.accessor_hmac.as_deref() == Some(hmac.as_str()))
+    );
+
+    let report = root
+        .audit_identity("k8s:team/worker", &AuditRange::default())
+        .await
+        .unwrap();
+    assert_eq!(report.summary.total, 4);
+    assert_eq!(report.summary.resources_accessed, ["team/a"]);
+    let secret = root
+        .audit_secret("team/a", &AuditRange::default())
+        .await
+        .unwrap();
+    assert_eq!(secret.logs.len(), 4, "write by root + three by the worker");
+    let policies = root
+        .audit_secret("sys/policies", &AuditRange::default())
+        .await
+        .unwrap();
+    assert!(policies.logs.iter().any(|r| r.action == "policies.create"));
+    let verified = root.audit_verify(&AuditRange::default()).await.unwrap();
+    assert!(verified.verified && verified.first_broken.is_none());
+
+    // An export, polled to completion.
+    let today = time::OffsetDateTime::now_utc().date();
+    let day = |d: time::Date| format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day());
+    let mut job = root
+        .audit_export(&ExportRequest {
+            from: day(today.previous_day().unwrap()),
+            to: day(today.next_day().unwrap()),
+            format: "jsonl".into(),
+            destination: ExportDestination::File {
+                path: "typed.jsonl".into(),
+            },
+        })
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if job.status != EXPORT_RUNNING {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        job = root.audit_export_status(&job.id).await.unwrap();
+    }
+    assert_eq!(job.status, "completed", "{job:?}");
+    let text = std::fs::read_to_string(server.export_dir().join("typed.jsonl")).unwrap();
+    assert_eq!(text.lines().count() as u64, job.records_exported);
 }

@@ -686,3 +686,44 @@ fn an_audit_export_to_a_file_can_be_waited_for_and_read_back() {
         "{no_creds:#?}"
     );
 }
+
+#[test]
+fn a_tampered_audit_record_makes_verify_exit_1() {
+    let server = Server::start();
+    write(&server, "app/db");
+    server.run(&["secrets", "read", "app/db"]).ok();
+    server.run(&["audit", "verify"]).ok();
+
+    // Edit the stored body of record 2 behind the server's back (the log is SQLite in WAL
+    // mode, so this works while the server runs).
+    let edited = std::process::Command::new("sqlite3")
+        .arg(server.data_dir().join("audit.db"))
+        .arg(r#"UPDATE audit_log SET body = replace(body, '"status":200', '"status":404') WHERE seq = 2"#)
+        .status();
+    match edited {
+        Ok(status) => assert!(status.success(), "sqlite3 failed"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("sqlite3 is not installed: skipping the tamper check");
+            return;
+        }
+        Err(e) => panic!("sqlite3: {e}"),
+    }
+
+    let broken = server.run(&["audit", "verify"]).failed_with(1);
+    assert!(
+        broken.stdout.starts_with("verified      no\n"),
+        "{broken:#?}"
+    );
+    assert!(
+        broken
+            .stderr
+            .starts_with("error: the audit chain is broken at record 2: "),
+        "{broken:#?}"
+    );
+    let broken = server
+        .run(&["audit", "verify", "-o", "json"])
+        .failed_with(1)
+        .json();
+    assert_eq!(broken["verified"], false);
+    assert_eq!(broken["first_broken"]["seq"], 2);
+}

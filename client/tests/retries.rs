@@ -259,3 +259,126 @@ async fn non_json_errors_keep_status_and_request_id() {
         "unknown: HTTP 502 Bad Gateway without an error document (request req_proxy)"
     );
 }
+
+fn policy_input() -> scaivault_client::api::policy::PolicyInput {
+    serde_json::from_str(
+        r#"{"name": "ci", "rules": [{"path_pattern": "ci/**", "permissions": ["read"]}]}"#,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn creates_binds_and_exports_are_never_repeated() {
+    let responder = Responder::start(vec![(503, "", error_body("storage_unavailable"))]).await;
+    let c = client(&responder);
+    let export: scaivault_client::api::audit::ExportRequest = serde_json::from_str(
+        r#"{"from": "2026-11-01", "to": "2026-11-02", "destination": {"type": "file", "path": "a.jsonl"}}"#,
+    )
+    .unwrap();
+    let identity = scaivault_client::api::policy::IdentityInput {
+        id: "sa:ci".into(),
+        display_name: None,
+    };
+    c.create_policy(&policy_input()).await.unwrap_err();
+    c.bind_policy("pol_1", "sa:ci").await.unwrap_err();
+    c.audit_export(&export).await.unwrap_err();
+    c.create_identity(&identity).await.unwrap_err();
+    let requests = responder.requests();
+    assert_eq!(requests.len(), 4, "{requests:#?}");
+    assert!(requests[0].starts_with("POST /v1/policies HTTP/1.1"));
+    assert!(requests[1].starts_with("POST /v1/policies/pol_1/bindings HTTP/1.1"));
+    assert!(requests[2].starts_with("POST /v1/audit/export HTTP/1.1"));
+    assert!(requests[3].starts_with("POST /v1/identities HTTP/1.1"));
+}
+
+#[tokio::test]
+async fn replacing_unbinding_and_what_if_tests_are_retried() {
+    let policy = r#"{"id": "pol_1", "name": "ci", "description": null,
+      "rules": [{"path_pattern": "ci/**", "permissions": ["read"], "effect": "allow"}],
+      "created_at": "2026-11-26T17:00:00Z", "updated_at": "2026-11-26T17:00:00Z"}"#;
+    let responder = Responder::start(vec![
+        (503, "", error_body("storage_unavailable")),
+        (200, "", policy.to_owned()),
+        (503, "", error_body("storage_unavailable")),
+        (204, "", String::new()),
+        (429, "retry-after: 0\r\n", error_body("rate_limited")),
+        (
+            200,
+            "",
+            r#"{"allowed": false, "matched": [], "reason": "no policy grants secrets:read on x"}"#
+                .to_owned(),
+        ),
+    ])
+    .await;
+    let c = client(&responder);
+    let updated = c.update_policy("pol_1", &policy_input()).await.unwrap();
+    assert_eq!(updated.rules[0].path_pattern, "ci/**");
+    c.unbind_policy("pol_1", "k8s:payments/api").await.unwrap();
+    let request: scaivault_client::api::policy::PolicyTestRequest =
+        serde_json::from_str(r#"{"identity_id": "sa:ci", "path": "x", "permission": "read"}"#)
+            .unwrap();
+    assert!(!c.test_policy(&request).await.unwrap().allowed);
+    let requests = responder.requests();
+    assert_eq!(requests.len(), 6, "{requests:#?}");
+    assert!(requests[1].starts_with("PUT /v1/policies/pol_1 HTTP/1.1"));
+    // The k8s identity travels unescaped, as two path segments of the wildcard route.
+    assert!(
+        requests[3].starts_with("DELETE /v1/policies/pol_1/bindings/k8s:payments/api HTTP/1.1"),
+        "{}",
+        requests[3]
+    );
+    assert!(requests[5].starts_with("POST /v1/policies/test HTTP/1.1"));
+}
+
+#[tokio::test]
+async fn audit_pages_follow_cursors_and_refuse_a_repeated_one() {
+    let record = |seq: u64| {
+        format!(
+            r#"{{"id": "aud_{seq}", "seq": {seq}, "timestamp": "2026-11-26T17:00:00Z", "request_id": "req_{seq}",
+              "identity_id": "root", "identity_type": "root", "action": "secrets.read", "path": "app/db",
+              "permission": "secrets:read", "outcome": "success", "status": 200, "source_ip": null,
+              "user_agent": null, "accessor_hmac": null, "prev_hash": "00", "hash": "11"}}"#
+        )
+    };
+    let page = |seqs: &[u64], cursor: Option<&str>| {
+        let logs: Vec<String> = seqs.iter().map(|s| record(*s)).collect();
+        let cursor = cursor.map_or("null".to_owned(), |c| format!("\"{c}\""));
+        format!(
+            r#"{{"logs": [{}], "next_cursor": {cursor}}}"#,
+            logs.join(",")
+        )
+    };
+    let responder = Responder::start(vec![
+        (200, "", page(&[1, 2], Some("2"))),
+        (503, "", error_body("storage_unavailable")),
+        (200, "", page(&[3], None)),
+        // A second run whose server hands back the cursor it was given.
+        (200, "", page(&[1], Some("1"))),
+        (200, "", page(&[2], Some("1"))),
+    ])
+    .await;
+    let c = client(&responder);
+    let options = scaivault_client::AuditLogOptions {
+        path: Some("app/db".into()),
+        limit: Some(2),
+        ..Default::default()
+    };
+    let all = c.audit_logs_all(&options).await.unwrap();
+    assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    let requests = responder.requests();
+    assert!(
+        requests[0].starts_with("GET /v1/audit/logs?path=app%2Fdb&limit=2 HTTP/1.1"),
+        "{}",
+        requests[0]
+    );
+    assert!(
+        requests[2].starts_with("GET /v1/audit/logs?path=app%2Fdb&cursor=2&limit=2 HTTP/1.1"),
+        "{}",
+        requests[2]
+    );
+    let mut pages = c.audit_log_pages(&options);
+    assert_eq!(pages.next_page().await.unwrap().map(|p| p.len()), Some(1));
+    let err = pages.next_page().await.unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+    assert!(pages.next_page().await.unwrap().is_none());
+}

@@ -164,6 +164,11 @@ impl Server {
         Server::spawn(serve, dir, token, "ScaiVault listening on")
     }
 
+    /// The server's `--data-dir` (for `start`/`start_with`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// Where `file` audit exports land (with [`Server::start_with_exports`]).
     pub fn export_dir(&self) -> PathBuf {
         self.dir.path().join("exports")
