@@ -12,10 +12,19 @@ import ast
 import os
 import shlex
 import shutil
+import socket
+import struct
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from cookbook import Recipe
 
@@ -54,6 +63,8 @@ class Kitchen:
     server: DevServer
     workdir: Path
     cli: Path | None
+    # Set for recipes whose check moves the server's wall clock (``Expectation.clock``).
+    clock: ShiftedClock | None = None
     client: SyncScaiVaultClient = field(init=False)
     env: dict[str, str] = field(init=False, repr=False)
     supplied: list[str] = field(default_factory=list)
@@ -167,3 +178,106 @@ def _free_names(code: str) -> set[str]:
         elif isinstance(node, ast.ExceptHandler) and node.name:
             bound.add(node.name)
     return used - bound
+
+
+# --- the world around the server: a shifted wall clock, an S3 service -----------------------
+
+CLOCKSHIFT_SOURCE = Path(__file__).with_name("clockshift.c")
+
+
+class ShiftedClock:
+    """The dev server's wall clock, movable while it runs (``clockshift.c`` preloaded).
+
+    Recipes about "last month" need audit records from last month; the server stamps
+    records with its own clock, so the runner moves that clock while seeding. Monotonic
+    time is untouched.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            raise RuntimeError("a C compiler (cc) is needed to build the clock shim")
+        self.library = workdir / "clockshift.so"
+        subprocess.run(
+            [cc, "-shared", "-fPIC", "-O2", "-o", str(self.library), str(CLOCKSHIFT_SOURCE), "-ldl"],
+            check=True,
+            capture_output=True,
+        )
+        self.file = workdir / "clockshift.offset"
+        self.file.write_bytes(struct.pack("=q", 0))
+
+    def env(self) -> dict[str, str]:
+        return {"LD_PRELOAD": str(self.library), "CLOCKSHIFT_FILE": str(self.file)}
+
+    def set(self, when: datetime) -> None:
+        """From now on the server's clock reads ``when`` (and runs on from there)."""
+        offset = round((when.timestamp() - time.time()) * 1e9)
+        with self.file.open("r+b") as f:
+            f.write(struct.pack("=q", offset))
+
+
+@dataclass
+class MotoS3:
+    """A real S3 API (``moto_server``) on loopback, for recipes that export to S3."""
+
+    endpoint: str
+    process: subprocess.Popen[bytes] = field(repr=False)
+
+    @classmethod
+    @contextmanager
+    def running(cls, workdir: Path) -> Iterator[MotoS3]:
+        exe = find_moto_server()
+        if exe is None:
+            raise RuntimeError("moto_server not found: `pip install 'moto[server]'` (make sdk-venv does)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with (workdir / "moto.log").open("wb") as log:
+            process = subprocess.Popen(
+                [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        endpoint = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(endpoint + "/moto-api/", timeout=1)
+                    break
+                except httpx.TransportError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(
+                            "moto_server did not start:\n" + (workdir / "moto.log").read_text()[-2000:]
+                        ) from None
+                    time.sleep(0.1)
+            yield cls(endpoint, process)
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+    def client(self) -> Any:
+        import boto3  # moto[server] brings it
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="moto",
+            aws_secret_access_key="moto",
+            region_name="us-east-1",
+        )
+
+
+def find_moto_server() -> Path | None:
+    """``moto_server`` beside this Python (the SDK venv), else on ``PATH``."""
+    beside = Path(sys.executable).parent / "moto_server"
+    if beside.exists():
+        return beside
+    found = shutil.which("moto_server")
+    return Path(found) if found else None

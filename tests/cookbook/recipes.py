@@ -2,8 +2,9 @@
 
 One entry per recipe title. ``expect`` registers a check that seeds the data the
 recipe assumes, runs it through the ``Kitchen`` and asserts on its result; ``pending``
-names the capability a recipe waits for. A cookbook recipe with neither fails its
-test, so a new recipe cannot slip through untested.
+names the capability a recipe waits for; ``broken`` marks a recipe that cannot work as
+written (a cookbook bug) and its check asserts the failure a reader meets. A cookbook
+recipe with none of them fails its test, so a new recipe cannot slip through untested.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from cookbook import Recipe
-from kitchen import Kitchen
+from kitchen import Kitchen, MotoS3
 
-from scaivault_sdk.errors import NotFoundError, RateLimitError
+from scaivault_sdk import SyncScaiVaultClient
+from scaivault_sdk.errors import NotFoundError, PermissionDeniedError, RateLimitError
 
 Check = Callable[[Kitchen, Recipe], None]
 
@@ -28,16 +31,34 @@ Check = Callable[[Kitchen, Recipe], None]
 class Expectation:
     check: Check
     rate_limit_per_minute: int | None = None
+    # The server runs with a movable wall clock (``Kitchen.clock``).
+    clock: bool = False
+    # For ``broken`` recipes: why the recipe cannot work as written.
+    reason: str = ""
 
 
 EXPECTATIONS: dict[str, Expectation] = {}
 PENDING: dict[str, str] = {}
+BROKEN: dict[str, Expectation] = {}
 
 
-def expect(title: str, *, rate_limit_per_minute: int | None = None) -> Callable[[Check], Check]:
+def expect(
+    title: str, *, rate_limit_per_minute: int | None = None, clock: bool = False
+) -> Callable[[Check], Check]:
     def register(check: Check) -> Check:
         assert title not in EXPECTATIONS, f"two checks for {title!r}"
-        EXPECTATIONS[title] = Expectation(check, rate_limit_per_minute)
+        EXPECTATIONS[title] = Expectation(check, rate_limit_per_minute, clock)
+        return check
+
+    return register
+
+
+def broken(title: str, reason: str) -> Callable[[Check], Check]:
+    """A recipe that cannot pass as written; the check asserts what a reader gets instead."""
+
+    def register(check: Check) -> Check:
+        assert title not in BROKEN, f"two checks for {title!r}"
+        BROKEN[title] = Expectation(check, reason=reason)
         return check
 
     return register
@@ -154,6 +175,221 @@ def _write_expiring(k: Kitchen, recipe: Recipe) -> None:
     assert timedelta(minutes=59) < secret.expires_at - before < timedelta(minutes=61)
 
 
+# --- Policies and access ------------------------------------------------------------------------
+
+STRIPE = BILLING + "stripe"
+BILLING_SA = "sa:billing-prod"
+
+
+def _json_documents(text: str) -> list[Any]:
+    """The JSON documents a recipe printed one after another (curl prints no newline)."""
+    decoder, out, at = json.JSONDecoder(), [], 0
+    while at < len(text):
+        if text[at].isspace():
+            at += 1
+            continue
+        document, at = decoder.raw_decode(text, at)
+        out.append(document)
+    return out
+
+
+def _grant_stripe_read(k: Kitchen) -> str:
+    """What "Grant a service account read access to one path" means to do, done with the SDK."""
+    policy = k.client.policies.create(
+        "sa-billing-stripe-read", [{"path_pattern": STRIPE, "permissions": ["read"]}]
+    )
+    k.client.policies.add_binding(policy.id, "service_account", BILLING_SA)
+    return policy.id
+
+
+@broken(
+    "Grant a service account read access to one path",
+    "the binding request is sent to /v1/policies/pol_abc/bindings, a made-up id: the server "
+    "assigns ids (pol_<16 hex>) and answers 404 not_found `no policy with id pol_abc`, and curl "
+    "without -f still exits 0, so the reader is told nothing failed while the service account "
+    "stays without access. The recipe should capture the id (`| jq -r .id`) and use it.",
+)
+def _grant(k: Kitchen, recipe: Recipe) -> None:
+    created, bind = _json_documents(ok(k.shell(recipe)))
+    assert created["name"] == "sa-billing-stripe-read" and created["id"].startswith("pol_")
+    assert created["rules"] == [{"path_pattern": STRIPE, "permissions": ["read"], "effect": "allow"}]
+    assert bind["error"]["code"] == "not_found"
+    assert bind["error"]["message"] == "no policy with id pol_abc"
+    assert k.client.policies.list_bindings(created["id"]) == []
+    assert k.client.policies.test(BILLING_SA, STRIPE, "read").allowed is False
+
+
+@expect("Test whether an identity can read a path")
+def _test_access(k: Kitchen, recipe: Recipe) -> None:
+    policy_id = _grant_stripe_read(k)
+    assert ok(k.shell(recipe)) == "true\n"
+    k.client.policies.delete_binding(policy_id, BILLING_SA)
+    assert ok(k.shell(recipe)) == "false\n"
+
+
+@expect("List who has access to a path")
+def _who_has_access(k: Kitchen, recipe: Recipe) -> None:
+    """The recipe's jq treats glob patterns as unanchored regexes; the check pins what that prints.
+
+    Which policies the server says match (glob rules) and which lines the recipe prints
+    differ for this data; both are asserted so the cookbook bug stays visible.
+    """
+    rules = {
+        "exact": [STRIPE],
+        "production-subtree": ["environments/production/**"],
+        "any-env-billing": ["environments/*/billing/stripe"],  # glob: match; regex: none
+        "stripe-suffixed": [BILLING + "stripe-*"],  # glob: no match; regex: "stripe" + "-"*
+        "staging": ["environments/staging/**"],  # neither
+        "billing-oncall": [STRIPE, BILLING + "**"],  # two matching rules: printed twice
+    }
+    ids = {
+        name: k.client.policies.create(name, [{"path_pattern": p, "permissions": ["read"]} for p in patterns]).id
+        for name, patterns in rules.items()
+    }
+    printed_per_policy = {
+        "exact": 1, "production-subtree": 1, "any-env-billing": 0,
+        "stripe-suffixed": 1, "staging": 0, "billing-oncall": 2,
+    }
+    by_id = {policy_id: name for name, policy_id in ids.items()}
+    listed = [p.id for p in k.client.policies.list()]
+    expected = [pid for pid in listed for _ in range(printed_per_policy[by_id[pid]])]
+    assert ok(k.shell(recipe)).splitlines() == expected
+
+    glob_matches = {by_id[p.id] for p in k.client.policies.list_for_path(STRIPE)}
+    assert glob_matches == {"exact", "production-subtree", "any-env-billing", "billing-oncall"}
+
+
+# --- Audit -----------------------------------------------------------------------------------------
+
+
+def _token(k: Kitchen, identity: str) -> SyncScaiVaultClient:
+    return k.server.client(token=k.client.auth.create_token(identity).token)
+
+
+@expect("Who read this secret in the last 24 hours?", clock=True)
+def _who_read(k: Kitchen, recipe: Recipe) -> None:
+    assert k.clock is not None
+    now = datetime.now(timezone.utc)
+    k.clock.set(now - timedelta(days=2))
+    k.client.secrets.write(STRIPE, data={"api_key": "sk_live_1"})
+    k.client.secrets.read(STRIPE)  # two days ago: outside the window
+    k.clock.set(now)
+    _grant_stripe_read(k)
+    with _token(k, BILLING_SA) as sa, _token(k, "sa:intruder") as intruder:
+        sa.secrets.read(STRIPE)
+        sa.secrets.read(STRIPE)
+        k.client.secrets.write(STRIPE, data={"api_key": "sk_live_2"})
+        with pytest.raises(PermissionDeniedError):
+            intruder.secrets.read(STRIPE)
+    lines = [line.split(" ") for line in ok(k.shell(recipe)).splitlines()]
+    # Every record on the path in the window, not only reads: the recipe's jq does not
+    # filter on action or outcome, so the write and the refused attempt are listed too.
+    assert [(who, ip) for _, who, ip in lines] == [
+        (BILLING_SA, "127.0.0.1"),
+        (BILLING_SA, "127.0.0.1"),
+        ("root", "127.0.0.1"),
+        ("sa:intruder", "127.0.0.1"),
+    ]
+    recent = [r for r in k.client.audit.for_secret(STRIPE, from_=now - timedelta(days=1))][: len(lines)]
+    assert [datetime.fromisoformat(ts) for ts, _, _ in lines] == [r.timestamp for r in recent]
+    assert [r.action for r in recent] == ["secrets.read", "secrets.read", "secrets.write", "secrets.read"]
+
+
+@expect("Find every action by an ex-employee", clock=True)
+def _ex_employee(k: Kitchen, recipe: Recipe) -> None:
+    assert k.clock is not None
+    alice = "user:alice@acme.example"
+    k.client.policies.add_binding(
+        k.client.policies.create("alice", [{"path_pattern": "environments/production/**", "permissions": ["read"]}]).id,
+        "user",
+        alice,
+    )
+    legacy, stripe, database = "environments/production/legacy/db", STRIPE, BILLING + "database"
+    for path in (legacy, stripe, database):
+        k.client.secrets.write(path, data={"k": "v"})
+    k.clock.set(datetime(2025, 12, 15, 12, 0, tzinfo=timezone.utc))  # before the recipe's from=
+    with _token(k, alice) as old:
+        old.secrets.read(legacy)
+    k.clock.set(datetime.now(timezone.utc))
+    with _token(k, alice) as c:
+        c.secrets.read(stripe)
+        c.secrets.read(database)
+        c.secrets.read(stripe)
+        with pytest.raises(PermissionDeniedError):
+            c.secrets.write(stripe, data={"k": "mine"})
+        with pytest.raises(PermissionDeniedError):
+            c.secrets.read("environments/staging/billing/stripe")
+    body = json.loads(ok(k.shell(recipe)))
+    assert {r["identity_id"] for r in body["logs"]} == {alice}
+    assert [(r["action"], r["path"], r["outcome"]) for r in body["logs"]] == [
+        ("secrets.read", stripe, "success"),
+        ("secrets.read", database, "success"),
+        ("secrets.read", stripe, "success"),
+        ("secrets.write", stripe, "denied"),
+        ("secrets.read", "environments/staging/billing/stripe", "denied"),
+    ]
+    summary = body["summary"]
+    # What the recipe says to rotate next: what alice read since 2026-01-01, not the legacy read.
+    assert summary["resources_accessed"] == [database, stripe]
+    assert (summary["total"], summary["by_action"]) == (5, {"secrets.read": 4, "secrets.write": 1})
+
+
+AUDIT_BUCKET = "acme-audit"
+AUDIT_PREFIX = "scaivault/2026-04/"
+
+
+@expect("Export last month for compliance", clock=True)
+def _export_to_s3(k: Kitchen, recipe: Recipe) -> None:
+    assert k.clock is not None
+    with MotoS3.running(k.workdir.parent) as moto:
+        s3 = moto.client()
+        s3.create_bucket(Bucket=AUDIT_BUCKET)
+        # March: the credentials the recipe names, and some traffic outside the range.
+        k.clock.set(datetime(2026, 3, 31, 23, 0, tzinfo=timezone.utc))
+        k.client.secrets.write(
+            "infra/aws/audit-uploader",
+            data={
+                "access_key_id": "AKIAAUDITUPLOADER",
+                "secret_access_key": "moto-secret",
+                "endpoint": moto.endpoint,
+                "region": "us-east-1",
+            },
+        )
+        k.client.secrets.write(STRIPE, data={"api_key": "sk_march"})
+        # April: the month to export.
+        k.clock.set(datetime(2026, 4, 10, 12, 0, tzinfo=timezone.utc))
+        _grant_stripe_read(k)
+        with _token(k, BILLING_SA) as sa:
+            for _ in range(5):
+                sa.secrets.read(STRIPE)
+            with pytest.raises(PermissionDeniedError):
+                sa.secrets.read("infra/aws/audit-uploader")
+        k.client.secrets.write(STRIPE, data={"api_key": "sk_april"})
+        k.clock.set(datetime(2026, 4, 30, 23, 59, 0, tzinfo=timezone.utc))
+        k.client.secrets.read(STRIPE)
+        # May: "last month" is April; the export itself and its polling fall outside.
+        k.clock.set(datetime(2026, 5, 2, 9, 0, tzinfo=timezone.utc))
+        k.client.secrets.read(STRIPE)
+
+        job = json.loads(ok(k.shell(recipe)))
+        assert job["status"] in ("running", "completed") and job["id"].startswith("exp_")
+        done = k.client.audit.wait_for_export(job["id"], timeout=60)
+
+        april = list(k.client.audit.iter_logs("2026-04-01T00:00:00Z", "2026-04-30T23:59:59Z", limit=1000))
+        assert len(april) >= 10 and all(r.timestamp.month == 4 for r in april)
+        listed = s3.list_objects_v2(Bucket=AUDIT_BUCKET, Prefix=AUDIT_PREFIX).get("Contents", [])
+        keys = sorted(o["Key"] for o in listed)
+        assert keys == [o.location for o in done.objects] == [AUDIT_PREFIX + "part-00000.jsonl"]
+        exported = []
+        for key in keys:
+            body = s3.get_object(Bucket=AUDIT_BUCKET, Key=key)["Body"].read().decode()
+            exported += [json.loads(line) for line in body.splitlines()]
+        # Every April record, none from March or May, each as the log holds it.
+        assert [(e["seq"], e["hash"]) for e in exported] == [(r.seq, r.hash) for r in april]
+        assert done.records_exported == len(exported) == sum(o.records for o in done.objects)
+        assert k.client.audit.verify("2026-04-01", "2026-04-30").verified
+
+
 # --- Health and observability ------------------------------------------------------------------
 
 
@@ -242,12 +478,6 @@ pending(
 )
 pending("webhooks", "Subscribe to rotation events on production secrets")
 pending(
-    "policies (issue 3)",
-    "Grant a service account read access to one path",
-    "Test whether an identity can read a path",
-    "List who has access to a path",
-)
-pending(
     "pki",
     "Issue a 7-day mTLS cert",
     "Renew a cert ahead of schedule",
@@ -260,11 +490,5 @@ pending(
     "One-shot Postgres credential for a script",
     "AWS IAM credentials for a deploy job",
     "Emergency revoke all leases from an engine",
-)
-pending(
-    "audit",
-    "Who read this secret in the last 24 hours?",
-    "Find every action by an ex-employee",
-    "Export last month for compliance",
 )
 pending("federation", "Read from HashiCorp Vault via ScaiVault", "Trigger an immediate sync")

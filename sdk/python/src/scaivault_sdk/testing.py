@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,8 +69,10 @@ def dev_server(
     *,
     rate_limit_per_minute: int | None = None,
     extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
     startup_timeout: float = 30.0,
 ) -> Iterator[DevServer]:
+    """Start a server; ``extra_args`` go to ``scaivault-server dev``, ``env`` adds variables."""
     exe = Path(binary) if binary else find_server_binary()
     if not exe.exists():
         raise FileNotFoundError(f"server binary {exe} does not exist: build it first")
@@ -86,7 +88,13 @@ def dev_server(
     # Output goes to a file, not a pipe: nobody drains a pipe after start-up, and a
     # full pipe would block the server mid-test.
     with log_path.open("wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
+        )
     try:
         address, root_token = _wait_until_listening(process, log_path, startup_timeout)
         yield DevServer(address, root_token, data_dir, log_path, process)
