@@ -574,6 +574,81 @@ mod tests {
     }
 
     #[test]
+    fn policy_commands_need_a_whole_definition() {
+        let usage = |args: &[&str]| parse(args).err().map(|e| e.exit_code());
+        assert!(parse(&["policies", "create", "--name", "a", "--rule", "a/**:read"]).is_ok());
+        assert!(parse(&["policies", "create", "--file", "p.json"]).is_ok());
+        assert_eq!(usage(&["policies", "create"]), Some(2));
+        assert_eq!(usage(&["policies", "create", "--name", "a"]), Some(2));
+        assert_eq!(usage(&["policies", "create", "--rule", "a:read"]), Some(2));
+        assert_eq!(
+            usage(&[
+                "policies", "create", "--file", "p.json", "--name", "a", "--rule", "a:read"
+            ]),
+            Some(2)
+        );
+        assert_eq!(usage(&["policies", "update", "pol_1"]), Some(2));
+        assert!(parse(&["policies", "update", "pol_1", "--description", ""]).is_ok());
+        assert_eq!(
+            usage(&[
+                "policies", "update", "pol_1", "--file", "p.json", "--name", "b"
+            ]),
+            Some(2)
+        );
+        // The identity type must be derivable from the prefix.
+        assert!(parse(&["policies", "bind", "pol_1", "k8s:ns/sa"]).is_ok());
+        assert_eq!(usage(&["policies", "bind", "pol_1", "billing"]), Some(2));
+        // A what-if needs an identity, a draft, or both.
+        let test = ["policies", "test", "--path", "a", "--permission", "read"];
+        assert_eq!(usage(&test), Some(2));
+        assert!(parse(&[&test[..], &["--identity", "sa:ci"]].concat()).is_ok());
+        assert!(parse(&[&test[..], &["--policy-file", "d.json"]].concat()).is_ok());
+        assert_eq!(
+            usage(&[
+                "policies",
+                "test",
+                "--identity",
+                "sa:ci",
+                "--path",
+                "a",
+                "--permission",
+                "peek"
+            ]),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn audit_filters_are_checked() {
+        let usage = |args: &[&str]| parse(args).err().map(|e| e.exit_code());
+        assert!(
+            parse(&[
+                "audit",
+                "logs",
+                "--identity",
+                "root",
+                "--outcome",
+                "denied",
+                "--all"
+            ])
+            .is_ok()
+        );
+        assert_eq!(usage(&["audit", "logs", "--outcome", "maybe"]), Some(2));
+        assert_eq!(usage(&["audit", "logs", "--cursor", "5", "--all"]), Some(2));
+        assert_eq!(usage(&["audit", "identity", "alice"]), Some(2));
+        assert!(
+            parse(&[
+                "audit",
+                "identity",
+                "user:alice@acme.example",
+                "--from",
+                "2026-11-01"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn tag_needs_a_change() {
         assert!(parse(&["secrets", "tag", "a/b"]).is_err());
         assert!(parse(&["secrets", "tag", "a/b", "--add", "x", "--remove", "y"]).is_ok());
