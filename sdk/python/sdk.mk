@@ -10,9 +10,13 @@ SDK_TEST_ENV := SCAIVAULT_SERVER_BIN=$(SERVER_BIN) SCAIVAULT_CLI_BIN=$(CLI_BIN)
 
 # The SDK is installed (not imported from the tree) so the tests see what users get,
 # py.typed and packaging included. pip honours PIP_CACHE_DIR.
+# moto[server] gives the cookbook's S3 export recipe a real S3 API on loopback
+# (moto_server, read back with boto3); it is a test tool, not an SDK dependency.
 sdk-venv:
 	@test -x $(SDK_PYTHON) || python3 -m venv $(SDK_VENV)
 	$(SDK_PYTHON) -m pip install --quiet --disable-pip-version-check "./sdk/python[test]"
+	@$(SDK_PYTHON) -c "import moto.server, boto3" 2>/dev/null && test -x $(SDK_VENV)/bin/moto_server || \
+	  $(SDK_PYTHON) -m pip install --quiet --disable-pip-version-check "moto[server]>=5,<6"
 
 # Both suites run even when the first fails, so one report shows everything.
 test-sdk: build sdk-venv
