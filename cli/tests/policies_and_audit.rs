@@ -377,7 +377,7 @@ fn identities_are_registered_and_show_their_policies() {
         .ok()
         .stdout;
     assert!(billing.contains("display_name   Billing"), "{billing}");
-    // The server lists policy *names* here (see the README note).
+    // The server lists policy *names* here, not ids (see client/README.md).
     let billing = server
         .run(&["identities", "get", "sa:billing-prod", "-o", "json"])
         .ok()
