@@ -75,9 +75,14 @@ class Config:
         self.work = Path(work).resolve()
         self.sv_bin = env_str("SCAIVAULT_BIN", "")
         self.sv_profile = env_str("SCAIVAULT_PROFILE", "release")
-        # Extra server arguments that turn ScaiVault's audit log on, once it exists, e.g.
-        # SCAIVAULT_AUDIT_ARGS='--audit-file {data_dir}/audit.log'. Empty = audit off.
+        # ScaiVault's audit log: on by default (the server's default), like OpenBao's file
+        # audit device; BENCH_SCAIVAULT_AUDIT=0 passes --audit-disable. A binary without an
+        # audit log runs (and is reported) audit-off. SCAIVAULT_AUDIT_ARGS: extra audit flags.
+        self.sv_audit = env_str("BENCH_SCAIVAULT_AUDIT", "1") not in ("0", "false", "no", "off")
         self.sv_audit_args = env_str("SCAIVAULT_AUDIT_ARGS", "")
+        # Extra pass: the read workload once more with ScaiVault's audit log off, to show
+        # what auditing costs (only when the binary has an audit log and it is on).
+        self.sv_audit_off_read = env_str("BENCH_SCAIVAULT_AUDIT_OFF_READ", "1") not in ("0", "false", "no", "off")
         self.sv_extra_args = env_str("SCAIVAULT_EXTRA_ARGS", "")
         # ScaiVault's log filter (its SCAIVAULT_LOG); empty = the server's default (info:
         # one JSON request line per request on stderr).
@@ -321,11 +326,12 @@ class Server:
         return st == 200
 
 
-def scaivault_command(cfg: Config, binary: str, port: int, data_dir: Path, token: str) -> list[str]:
+def scaivault_command(cfg: Config, binary: str, port: int, data_dir: Path, token: str,
+                      audit: bool = True) -> list[str]:
     """The one place that says how ScaiVault is started for the benchmark.
 
-    Audit logging is not built yet; when it is, set SCAIVAULT_AUDIT_ARGS (for example
-    '--audit-file {data_dir}/audit.log') and the table reports audit as on.
+    audit=False adds --audit-disable (only valid for a binary that has an audit log;
+    ScaiVault.audit_supported tells). SCAIVAULT_AUDIT_ARGS adds audit flags when audit is on.
     """
     argv = [
         binary, "dev",
@@ -335,7 +341,10 @@ def scaivault_command(cfg: Config, binary: str, port: int, data_dir: Path, token
         "--rate-limit-per-minute", "0",
     ]
     fmt = {"data_dir": str(data_dir), "port": port}
-    argv += [a.format(**fmt) for a in shlex.split(cfg.sv_audit_args)]
+    if audit:
+        argv += [a.format(**fmt) for a in shlex.split(cfg.sv_audit_args)]
+    else:
+        argv.append("--audit-disable")
     argv += [a.format(**fmt) for a in shlex.split(cfg.sv_extra_args)]
     return argv
 
@@ -360,6 +369,9 @@ class ScaiVault(Server):
             raise SystemExit(f"ScaiVault server binary not found (SCAIVAULT_BIN={cfg.sv_bin!r})")
         self.token = "svt_bench_" + os.urandom(8).hex()
         self.data_dir = self.dir / "data"
+        helptext = subprocess.run([self.bin, "dev", "--help"], capture_output=True, text=True, timeout=30)
+        self.audit_supported = "--audit-disable" in (helptext.stdout + helptext.stderr)
+        self.audit = cfg.sv_audit and self.audit_supported
 
     def auth_headers(self) -> dict:
         return {"Authorization": f"Bearer {self.token}"}
@@ -368,7 +380,9 @@ class ScaiVault(Server):
         return f"/v1/secrets/{path}"
 
     def argv(self) -> list[str]:
-        return scaivault_command(self.cfg, self.bin, self.port, self.data_dir, self.token)
+        # A binary without an audit log has no --audit-disable flag: nothing to turn off.
+        audit = self.audit or not self.audit_supported
+        return scaivault_command(self.cfg, self.bin, self.port, self.data_dir, self.token, audit=audit)
 
     def _health(self) -> bool:
         st, _ = call(self.port, "GET", "/v1/health", timeout=2)
@@ -417,7 +431,13 @@ class ScaiVault(Server):
         return f"{v} (git {commit or '?'}, {self.cfg.sv_profile} build)"
 
     def settings(self) -> dict:
-        audit = ("on: " + self.cfg.sv_audit_args) if self.cfg.sv_audit_args else "off (audit log not built yet)"
+        if not self.audit_supported:
+            audit = "off (this build has no audit log)"
+        elif self.audit:
+            audit = ("on (server default): every request audited, durably, before its response"
+                     + (f"; {self.cfg.sv_audit_args}" if self.cfg.sv_audit_args else ""))
+        else:
+            audit = "off (--audit-disable, BENCH_SCAIVAULT_AUDIT=0)"
         return {
             "storage": "SQLite (WAL) on disk",
             "audit": audit,
@@ -699,22 +719,22 @@ def run_wrk(server: Server, cfg: Config, workload: str, seconds: int, tag: str) 
     }
 
 
-def profile(server: Server, cfg: Config, workload: str) -> Path | None:
+def profile(server: Server, cfg: Config, workload: str, suffix: str = "") -> Path | None:
     """Unmeasured extra pass: wrk load while `perf record` samples the server (flat
     profile, no call graphs). Writes profile-<server>-<workload>.txt next to the results."""
     perf = shutil.which("perf")
     if not perf:
         log("BENCH_PROFILE: perf not found (apt-get install linux-perf), skipping")
         return None
-    data = server.dir / f"perf-{workload}.data"
+    data = server.dir / f"perf-{workload}{suffix}.data"
     secs = cfg.profile_seconds
     rec = subprocess.Popen([perf, "record", "-F", "999", "-p", str(server.pid), "-o", str(data), "--",
                             "sleep", str(secs)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        r = run_wrk(server, cfg, workload, secs + 1, f"{workload}-profile")
+        r = run_wrk(server, cfg, workload, secs + 1, f"{workload}{suffix}-profile")
     finally:
         rec.wait(timeout=secs + 60)
-    out = cfg.out / f"profile-{server.kind}-{workload}.txt"
+    out = cfg.out / f"profile-{server.kind}-{workload}{suffix}.txt"
     parts = [f"# perf record -F 999 -p <{server.kind}> during {secs} s of `{workload}` "
              f"({r['rps']:.0f} req/s with perf attached); self time, no call graphs\n"]
     for sort, limit in (("dso", "0.5"), ("dso,sym", "0.4")):
@@ -845,6 +865,25 @@ def main() -> int:
                 f = profile(servers[name], cfg, wl)
                 if f:
                     results.setdefault("profiles", []).append(f.name)
+        sv = servers["scaivault"]
+        if cfg.sv_audit_off_read and sv.audit and "read" in cfg.workloads:
+            sv.audit = False  # restarts below pass --audit-disable
+            log("extra pass: read with ScaiVault's audit log off (--audit-disable)")
+            sv.restart_timed()
+            runs = []
+            for rep in range(cfg.reps):
+                if rep == 0 and cfg.warmup > 0:
+                    run_wrk(sv, cfg, "read", cfg.warmup, "read-noaudit-warmup")
+                r = run_wrk(sv, cfg, "read", cfg.duration, f"read-noaudit-{rep + 1}")
+                runs.append(r)
+                log(f"rep {rep + 1} read  scaivault --audit-disable: {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+                    f"p99 {r['p99_ms']:7.2f} ms  cpu {r['server_cpu_us_per_req']:6.0f} us/req")
+            results["sv_audit_off_read"] = runs
+            if "read" in cfg.profile:
+                f = profile(sv, cfg, "read", suffix="-audit-off")
+                if f:
+                    results.setdefault("profiles", []).append(f.name)
+            sv.audit = True
     finally:
         for srv in servers.values():
             srv.stop()

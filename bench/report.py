@@ -145,6 +145,23 @@ def markdown(results: dict) -> str:
                      f"{fmt(seed['scaivault']['seconds'])} | {fmt(seed['openbao']['seconds'])} | "
                      f"{ratio([seed['scaivault']['seconds']], [seed['openbao']['seconds']])} |")
     lines.append("")
+    off = results.get("sv_audit_off_read")
+    if off:
+        on_runs = runs.get("read", {}).get("scaivault", [])
+        bao_runs = runs.get("read", {}).get("openbao", [])
+        lines.append("What ScaiVault's audit log costs, `read` workload (an extra pass after the table above, "
+                     "ScaiVault restarted with `--audit-disable`):")
+        lines.append("")
+        lines.append("| metric | ScaiVault audit on | ScaiVault audit off | on / off | OpenBao (audit on) |")
+        lines.append("|---|---|---|---|---|")
+        for key, label, unit, _hib in METRICS:
+            if key == "rss_peak_mb":
+                continue
+            a = [r[key] for r in on_runs]
+            b = [r[key] for r in off]
+            c = [r[key] for r in bao_runs]
+            lines.append(f"| {label} ({unit}) | {cell(a)} | {cell(b)} | {ratio(a, b)} | {cell(c)} |")
+        lines.append("")
     noisy = []
     for wl, per in runs.items():
         for n in SERVERS:
@@ -152,8 +169,8 @@ def markdown(results: dict) -> str:
                 if r.get("other_cores", 0) > 0.25:
                     noisy.append(f"{wl}/{LABEL[n]} rep {i + 1}: {r['other_cores']:.2f} cores")
     if noisy:
-        lines.append("**Noise**: other processes used CPU during these runs (cores busy outside the server "
-                     "and wrk): " + "; ".join(noisy) + ".")
+        lines.append("**Other CPU** during these runs (cores busy outside the server and wrk: other processes, "
+                     "and kernel threads such as the filesystem journal flushing fsyncs): " + "; ".join(noisy) + ".")
         lines.append("")
     # CPU split: where the two cores went (server vs load generator), median over reps.
     lines.append("CPU split during the runs (median cores busy; the machine has "
