@@ -642,6 +642,42 @@ fn an_audit_export_to_a_file_can_be_waited_for_and_read_back() {
         "{started:#?}"
     );
 
+    // A job that fails on the server (its directory would have to be an existing file):
+    // --wait and export-status print the job and exit 1 with its error.
+    let failed = server
+        .run(&[
+            "audit",
+            "export",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--file",
+            "nightly/audit.jsonl/nested.jsonl",
+            "--wait",
+        ])
+        .failed_with(1);
+    assert!(
+        failed.stdout.contains("status            failed"),
+        "{failed:#?}"
+    );
+    assert!(
+        failed.stderr.starts_with("error: export exp_") && failed.stderr.contains(" failed: "),
+        "{failed:#?}"
+    );
+    let failed_id = failed
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("id"))
+        .map(|id| id.trim().to_owned())
+        .unwrap();
+    let status = server
+        .run(&["audit", "export-status", &failed_id, "-o", "json"])
+        .failed_with(1)
+        .json();
+    assert_eq!(status["status"], "failed");
+    assert!(status["error"].is_string(), "{status}");
+
     // Refused by the server: a path outside the directory; a missing job.
     let outside = server
         .run(&[
