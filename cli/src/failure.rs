@@ -46,14 +46,16 @@ impl Failure {
     }
 
     /// The line printed to stderr: `error: <code>: <message> (request <id>)` for API
-    /// errors, with the cause chain appended for transport errors.
+    /// errors, with the cause chain appended for transport errors; nothing for a verdict
+    /// without a message (a denied `policies test`: the exit code says it all).
     pub fn message(&self) -> Option<String> {
-        Some(match self {
-            Failure::Verdict { message, .. } => {
-                return message.as_ref().map(|m| format!("error: {m}"));
-            }
-            other => other.error_line(),
-        })
+        let line = match self {
+            Failure::Client(err) => with_causes(err),
+            Failure::Usage(msg) | Failure::Local(msg) => msg.clone(),
+            Failure::Unhealthy { status, .. } => format!("the server reports status {status}"),
+            Failure::Verdict { message, .. } => message.clone()?,
+        };
+        Some(format!("error: {line}"))
     }
 
     /// What goes to stdout even though the command failed.
@@ -61,19 +63,6 @@ impl Failure {
         match self {
             Failure::Unhealthy { report, .. } | Failure::Verdict { report, .. } => Some(report),
             _ => None,
-        }
-    }
-
-    fn error_line(&self) -> String {
-        match self {
-            Failure::Client(err) => format!("error: {}", with_causes(err)),
-            Failure::Usage(msg) | Failure::Local(msg) => format!("error: {msg}"),
-            Failure::Unhealthy { status, .. } => {
-                format!("error: the server reports status {status}")
-            }
-            Failure::Verdict { message, .. } => {
-                format!("error: {}", message.as_deref().unwrap_or("no"))
-            }
         }
     }
 }

@@ -63,11 +63,26 @@ pub async fn run(
         }
         AuditCommand::Secret { path, range } => {
             let logs = client.audit_secret(&path, &audit_range(range)).await?;
-            render(format, &logs, |p| render_logs(&p.logs))
+            let output = render(format, &logs, |p| render_logs(&p.logs))?;
+            // The endpoint returns one page and takes no cursor; the general query does.
+            Ok(match (&logs.next_cursor, format) {
+                (Some(cursor), OutputFormat::Table) => output.with_note(format!(
+                    "more records: scaivault audit logs --path {path} --cursor {cursor} (or --all)"
+                )),
+                _ => output,
+            })
         }
         AuditCommand::Identity { id, range } => {
             let report = client.audit_identity(&id, &audit_range(range)).await?;
-            render(format, &report, |r| render_identity(&id, r))
+            let output = render(format, &report, |r| render_identity(&id, r))?;
+            let shown = report.logs.len() as u64;
+            Ok(match format {
+                OutputFormat::Table if shown < report.summary.total => output.with_note(format!(
+                    "showing {shown} of {} records: scaivault audit logs --identity {id} --all",
+                    report.summary.total
+                )),
+                _ => output,
+            })
         }
         AuditCommand::Verify { range } => {
             let verdict = client.audit_verify(&audit_range(range)).await?;
