@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import httpx
 import pytest
 
 from scaivault_sdk import ExportFailedError, PolicyRule, ScaiVaultClient, SyncScaiVaultClient
@@ -259,3 +265,67 @@ async def test_async_audit(export_server: tuple[DevServer, Path], prefix: str) -
         done = await client.audit.wait_for_export(job.id, timeout=30)
         assert done.status == "completed" and (await client.audit.export_status(job.id)).records_exported > 0
         assert (exports / "async.jsonl").is_file()
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3 API on loopback (``moto_server``, installed by ``make sdk-venv``)."""
+    exe = Path(sys.executable).parent / "moto_server"
+    if not exe.exists():
+        found = shutil.which("moto_server")
+        if not found:
+            pytest.skip("moto_server not installed (pip install 'moto[server]')")
+        exe = Path(found)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(endpoint + "/moto-api/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_export_to_s3(export_server: tuple[DevServer, Path], moto_endpoint: str, prefix: str) -> None:
+    server, _ = export_server
+    boto3 = pytest.importorskip("boto3", reason="moto[server] brings boto3")
+    s3 = boto3.client(
+        "s3", endpoint_url=moto_endpoint, aws_access_key_id="AKIASDK",
+        aws_secret_access_key="sdk-secret", region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket="sdk-audit")
+    with server.client() as client:
+        client.secrets.write(
+            prefix + "s3-creds",
+            data={"access_key_id": "AKIASDK", "secret_access_key": "sdk-secret", "endpoint": moto_endpoint},
+        )
+        client.secrets.write(prefix + "marker", data={"k": "v"})
+        day = date.today()
+        job = client.audit.export(
+            day, day,
+            {"type": "s3", "bucket": "sdk-audit", "prefix": "daily/", "credentials_path": prefix + "s3-creds"},
+        )
+        done = client.audit.wait_for_export(job.id, timeout=60)
+        assert done.status == "completed" and [o.location for o in done.objects] == ["daily/part-00000.jsonl"]
+        listed = s3.list_objects_v2(Bucket="sdk-audit")["Contents"]
+        assert [o["Key"] for o in listed] == ["daily/part-00000.jsonl"]
+        body = s3.get_object(Bucket="sdk-audit", Key="daily/part-00000.jsonl")["Body"].read()
+        exported = [json.loads(line) for line in body.decode().splitlines()]
+        assert len(exported) == done.records_exported == done.objects[0].records
+        assert len(body) == done.objects[0].bytes == listed[0]["Size"]
+        last = exported[-1]["seq"]
+        logged = [r for r in client.audit.iter_logs(day, day, limit=1000) if r.seq <= last]
+        assert [(e["seq"], e["hash"]) for e in exported] == [(r.seq, r.hash) for r in logged]
+        assert any(e["path"] == prefix + "marker" for e in exported)
