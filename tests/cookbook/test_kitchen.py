@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from cookbook import DOC_HOST, Recipe, load, locate, parse
-from kitchen import Kitchen, find_cli
+from kitchen import Kitchen, MotoS3, ShiftedClock, find_cli
 
 from scaivault_sdk.testing import dev_server
 
@@ -70,3 +71,24 @@ def test_python_recipes_get_a_constructed_client(kitchen: Kitchen, tmp_path: Pat
     code = "from scaivault_sdk import SyncScaiVaultClient\nclient = SyncScaiVaultClient(...)\nme = client.auth.whoami()\n"
     namespace = kitchen.python(Recipe("S", "ctor", "python", code, 1))
     assert namespace["me"].identity_id == "root"
+
+
+def test_the_shifted_clock_moves_the_server_s_wall_clock(tmp_path: Path) -> None:
+    clock = ShiftedClock(tmp_path)
+    with dev_server(env=clock.env()) as server, server.client() as client:
+        clock.set(datetime(2026, 4, 10, 12, 0, tzinfo=timezone.utc))
+        client.auth.whoami()
+        clock.set(datetime(2026, 5, 2, 9, 0, tzinfo=timezone.utc))
+        client.auth.whoami()
+        stamps = [r.timestamp for r in client.audit.logs(limit=2)]
+    assert [(t.year, t.month, t.day) for t in stamps] == [(2026, 4, 10), (2026, 5, 2)]
+    assert stamps[0] < stamps[1] < datetime(2026, 5, 2, 9, 1, tzinfo=timezone.utc)
+
+
+def test_moto_runs_and_stops(tmp_path: Path) -> None:
+    with MotoS3.running(tmp_path) as moto:
+        s3 = moto.client()
+        s3.create_bucket(Bucket="kitchen")
+        s3.put_object(Bucket="kitchen", Key="k", Body=b"v")
+        assert s3.get_object(Bucket="kitchen", Key="k")["Body"].read() == b"v"
+    assert moto.process.poll() is not None
