@@ -278,6 +278,13 @@ async fn cookbook_queries_per_secret_and_per_identity() {
         .await;
     assert_eq!(filtered["logs"].as_array().unwrap().len(), 1);
     let (status, body) = s
+        .call(Method::GET, "/v1/audit/logs?outcome=bogus", None)
+        .await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+    let (status, body) = s
         .call(Method::GET, "/v1/audit/logs?from=yesterday", None)
         .await;
     assert_eq!(

@@ -306,6 +306,38 @@ async fn policy_crud_and_validation() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     bind(&s, &id, "kubernetes", "k8s:team-a/default").await;
+    let (_, first) = s
+        .call(Method::GET, &format!("/v1/policies/{id}/bindings"), None)
+        .await;
+    let again = json!({"identity_type": "kubernetes", "identity_id": "k8s:team-a/default"});
+    let (status, twice) = s
+        .call(
+            Method::POST,
+            &format!("/v1/policies/{id}/bindings"),
+            Some(again),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        twice["created_at"], first["bindings"][0]["created_at"],
+        "binding twice reports the stored binding"
+    );
+    for bad in ["/v1/policies?path=../x", "/v1/policies?path=a//b"] {
+        let (status, body) = s.call(Method::GET, bad, None).await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_path"),
+            "{bad}"
+        );
+    }
+    let (status, _) = s
+        .call(
+            Method::POST,
+            "/v1/policies/test",
+            Some(json!({"identity_id": "sa:x", "path": "../x", "permission": "read"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     let (_, bindings) = s
         .call(Method::GET, &format!("/v1/policies/{id}/bindings"), None)
         .await;

@@ -154,7 +154,7 @@ pub struct Identity {
     pub display_name: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    /// Ids of the policies bound to this identity.
+    /// Names of the policies bound to this identity (as `whoami` shows them).
     #[serde(default)]
     pub policies: Vec<String>,
 }

@@ -18,6 +18,12 @@ use crate::crypto::token::hex;
 use crate::error::{Error, Result};
 use crate::store::{AuditQuery, AuditRow, AuditStore};
 
+/// The values `outcome` takes.
+pub const OUTCOMES: [&str; 4] = ["success", "denied", "unauthenticated", "failure"];
+
+/// Most records an identity summary reads (its `logs` hold the first page only).
+const SUMMARY_SCAN_LIMIT: usize = 100_000;
+
 /// Largest page of a log query.
 pub const MAX_PAGE: usize = 1000;
 const VERIFY_PAGE: usize = 2000;
@@ -85,6 +91,14 @@ impl AuditService {
     }
 
     pub async fn logs(&self, f: LogFilters) -> Result<AuditLogsResponse> {
+        if let Some(outcome) = &f.outcome
+            && !OUTCOMES.contains(&outcome.as_str())
+        {
+            return Err(Error::invalid(format!(
+                "outcome must be one of {}",
+                OUTCOMES.join(", ")
+            )));
+        }
         let limit = f.limit.unwrap_or(100);
         if limit == 0 || limit > MAX_PAGE {
             return Err(Error::invalid(format!(
@@ -127,40 +141,56 @@ impl AuditService {
         Ok(AuditLogsResponse { logs, next_cursor })
     }
 
+    /// The first page of an identity's records and a summary over all of them (up to
+    /// `SUMMARY_SCAN_LIMIT` records).
     pub async fn for_identity(
         &self,
         identity: &str,
         from: Option<OffsetDateTime>,
         to: Option<OffsetDateTime>,
     ) -> Result<IdentityAuditResponse> {
-        let page = self
-            .logs(LogFilters {
-                from,
-                to,
-                identity: Some(identity.to_owned()),
-                limit: Some(MAX_PAGE),
-                ..Default::default()
-            })
-            .await?;
         let mut by_action: BTreeMap<String, u64> = BTreeMap::new();
         let mut resources = BTreeSet::new();
-        for record in &page.logs {
-            *by_action.entry(record.action.clone()).or_default() += 1;
-            if record.outcome == "success"
-                && let Some(path) = &record.path
-            {
-                resources.insert(path.clone());
+        let mut first_page: Option<Vec<AuditRecord>> = None;
+        let (mut total, mut first_seen, mut last_seen) = (0u64, None, None);
+        let mut cursor = None;
+        loop {
+            let page = self
+                .logs(LogFilters {
+                    from,
+                    to,
+                    identity: Some(identity.to_owned()),
+                    cursor,
+                    limit: Some(MAX_PAGE),
+                    ..Default::default()
+                })
+                .await?;
+            for record in &page.logs {
+                total += 1;
+                *by_action.entry(record.action.clone()).or_default() += 1;
+                if record.outcome == "success"
+                    && let Some(path) = &record.path
+                {
+                    resources.insert(path.clone());
+                }
+                first_seen.get_or_insert(record.timestamp);
+                last_seen = Some(record.timestamp);
+            }
+            cursor = page.next_cursor.clone();
+            first_page.get_or_insert(page.logs);
+            if cursor.is_none() || total as usize >= SUMMARY_SCAN_LIMIT {
+                break;
             }
         }
         let summary = IdentitySummary {
-            total: page.logs.len() as u64,
+            total,
             by_action,
             resources_accessed: resources.into_iter().collect(),
-            first_seen: page.logs.first().map(|r| r.timestamp),
-            last_seen: page.logs.last().map(|r| r.timestamp),
+            first_seen,
+            last_seen,
         };
         Ok(IdentityAuditResponse {
-            logs: page.logs,
+            logs: first_page.unwrap_or_default(),
             summary,
         })
     }

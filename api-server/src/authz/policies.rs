@@ -42,6 +42,15 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// A secret path or one of the vault's `sys/...` resource paths.
+fn check_resource_path(path: &str) -> Result<()> {
+    match scaivault_api::path::validate_secret_path(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_reserved() => Ok(()),
+        Err(e) => Err(Error::new(ErrorCode::InvalidPath, e.to_string())),
+    }
+}
+
 fn check_input(input: &PolicyInput) -> Result<()> {
     check_name(&input.name)?;
     if input
@@ -147,6 +156,7 @@ impl PolicyService {
 
     /// Policies with at least one rule whose pattern matches `path`.
     pub async fn list_for_path(&self, path: &str) -> Result<Vec<Policy>> {
+        check_resource_path(path)?;
         let mut out = Vec::new();
         for policy in self.list().await? {
             let compiled = CompiledPolicy::compile(&policy.id, &policy.name, &policy.rules)?;
@@ -217,7 +227,15 @@ impl PolicyService {
                 other => other.into(),
             })?;
         self.reload().await?;
-        binding_of(row).ok_or_else(|| Error::internal("binding type"))
+        // Binding twice is a no-op: answer with the binding as stored.
+        let stored = self
+            .store
+            .list_bindings(Some(policy_id))
+            .await?
+            .into_iter()
+            .find(|b| b.identity_id == row.identity_id)
+            .unwrap_or(row);
+        binding_of(stored).ok_or_else(|| Error::internal("binding type"))
     }
 
     pub async fn bindings(&self, policy_id: &str) -> Result<Vec<Binding>> {
@@ -252,12 +270,7 @@ impl PolicyService {
         if let Some(id) = &request.identity_id {
             identity_type_of(id).map_err(|e| Error::invalid(e.to_string()))?;
         }
-        if request.path.is_empty() || request.path.len() > scaivault_api::limits::MAX_PATH_BYTES {
-            return Err(Error::new(
-                ErrorCode::InvalidPath,
-                "path must be 1..=512 bytes",
-            ));
-        }
+        check_resource_path(&request.path)?;
         let draft = match &request.policy {
             Some(input) => {
                 check_input(input)?;

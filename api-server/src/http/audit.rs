@@ -88,15 +88,27 @@ pub struct RangeQuery {
     to: Option<String>,
 }
 
-/// Who touched a secret (up to 1000 records from `from`).
-#[utoipa::path(get, path = "/v1/audit/secrets/{path}", tag = "audit", params(("path" = String, Path, description = "Secret path"), RangeQuery),
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SecretLogsQuery {
+    /// RFC 3339 time or YYYY-MM-DD.
+    from: Option<String>,
+    to: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// 1..=1000, default 1000.
+    limit: Option<usize>,
+}
+
+/// Who touched a secret, oldest first from `from`, paged by `cursor`.
+#[utoipa::path(get, path = "/v1/audit/secrets/{path}", tag = "audit", params(("path" = String, Path, description = "Secret path"), SecretLogsQuery),
     responses((status = 200, body = AuditLogsResponse)),
     security(("bearer" = [])), extensions(("x-scope" = json!("secrets:read on sys/audit"))))]
 pub async fn for_secret(
     State(state): State<SharedState>,
     Extension(caller): CallerExt,
     Path(path): Path<String>,
-    ApiQuery(q): ApiQuery<RangeQuery>,
+    ApiQuery(q): ApiQuery<SecretLogsQuery>,
 ) -> Result<Json<AuditLogsResponse>> {
     state
         .vault
@@ -106,13 +118,15 @@ pub async fn for_secret(
         from: time_opt(q.from.as_deref(), false)?,
         to: time_opt(q.to.as_deref(), true)?,
         path: Some(path),
-        limit: Some(crate::audit::service::MAX_PAGE),
+        cursor: q.cursor,
+        limit: Some(q.limit.unwrap_or(crate::audit::service::MAX_PAGE)),
         ..Default::default()
     };
     Ok(Json(state.audit.logs(filters).await?))
 }
 
-/// Everything an identity did, with a summary (actions, resources accessed, first/last seen).
+/// What an identity did: the first 1000 records from `from`, and a summary (actions,
+/// resources accessed, first/last seen) over all of them.
 #[utoipa::path(get, path = "/v1/audit/identities/{identity}", tag = "audit", params(("identity" = String, Path, description = "e.g. user:alice@acme.example"), RangeQuery),
     responses((status = 200, body = IdentityAuditResponse)),
     security(("bearer" = [])), extensions(("x-scope" = json!("secrets:read on sys/audit"))))]
