@@ -62,6 +62,10 @@ pub struct RuntimeArgs {
     /// Turn the audit log off (benchmarks only: without it requests leave no trace).
     #[arg(long, env = "SCAIVAULT_AUDIT_DISABLE")]
     pub audit_disable: bool,
+    /// `full`: every audit commit is fsync'd before requests answer; `normal`: committed to
+    /// the OS only (survives a server crash, not a power loss).
+    #[arg(long, env = "SCAIVAULT_AUDIT_SYNC", value_enum, default_value = "full")]
+    pub audit_sync: crate::store::sqlite_audit::AuditSync,
     /// Directory that `file` audit exports are written under (disabled when unset).
     #[arg(long, env = "SCAIVAULT_AUDIT_EXPORT_DIR")]
     pub audit_export_dir: Option<PathBuf>,

@@ -289,7 +289,7 @@ async fn run_server(
         },
     });
     let audit_store: Arc<dyn AuditStore> = Arc::new(
-        SqliteAuditStore::open(&data_dir.join(AUDIT_DB_FILE))
+        SqliteAuditStore::open(&data_dir.join(AUDIT_DB_FILE), runtime.audit_sync)
             .context("opening the audit database")?,
     );
     let writer = if runtime.audit_disable {

@@ -589,3 +589,14 @@ async fn export_to_s3_writes_every_record_of_the_range() {
     );
     assert!(!failed.to_string().contains("export-secret-key-123"));
 }
+
+#[tokio::test]
+async fn audit_sync_normal_still_records_and_chains() {
+    let s = Server::start(&["--audit-sync", "normal"]);
+    s.write("n/a", json!({"data": {"v": 1}})).await;
+    let _ = s.call(Method::GET, "/v1/secrets/n/a", None).await;
+    let logs = all_logs(&s).await;
+    assert_eq!(logs.len(), 2);
+    let (_, verify) = s.call(Method::GET, "/v1/audit/verify", None).await;
+    assert_eq!(verify["verified"], true);
+}

@@ -1,4 +1,5 @@
-//! The audit log in its own SQLite file (`audit.db`), WAL, `synchronous=FULL`.
+//! The audit log in its own SQLite file (`audit.db`), WAL, `synchronous=FULL` unless the
+//! operator chooses otherwise ([`AuditSync`]).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,9 +17,24 @@ pub struct SqliteAuditStore {
     reader: Arc<Mutex<Connection>>,
 }
 
+/// How far a record is pushed before a request may answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditSync {
+    /// fsync on every group commit: survives power loss (default).
+    Full,
+    /// Committed to the OS, fsync at checkpoints: survives a crash of the server process
+    /// but not of the machine — the guarantee of a plain append to a log file.
+    Normal,
+}
+
 impl SqliteAuditStore {
-    pub fn open(path: &Path) -> Result<Self> {
+    pub fn open(path: &Path, sync: AuditSync) -> Result<Self> {
         let mut writer = open_connection(path, false)?;
+        if sync == AuditSync::Normal {
+            writer
+                .execute_batch("PRAGMA synchronous = NORMAL;")
+                .map_err(map_err)?;
+        }
         writer
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
             .map_err(map_err)?;
