@@ -606,6 +606,20 @@ async fn bad_input_gets_clear_4xx_and_loses_nothing() {
             "not_found",
         ),
         (
+            raw(Method::GET, "/v1/secrets/app%2Fkeep", ""),
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+        ),
+        (
+            raw(
+                Method::POST,
+                "/v1/secrets/app/keep",
+                &format!(r#"{{"data": {{"k": "{}"}}}}"#, "x".repeat(5000)),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
             raw(Method::DELETE, "/v1/auth/whoami", ""),
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

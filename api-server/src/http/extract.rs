@@ -18,17 +18,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         // The content type is not checked: curl's `-d` sends a form type by default and a
         // bearer token already rules out cross-site form posts. The body must be JSON.
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        let ApiBytes(bytes) = ApiBytes::from_request(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// The raw body, bounded by the server's body limit, with API-shaped rejections. For
+/// routes that decide how to parse only after looking at the path.
+pub struct ApiBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state).await.map(ApiBytes).map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                Error::new(
-                    ErrorCode::PayloadTooLarge,
-                    "request body is larger than the server's limit",
-                )
+                Error::new(ErrorCode::PayloadTooLarge, "request body is larger than the server's limit")
             } else {
                 Error::invalid("could not read the request body")
             }
-        })?;
-        parse_json(&bytes).map(ApiJson)
+        })
     }
 }
 

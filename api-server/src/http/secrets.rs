@@ -22,7 +22,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::SharedState;
-use super::extract::{ApiJson, ApiQuery, Tail};
+use super::extract::{ApiBytes, ApiJson, ApiQuery, Tail};
 use crate::auth::Caller;
 use crate::authz::Permission;
 use crate::error::{Error, Result};
@@ -108,7 +108,7 @@ async fn post_route(
     State(state): State<SharedState>,
     Extension(caller): CallerExt,
     Tail(tail): Tail,
-    body: axum::body::Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response> {
     match split_action(&tail) {
         (path, None) => {
