@@ -80,9 +80,11 @@ class Config:
         # audit log runs (and is reported) audit-off. SCAIVAULT_AUDIT_ARGS: extra audit flags.
         self.sv_audit = env_str("BENCH_SCAIVAULT_AUDIT", "1") not in ("0", "false", "no", "off")
         self.sv_audit_args = env_str("SCAIVAULT_AUDIT_ARGS", "")
-        # Extra pass: the read workload once more with ScaiVault's audit log off, to show
-        # what auditing costs (only when the binary has an audit log and it is on).
-        self.sv_audit_off_read = env_str("BENCH_SCAIVAULT_AUDIT_OFF_READ", "1") not in ("0", "false", "no", "off")
+        # Extra passes: the read workload again on ScaiVault restarted with these extra
+        # flags (';'-separated), to show what its audit settings cost. A variant whose first
+        # flag this binary does not know is skipped. "" = no extra passes.
+        self.sv_variants = [v.strip() for v in os.environ.get(
+            "BENCH_SCAIVAULT_READ_VARIANTS", "--audit-sync normal;--audit-disable").split(";") if v.strip()]
         self.sv_extra_args = env_str("SCAIVAULT_EXTRA_ARGS", "")
         # ScaiVault's log filter (its SCAIVAULT_LOG); empty = the server's default (info:
         # one JSON request line per request on stderr).
@@ -327,7 +329,7 @@ class Server:
 
 
 def scaivault_command(cfg: Config, binary: str, port: int, data_dir: Path, token: str,
-                      audit: bool = True) -> list[str]:
+                      audit: bool = True, variant: str = "") -> list[str]:
     """The one place that says how ScaiVault is started for the benchmark.
 
     audit=False adds --audit-disable (only valid for a binary that has an audit log;
@@ -346,6 +348,7 @@ def scaivault_command(cfg: Config, binary: str, port: int, data_dir: Path, token
     else:
         argv.append("--audit-disable")
     argv += [a.format(**fmt) for a in shlex.split(cfg.sv_extra_args)]
+    argv += [a.format(**fmt) for a in shlex.split(variant)]
     return argv
 
 
@@ -370,8 +373,10 @@ class ScaiVault(Server):
         self.token = "svt_bench_" + os.urandom(8).hex()
         self.data_dir = self.dir / "data"
         helptext = subprocess.run([self.bin, "dev", "--help"], capture_output=True, text=True, timeout=30)
-        self.audit_supported = "--audit-disable" in (helptext.stdout + helptext.stderr)
+        self.helptext = helptext.stdout + helptext.stderr
+        self.audit_supported = "--audit-disable" in self.helptext
         self.audit = cfg.sv_audit and self.audit_supported
+        self.variant = ""  # extra flags of a read-variant pass
 
     def auth_headers(self) -> dict:
         return {"Authorization": f"Bearer {self.token}"}
@@ -382,7 +387,12 @@ class ScaiVault(Server):
     def argv(self) -> list[str]:
         # A binary without an audit log has no --audit-disable flag: nothing to turn off.
         audit = self.audit or not self.audit_supported
-        return scaivault_command(self.cfg, self.bin, self.port, self.data_dir, self.token, audit=audit)
+        return scaivault_command(self.cfg, self.bin, self.port, self.data_dir, self.token, audit=audit,
+                                 variant=self.variant)
+
+    def knows(self, variant: str) -> bool:
+        flags = shlex.split(variant)
+        return bool(flags) and flags[0] in self.helptext
 
     def _health(self) -> bool:
         st, _ = call(self.port, "GET", "/v1/health", timeout=2)
@@ -807,7 +817,8 @@ def main() -> int:
         signal.signal(s, on_signal)
 
     results: dict = {"machine": machine, "config": cfg.as_dict(), "servers": {}, "seed": {},
-                     "coldstart_s": {}, "idle_rss_mb": {}, "runs": {}, "hwm_mb": {}}
+                     "coldstart_s": {}, "idle_rss_mb": {}, "runs": {}, "hwm_mb": {},
+                     "sv_read_variants": {}}
     try:
         servers["scaivault"] = ScaiVault(cfg, cfg.work)
         servers["openbao"] = OpenBao(cfg, cfg.work)
@@ -866,24 +877,29 @@ def main() -> int:
                 if f:
                     results.setdefault("profiles", []).append(f.name)
         sv = servers["scaivault"]
-        if cfg.sv_audit_off_read and sv.audit and "read" in cfg.workloads:
-            sv.audit = False  # restarts below pass --audit-disable
-            log("extra pass: read with ScaiVault's audit log off (--audit-disable)")
-            sv.restart_timed()
-            runs = []
-            for rep in range(cfg.reps):
-                if rep == 0 and cfg.warmup > 0:
-                    run_wrk(sv, cfg, "read", cfg.warmup, "read-noaudit-warmup")
-                r = run_wrk(sv, cfg, "read", cfg.duration, f"read-noaudit-{rep + 1}")
-                runs.append(r)
-                log(f"rep {rep + 1} read  scaivault --audit-disable: {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-                    f"p99 {r['p99_ms']:7.2f} ms  cpu {r['server_cpu_us_per_req']:6.0f} us/req")
-            results["sv_audit_off_read"] = runs
-            if "read" in cfg.profile:
-                f = profile(sv, cfg, "read", suffix="-audit-off")
-                if f:
-                    results.setdefault("profiles", []).append(f.name)
-            sv.audit = True
+        if "read" in cfg.workloads:
+            for variant in cfg.sv_variants:
+                if not sv.knows(variant) or (not sv.audit and "audit" in variant):
+                    log(f"read variant {variant!r}: skipped (flag unknown to this build, or audit already off)")
+                    continue
+                sv.variant = variant
+                log(f"extra pass: read on ScaiVault restarted with {variant}")
+                sv.restart_timed()
+                runs = []
+                for rep in range(cfg.reps):
+                    if rep == 0 and cfg.warmup > 0:
+                        run_wrk(sv, cfg, "read", cfg.warmup, f"read-variant-warmup")
+                    r = run_wrk(sv, cfg, "read", cfg.duration, f"read-variant-{len(results['sv_read_variants'])}-{rep + 1}")
+                    runs.append(r)
+                    log(f"rep {rep + 1} read  scaivault {variant}: {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+                        f"p99 {r['p99_ms']:7.2f} ms  cpu {r['server_cpu_us_per_req']:6.0f} us/req")
+                results["sv_read_variants"][variant] = runs
+                if "read" in cfg.profile:
+                    suffix = "-" + "".join(c if c.isalnum() else "-" for c in variant).strip("-")
+                    f = profile(sv, cfg, "read", suffix=suffix)
+                    if f:
+                        results.setdefault("profiles", []).append(f.name)
+            sv.variant = ""
     finally:
         for srv in servers.values():
             srv.stop()
