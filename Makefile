@@ -1,5 +1,5 @@
 # ScaiVault developer commands. `make dev` starts a dev server, `make test` runs every test.
-# Each part of the tree brings its own make fragment (e2e/, sdk/python/, bench/) included below.
+# Each part of the tree brings its own make fragment (e2e/, operator/, sdk/python/, bench/) included below.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -16,6 +16,8 @@ help:
 	@echo "make dev    - start a dev server on 127.0.0.1:8200 (SQLite, auto-initialised)"
 	@echo "make test   - install what the tests need, then run every test"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
+	@echo "make crds   - regenerate crds/ from the Rust CRD types"
+	@echo "make e2e-start / e2e-stop - a real kube-apiserver + etcd for manual use"
 
 dev:
 	$(CARGO) run -p scaivault-server -- dev
@@ -43,6 +45,7 @@ fmt:
 # Fragments add their suites to TEST_PARTS.
 TEST_PARTS :=
 -include e2e/e2e.mk
+-include operator/operator.mk
 -include sdk/python/sdk.mk
 -include bench/bench.mk
 

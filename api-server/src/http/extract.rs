@@ -31,13 +31,19 @@ impl<S: Send + Sync> FromRequest<S> for ApiBytes {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state).await.map(ApiBytes).map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                Error::new(ErrorCode::PayloadTooLarge, "request body is larger than the server's limit")
-            } else {
-                Error::invalid("could not read the request body")
-            }
-        })
+        Bytes::from_request(req, state)
+            .await
+            .map(ApiBytes)
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::new(
+                        ErrorCode::PayloadTooLarge,
+                        "request body is larger than the server's limit",
+                    )
+                } else {
+                    Error::invalid("could not read the request body")
+                }
+            })
     }
 }
 
