@@ -30,7 +30,11 @@ ours() {
   [[ -n "$pid" && -r /proc/$pid/cmdline ]] || return 1
   state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
   [[ "$state" != Z && "$state" != X ]] || return 1
-  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF -- "$dir/"
+  # No pipe into `grep -q`: with pipefail, grep exiting at the first match can SIGPIPE
+  # `tr` and turn a match into a failure (a long kube-apiserver command line did).
+  local cmdline
+  cmdline=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ "$cmdline" == *"$dir/"* ]]
 }
 
 stop_pid() {
