@@ -228,6 +228,7 @@ def make_plots(results: dict, out: Path) -> list[str]:
             for p, v, top in zip(pos, med, tops):
                 ax.annotate(fmt(v), (p, top), ha="center", va="bottom", fontsize=7,
                             xytext=(0, 2), textcoords="offset points")
+        ax.margins(y=0.12)
         ax.set_xticks(list(x))
         ax.set_xticklabels(groups, fontsize=8)
         ax.set_ylabel(ylabel)
@@ -291,8 +292,12 @@ def make_plots(results: dict, out: Path) -> list[str]:
 def write_all(results: dict, out: Path, plots: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = dict(results)
+    # Workloads in the order they were run (results.json may come back key-sorted).
+    order = results["config"].get("workloads", []) + ["health"]
+    results["runs"] = {w: results["runs"][w] for w in sorted(results["runs"], key=lambda w: order.index(w)
+                                                          if w in order else len(order))}
     results["summary"] = summary_rows(results)
-    (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     md = markdown(results)
     (out / "results.md").write_text(md)
     if plots:
