@@ -37,17 +37,26 @@ ours() {
   [[ "$cmdline" == *"$dir/"* ]]
 }
 
+# True while PID exists and is not a zombie.
+running() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ "$state" != Z && "$state" != X ]]
+}
+
+# Once a pid is known to be ours, wait for it to be gone by pid alone: its command line
+# can stop matching (or stop being readable) while it is still shutting down.
 stop_pid() {
   local name=$1 pid=$2 dir=$3 i
   ours "$pid" "$dir" || return 0
   kill -TERM "$pid" 2>/dev/null || true
   for (( i = 0; i < STOP_TIMEOUT * 10; i++ )); do
-    ours "$pid" "$dir" || return 0
+    running "$pid" || return 0
     sleep 0.1
   done
   echo "testenv: $name ($pid) ignored TERM for ${STOP_TIMEOUT}s, killing" >&2
   kill -KILL "$pid" 2>/dev/null || true
-  for (( i = 0; i < 50; i++ )); do ours "$pid" "$dir" || return 0; sleep 0.1; done
+  for (( i = 0; i < 50; i++ )); do running "$pid" || return 0; sleep 0.1; done
   die "$name ($pid) still running after KILL"
 }
 
