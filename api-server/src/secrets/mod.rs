@@ -82,10 +82,6 @@ impl SecretsService {
         }
     }
 
-    pub fn access_counter(&self) -> &Arc<AccessCounter> {
-        &self.access
-    }
-
     pub async fn write(
         &self,
         author: &str,
