@@ -32,6 +32,10 @@ pub enum ErrorCode {
     RateLimited,
     StorageUnavailable,
     AuditUnavailable,
+    /// The identity provider behind a login (Kubernetes TokenReview) could not be asked.
+    UpstreamUnavailable,
+    /// This login method is not configured on the server.
+    AuthMethodDisabled,
     Sealed,
     Internal,
     /// A code this client version does not know yet.
@@ -49,13 +53,13 @@ impl ErrorCode {
             Unauthenticated => 401,
             PermissionDenied => 403,
             NotFound | SecretNotFound | SecretExpired | SecretDeleted | VersionNotFound
-            | TokenNotFound => 404,
+            | TokenNotFound | AuthMethodDisabled => 404,
             MethodNotAllowed => 405,
             CasMismatch | NotDeleted | Conflict => 409,
             PayloadTooLarge | ValueTooLarge => 413,
             UnsupportedMediaType => 415,
             RateLimited => 429,
-            StorageUnavailable | AuditUnavailable | Sealed => 503,
+            StorageUnavailable | AuditUnavailable | UpstreamUnavailable | Sealed => 503,
             Internal | Unknown => 500,
         }
     }
@@ -88,6 +92,8 @@ impl ErrorCode {
             RateLimited => "rate_limited",
             StorageUnavailable => "storage_unavailable",
             AuditUnavailable => "audit_unavailable",
+            UpstreamUnavailable => "upstream_unavailable",
+            AuthMethodDisabled => "auth_method_disabled",
             Sealed => "sealed",
             Internal => "internal",
             Unknown => "unknown",

@@ -3,8 +3,10 @@
 use reqwest::Method;
 use scaivault_api::ErrorCode;
 use scaivault_api::auth::{
-    CreateTokenRequest, CreateTokenResponse, ListTokensResponse, WhoAmIResponse,
+    CreateTokenRequest, CreateTokenResponse, KubernetesLoginRequest, ListTokensResponse,
+    WhoAmIResponse,
 };
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -24,6 +26,26 @@ impl Client {
         let call = self
             .call(Method::POST, url, Retry::Never, "create_token")
             .body(request)?;
+        self.json(call).await
+    }
+
+    /// Exchanges a Kubernetes ServiceAccount token (audience: the server's, `scaivault` by
+    /// default) for a short-lived vault token of identity `k8s:<namespace>/<name>`. Works on
+    /// a client without a token; use [`Client::with_token`] with the answer's token.
+    /// Never retried for the same reason as [`Client::create_token`].
+    pub async fn login_kubernetes(
+        &self,
+        jwt: &SecretString,
+        role: Option<&str>,
+    ) -> Result<CreateTokenResponse> {
+        let url = self.url(["auth", "kubernetes", "login"])?;
+        let request = KubernetesLoginRequest {
+            jwt: jwt.expose_secret().to_owned(),
+            role: role.map(str::to_owned),
+        };
+        let call = self
+            .call(Method::POST, url, Retry::Never, "login_kubernetes")
+            .body(&request)?;
         self.json(call).await
     }
 
