@@ -73,9 +73,46 @@ pub struct RuntimeArgs {
     /// checkpoint that keeps the rest verifiable. Unset: keep forever.
     #[arg(long, env = "SCAIVAULT_AUDIT_RETENTION", value_parser = parse_interval)]
     pub audit_retention: Option<Duration>,
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
     /// Log output format (logs go to stderr).
     #[arg(long, env = "SCAIVAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+}
+
+/// Kubernetes login (`POST /v1/auth/kubernetes/login`).
+#[derive(Debug, Clone, Args)]
+pub struct KubernetesArgs {
+    /// Reach the cluster through this kubeconfig (its current context) instead of the
+    /// pod's own ServiceAccount. The credential needs `create` on `tokenreviews`.
+    #[arg(long, env = "SCAIVAULT_KUBERNETES_KUBECONFIG")]
+    pub kubernetes_kubeconfig: Option<PathBuf>,
+    /// The audience ServiceAccount tokens must be issued for.
+    #[arg(
+        long,
+        env = "SCAIVAULT_KUBERNETES_AUDIENCE",
+        default_value = "scaivault"
+    )]
+    pub kubernetes_audience: String,
+    /// Lifetime of the vault tokens Kubernetes logins receive (never beyond the
+    /// presented token's own expiry); at most 24h.
+    #[arg(long, env = "SCAIVAULT_KUBERNETES_TOKEN_TTL", default_value = "1h", value_parser = parse_login_ttl)]
+    pub kubernetes_token_ttl: Duration,
+    /// Turn Kubernetes login off even when running inside a cluster.
+    #[arg(
+        long,
+        env = "SCAIVAULT_KUBERNETES_DISABLE",
+        conflicts_with = "kubernetes_kubeconfig"
+    )]
+    pub kubernetes_disable: bool,
+}
+
+fn parse_login_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = parse_interval(s)?;
+    if ttl.is_zero() || ttl > Duration::from_secs(24 * 3600) {
+        return Err("must be between 1s and 24h".into());
+    }
+    Ok(ttl)
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::audit::export::Exporter;
 use crate::audit::{AuditService, AuditWriter};
+use crate::auth::kubernetes::KubernetesAuth;
 use crate::config::{
     AUDIT_DB_FILE, Cli, Command, DB_FILE, DevArgs, InitArgs, LogFormat, MasterKeyArgs, RuntimeArgs,
     ServeArgs,
@@ -288,6 +289,7 @@ async fn run_server(
             token_purge: Duration::from_secs(3600),
         },
     });
+    let kubernetes = KubernetesAuth::from_args(&runtime.kubernetes)?;
     let audit_store: Arc<dyn AuditStore> = Arc::new(
         SqliteAuditStore::open(&data_dir.join(AUDIT_DB_FILE), runtime.audit_sync)
             .context("opening the audit database")?,
@@ -321,6 +323,7 @@ async fn run_server(
         metrics,
         jobs: registry,
         started: Instant::now(),
+        kubernetes,
     });
     spawn_limiter_pruning(Arc::clone(&state), shutdown_rx.clone());
     let router = app(Arc::clone(&state), runtime.max_body_bytes);

@@ -1,5 +1,7 @@
 //! Tokens and the callers they authenticate.
 
+pub mod kubernetes;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,19 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller a freshly issued token stands for (logins record it in the audit log).
+    pub fn from_issued(issued: &CreateTokenResponse) -> Caller {
+        Caller {
+            identity_id: issued.identity_id.clone(),
+            identity_type: issued.identity_type,
+            accessor: issued.accessor.clone(),
+            policies: Vec::new(),
+            display_name: None,
+            issued_at: issued.issued_at,
+            expires_at: issued.expires_at,
+        }
+    }
+
     pub fn is_root(&self) -> bool {
         self.identity_type == IdentityType::Root
     }

@@ -1,27 +1,79 @@
-//! `/v1/auth/...`: whoami and tokens.
+//! `/v1/auth/...`: whoami, tokens and logins.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
+use axum::routing::post;
 use axum::routing::{delete, get};
 use axum::{Extension, Json, Router};
-use scaivault_api::ErrorBody;
 use scaivault_api::auth::{
-    CreateTokenRequest, CreateTokenResponse, ListTokensResponse, WhoAmIResponse,
+    CreateTokenRequest, CreateTokenResponse, KubernetesLoginRequest, ListTokensResponse,
+    WhoAmIResponse,
 };
+use scaivault_api::{ErrorBody, ErrorCode};
 
 use super::SharedState;
 use super::extract::ApiJson;
 use crate::auth::Caller;
+use crate::auth::kubernetes;
 use crate::authz::{Permission, resource};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/v1/auth/whoami", get(whoami))
         .route("/v1/auth/tokens", get(list_tokens).post(create_token))
         .route("/v1/auth/tokens/{accessor}", delete(revoke_token))
+}
+
+/// Routes that hand out tokens and so cannot require one.
+pub fn login_router() -> Router<SharedState> {
+    Router::new().route("/v1/auth/kubernetes/login", post(kubernetes_login))
+}
+
+/// Exchange a Kubernetes ServiceAccount token for a vault token of `k8s:<ns>/<sa>`.
+///
+/// The token is verified with the cluster's TokenReview API for the server's audience
+/// (`--kubernetes-audience`, default `scaivault`). The vault token lives
+/// `--kubernetes-token-ttl` (default 1h), never longer than the presented token.
+#[utoipa::path(post, path = "/v1/auth/kubernetes/login", tag = "auth", request_body = KubernetesLoginRequest,
+    responses((status = 200, body = CreateTokenResponse), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, description = "auth_method_disabled", body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, description = "upstream_unavailable", body = ErrorBody)),
+    extensions(("x-scope" = json!("none: the ServiceAccount token is the credential"))))]
+pub async fn kubernetes_login(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(body): ApiJson<KubernetesLoginRequest>,
+) -> Result<Json<CreateTokenResponse>> {
+    let Some(method) = state.kubernetes.as_ref() else {
+        return Err(Error::new(
+            ErrorCode::AuthMethodDisabled,
+            "Kubernetes login is not configured on this server",
+        ));
+    };
+    // Each attempt costs the cluster a TokenReview: bound them per client address.
+    if state.limiter.enabled() {
+        let decision = state.limiter.check(&format!("login:{}", peer.ip()));
+        if !decision.allowed {
+            state.metrics.rate_limited.inc();
+            return Err(Error::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} logins per minute from this address",
+                    decision.limit
+                ),
+            )
+            .with_retry_after(decision.retry_after));
+        }
+    }
+    kubernetes::check_request(&body)?;
+    let issued = method.login(&state.vault.tokens, body).await?;
+    crate::audit::context::note_caller(&Caller::from_issued(&issued));
+    tracing::info!(accessor = %issued.accessor, identity = %issued.identity_id, "kubernetes login");
+    Ok(Json(issued))
 }
 
 /// The identity behind the presented token.

@@ -35,6 +35,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub jobs: Arc<JobRegistry>,
     pub started: Instant,
+    /// `POST /v1/auth/kubernetes/login`, when the server is configured for a cluster.
+    pub kubernetes: Option<crate::auth::kubernetes::KubernetesAuth>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -55,6 +57,7 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
     Router::new()
         .merge(authenticated)
         .merge(health::public_router())
+        .merge(auth::login_router())
         .route("/v1/openapi.json", get(openapi::serve))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -33,7 +33,7 @@ impl Modify for BearerAuth {
         secrets::read_secret, secrets::read_metadata, secrets::list_versions, secrets::write_secret,
         secrets::restore_secret, secrets::update_metadata, secrets::delete_secret, secrets::list_secrets,
         secrets::batch_read,
-        auth::whoami, auth::create_token, auth::list_tokens, auth::revoke_token,
+        auth::whoami, auth::create_token, auth::list_tokens, auth::revoke_token, auth::kubernetes_login,
         sys::rotate_key, sys::list_keys,
         policies::create_policy, policies::list_policies, policies::get_policy, policies::update_policy,
         policies::delete_policy, policies::add_binding, policies::list_bindings, policies::remove_binding,
