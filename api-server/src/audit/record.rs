@@ -60,6 +60,7 @@ pub fn action_of(method: &str, route: &str, action_word: Option<&str>, destroy: 
         ("POST", "/v1/auth/tokens", _) => "tokens.create",
         ("GET", "/v1/auth/tokens", _) => "tokens.list",
         ("DELETE", "/v1/auth/tokens/{accessor}", _) => "tokens.revoke",
+        ("POST", "/v1/auth/kubernetes/login", _) => "auth.kubernetes_login",
         ("POST", "/v1/policies", _) => "policies.create",
         ("GET", "/v1/policies", _) => "policies.list",
         ("POST", "/v1/policies/test", _) => "policies.test",
