@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+mod read_cache;
 pub mod sqlite;
 pub mod sqlite_audit;
 mod time_codec;

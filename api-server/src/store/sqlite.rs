@@ -1,5 +1,6 @@
 //! The embedded SQLite backend: one file in WAL mode, one writer connection and a small
-//! pool of readers, every call on the blocking thread pool.
+//! pool of readers, every call on the blocking thread pool; reads of current versions are
+//! served from a cache of committed rows when they can be ([`ReadCache`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use time::OffsetDateTime;
 
+use super::read_cache::ReadCache;
 use super::{
     BindingRow, IdentityRow, KeyRow, ListQuery, NewVersion, PolicyRow, RestoreOutcome, Result,
     SealFn, SecretRow, Store, StoreError, TokenRow, VersionMeta, VersionRow, from_millis,
@@ -19,6 +21,8 @@ use super::{
 pub(crate) mod migrations;
 
 const READERS: usize = 4;
+/// Current versions kept in memory: ~0.5 KiB each, so at most a few MiB.
+const CACHED_SECRETS: usize = 16_384;
 /// Paths are ASCII below 0x7f, so `prefix + DEL` bounds every path that starts with prefix.
 const PREFIX_UPPER_BOUND: char = '\u{7f}';
 
@@ -26,6 +30,7 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
+    cache: Arc<ReadCache>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -92,6 +97,7 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
+            cache: Arc::new(ReadCache::new(CACHED_SECRETS)),
         })
     }
 
@@ -109,6 +115,23 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("storage task failed: {e}")))?
+    }
+
+    /// A write that changes what reads of `path` return. The cache entry is dropped on the
+    /// blocking thread right after the transaction, so it happens even if the caller stops
+    /// waiting (a cancelled request must not leave a stale entry behind).
+    async fn write_secret<T, F>(&self, path: String, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &str) -> Result<T> + Send + 'static,
+    {
+        let cache = Arc::clone(&self.cache);
+        self.write(move |c| {
+            let result = f(c, &path);
+            cache.invalidate(&path);
+            result
+        })
+        .await
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -224,6 +247,34 @@ fn tags_json(tags: &[String]) -> String {
     serde_json::to_string(tags).unwrap_or_else(|_| "[]".to_owned())
 }
 
+fn purge_expired_in(c: &mut Connection, now: OffsetDateTime, limit: usize) -> Result<Vec<String>> {
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(map_err)?;
+    let paths: Vec<String> = {
+        let mut st = tx
+            .prepare(
+                "SELECT path FROM secrets WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2",
+            )
+            .map_err(map_err)?;
+        let rows = st
+            .query_map(params![to_millis(now), limit as i64], |r| r.get(0))
+            .map_err(map_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(map_err)?
+    };
+    for path in &paths {
+        tx.execute("DELETE FROM secret_versions WHERE path = ?1", [path])
+            .map_err(map_err)?;
+        tx.execute("DELETE FROM access_counts WHERE path = ?1", [path])
+            .map_err(map_err)?;
+        tx.execute("DELETE FROM secrets WHERE path = ?1", [path])
+            .map_err(map_err)?;
+    }
+    tx.commit().map_err(map_err)?;
+    Ok(paths)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -296,7 +347,7 @@ impl Store for SqliteStore {
     }
 
     async fn write_version(&self, new: NewVersion, seal: SealFn) -> Result<u64> {
-        self.write(move |c| {
+        self.write_secret(new.path.clone(), move |c, _| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
             let head: Option<(i64, i64, String)> = tx
                 .query_row(
@@ -385,10 +436,18 @@ impl Store for SqliteStore {
         path: &str,
         version: Option<u64>,
     ) -> Result<Option<(SecretRow, Option<VersionRow>)>> {
+        if version.is_none()
+            && let Some(entry) = self.cache.get(path)
+        {
+            let (head, current) = entry.as_ref();
+            return Ok(Some((head.clone(), Some(current.clone()))));
+        }
         let path = path.to_owned();
+        let cache = Arc::clone(&self.cache);
+        let read_at = cache.generation();
         // The hot path: one indexed join, and none of the aggregate columns (counts) that
         // metadata and lists need.
-        self.read(move |c| {
+        let found = self.read(move |c| {
             c.prepare_cached(
                 "SELECT s.path, s.secret_type, s.current_version, s.tags, s.description, s.max_versions, \
                  s.created_at, s.updated_at, s.deleted_at, s.expires_at, \
@@ -430,7 +489,13 @@ impl Store for SqliteStore {
             })
             .map_err(map_err)
         })
-        .await
+        .await?;
+        if version.is_none()
+            && let Some((head, Some(current))) = &found
+        {
+            cache.insert(read_at, Arc::new((head.clone(), current.clone())));
+        }
+        Ok(found)
     }
 
     async fn get_secret(&self, path: &str) -> Result<Option<SecretRow>> {
@@ -468,8 +533,7 @@ impl Store for SqliteStore {
         description: Option<String>,
         now: OffsetDateTime,
     ) -> Result<bool> {
-        let path = path.to_owned();
-        self.write(move |c| {
+        self.write_secret(path.to_owned(), move |c, path| {
             let n = c
                 .execute(
                     "UPDATE secrets SET tags = COALESCE(?2, tags), description = COALESCE(?3, description), updated_at = ?4 WHERE path = ?1",
@@ -482,8 +546,7 @@ impl Store for SqliteStore {
     }
 
     async fn soft_delete(&self, path: &str, now: OffsetDateTime) -> Result<bool> {
-        let path = path.to_owned();
-        self.write(move |c| {
+        self.write_secret(path.to_owned(), move |c, path| {
             let n = c
                 .execute(
                     "UPDATE secrets SET deleted_at = COALESCE(deleted_at, ?2) WHERE path = ?1",
@@ -496,15 +559,14 @@ impl Store for SqliteStore {
     }
 
     async fn restore(&self, path: &str, now: OffsetDateTime) -> Result<RestoreOutcome> {
-        let path = path.to_owned();
-        self.write(move |c| {
+        self.write_secret(path.to_owned(), move |c, path| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
             let deleted: Option<Option<i64>> = tx
                 .query_row(
                     "SELECT deleted_at FROM secrets WHERE path = ?1",
-                    [&path],
+                    [path],
                     |r| r.get(0),
                 )
                 .optional()
@@ -528,17 +590,16 @@ impl Store for SqliteStore {
     }
 
     async fn destroy(&self, path: &str) -> Result<bool> {
-        let path = path.to_owned();
-        self.write(move |c| {
+        self.write_secret(path.to_owned(), move |c, path| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
-            tx.execute("DELETE FROM secret_versions WHERE path = ?1", [&path])
+            tx.execute("DELETE FROM secret_versions WHERE path = ?1", [path])
                 .map_err(map_err)?;
-            tx.execute("DELETE FROM access_counts WHERE path = ?1", [&path])
+            tx.execute("DELETE FROM access_counts WHERE path = ?1", [path])
                 .map_err(map_err)?;
             let n = tx
-                .execute("DELETE FROM secrets WHERE path = ?1", [&path])
+                .execute("DELETE FROM secrets WHERE path = ?1", [path])
                 .map_err(map_err)?;
             tx.commit().map_err(map_err)?;
             Ok(n > 0)
@@ -571,24 +632,12 @@ impl Store for SqliteStore {
     }
 
     async fn purge_expired(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<String>> {
+        let cache = Arc::clone(&self.cache);
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
-            let paths: Vec<String> = {
-                let mut st = tx
-                    .prepare("SELECT path FROM secrets WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2")
-                    .map_err(map_err)?;
-                let rows = st
-                    .query_map(params![to_millis(now), limit as i64], |r| r.get(0))
-                    .map_err(map_err)?;
-                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)?
-            };
-            for path in &paths {
-                tx.execute("DELETE FROM secret_versions WHERE path = ?1", [path]).map_err(map_err)?;
-                tx.execute("DELETE FROM access_counts WHERE path = ?1", [path]).map_err(map_err)?;
-                tx.execute("DELETE FROM secrets WHERE path = ?1", [path]).map_err(map_err)?;
-            }
-            tx.commit().map_err(map_err)?;
-            Ok(paths)
+            let purged = purge_expired_in(c, now, limit);
+            // Which paths went is known only inside the transaction; purges are rare.
+            cache.clear();
+            purged
         })
         .await
     }
