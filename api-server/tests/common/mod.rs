@@ -1,6 +1,7 @@
 //! Runs the real `scaivault-server` binary on a free loopback port for integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod kube;
 pub mod moto;
 
 use std::io::{BufRead, BufReader};

@@ -240,7 +240,7 @@ fn parse_kubeconfig(text: &str, base: &Path) -> Result<ClusterConfig, String> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
 
