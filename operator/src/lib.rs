@@ -1,7 +1,20 @@
-//! Kubernetes side of ScaiVault: the custom resource types (`crd`) and the YAML the
-//! `crdgen` binary writes to `crds/`.
+//! Kubernetes side of ScaiVault: the custom resource types (`crd`), the YAML the
+//! `crdgen` binary writes to `crds/`, and the `scaivault-operator` controllers.
 
+pub mod backoff;
+pub mod conditions;
+pub mod config;
+pub mod context;
 pub mod crd;
+pub mod duration;
+pub mod lease;
+pub mod mac;
+pub mod metrics;
+pub mod render;
+pub mod run;
+pub mod vault_auth;
+pub mod vault_policy;
+pub mod vault_secret;
 
 use kube::CustomResourceExt;
 

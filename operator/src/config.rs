@@ -1,0 +1,100 @@
+//! Command line and environment (`SCAIVAULT_*`) of `scaivault-operator`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// Kubernetes operator of ScaiVault: syncs VaultSecrets into Secrets (read as each
+/// namespace's ServiceAccount) and manages VaultPolicies in the vault.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "scaivault-operator", version)]
+pub struct Args {
+    /// Vault address, e.g. https://scaivault.scaivault-system.svc:8200.
+    #[arg(long, env = "SCAIVAULT_ADDR")]
+    pub vault_addr: String,
+    /// PEM CA bundle to verify the vault's certificate.
+    #[arg(long, env = "SCAIVAULT_CACERT")]
+    pub vault_ca_file: Option<PathBuf>,
+    /// File holding the admin vault token; used only by the VaultPolicy controller
+    /// (without it VaultPolicies report NoAdminToken).
+    #[arg(long, env = "SCAIVAULT_TOKEN_FILE")]
+    pub vault_token_file: Option<PathBuf>,
+    /// Audience of the ServiceAccount tokens minted for vault login.
+    #[arg(long, env = "SCAIVAULT_VAULT_AUDIENCE", default_value = "scaivault")]
+    pub vault_audience: String,
+    /// `role` sent with every Kubernetes login, if the vault wants one.
+    #[arg(long, env = "SCAIVAULT_VAULT_ROLE")]
+    pub vault_role: Option<String>,
+    /// Kubeconfig to use; default: in-cluster config or $KUBECONFIG / ~/.kube/config.
+    #[arg(long, env = "SCAIVAULT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "SCAIVAULT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Namespace the operator runs in: holds its MAC key Secret (and the lease, unless
+    /// --leader-election-namespace says otherwise).
+    #[arg(
+        long,
+        env = "SCAIVAULT_OPERATOR_NAMESPACE",
+        default_value = "scaivault-system"
+    )]
+    pub operator_namespace: String,
+    #[arg(long, env = "SCAIVAULT_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    #[arg(
+        long,
+        env = "SCAIVAULT_LEASE_NAME",
+        default_value = "scaivault-operator"
+    )]
+    pub lease_name: String,
+    /// This replica's name in the lease; default `<hostname>-<pid>`.
+    #[arg(long, env = "SCAIVAULT_IDENTITY")]
+    pub identity: Option<String>,
+    #[arg(long, env = "SCAIVAULT_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    #[arg(long, env = "SCAIVAULT_RENEW_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub renew_interval: Duration,
+    /// Secret (in the operator namespace) holding the key of `status.secretMAC`;
+    /// created with a random key when missing.
+    #[arg(
+        long,
+        env = "SCAIVAULT_MAC_KEY_SECRET",
+        default_value = "scaivault-operator-mac-key"
+    )]
+    pub mac_key_secret: String,
+    /// Only watch this namespace (default: all).
+    #[arg(long, env = "SCAIVAULT_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Log as JSON lines instead of plain text.
+    #[arg(long, env = "SCAIVAULT_LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl Args {
+    pub fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .or_else(|| {
+                    std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_owned())
+                })
+                .unwrap_or_else(|| "scaivault-operator".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    pub fn lease_namespace(&self) -> String {
+        self.leader_election_namespace
+            .clone()
+            .unwrap_or_else(|| self.operator_namespace.clone())
+    }
+}

@@ -1,0 +1,207 @@
+//! Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoints.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    // 5 ms .. ~40 s
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// Every metric of the operator, registered under the prefix `scaivault_operator`.
+pub struct Metrics {
+    registry: Registry,
+    /// `reconciles_total{kind, result="ok"|"error"}`.
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    /// `errors_total{kind, reason}`; reason is the Ready reason.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// `reconcile_duration_seconds{kind}`.
+    pub duration: Family<KindLabels, Histogram>,
+    /// `secret_writes_total{kind}`: Secrets whose data was (re)written.
+    pub secret_writes: Family<KindLabels, Counter>,
+    /// `rollout_restarts_total`.
+    pub rollout_restarts: Counter,
+    /// `leader`: 1 while this replica holds the lease.
+    pub leader: Gauge,
+    /// `vault_logins_total`: Kubernetes logins to the vault (token cache misses).
+    pub vault_logins: Counter,
+    ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("scaivault_operator");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let duration = Family::<KindLabels, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        let secret_writes = Family::<KindLabels, Counter>::default();
+        let rollout_restarts = Counter::default();
+        let leader = Gauge::default();
+        let vault_logins = Counter::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by kind and result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "errors",
+            "Failed reconciles by kind and reason",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration by kind",
+            duration.clone(),
+        );
+        registry.register(
+            "secret_writes",
+            "Kubernetes Secrets whose data was written",
+            secret_writes.clone(),
+        );
+        registry.register(
+            "rollout_restarts",
+            "Workloads restarted after their Secret changed",
+            rollout_restarts.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        registry.register(
+            "vault_logins",
+            "Kubernetes logins to the vault",
+            vault_logins.clone(),
+        );
+        Metrics {
+            registry: root,
+            reconciles,
+            errors,
+            duration,
+            secret_writes,
+            rollout_restarts,
+            leader,
+            vault_logins,
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one finished reconcile.
+    pub fn reconciled(
+        &self,
+        kind: &'static str,
+        took: Duration,
+        error_reason: Option<&'static str>,
+    ) {
+        let result = if error_reason.is_some() {
+            "error"
+        } else {
+            "ok"
+        };
+        self.reconciles
+            .get_or_create(&ReconcileLabels { kind, result })
+            .inc();
+        if let Some(reason) = error_reason {
+            self.errors
+                .get_or_create(&ErrorLabels { kind, reason })
+                .inc();
+        }
+        self.duration
+            .get_or_create(&KindLabels { kind })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+async fn metrics_text(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    match m.encode() {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    if m.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(metrics)
+}
+
+/// Binds `addr` and serves until `shutdown` resolves. Returns the bound address
+/// (port 0 picks a free one, which tests use) and the serving task.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router(metrics))
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    Ok((local, task))
+}

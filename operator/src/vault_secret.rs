@@ -1,0 +1,520 @@
+//! The VaultSecret controller: vault path -> Kubernetes Secret, read as the namespace's
+//! ServiceAccount.
+//!
+//! observe (vault value as the SA, the current Secret) -> plan (render, MAC, decide what
+//! changed; pure) -> apply (Secret by server-side apply, rollout restarts, status).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::conditions::{self, reason};
+use crate::context::{Context, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::crd::{ConditionStatus, RolloutKind, VaultSecret, VaultSecretStatus};
+use crate::{duration, render, vault_auth};
+
+pub const KIND: &str = "VaultSecret";
+/// Pod-template annotation patched to restart a workload (what `kubectl rollout restart`
+/// does with its own key).
+pub const RESTARTED_AT: &str = "scaivault.io/restartedAt";
+/// ServiceAccount used when `spec.serviceAccountName` is unset.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    #[error(transparent)]
+    Auth(#[from] vault_auth::Error),
+    #[error(
+        "ServiceAccount {namespace}/{service_account} (vault identity k8s:{namespace}/{service_account}) may not read vault path {path:?}: bind a policy granting read on it, e.g. a VaultPolicy listing the ServiceAccount under serviceAccounts"
+    )]
+    PermissionDenied {
+        namespace: String,
+        service_account: String,
+        path: String,
+    },
+    #[error("vault path {path:?} has no secret{}", version.map(|v| format!(" version {v}")).unwrap_or_default())]
+    NotFound { path: String, version: Option<u64> },
+    #[error("reading vault path {path:?}: {source}")]
+    Vault {
+        path: String,
+        #[source]
+        source: scaivault_client::Error,
+    },
+    #[error("rendering Secret data: {0}")]
+    Render(#[from] render::Error),
+    #[error("Secret {name} exists and is not owned by this VaultSecret; refusing to overwrite it")]
+    Conflict { name: String },
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// The Ready reason this error is reported with.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => reason::INVALID_SPEC,
+            Error::Auth(_) => reason::LOGIN_FAILED,
+            Error::PermissionDenied { .. } => reason::PERMISSION_DENIED,
+            Error::NotFound { .. } => reason::SECRET_NOT_FOUND,
+            Error::Vault { .. } => reason::VAULT_ERROR,
+            Error::Render(_) => reason::TEMPLATE_ERROR,
+            Error::Conflict { .. } => reason::SECRET_CONFLICT,
+            Error::Kube { .. } => reason::KUBERNETES_ERROR,
+        }
+    }
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Kube { what, source }
+}
+
+/// What a sync did, for events and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The Secret did not exist.
+    Created,
+    /// The vault value changed since the last sync.
+    Updated,
+    /// The Secret was edited by hand; rewritten.
+    DriftRepaired,
+    /// Nothing to write.
+    Unchanged,
+}
+
+/// The pure decision of a sync. `previous_mac` is `status.secretMAC`, `current_mac` the
+/// MAC of the Secret as it is now (None: absent), `desired_mac` of the rendered data.
+pub fn plan(
+    previous_mac: Option<&str>,
+    current_mac: Option<&str>,
+    desired_mac: &str,
+) -> (Change, bool) {
+    // Restart only when the synced data really changed: never on the first sync (no
+    // previous MAC) and never after an operator restart (the MAC key persists, so an
+    // unchanged value has an unchanged MAC). Repairing drift restores the synced value,
+    // which is not a change either.
+    let restart = previous_mac.is_some_and(|p| p != desired_mac);
+    let change = match current_mac {
+        None => Change::Created,
+        Some(c) if c == desired_mac => Change::Unchanged,
+        Some(_) if restart => Change::Updated,
+        Some(_) if previous_mac.is_none() => Change::Updated,
+        Some(_) => Change::DriftRepaired,
+    };
+    (change, restart)
+}
+
+fn data_of(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    // stringData is write-only, but a hand edit may use it; the apiserver folds it
+    // into data, so this is only for completeness.
+    for (k, v) in secret.string_data.iter().flatten() {
+        data.insert(k.clone(), v.as_bytes().to_vec());
+    }
+    data
+}
+
+fn owner_reference(vs: &VaultSecret) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: VaultSecret::api_version(&()).into_owned(),
+        kind: VaultSecret::kind(&()).into_owned(),
+        name: vs.metadata.name.clone()?,
+        uid: vs.metadata.uid.clone()?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+fn owned_by(secret: &Secret, uid: &str) -> bool {
+    secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid)
+}
+
+/// Reads the vault value as the VaultSecret's ServiceAccount; a 401 (token revoked or
+/// expired early) drops the cached token and tries once more.
+async fn read_as_service_account(
+    ctx: &Context,
+    namespace: &str,
+    service_account: &str,
+    path: &str,
+    version: Option<u64>,
+) -> Result<scaivault_client::api::secrets::SecretResponse, Error> {
+    for attempt in 0..2 {
+        let client = ctx
+            .vault_auth
+            .client_for(namespace, service_account)
+            .await?;
+        let answer = match version {
+            Some(v) => client.read_version(path, v).await,
+            None => client.read(path).await,
+        };
+        match answer {
+            Ok(secret) => return Ok(secret),
+            Err(e) if e.status() == Some(401) && attempt == 0 => {
+                ctx.vault_auth.invalidate(namespace, service_account).await;
+            }
+            Err(e) if e.status() == Some(403) => {
+                return Err(Error::PermissionDenied {
+                    namespace: namespace.to_owned(),
+                    service_account: service_account.to_owned(),
+                    path: path.to_owned(),
+                });
+            }
+            Err(e) if e.is_not_found() => {
+                return Err(Error::NotFound {
+                    path: path.to_owned(),
+                    version,
+                });
+            }
+            Err(source) => {
+                return Err(Error::Vault {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    Err(Error::Vault {
+        path: path.to_owned(),
+        source: scaivault_client::Error::Decode {
+            what: "read",
+            detail: "unauthenticated twice in a row".to_owned(),
+        },
+    })
+}
+
+struct Synced {
+    refresh: Duration,
+    version: u64,
+    mac: String,
+    change: Change,
+}
+
+async fn sync(vs: &VaultSecret, ctx: &Context) -> Result<Synced, Error> {
+    let namespace = vs
+        .namespace()
+        .ok_or_else(|| Error::InvalidSpec("a VaultSecret is namespaced".into()))?;
+    let uid = vs
+        .metadata
+        .uid
+        .clone()
+        .ok_or_else(|| Error::InvalidSpec("object has no uid".into()))?;
+    let spec = &vs.spec;
+    let refresh =
+        duration::parse(&spec.refresh_interval).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let version = spec
+        .version
+        .map(|v| u64::try_from(v).map_err(|_| Error::InvalidSpec("version must be >= 1".into())))
+        .transpose()?;
+    let service_account = spec
+        .service_account_name
+        .as_deref()
+        .unwrap_or(DEFAULT_SERVICE_ACCOUNT);
+
+    // observe
+    let secret =
+        read_as_service_account(ctx, &namespace, service_account, &spec.path, version).await?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let target = &spec.target;
+    let existing = secrets
+        .get_opt(&target.name)
+        .await
+        .map_err(kube_err(format!("reading Secret {}", target.name)))?;
+    if let Some(existing) = &existing
+        && !owned_by(existing, &uid)
+    {
+        return Err(Error::Conflict {
+            name: target.name.clone(),
+        });
+    }
+
+    // plan
+    let type_name = render::type_name(target.r#type);
+    let data = render::render(target.r#type, target.template.as_ref(), &secret.data)?;
+    let desired_mac = ctx.mac_key.mac(type_name, &data);
+    let current_mac = existing.as_ref().map(|s| {
+        let ty = s.type_.as_deref().unwrap_or("Opaque");
+        ctx.mac_key.mac(ty, &data_of(s))
+    });
+    let previous_mac = vs.status.as_ref().and_then(|s| s.secret_mac.as_deref());
+    let (change, restart) = plan(previous_mac, current_mac.as_deref(), &desired_mac);
+
+    // apply: always, so label/annotation/owner changes land too; an unchanged apply
+    // does not even bump the resourceVersion.
+    let mut labels = target.labels.clone();
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned());
+    let desired = Secret {
+        metadata: ObjectMeta {
+            name: Some(target.name.clone()),
+            namespace: Some(namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(target.annotations.clone()).filter(|a| !a.is_empty()),
+            owner_references: owner_reference(vs).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        type_: Some(type_name.to_owned()),
+        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
+        ..Secret::default()
+    };
+    let mut apply = serde_json::to_value(&desired)
+        .map_err(|e| Error::InvalidSpec(format!("encoding the Secret failed at {}", e.line())))?;
+    apply["apiVersion"] = json!("v1");
+    apply["kind"] = json!("Secret");
+    secrets
+        .patch(
+            &target.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&apply),
+        )
+        .await
+        .map_err(kube_err(format!("applying Secret {}", target.name)))?;
+    if change != Change::Unchanged {
+        ctx.metrics
+            .secret_writes
+            .get_or_create(&crate::metrics::KindLabels { kind: KIND })
+            .inc();
+    }
+
+    if restart {
+        restart_targets(vs, ctx, &namespace).await?;
+    }
+    Ok(Synced {
+        refresh,
+        version: secret.version,
+        mac: desired_mac,
+        change,
+    })
+}
+
+async fn restart_targets(vs: &VaultSecret, ctx: &Context, namespace: &str) -> Result<(), Error> {
+    let now = Timestamp::now().to_string();
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    for target in &vs.spec.rollout_restart_targets {
+        let client = ctx.client.clone();
+        let what = format!("restarting {:?} {}", target.kind, target.name);
+        // A merge patch of one annotation, as `kubectl rollout restart` does.
+        let result = match target.kind {
+            RolloutKind::Deployment => Api::<Deployment>::namespaced(client, namespace)
+                .patch(&target.name, &params, &Patch::Merge(&patch))
+                .await
+                .map(|_| ()),
+            RolloutKind::StatefulSet => Api::<StatefulSet>::namespaced(client, namespace)
+                .patch(&target.name, &params, &Patch::Merge(&patch))
+                .await
+                .map(|_| ()),
+            RolloutKind::DaemonSet => Api::<DaemonSet>::namespaced(client, namespace)
+                .patch(&target.name, &params, &Patch::Merge(&patch))
+                .await
+                .map(|_| ()),
+        };
+        match result {
+            Ok(()) => {
+                ctx.metrics.rollout_restarts.inc();
+                ctx.event(
+                    &vs.object_ref(&()),
+                    EventType::Normal,
+                    "RolloutRestarted",
+                    "RolloutRestart",
+                    format!(
+                        "restarted {:?} {} after the Secret changed",
+                        target.kind, target.name
+                    ),
+                )
+                .await;
+            }
+            // Nothing to restart; say so, but do not hold the sync back for it.
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                ctx.event(
+                    &vs.object_ref(&()),
+                    EventType::Warning,
+                    "RolloutTargetNotFound",
+                    "RolloutRestart",
+                    format!(
+                        "{:?} {} does not exist; not restarted",
+                        target.kind, target.name
+                    ),
+                )
+                .await;
+            }
+            Err(source) => return Err(Error::Kube { what, source }),
+        }
+    }
+    Ok(())
+}
+
+async fn patch_status(
+    vs: &VaultSecret,
+    ctx: &Context,
+    status: &VaultSecretStatus,
+) -> Result<(), Error> {
+    let (Some(namespace), Some(name)) = (vs.namespace(), vs.metadata.name.clone()) else {
+        return Ok(());
+    };
+    let api: Api<VaultSecret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let body = json!({
+        "apiVersion": VaultSecret::api_version(&()),
+        "kind": KIND,
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube_err(format!(
+        "writing the status of VaultSecret {name}"
+    )))?;
+    Ok(())
+}
+
+/// The reconciler given to the Controller.
+pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let key = format!("{}/{}", vs.namespace().unwrap_or_default(), vs.name_any());
+    let previous = vs.status.clone().unwrap_or_default();
+    let generation = vs.metadata.generation;
+    match sync(&vs, &ctx).await {
+        Ok(synced) => {
+            let message = format!(
+                "synced version {} of {} into Secret {}",
+                synced.version, vs.spec.path, vs.spec.target.name
+            );
+            let status = VaultSecretStatus {
+                conditions: vec![conditions::ready(
+                    &previous.conditions,
+                    ConditionStatus::True,
+                    reason::SYNCED,
+                    message.clone(),
+                    generation,
+                )],
+                synced_version: i64::try_from(synced.version).ok(),
+                last_synced_at: Some(Time(Timestamp::now())),
+                secret_mac: Some(synced.mac),
+            };
+            let written = patch_status(&vs, &ctx, &status).await;
+            let event = match synced.change {
+                Change::Created => Some((
+                    "Created",
+                    format!("created Secret {}: {message}", vs.spec.target.name),
+                )),
+                Change::Updated => Some(("Updated", message)),
+                Change::DriftRepaired => Some((
+                    "DriftRepaired",
+                    format!(
+                        "Secret {} was changed outside the operator; restored it",
+                        vs.spec.target.name
+                    ),
+                )),
+                Change::Unchanged => None,
+            };
+            if let Some((reason, note)) = event {
+                ctx.event(&vs.object_ref(&()), EventType::Normal, reason, "Sync", note)
+                    .await;
+            }
+            if let Err(e) = written {
+                ctx.metrics
+                    .reconciled(KIND, started.elapsed(), Some(e.reason()));
+                return Err(e);
+            }
+            tracing::info!(vaultsecret = %key, version = synced.version, change = ?synced.change, "synced");
+            ctx.secret_backoff.succeeded(&key);
+            ctx.metrics.reconciled(KIND, started.elapsed(), None);
+            Ok(Action::requeue(duration::jitter(synced.refresh)))
+        }
+        Err(e) => {
+            tracing::warn!(vaultsecret = %key, reason = e.reason(), error = %e, "sync failed");
+            // Keep what the last good sync recorded (SSA would drop omitted fields).
+            let status = VaultSecretStatus {
+                conditions: vec![conditions::ready(
+                    &previous.conditions,
+                    ConditionStatus::False,
+                    e.reason(),
+                    e.to_string(),
+                    generation,
+                )],
+                ..previous.clone()
+            };
+            if status != previous
+                && let Err(se) = patch_status(&vs, &ctx, &status).await
+            {
+                tracing::warn!(vaultsecret = %key, error = %se, "writing the failure status failed");
+            }
+            ctx.event(
+                &vs.object_ref(&()),
+                EventType::Warning,
+                e.reason(),
+                "Sync",
+                e.to_string(),
+            )
+            .await;
+            ctx.metrics
+                .reconciled(KIND, started.elapsed(), Some(e.reason()));
+            Err(e)
+        }
+    }
+}
+
+/// Exponential per-object backoff.
+pub fn error_policy(vs: Arc<VaultSecret>, _error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", vs.namespace().unwrap_or_default(), vs.name_any());
+    Action::requeue(ctx.secret_backoff.failed(&key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans() {
+        // (previous, current, desired) -> (change, restart)
+        let cases = [
+            (None, None, "a", Change::Created, false),
+            (None, Some("a"), "a", Change::Unchanged, false),
+            (None, Some("x"), "a", Change::Updated, false),
+            (Some("a"), Some("a"), "a", Change::Unchanged, false),
+            (Some("a"), Some("x"), "a", Change::DriftRepaired, false),
+            (Some("a"), Some("a"), "b", Change::Updated, true),
+            (Some("a"), Some("x"), "b", Change::Updated, true),
+            (Some("a"), None, "a", Change::Created, false),
+            (Some("a"), None, "b", Change::Created, true),
+        ];
+        for (prev, cur, want, change, restart) in cases {
+            assert_eq!(
+                plan(prev, cur, want),
+                (change, restart),
+                "{prev:?} {cur:?} {want}"
+            );
+        }
+    }
+}
