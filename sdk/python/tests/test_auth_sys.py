@@ -71,3 +71,12 @@ def test_health_detailed_reports_storage(client: SyncScaiVaultClient) -> None:
     assert detailed.status == "ok"
     assert detailed.components["storage"].status == "ok"
     assert detailed.components["storage"].latency_ms is not None
+
+
+def test_kubernetes_login_on_a_server_without_a_cluster(client: SyncScaiVaultClient) -> None:
+    # The real-cluster flow is covered by api-server/tests/kubernetes_login.rs; here the
+    # SDK's call and its error mapping: the method is off, and the JWT is not echoed.
+    with pytest.raises(NotFoundError) as err:
+        client.auth.login_kubernetes("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", role="web")
+    assert err.value.code == "auth_method_disabled"
+    assert "c2lnbmF0dXJl" not in str(err.value)

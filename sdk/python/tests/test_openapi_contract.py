@@ -33,6 +33,7 @@ SERVED_CALLS: list[Call[Any]] = [
     secrets._versions("app/db"),
     auth._whoami(),
     auth._create_token("sa:ci", "1h", "ci"),
+    auth._login_kubernetes("a.b.c", "web"),
     auth._list_tokens(),
     auth._revoke_token("acc_1"),
     system._rotate_keys(),

@@ -22,6 +22,13 @@ def _create_token(identity_id: str, ttl: str | None, display_name: str | None) -
     return Call("POST", "/v1/auth/tokens", model(CreatedToken), json=body)
 
 
+def _login_kubernetes(jwt: str, role: str | None) -> Call[CreatedToken]:
+    body = {"jwt": jwt}
+    if role is not None:
+        body["role"] = role
+    return Call("POST", "/v1/auth/kubernetes/login", model(CreatedToken), json=body)
+
+
 def _list_tokens() -> Call[TokenList]:
     return Call("GET", "/v1/auth/tokens", model(TokenList))
 
@@ -47,6 +54,15 @@ class Auth:
         """
         return self._run(_create_token(identity_id, ttl, display_name))
 
+    def login_kubernetes(self, jwt: str, role: str | None = None) -> CreatedToken:
+        """Exchange a Kubernetes ServiceAccount token for a vault token of ``k8s:<ns>/<sa>``.
+
+        ``jwt`` must be issued for the server's audience (``scaivault`` by default), e.g. a
+        projected volume token. Works without a client token; build a new client with the
+        answer's ``.token``. Raises ``AuthenticationError`` for a token the cluster refuses.
+        """
+        return self._run(_login_kubernetes(jwt, role))
+
     def list_tokens(self) -> TokenInfos:
         return self._run(_list_tokens()).tokens
 
@@ -65,6 +81,9 @@ class AsyncAuth:
         self, identity_id: str, ttl: str | None = None, display_name: str | None = None
     ) -> CreatedToken:
         return await self._run(_create_token(identity_id, ttl, display_name))
+
+    async def login_kubernetes(self, jwt: str, role: str | None = None) -> CreatedToken:
+        return await self._run(_login_kubernetes(jwt, role))
 
     async def list_tokens(self) -> TokenInfos:
         return (await self._run(_list_tokens())).tokens
