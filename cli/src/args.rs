@@ -66,6 +66,9 @@ pub enum Command {
     /// Issue, list and revoke tokens.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Exchange an external credential for a vault token (no token needed).
+    #[command(subcommand)]
+    Login(LoginCommand),
     /// Manage the data-encryption keyring.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -220,6 +223,20 @@ pub enum TokensCommand {
     Revoke {
         /// The token's accessor (`acc_...`), as `tokens list` shows it.
         accessor: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LoginCommand {
+    /// Log in with a Kubernetes ServiceAccount token (audience `scaivault`), e.g. a
+    /// projected volume token; prints a vault token of identity k8s:<namespace>/<name>.
+    Kubernetes {
+        /// File holding the ServiceAccount JWT.
+        #[arg(long)]
+        jwt_file: PathBuf,
+        /// A label recorded on the token and in the audit log.
+        #[arg(long)]
+        role: Option<String>,
     },
 }
 

@@ -332,6 +332,43 @@ fn whoami_and_health() {
 }
 
 #[test]
+fn login_kubernetes_reads_the_jwt_from_a_file_and_never_prints_it() {
+    // The real-cluster flow is tested in api-server/tests/kubernetes_login.rs; here the
+    // command's plumbing against a server that has no cluster configured.
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let jwt_file = dir.path().join("token");
+    std::fs::write(
+        &jwt_file,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl\n",
+    )
+    .unwrap();
+    let jwt_arg = jwt_file.to_str().unwrap();
+    let off = server
+        .run(&[
+            "login",
+            "kubernetes",
+            "--jwt-file",
+            jwt_arg,
+            "--role",
+            "web",
+        ])
+        .failed_with(1);
+    assert!(
+        off.stderr.starts_with("error: auth_method_disabled: "),
+        "{off:#?}"
+    );
+    assert!(!off.stderr.contains("c2lnbmF0dXJl"), "{off:#?}");
+    let missing = server
+        .run(&["login", "kubernetes", "--jwt-file", "/nonexistent/token"])
+        .failed_with(1);
+    assert!(
+        missing.stderr.contains("cannot read /nonexistent/token"),
+        "{missing:#?}"
+    );
+}
+
+#[test]
 fn tokens_and_keys() {
     let server = Server::start();
     let created = server

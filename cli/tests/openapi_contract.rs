@@ -32,6 +32,7 @@ fn the_client_uses_the_documented_routes() {
     // (method, route, success status, query parameters the client sends)
     let used: &[(&str, &str, &str, &[&str])] = &[
         ("post", "/v1/policies", "201", &[]),
+        ("post", "/v1/auth/kubernetes/login", "200", &[]),
         ("get", "/v1/policies", "200", &["path"]),
         ("get", "/v1/policies/{id}", "200", &[]),
         ("put", "/v1/policies/{id}", "200", &[]),

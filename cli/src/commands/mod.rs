@@ -21,6 +21,7 @@ pub async fn run(cli: Cli) -> Result<Output, Failure> {
         Command::Whoami => system::whoami(&client, format).await,
         Command::Health { detailed } => system::health(&client, format, detailed).await,
         Command::Tokens(command) => tokens::run(&client, format, command).await,
+        Command::Login(command) => tokens::login(&client, format, command).await,
         Command::Keys(command) => system::keys(&client, format, command).await,
         Command::Policies(command) => policies::run(&client, format, command).await,
         Command::Identities(command) => policies::identities(&client, format, command).await,

@@ -1,10 +1,10 @@
 //! `scaivault tokens ...`
 
-use scaivault_api::auth::CreateTokenRequest;
-use scaivault_client::Client;
+use scaivault_api::auth::{CreateTokenRequest, CreateTokenResponse};
+use scaivault_client::{Client, SecretString};
 
 use super::render;
-use crate::args::{OutputFormat, TokensCommand};
+use crate::args::{LoginCommand, OutputFormat, TokensCommand};
 use crate::failure::Failure;
 use crate::output::{Output, Table, opt_text, opt_time, pairs, time};
 
@@ -25,18 +25,7 @@ pub async fn run(
                 display_name,
             };
             let created = client.create_token(&request).await?;
-            // Printing the token is the point of this command; the server never shows it again.
-            let output = render(format, &created, |t| {
-                pairs(&[
-                    ("token", t.token.clone()),
-                    ("accessor", t.accessor.clone()),
-                    ("identity_id", t.identity_id.clone()),
-                    ("identity_type", t.identity_type.as_str().to_owned()),
-                    ("issued_at", time(&t.issued_at)),
-                    ("expires_at", opt_time(&t.expires_at)),
-                ])
-            })?;
-            Ok(output.with_note("The token is shown only once: store it now."))
+            show_created(format, &created)
         }
         TokensCommand::List => {
             let tokens = client.list_tokens().await?;
@@ -70,4 +59,34 @@ pub async fn run(
             })
         }
     }
+}
+
+/// `scaivault login kubernetes`: the JWT is read from a file so it never sits in the
+/// shell history or the process list.
+pub async fn login(
+    client: &Client,
+    format: OutputFormat,
+    command: LoginCommand,
+) -> Result<Output, Failure> {
+    let LoginCommand::Kubernetes { jwt_file, role } = command;
+    let jwt = std::fs::read_to_string(&jwt_file)
+        .map_err(|e| Failure::Local(format!("cannot read {}: {e}", jwt_file.display())))?;
+    let jwt = SecretString::from(jwt.trim().to_owned());
+    let created = client.login_kubernetes(&jwt, role.as_deref()).await?;
+    show_created(format, &created)
+}
+
+/// Printing the token is the point of these commands; the server never shows it again.
+fn show_created(format: OutputFormat, created: &CreateTokenResponse) -> Result<Output, Failure> {
+    let output = render(format, created, |t| {
+        pairs(&[
+            ("token", t.token.clone()),
+            ("accessor", t.accessor.clone()),
+            ("identity_id", t.identity_id.clone()),
+            ("identity_type", t.identity_type.as_str().to_owned()),
+            ("issued_at", time(&t.issued_at)),
+            ("expires_at", opt_time(&t.expires_at)),
+        ])
+    })?;
+    Ok(output.with_note("The token is shown only once: store it now."))
 }
