@@ -101,26 +101,25 @@ impl Cluster {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn create_namespace(&self, name: &str) {
-        let (status, body) = self
-            .call(
-                Method::POST,
-                "/api/v1/namespaces",
-                Some(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})),
-            )
-            .await;
+    /// POSTs an object and expects `201 Created`.
+    async fn create(&self, path: &str, object: Value) {
+        let (status, body) = self.call(Method::POST, path, Some(object)).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 
+    pub async fn create_namespace(&self, name: &str) {
+        let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        self.create("/api/v1/namespaces", object).await;
+    }
+
     pub async fn create_service_account(&self, namespace: &str, name: &str) {
-        let (status, body) = self
-            .call(
-                Method::POST,
-                &format!("/api/v1/namespaces/{namespace}/serviceaccounts"),
-                Some(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let object =
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}});
+        self.create(
+            &format!("/api/v1/namespaces/{namespace}/serviceaccounts"),
+            object,
+        )
+        .await;
     }
 
     pub async fn delete_service_account(&self, namespace: &str, name: &str) {
