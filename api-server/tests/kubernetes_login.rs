@@ -61,8 +61,21 @@ async fn kubernetes_login_against_a_real_cluster() {
     cluster.create_namespace(&ns).await;
     cluster.create_service_account(&ns, "web").await;
     cluster.create_service_account(&ns, "other").await;
-    let kubeconfig = cluster.kubeconfig.to_str().unwrap().to_owned();
-    let server = Server::start(&["--kubernetes-kubeconfig", &kubeconfig]);
+    // Relative file references and a token file, as a pod's mounted ServiceAccount has
+    // them: the credential is read from the file on every review.
+    let kubeconfig = cluster.dir().join("pod-like.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: pod\n\
+             clusters: [{{name: c, cluster: {{server: '{}', certificate-authority: pki/ca.crt}}}}]\n\
+             users: [{{name: u, user: {{tokenFile: pki/admin.token}}}}]\n\
+             contexts: [{{name: pod, context: {{cluster: c, user: u}}}}]\n",
+            cluster.url
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--kubernetes-kubeconfig", kubeconfig.to_str().unwrap()]);
 
     // The vault side: a secret and a policy bound to the web ServiceAccount only.
     server

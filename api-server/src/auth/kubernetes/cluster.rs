@@ -58,9 +58,22 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     /// The pod's own ServiceAccount, as every in-cluster client finds it.
     pub fn in_cluster() -> Result<ClusterConfig, ClusterConfigError> {
-        let host = std::env::var("KUBERNETES_SERVICE_HOST")
-            .map_err(|_| ClusterConfigError::NotInCluster)?;
-        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+        Self::in_cluster_with(
+            std::env::var("KUBERNETES_SERVICE_HOST").ok(),
+            std::env::var("KUBERNETES_SERVICE_PORT").ok(),
+            Path::new(IN_CLUSTER_DIR),
+        )
+    }
+
+    fn in_cluster_with(
+        host: Option<String>,
+        port: Option<String>,
+        dir: &Path,
+    ) -> Result<ClusterConfig, ClusterConfigError> {
+        let host = host
+            .filter(|h| !h.is_empty())
+            .ok_or(ClusterConfigError::NotInCluster)?;
+        let port = port.unwrap_or_else(|| "443".into());
         // An IPv6 service address needs brackets in a URL.
         let host = if host.contains(':') {
             format!("[{host}]")
@@ -73,7 +86,6 @@ impl ClusterConfig {
                 message: e.to_string(),
             }
         })?;
-        let dir = Path::new(IN_CLUSTER_DIR);
         let ca_path = dir.join("ca.crt");
         let ca_pem = std::fs::read(&ca_path).map_err(|source| ClusterConfigError::Read {
             path: ca_path,
@@ -294,6 +306,25 @@ users:
                 .contains("exec")
         );
         assert!(parse_kubeconfig("[]", Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn in_cluster_uses_the_service_and_the_mounted_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = ClusterConfig::in_cluster_with(None, None, dir.path());
+        assert!(matches!(none, Err(ClusterConfigError::NotInCluster)));
+        let no_ca = ClusterConfig::in_cluster_with(Some("10.0.0.1".into()), None, dir.path());
+        assert!(matches!(no_ca, Err(ClusterConfigError::Read { .. })));
+        std::fs::write(dir.path().join("ca.crt"), "PEM").unwrap();
+        let v4 = ClusterConfig::in_cluster_with(Some("10.0.0.1".into()), None, dir.path()).unwrap();
+        assert_eq!(v4.server.as_str(), "https://10.0.0.1/");
+        assert!(
+            matches!(v4.credential, Credential::TokenFile(ref p) if p == &dir.path().join("token"))
+        );
+        let v6 =
+            ClusterConfig::in_cluster_with(Some("fd00::1".into()), Some("6443".into()), dir.path())
+                .unwrap();
+        assert_eq!(v6.server.as_str(), "https://[fd00::1]:6443/");
     }
 
     #[test]
