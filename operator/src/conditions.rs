@@ -51,6 +51,7 @@ pub fn is_ready(conditions: &[Condition]) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

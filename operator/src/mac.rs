@@ -55,6 +55,7 @@ pub fn generate_key() -> Result<Vec<u8>, aws_lc_rs::error::Unspecified> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -210,6 +210,7 @@ fn docker_config(data: &Map<String, Value>) -> Result<BTreeMap<String, Vec<u8>>,
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -287,8 +287,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::select! {
             () = run_controllers(&args, ctx, stop_rx.clone()) => {}
             // Someone else holds the lease now: stop writing at once. Exiting (non-zero)
-            // lets the process restart and contend again as a standby.
-            _ = leader_rx.wait_for(|l| !*l) => {
+            // lets the process restart and contend again as a standby. (The election
+            // task also ends on shutdown, closing the channel: that is not a loss, and
+            // the controllers then finish on their own.)
+            () = async {
+                if leader_rx.wait_for(|l| !*l).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => {
                 outcome = Err(anyhow::anyhow!("lost the leader lease; exiting"));
             }
         }

@@ -401,6 +401,7 @@ pub fn error_policy(vp: Arc<VaultPolicy>, _error: &Error, ctx: Arc<Context>) -> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::crd::{PolicyBinding, PolicyRule, ServiceAccountRef};
@@ -434,10 +435,7 @@ mod tests {
             p.description.as_deref(),
             Some("managed by scaivault-operator for VaultPolicy uid=u1")
         );
-        let b: Vec<_> = desired_bindings(&spec)
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let b: Vec<_> = desired_bindings(&spec).into_keys().collect();
         assert_eq!(b, ["k8s:web/api", "user:alice@example.com"]);
     }
 }

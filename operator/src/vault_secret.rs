@@ -492,6 +492,7 @@ pub fn error_policy(vs: Arc<VaultSecret>, _error: &Error, ctx: Arc<Context>) -> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

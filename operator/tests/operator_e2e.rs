@@ -1,0 +1,882 @@
+//! The operator end to end: the real kube-apiserver of `e2e/`, the real
+//! `scaivault-server dev` (Kubernetes login through TokenReview) and the
+//! `scaivault-operator` binary, one namespace (and one operator process) per test.
+//! No controller-manager runs: ServiceAccounts are created by hand and garbage
+//! collection is checked through ownerReferences.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Operator, Shared, namespace, service_account, shared, wait_for};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use scaivault_client::api::policy::{Permission, PolicyInput, PolicyRule};
+use scaivault_client::api::secrets::WriteSecretRequest;
+use scaivault_operator::crd::{ConditionStatus, VaultPolicy, VaultSecret};
+use serde_json::{Value, json};
+
+const RESTARTED_AT: &str = "scaivault.io/restartedAt";
+
+async fn write(vault: &scaivault_client::Client, path: &str, data: Value) -> u64 {
+    let Value::Object(data) = data else {
+        panic!("data must be an object")
+    };
+    let request = WriteSecretRequest {
+        data,
+        secret_type: None,
+        metadata: None,
+        options: None,
+    };
+    vault
+        .write(path, &request)
+        .await
+        .expect("vault write")
+        .version
+}
+
+/// A root-made policy granting read under `prefix/**` to `k8s:<ns>/<sa>`.
+async fn grant_read(vault: &scaivault_client::Client, ns: &str, sa: &str, prefix: &str) {
+    let policy = vault
+        .create_policy(&PolicyInput {
+            name: format!("test-{ns}-{sa}"),
+            description: None,
+            rules: vec![PolicyRule {
+                path_pattern: format!("{prefix}/**"),
+                permissions: vec![Permission::Read],
+                effect: Default::default(),
+            }],
+        })
+        .await
+        .expect("create policy");
+    vault
+        .bind_policy(&policy.id, &format!("k8s:{ns}/{sa}"))
+        .await
+        .expect("bind policy");
+}
+
+async fn create_vault_secret(client: &Client, ns: &str, name: &str, spec: Value) -> VaultSecret {
+    let vs: VaultSecret = serde_json::from_value(json!({
+        "apiVersion": "scaivault.io/v1alpha1",
+        "kind": "VaultSecret",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("VaultSecret");
+    Api::<VaultSecret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &vs)
+        .await
+        .expect("create VaultSecret")
+}
+
+fn ready(vs: &VaultSecret) -> Option<(ConditionStatus, String, String)> {
+    vs.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Ready")
+        .map(|c| (c.status, c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until `Ready` has `status` and returns the object.
+async fn wait_ready(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    status: ConditionStatus,
+    timeout: Duration,
+) -> VaultSecret {
+    let api = Api::<VaultSecret>::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("VaultSecret {name} Ready={status:?}"),
+        timeout,
+        || async {
+            let vs = api.get(name).await.ok()?;
+            (ready(&vs)?.0 == status).then_some(vs)
+        },
+    )
+    .await
+}
+
+async fn secret_data(client: &Client, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
+    let s = Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()??;
+    Some(
+        s.data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+            .collect(),
+    )
+}
+
+async fn events(client: &Client, ns: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+}
+
+async fn start(prefix: &str) -> (&'static Shared, Client, String) {
+    let shared = shared().await;
+    let client = shared.env.client().await;
+    let ns = namespace(&client, prefix).await;
+    (shared, client, ns)
+}
+
+#[tokio::test]
+async fn vault_secret_syncs_templates_refreshes_and_repairs() {
+    let (shared, client, ns) = start("vs-sync").await;
+    let vault = shared.vault.root();
+    service_account(&client, &ns, "app").await;
+    let prefix = format!("apps/{ns}");
+    grant_read(&vault, &ns, "app", &prefix).await;
+    write(
+        &vault,
+        &format!("{prefix}/db"),
+        json!({"user": "app", "password": "pw-one", "port": 5432}),
+    )
+    .await;
+    write(
+        &vault,
+        &format!("{prefix}/tls"),
+        json!({"cert": "CERT-PEM", "key": "KEY-PEM"}),
+    )
+    .await;
+    let _op = Operator::start(shared, &ns, "op-a", &[]);
+
+    create_vault_secret(&client, &ns, "db", json!({
+        "path": format!("{prefix}/db"), "serviceAccountName": "app", "refreshInterval": "2s",
+        "target": {"name": "db-creds", "labels": {"team": "payments"}, "annotations": {"note": "synced"}},
+    })).await;
+    create_vault_secret(
+        &client,
+        &ns,
+        "db-url",
+        json!({
+            "path": format!("{prefix}/db"), "serviceAccountName": "app", "refreshInterval": "1h",
+            "target": {"name": "db-url", "template": {"data": {
+                "url": "postgres://{{ .user }}:{{ .password }}@db:{{ .port }}/app",
+                "user": "{{ .user | base64 }}",
+            }}},
+        }),
+    )
+    .await;
+    create_vault_secret(
+        &client,
+        &ns,
+        "tls",
+        json!({
+            "path": format!("{prefix}/tls"), "serviceAccountName": "app",
+            "target": {"name": "web-tls", "type": "kubernetes.io/tls", "template": {"data": {
+                "tls.crt": "{{ .cert }}", "tls.key": "{{ .key }}",
+            }}},
+        }),
+    )
+    .await;
+
+    let started = Instant::now();
+    let db = wait_ready(
+        &client,
+        &ns,
+        "db",
+        ConditionStatus::True,
+        Duration::from_secs(30),
+    )
+    .await;
+    let url = wait_ready(
+        &client,
+        &ns,
+        "db-url",
+        ConditionStatus::True,
+        Duration::from_secs(30),
+    )
+    .await;
+    let tls = wait_ready(
+        &client,
+        &ns,
+        "tls",
+        ConditionStatus::True,
+        Duration::from_secs(30),
+    )
+    .await;
+    eprintln!("three VaultSecrets Ready in {:?}", started.elapsed());
+
+    // Opaque, every field a key; labels, annotations, owner.
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let s = secrets.get("db-creds").await.unwrap();
+    assert_eq!(s.type_.as_deref(), Some("Opaque"));
+    assert_eq!(
+        secret_data(&client, &ns, "db-creds").await.unwrap(),
+        BTreeMap::from([
+            ("password".into(), "pw-one".into()),
+            ("port".into(), "5432".into()),
+            ("user".into(), "app".into()),
+        ])
+    );
+    assert_eq!(s.labels().get("team").map(String::as_str), Some("payments"));
+    assert_eq!(
+        s.labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("scaivault-operator")
+    );
+    assert_eq!(
+        s.annotations().get("note").map(String::as_str),
+        Some("synced")
+    );
+    let owners = s.owner_references();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!(owners[0].kind, "VaultSecret");
+    assert_eq!(owners[0].api_version, "scaivault.io/v1alpha1");
+    assert_eq!(owners[0].name, "db");
+    assert_eq!(Some(owners[0].uid.as_str()), db.metadata.uid.as_deref());
+    assert_eq!(owners[0].controller, Some(true));
+    assert_eq!(owners[0].block_owner_deletion, Some(true));
+    assert!(
+        s.managed_fields()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("scaivault-operator")
+                && m.operation.as_deref() == Some("Apply")),
+        "Secret not written by server-side apply of scaivault-operator"
+    );
+
+    // Status.
+    let status = db.status.clone().unwrap();
+    assert_eq!(status.synced_version, Some(1));
+    assert!(status.last_synced_at.is_some());
+    let mac = status.secret_mac.clone().unwrap();
+    assert!(mac.starts_with("hmac-sha256:"), "{mac}");
+    let (_, reason, message) = ready(&db).unwrap();
+    assert_eq!(reason, "Synced");
+    assert!(message.contains("version 1"), "{message}");
+    let cond = &status.conditions[0];
+    assert_eq!(cond.observed_generation, db.metadata.generation);
+
+    // Template and tls.
+    let u = secret_data(&client, &ns, "db-url").await.unwrap();
+    assert_eq!(u["url"], "postgres://app:pw-one@db:5432/app");
+    assert_eq!(u["user"], "YXBw");
+    assert_eq!(u.len(), 2);
+    let t = secrets.get("web-tls").await.unwrap();
+    assert_eq!(t.type_.as_deref(), Some("kubernetes.io/tls"));
+    let td = secret_data(&client, &ns, "web-tls").await.unwrap();
+    assert_eq!(
+        (td["tls.crt"].as_str(), td["tls.key"].as_str()),
+        ("CERT-PEM", "KEY-PEM")
+    );
+    assert_ne!(
+        url.status.unwrap().secret_mac,
+        tls.status.unwrap().secret_mac
+    );
+
+    // A new version reaches the Secret within one refresh (2 s ± 10 %, plus slack for
+    // the write and the apiserver).
+    let v2_at = Instant::now();
+    write(
+        &vault,
+        &format!("{prefix}/db"),
+        json!({"user": "app", "password": "pw-two", "port": 5432}),
+    )
+    .await;
+    wait_for(
+        "password pw-two in db-creds",
+        Duration::from_secs(6),
+        || async {
+            (secret_data(&client, &ns, "db-creds")
+                .await?
+                .get("password")?
+                == "pw-two")
+                .then_some(())
+        },
+    )
+    .await;
+    let took = v2_at.elapsed();
+    eprintln!("new vault version reached the Secret after {took:?}");
+    let db = wait_for("syncedVersion 2", Duration::from_secs(5), || async {
+        let vs = Api::<VaultSecret>::namespaced(client.clone(), &ns)
+            .get("db")
+            .await
+            .ok()?;
+        (vs.status.as_ref()?.synced_version == Some(2)).then_some(vs)
+    })
+    .await;
+    assert_ne!(
+        db.status.unwrap().secret_mac.unwrap(),
+        mac,
+        "MAC must follow the data"
+    );
+
+    // A hand edit of a Secret with a 1 h refresh is repaired at once (the owned-Secret
+    // watch triggers the reconcile), back to the vault's value.
+    let edit_at = Instant::now();
+    secrets
+        .patch(
+            "web-tls",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"tls.key": ByteString(b"tampered".to_vec())}})),
+        )
+        .await
+        .unwrap();
+    wait_for("web-tls repaired", Duration::from_secs(10), || async {
+        (secret_data(&client, &ns, "web-tls").await?.get("tls.key")? == "KEY-PEM").then_some(())
+    })
+    .await;
+    eprintln!("hand edit repaired after {:?}", edit_at.elapsed());
+    // The 1 h VaultSecret db-url had not refreshed, so it still carries pw-one; a hand
+    // edit there is repaired with the vault's current value (pw-two).
+    assert_eq!(
+        secret_data(&client, &ns, "db-url").await.unwrap()["url"],
+        "postgres://app:pw-one@db:5432/app"
+    );
+    secrets
+        .patch(
+            "db-url",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"url": ByteString(b"tampered".to_vec())}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "db-url repaired with the new version",
+        Duration::from_secs(10),
+        || async {
+            (secret_data(&client, &ns, "db-url").await?.get("url")?
+                == "postgres://app:pw-two@db:5432/app")
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Events: Created and DriftRepaired; no secret value anywhere in events or status.
+    let evs = wait_for("DriftRepaired event", Duration::from_secs(10), || async {
+        let evs = events(&client, &ns).await;
+        evs.iter()
+            .any(|e| e.reason.as_deref() == Some("DriftRepaired"))
+            .then_some(evs)
+    })
+    .await;
+    assert!(evs.iter().any(|e| e.reason.as_deref() == Some("Created")));
+    let all_vs = Api::<VaultSecret>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let dump = format!(
+        "{}{}",
+        serde_json::to_string(&evs).unwrap(),
+        serde_json::to_string(&all_vs).unwrap()
+    );
+    for value in ["pw-one", "pw-two", "CERT-PEM", "KEY-PEM"] {
+        assert!(
+            !dump.contains(value),
+            "{value} leaked into events or status"
+        );
+    }
+}
+
+#[tokio::test]
+async fn service_account_without_permission_gets_a_clear_condition_and_no_secret() {
+    let (shared, client, ns) = start("vs-denied").await;
+    let vault = shared.vault.root();
+    service_account(&client, &ns, "nobody").await;
+    let path = format!("apps/{ns}/db");
+    write(&vault, &path, json!({"password": "top-secret"})).await;
+    // The operator holds the root token, yet the read must fail: it reads as the SA.
+    let op = Operator::start(shared, &ns, "op-a", &[]);
+    create_vault_secret(
+        &client,
+        &ns,
+        "db",
+        json!({
+            "path": path, "serviceAccountName": "nobody", "target": {"name": "db-creds"},
+        }),
+    )
+    .await;
+    // `default` does not exist (no controller-manager makes it).
+    create_vault_secret(
+        &client,
+        &ns,
+        "no-sa",
+        json!({"path": path, "target": {"name": "other"}}),
+    )
+    .await;
+
+    let vs = wait_ready(
+        &client,
+        &ns,
+        "db",
+        ConditionStatus::False,
+        Duration::from_secs(30),
+    )
+    .await;
+    let (_, reason, message) = ready(&vs).unwrap();
+    assert_eq!(reason, "PermissionDenied");
+    assert!(
+        message.contains(&format!("k8s:{ns}/nobody"))
+            && message.contains("may not read")
+            && message.contains(&path),
+        "{message}"
+    );
+    let vs = wait_ready(
+        &client,
+        &ns,
+        "no-sa",
+        ConditionStatus::False,
+        Duration::from_secs(30),
+    )
+    .await;
+    let (_, reason, message) = ready(&vs).unwrap();
+    assert_eq!(reason, "LoginFailed");
+    assert!(
+        message.contains("ServiceAccount")
+            && message.contains("default")
+            && message.contains("does not exist"),
+        "{message}"
+    );
+
+    assert!(
+        secret_data(&client, &ns, "db-creds").await.is_none(),
+        "a Secret was written"
+    );
+    assert!(
+        secret_data(&client, &ns, "other").await.is_none(),
+        "a Secret was written"
+    );
+    let evs = wait_for(
+        "PermissionDenied warning",
+        Duration::from_secs(10),
+        || async {
+            let evs = events(&client, &ns).await;
+            evs.iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("PermissionDenied")
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .then_some(evs)
+        },
+    )
+    .await;
+    assert!(!serde_json::to_string(&evs).unwrap().contains("top-secret"));
+    let errors = op
+        .metric("scaivault_operator_errors_total{kind=\"VaultSecret\",reason=\"PermissionDenied\"}")
+        .await;
+    assert!(errors.unwrap_or(0.0) >= 1.0, "errors metric: {errors:?}");
+    assert!(!op.logs().contains("top-secret"));
+
+    // Granting read fixes it without touching the VaultSecret (backoff retries).
+    grant_read(&vault, &ns, "nobody", &format!("apps/{ns}")).await;
+    wait_ready(
+        &client,
+        &ns,
+        "db",
+        ConditionStatus::True,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        secret_data(&client, &ns, "db-creds").await.unwrap()["password"],
+        "top-secret"
+    );
+}
+
+async fn restarted_at(client: &Client, ns: &str) -> Option<String> {
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get("web")
+        .await
+        .unwrap();
+    d.spec
+        .template
+        .metadata?
+        .annotations?
+        .get(RESTARTED_AT)
+        .cloned()
+}
+
+#[tokio::test]
+async fn rollout_restart_only_when_the_data_changes() {
+    let (shared, client, ns) = start("vs-rollout").await;
+    let vault = shared.vault.root();
+    service_account(&client, &ns, "app").await;
+    let path = format!("apps/{ns}/db");
+    grant_read(&vault, &ns, "app", &format!("apps/{ns}")).await;
+    write(&vault, &path, json!({"password": "one"})).await;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}}},
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let mut op = Operator::start(shared, &ns, "op-a", &[]);
+    create_vault_secret(
+        &client,
+        &ns,
+        "db",
+        json!({
+            "path": path, "serviceAccountName": "app", "refreshInterval": "1s",
+            "target": {"name": "db-creds"},
+            "rolloutRestartTargets": [{"kind": "Deployment", "name": "web"}],
+        }),
+    )
+    .await;
+    wait_ready(
+        &client,
+        &ns,
+        "db",
+        ConditionStatus::True,
+        Duration::from_secs(30),
+    )
+    .await;
+    let reconciles = "scaivault_operator_reconciles_total{kind=\"VaultSecret\",result=\"ok\"}";
+    // Several refreshes of unchanged data: no restart (and none for the first sync).
+    wait_for("3 refreshes", Duration::from_secs(10), || async {
+        (op.metric(reconciles).await? >= 3.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        restarted_at(&client, &ns).await,
+        None,
+        "restarted without a change"
+    );
+
+    // A hand edit is repaired, which is not a change of the data either.
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .patch(
+            "db-creds",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"password": ByteString(b"x".to_vec())}})),
+        )
+        .await
+        .unwrap();
+    wait_for("repair", Duration::from_secs(10), || async {
+        (secret_data(&client, &ns, "db-creds")
+            .await?
+            .get("password")?
+            == "one")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        restarted_at(&client, &ns).await,
+        None,
+        "restarted after a drift repair"
+    );
+
+    // An operator restart re-reads everything and still restarts nothing.
+    op.restart();
+    wait_for(
+        "reconciles after the operator restart",
+        Duration::from_secs(20),
+        || async { (op.metric(reconciles).await? >= 2.0).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        restarted_at(&client, &ns).await,
+        None,
+        "restarted after an operator restart"
+    );
+
+    // A new version does restart, once.
+    write(&vault, &path, json!({"password": "two"})).await;
+    let first = wait_for("restartedAt annotation", Duration::from_secs(10), || {
+        restarted_at(&client, &ns)
+    })
+    .await;
+    assert_eq!(
+        secret_data(&client, &ns, "db-creds").await.unwrap()["password"],
+        "two"
+    );
+    let seen = op.metric(reconciles).await.unwrap();
+    wait_for("2 more refreshes", Duration::from_secs(10), || async {
+        (op.metric(reconciles).await? >= seen + 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        restarted_at(&client, &ns).await,
+        Some(first),
+        "restarted again without a change"
+    );
+    assert_eq!(
+        op.metric("scaivault_operator_rollout_restarts_total").await,
+        Some(1.0)
+    );
+    let evs = events(&client, &ns).await;
+    assert!(
+        evs.iter()
+            .any(|e| e.reason.as_deref() == Some("RolloutRestarted"))
+    );
+}
+
+#[tokio::test]
+async fn vault_policy_round_trips_and_is_removed_on_delete() {
+    let (shared, client, ns) = start("vp").await;
+    let vault = shared.vault.root();
+    service_account(&client, &ns, "app").await;
+    let path = format!("apps/{ns}/db");
+    write(&vault, &path, json!({"password": "pw"})).await;
+    let _op = Operator::start(shared, &ns, "op-a", &[]);
+    let api = Api::<VaultPolicy>::namespaced(client.clone(), &ns);
+    let vp: VaultPolicy = serde_json::from_value(json!({
+        "apiVersion": "scaivault.io/v1alpha1", "kind": "VaultPolicy", "metadata": {"name": "readers"},
+        "spec": {
+            "rules": [{"pathPattern": format!("apps/{ns}/**"), "permissions": ["read", "list"]}],
+            "bindings": [{"identityType": "user", "identityId": "user:alice@example.com"}],
+            "serviceAccounts": [{"namespace": ns, "name": "app"}],
+        },
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &vp).await.unwrap();
+    let vp = wait_for("VaultPolicy Ready", Duration::from_secs(30), || async {
+        let vp = api.get("readers").await.ok()?;
+        let ok = vp
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == ConditionStatus::True);
+        ok.then_some(vp)
+    })
+    .await;
+    assert!(
+        vp.finalizers().iter().any(|f| f == "scaivault.io/policy"),
+        "{:?}",
+        vp.finalizers()
+    );
+    let id = vp.status.unwrap().policy_id.unwrap();
+    let policy = vault.get_policy(&id).await.unwrap();
+    assert_eq!(policy.name, format!("{ns}-readers"));
+    assert_eq!(policy.rules.len(), 1);
+    assert_eq!(policy.rules[0].path_pattern, format!("apps/{ns}/**"));
+    assert_eq!(
+        policy.rules[0].permissions,
+        [Permission::Read, Permission::List]
+    );
+    let bound = |v: &scaivault_client::Client| {
+        let v = v.clone();
+        let id = id.clone();
+        async move {
+            let mut ids: Vec<String> = v
+                .policy_bindings(&id)
+                .await
+                .unwrap()
+                .bindings
+                .into_iter()
+                .map(|b| b.identity_id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(
+        bound(&vault).await,
+        [format!("k8s:{ns}/app"), "user:alice@example.com".to_owned()]
+    );
+
+    // The binding really grants: a VaultSecret as that ServiceAccount syncs.
+    create_vault_secret(
+        &client,
+        &ns,
+        "db",
+        json!({"path": path, "serviceAccountName": "app", "target": {"name": "db"}}),
+    )
+    .await;
+    wait_ready(
+        &client,
+        &ns,
+        "db",
+        ConditionStatus::True,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // Edit: drop the user binding, change the rule; the vault follows.
+    api.patch(
+        "readers",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {
+            "bindings": [],
+            "rules": [{"pathPattern": format!("apps/{ns}/**"), "permissions": ["read"]}],
+        }})),
+    )
+    .await
+    .unwrap();
+    wait_for("vault policy updated", Duration::from_secs(20), || async {
+        let p = vault.get_policy(&id).await.ok()?;
+        let b = bound(&vault).await;
+        (p.rules[0].permissions == [Permission::Read] && b == [format!("k8s:{ns}/app")])
+            .then_some(())
+    })
+    .await;
+
+    // Delete: the finalizer removes the policy from the vault, then lets the object go.
+    api.delete("readers", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("VaultPolicy gone", Duration::from_secs(20), || async {
+        api.get_opt("readers").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let err = vault.get_policy(&id).await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
+#[tokio::test]
+async fn two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
+    let (shared, client, ns) = start("vs-leader").await;
+    let vault = shared.vault.root();
+    service_account(&client, &ns, "app").await;
+    grant_read(&vault, &ns, "app", &format!("apps/{ns}")).await;
+    write(&vault, &format!("apps/{ns}/a"), json!({"v": "a"})).await;
+    write(&vault, &format!("apps/{ns}/b"), json!({"v": "b"})).await;
+
+    let mut a = Operator::start(shared, &ns, "replica-a", &[]);
+    a.wait_leader().await;
+    let mut b = Operator::start(shared, &ns, "replica-b", &[]);
+    wait_for("replica-b up", Duration::from_secs(20), || async {
+        b.metric("scaivault_operator_leader ").await
+    })
+    .await;
+    let leases = Api::<Lease>::namespaced(client.clone(), &ns);
+    let holder = |l: Lease| l.spec.and_then(|s| s.holder_identity);
+    assert_eq!(
+        holder(leases.get("scaivault-operator").await.unwrap()).as_deref(),
+        Some("replica-a")
+    );
+
+    create_vault_secret(&client, &ns, "a", json!({"path": format!("apps/{ns}/a"), "serviceAccountName": "app", "target": {"name": "a"}})).await;
+    wait_ready(
+        &client,
+        &ns,
+        "a",
+        ConditionStatus::True,
+        Duration::from_secs(30),
+    )
+    .await;
+    // Let the standby run a few renew intervals: it must stay out.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(b.metric("scaivault_operator_leader ").await, Some(0.0));
+    assert_eq!(
+        b.metric("scaivault_operator_reconciles_total").await,
+        None,
+        "standby reconciled"
+    );
+    assert!(b.logs().contains("waiting for leadership"));
+    assert!(!b.logs().contains("synced"), "standby wrote:\n{}", b.logs());
+    assert!(a.logs().contains("synced"));
+
+    // SIGKILL the leader (no release): the standby takes over once the lease expires.
+    let killed = Instant::now();
+    a.kill();
+    b.wait_leader().await;
+    eprintln!(
+        "standby took over {:?} after the leader was killed (lease 4 s)",
+        killed.elapsed()
+    );
+    assert_eq!(
+        holder(leases.get("scaivault-operator").await.unwrap()).as_deref(),
+        Some("replica-b")
+    );
+    create_vault_secret(&client, &ns, "b", json!({"path": format!("apps/{ns}/b"), "serviceAccountName": "app", "target": {"name": "b"}})).await;
+    wait_ready(
+        &client,
+        &ns,
+        "b",
+        ConditionStatus::True,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(b.logs().contains("synced"));
+
+    // Graceful shutdown releases the lease at once.
+    assert!(b.terminate().success(), "{}", b.logs());
+    let lease = leases.get("scaivault-operator").await.unwrap();
+    assert_eq!(holder(lease), None, "lease not released");
+    assert!(b.logs().contains("released the leader lease"));
+}
+
+#[tokio::test]
+async fn hundred_vault_secrets_become_ready() {
+    const N: usize = 100;
+    let (shared, client, ns) = start("vs-hundred").await;
+    let vault = shared.vault.root();
+    service_account(&client, &ns, "app").await;
+    grant_read(&vault, &ns, "app", &format!("apps/{ns}")).await;
+    let writes = (0..N).map(|i| {
+        let vault = vault.clone();
+        let path = format!("apps/{ns}/s{i}");
+        async move { write(&vault, &path, json!({"value": format!("v{i}")})).await }
+    });
+    futures::future::join_all(writes).await;
+    let op = Operator::start(shared, &ns, "op-a", &[]);
+    op.wait_leader().await;
+
+    let started = Instant::now();
+    let creates = (0..N).map(|i| {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            create_vault_secret(&client, &ns, &format!("s{i}"), json!({
+                "path": format!("apps/{ns}/s{i}"), "serviceAccountName": "app", "target": {"name": format!("s{i}")},
+            }))
+            .await
+        }
+    });
+    futures::future::join_all(creates).await;
+    let api = Api::<VaultSecret>::namespaced(client.clone(), &ns);
+    wait_for(
+        "100 VaultSecrets Ready",
+        Duration::from_secs(120),
+        || async {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            let n = list
+                .items
+                .iter()
+                .filter(|vs| matches!(ready(vs), Some((ConditionStatus::True, _, _))))
+                .count();
+            (n == N).then_some(())
+        },
+    )
+    .await;
+    let took = started.elapsed();
+    eprintln!(
+        "MEASURED: {N} VaultSecrets Ready in {:.2} s (one ServiceAccount, {} vault logins)",
+        took.as_secs_f64(),
+        op.metric("scaivault_operator_vault_logins_total")
+            .await
+            .unwrap_or(-1.0)
+    );
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let synced = secrets
+        .items
+        .iter()
+        .filter(|s| {
+            s.name_any()
+                .strip_prefix('s')
+                .is_some_and(|n| n.parse::<usize>().is_ok())
+        })
+        .count();
+    assert_eq!(synced, N);
+    // One login serves them all (the token cache is per identity).
+    assert_eq!(
+        op.metric("scaivault_operator_vault_logins_total").await,
+        Some(1.0)
+    );
+    let _ = VaultSecret::kind(&());
+}
