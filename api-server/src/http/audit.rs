@@ -63,10 +63,7 @@ pub async fn logs(
     Extension(caller): CallerExt,
     ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> Result<Json<AuditLogsResponse>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Read, resource::AUDIT)?;
+    state.authorize(&caller, Permission::Read, resource::AUDIT)?;
     let filters = LogFilters {
         from: time_opt(q.from.as_deref(), false)?,
         to: time_opt(q.to.as_deref(), true)?,
@@ -110,10 +107,7 @@ pub async fn for_secret(
     Path(path): Path<String>,
     ApiQuery(q): ApiQuery<SecretLogsQuery>,
 ) -> Result<Json<AuditLogsResponse>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Read, resource::AUDIT)?;
+    state.authorize(&caller, Permission::Read, resource::AUDIT)?;
     let filters = LogFilters {
         from: time_opt(q.from.as_deref(), false)?,
         to: time_opt(q.to.as_deref(), true)?,
@@ -136,10 +130,7 @@ pub async fn for_identity(
     Path(identity): Path<String>,
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<Json<IdentityAuditResponse>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Read, resource::AUDIT)?;
+    state.authorize(&caller, Permission::Read, resource::AUDIT)?;
     let from = time_opt(q.from.as_deref(), false)?;
     let to = time_opt(q.to.as_deref(), true)?;
     Ok(Json(state.audit.for_identity(&identity, from, to).await?))
@@ -154,10 +145,7 @@ pub async fn verify(
     Extension(caller): CallerExt,
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<Json<VerifyResponse>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Read, resource::AUDIT)?;
+    state.authorize(&caller, Permission::Read, resource::AUDIT)?;
     let from = time_opt(q.from.as_deref(), false)?;
     let to = time_opt(q.to.as_deref(), true)?;
     Ok(Json(state.audit.verify(from, to).await?))
@@ -184,10 +172,7 @@ pub async fn hmac(
     Extension(caller): CallerExt,
     ApiJson(body): ApiJson<HmacRequest>,
 ) -> Result<Json<HmacResponse>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Read, resource::AUDIT)?;
+    state.authorize(&caller, Permission::Read, resource::AUDIT)?;
     Ok(Json(HmacResponse {
         hmac: state.audit.hmac(&body.input),
     }))
@@ -202,19 +187,13 @@ pub async fn export(
     Extension(caller): CallerExt,
     ApiJson(request): ApiJson<ExportRequest>,
 ) -> Result<(StatusCode, Json<ExportJob>)> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Admin, resource::AUDIT)?;
+    state.authorize(&caller, Permission::Admin, resource::AUDIT)?;
     let credentials = match &request.destination {
         ExportDestination::S3 {
             credentials_path, ..
         } => {
             // The caller must be able to read the credentials themselves: no confused deputy.
-            state
-                .vault
-                .authz
-                .authorize(&caller, Permission::Read, credentials_path)?;
+            state.authorize(&caller, Permission::Read, credentials_path)?;
             Some(state.vault.secrets.read(credentials_path, None).await?.data)
         }
         ExportDestination::File { .. } => None,
@@ -232,9 +211,6 @@ pub async fn export_status(
     Extension(caller): CallerExt,
     Path(id): Path<String>,
 ) -> Result<Json<ExportJob>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Read, resource::AUDIT)?;
+    state.authorize(&caller, Permission::Read, resource::AUDIT)?;
     Ok(Json(state.exporter.get(&id).await?))
 }

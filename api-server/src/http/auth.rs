@@ -107,10 +107,7 @@ pub async fn create_token(
     Extension(caller): Extension<Arc<Caller>>,
     ApiJson(body): ApiJson<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<CreateTokenResponse>)> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Admin, resource::TOKENS)?;
+    state.authorize(&caller, Permission::Admin, resource::TOKENS)?;
     let created = state.vault.tokens.create(body).await?;
     tracing::info!(accessor = %created.accessor, identity = %created.identity_id, "token issued");
     Ok((StatusCode::CREATED, Json(created)))
@@ -124,10 +121,7 @@ pub async fn list_tokens(
     State(state): State<SharedState>,
     Extension(caller): Extension<Arc<Caller>>,
 ) -> Result<Json<ListTokensResponse>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Admin, resource::TOKENS)?;
+    state.authorize(&caller, Permission::Admin, resource::TOKENS)?;
     Ok(Json(ListTokensResponse {
         tokens: state.vault.tokens.list().await?,
     }))
@@ -145,10 +139,7 @@ pub async fn revoke_token(
 ) -> Result<StatusCode> {
     // Any token may revoke itself (logout); other tokens need admin.
     if accessor != caller.accessor {
-        state
-            .vault
-            .authz
-            .authorize(&caller, Permission::Admin, resource::TOKENS)?;
+        state.authorize(&caller, Permission::Admin, resource::TOKENS)?;
     }
     state.vault.tokens.revoke(&accessor).await?;
     tracing::info!(accessor = %accessor, "token revoked");

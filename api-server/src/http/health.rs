@@ -82,10 +82,7 @@ pub async fn health_detailed(
     State(state): State<SharedState>,
     Extension(caller): Extension<Arc<Caller>>,
 ) -> Result<impl IntoResponse> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Read, resource::HEALTH)?;
+    state.authorize(&caller, Permission::Read, resource::HEALTH)?;
     let mut components = BTreeMap::new();
 
     let started = Instant::now();

@@ -41,6 +41,19 @@ pub struct AppState {
 
 pub type SharedState = Arc<AppState>;
 
+impl AppState {
+    /// The caller may do `permission` on `path` (a secret path or a `sys/...` resource),
+    /// or the request ends here with 403. Every decision is noted for the audit record.
+    pub fn authorize(
+        &self,
+        caller: &crate::auth::Caller,
+        permission: crate::authz::Permission,
+        path: &str,
+    ) -> crate::error::Result<()> {
+        self.vault.authz.authorize(caller, permission, path)
+    }
+}
+
 /// The whole API. `max_body_bytes` bounds every request body.
 pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
     let authenticated = Router::new()

@@ -51,10 +51,7 @@ pub async fn create_policy(
     Extension(caller): CallerExt,
     ApiJson(input): ApiJson<PolicyInput>,
 ) -> Result<(StatusCode, Json<Policy>)> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Admin, resource::POLICIES)?;
+    state.authorize(&caller, Permission::Admin, resource::POLICIES)?;
     let policy = state.vault.policies.create(input).await?;
     tracing::info!(policy = %policy.id, name = %policy.name, "policy created");
     Ok((StatusCode::CREATED, Json(policy)))
@@ -76,10 +73,7 @@ pub async fn list_policies(
     Extension(caller): CallerExt,
     ApiQuery(q): ApiQuery<ListPoliciesQuery>,
 ) -> Result<Json<ListPoliciesResponse>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::List, resource::POLICIES)?;
+    state.authorize(&caller, Permission::List, resource::POLICIES)?;
     let policies = match q.path {
         Some(path) => state.vault.policies.list_for_path(&path).await?,
         None => state.vault.policies.list().await?,
@@ -96,10 +90,7 @@ pub async fn get_policy(
     Extension(caller): CallerExt,
     Path(id): Path<String>,
 ) -> Result<Json<Policy>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Read, resource::POLICIES)?;
+    state.authorize(&caller, Permission::Read, resource::POLICIES)?;
     Ok(Json(state.vault.policies.get(&id).await?))
 }
 
@@ -114,10 +105,7 @@ pub async fn update_policy(
     Path(id): Path<String>,
     ApiJson(input): ApiJson<PolicyInput>,
 ) -> Result<Json<Policy>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Admin, resource::POLICIES)?;
+    state.authorize(&caller, Permission::Admin, resource::POLICIES)?;
     Ok(Json(state.vault.policies.update(&id, input).await?))
 }
 
@@ -130,10 +118,7 @@ pub async fn delete_policy(
     Extension(caller): CallerExt,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Admin, resource::POLICIES)?;
+    state.authorize(&caller, Permission::Admin, resource::POLICIES)?;
     state.vault.policies.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -149,10 +134,7 @@ pub async fn add_binding(
     Path(id): Path<String>,
     ApiJson(input): ApiJson<BindingInput>,
 ) -> Result<(StatusCode, Json<Binding>)> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Admin, resource::POLICIES)?;
+    state.authorize(&caller, Permission::Admin, resource::POLICIES)?;
     let binding = state.vault.policies.bind(&id, input).await?;
     tracing::info!(policy = %binding.policy_id, identity = %binding.identity_id, "policy bound");
     Ok((StatusCode::CREATED, Json(binding)))
@@ -167,10 +149,7 @@ pub async fn list_bindings(
     Extension(caller): CallerExt,
     Path(id): Path<String>,
 ) -> Result<Json<ListBindingsResponse>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Read, resource::POLICIES)?;
+    state.authorize(&caller, Permission::Read, resource::POLICIES)?;
     Ok(Json(ListBindingsResponse {
         bindings: state.vault.policies.bindings(&id).await?,
     }))
@@ -186,10 +165,7 @@ pub async fn remove_binding(
     Extension(caller): CallerExt,
     Path((id, identity_id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Admin, resource::POLICIES)?;
+    state.authorize(&caller, Permission::Admin, resource::POLICIES)?;
     state.vault.policies.unbind(&id, &identity_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -204,10 +180,7 @@ pub async fn test_policy(
     Extension(caller): CallerExt,
     ApiJson(request): ApiJson<PolicyTestRequest>,
 ) -> Result<Json<PolicyTestResponse>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Read, resource::POLICIES)?;
+    state.authorize(&caller, Permission::Read, resource::POLICIES)?;
     Ok(Json(state.vault.policies.test(request).await?))
 }
 
@@ -220,10 +193,7 @@ pub async fn create_identity(
     Extension(caller): CallerExt,
     ApiJson(input): ApiJson<IdentityInput>,
 ) -> Result<(StatusCode, Json<Identity>)> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Admin, resource::IDENTITIES)?;
+    state.authorize(&caller, Permission::Admin, resource::IDENTITIES)?;
     Ok((
         StatusCode::CREATED,
         Json(state.vault.policies.create_identity(input).await?),
@@ -238,10 +208,7 @@ pub async fn list_identities(
     State(state): State<SharedState>,
     Extension(caller): CallerExt,
 ) -> Result<Json<ListIdentitiesResponse>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::List, resource::IDENTITIES)?;
+    state.authorize(&caller, Permission::List, resource::IDENTITIES)?;
     Ok(Json(ListIdentitiesResponse {
         identities: state.vault.policies.identities().await?,
     }))
@@ -256,9 +223,6 @@ pub async fn get_identity(
     Extension(caller): CallerExt,
     Path(id): Path<String>,
 ) -> Result<Json<Identity>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Read, resource::IDENTITIES)?;
+    state.authorize(&caller, Permission::Read, resource::IDENTITIES)?;
     Ok(Json(state.vault.policies.identity(&id).await?))
 }

@@ -165,10 +165,7 @@ pub async fn read_secret(
     path: &str,
     version: Option<u64>,
 ) -> Result<Response> {
-    state
-        .vault
-        .authz
-        .authorize(caller, Permission::Read, path)?;
+    state.authorize(caller, Permission::Read, path)?;
     Ok(Json(state.vault.secrets.read(path, version).await?).into_response())
 }
 
@@ -178,10 +175,7 @@ pub async fn read_secret(
     responses((status = 200, body = SecretMetadataResponse), (status = 404, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-scope" = json!("secrets:list"))))]
 pub async fn read_metadata(state: &SharedState, caller: &Caller, path: &str) -> Result<Response> {
-    state
-        .vault
-        .authz
-        .authorize(caller, Permission::List, path)?;
+    state.authorize(caller, Permission::List, path)?;
     Ok(Json(state.vault.secrets.metadata(path).await?).into_response())
 }
 
@@ -191,10 +185,7 @@ pub async fn read_metadata(state: &SharedState, caller: &Caller, path: &str) -> 
     responses((status = 200, body = VersionsResponse), (status = 404, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-scope" = json!("secrets:list"))))]
 pub async fn list_versions(state: &SharedState, caller: &Caller, path: &str) -> Result<Response> {
-    state
-        .vault
-        .authz
-        .authorize(caller, Permission::List, path)?;
+    state.authorize(caller, Permission::List, path)?;
     let versions = state.vault.secrets.versions(path).await?;
     Ok(Json(VersionsResponse { versions }).into_response())
 }
@@ -214,10 +205,7 @@ pub async fn write_secret(
     path: &str,
     body: WriteSecretRequest,
 ) -> Result<Response> {
-    state
-        .vault
-        .authz
-        .authorize(caller, Permission::Write, path)?;
+    state.authorize(caller, Permission::Write, path)?;
     Ok(Json(
         state
             .vault
@@ -235,10 +223,7 @@ pub async fn write_secret(
         (status = 409, description = "not_deleted", body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-scope" = json!("secrets:delete"))))]
 pub async fn restore_secret(state: &SharedState, caller: &Caller, path: &str) -> Result<Response> {
-    state
-        .vault
-        .authz
-        .authorize(caller, Permission::Delete, path)?;
+    state.authorize(caller, Permission::Delete, path)?;
     Ok(Json(state.vault.secrets.restore(path).await?).into_response())
 }
 
@@ -254,10 +239,7 @@ pub async fn update_metadata(
     path: &str,
     body: UpdateMetadataRequest,
 ) -> Result<Response> {
-    state
-        .vault
-        .authz
-        .authorize(caller, Permission::Write, path)?;
+    state.authorize(caller, Permission::Write, path)?;
     Ok(Json(
         state
             .vault
@@ -279,10 +261,7 @@ pub async fn delete_secret(
     path: &str,
     destroy: bool,
 ) -> Result<Response> {
-    state
-        .vault
-        .authz
-        .authorize(caller, Permission::Delete, path)?;
+    state.authorize(caller, Permission::Delete, path)?;
     if destroy {
         state.vault.secrets.destroy(path).await?;
     } else {
@@ -349,7 +328,7 @@ pub async fn batch_read(
         .vault
         .secrets
         .batch_read(body.paths, |path| {
-            state.vault.authz.authorize(&caller, Permission::Read, path)
+            state.authorize(&caller, Permission::Read, path)
         })
         .await?;
     Ok(Json(response))

@@ -27,10 +27,7 @@ pub async fn rotate_key(
     State(state): State<SharedState>,
     Extension(caller): Extension<Arc<Caller>>,
 ) -> Result<Json<KeyInfo>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Admin, resource::KEYS)?;
+    state.authorize(&caller, Permission::Admin, resource::KEYS)?;
     let (key_id, created_at) = state.vault.rotate_data_key().await?;
     Ok(Json(KeyInfo { key_id, created_at }))
 }
@@ -43,10 +40,7 @@ pub async fn list_keys(
     State(state): State<SharedState>,
     Extension(caller): Extension<Arc<Caller>>,
 ) -> Result<Json<KeysResponse>> {
-    state
-        .vault
-        .authz
-        .authorize(&caller, Permission::Admin, resource::KEYS)?;
+    state.authorize(&caller, Permission::Admin, resource::KEYS)?;
     let keys = state.vault.store.list_keys().await?;
     Ok(Json(KeysResponse {
         active_key_id: state.vault.barrier.active_key_id(),
