@@ -11,6 +11,7 @@ mod read_cache;
 pub mod sqlite;
 pub mod sqlite_audit;
 mod time_codec;
+mod wal_checkpoint;
 
 pub use time_codec::{from_millis, now_millis, to_millis};
 

@@ -10,12 +10,18 @@ use time::OffsetDateTime;
 
 use super::sqlite::migrations::{AUDIT_MIGRATIONS, run};
 use super::sqlite::{map_err, open_connection};
+use super::wal_checkpoint::Checkpointer;
 use super::{AuditQuery, AuditRow, AuditStore, Result, StoreError, from_millis, to_millis};
 
 pub struct SqliteAuditStore {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+    checkpointer: Checkpointer,
 }
+
+/// The WAL is truncated back to this size when it restarts after a burst; below it, it is
+/// reused in place (see [`Checkpointer`]).
+const WAL_SIZE_LIMIT: &str = "PRAGMA journal_size_limit = 67108864";
 
 /// How far a record is pushed before a request may answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -39,10 +45,18 @@ impl SqliteAuditStore {
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
             .map_err(map_err)?;
         run(&mut writer, AUDIT_MIGRATIONS).map_err(map_err)?;
+        // Checkpoints run on their own thread, never inside a group commit.
+        writer
+            .execute_batch(&format!("PRAGMA wal_autocheckpoint = 0; {WAL_SIZE_LIMIT};"))
+            .map_err(map_err)?;
         let reader = open_connection(path, true)?;
+        let writer = Arc::new(Mutex::new(writer));
+        let checkpointer = Checkpointer::spawn(open_connection(path, false)?, Arc::clone(&writer))
+            .map_err(|e| StoreError::Unavailable(format!("audit checkpoint thread: {e}")))?;
         Ok(SqliteAuditStore {
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
             reader: Arc::new(Mutex::new(reader)),
+            checkpointer,
         })
     }
 
@@ -92,7 +106,7 @@ impl AuditStore for SqliteAuditStore {
     }
 
     async fn append(&self, rows: Vec<AuditRow>) -> Result<()> {
-        Self::with(&self.writer, move |c| {
+        let committed = Self::with(&self.writer, move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -118,7 +132,9 @@ impl AuditStore for SqliteAuditStore {
             }
             tx.commit().map_err(map_err)
         })
-        .await
+        .await;
+        self.checkpointer.notify();
+        committed
     }
 
     async fn query(&self, q: AuditQuery) -> Result<Vec<AuditRow>> {

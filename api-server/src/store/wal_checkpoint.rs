@@ -1,0 +1,68 @@
+//! WAL checkpoints of the audit database, off the commit path.
+//!
+//! With SQLite's automatic checkpoint, the group commit that crosses 1,000 WAL pages also
+//! copies them into the database file and fsyncs it, and every request waiting on that
+//! commit waits for it: that was the p99 of audited reads. Here the writer connection never
+//! checkpoints; this thread does, on its own connection:
+//!
+//! 1. most frames are copied while the writer keeps committing (a passive checkpoint);
+//! 2. the last few are copied with the writer paused between two batches, so the WAL is
+//!    fully copied when the writer starts its next transaction and SQLite restarts the WAL
+//!    from its beginning. The WAL file is then overwritten in place instead of growing:
+//!    an fsync that does not change the file's size does not wait for the filesystem
+//!    journal, which is where the long fsync stalls come from on a busy disk.
+//!
+//! Durability is unchanged: a record is durable once its commit fsynced the WAL, before
+//! any checkpoint; checkpoints only move committed pages into the main file.
+
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+/// Least time between two checkpoints: each costs an fsync of the database file.
+const INTERVAL: Duration = Duration::from_millis(250);
+
+/// Wakes the checkpoint thread; dropping it stops the thread.
+pub(crate) struct Checkpointer {
+    wake: SyncSender<()>,
+}
+
+impl Checkpointer {
+    /// `conn` is the checkpoint's own read-write connection; `writer` is the connection
+    /// the group commits use, locked only to pause them for the last frames.
+    pub(crate) fn spawn(conn: Connection, writer: Arc<Mutex<Connection>>) -> std::io::Result<Self> {
+        let (wake, woken) = sync_channel(1);
+        std::thread::Builder::new()
+            .name("audit-checkpoint".into())
+            .spawn(move || run(&conn, &writer, &woken))?;
+        Ok(Checkpointer { wake })
+    }
+
+    /// After a commit: a checkpoint is due when the thread is idle.
+    pub(crate) fn notify(&self) {
+        // Full: a checkpoint is already due. Disconnected: the thread could not start a
+        // connection; the WAL then only grows, which costs space, never durability.
+        let _ = self.wake.try_send(());
+    }
+}
+
+fn run(conn: &Connection, writer: &Mutex<Connection>, woken: &Receiver<()>) {
+    while woken.recv().is_ok() {
+        if let Err(e) = passive(conn) {
+            tracing::warn!(error = %e, "audit WAL checkpoint failed");
+        } else {
+            let _paused = writer.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = passive(conn) {
+                tracing::warn!(error = %e, "audit WAL checkpoint failed");
+            }
+        }
+        std::thread::sleep(INTERVAL);
+    }
+}
+
+/// Copies what it can without waiting for readers or the writer.
+fn passive(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
