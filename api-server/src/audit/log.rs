@@ -6,7 +6,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::record::{AuditRecord, Chained, GENESIS_HASH};
+use super::record::{AuditRecord, GENESIS_HASH, seal_with_body};
 use crate::store::{AuditRow, AuditStore};
 
 /// Most records committed in one transaction.
@@ -64,18 +64,19 @@ async fn run(store: Arc<dyn AuditStore>, mut rx: mpsc::Receiver<Pending>, mut la
                 seq += 1;
                 record.seq = seq;
                 record.id = format!("aud_{seq:012}");
-                record.prev_hash = prev.clone();
-                record.hash = record.compute_hash();
+                record.prev_hash = std::mem::take(&mut prev);
+                let body = seal_with_body(record);
                 prev = record.hash.clone();
+                // The record is not used after this: its columns move into the row.
                 rows.push(AuditRow {
                     seq,
                     timestamp: record.timestamp,
-                    identity_id: record.identity_id.clone(),
-                    path: record.path.clone(),
-                    action: record.action.clone(),
-                    outcome: record.outcome.clone(),
-                    body: serde_json::to_string(record).unwrap_or_default(),
-                    hash: record.hash.clone(),
+                    identity_id: record.identity_id.take(),
+                    path: record.path.take(),
+                    action: std::mem::take(&mut record.action),
+                    outcome: std::mem::take(&mut record.outcome),
+                    body,
+                    hash: std::mem::take(&mut record.hash),
                 });
             }
         }

@@ -1,6 +1,6 @@
 //! One audit record, its canonical form and the hash chain.
 
-use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::digest::{Context, SHA256};
 pub use scaivault_api::audit::AuditRecord;
 
 use crate::crypto::token::hex;
@@ -20,16 +20,39 @@ impl Chained for AuditRecord {
         let mut unhashed = self.clone();
         unhashed.hash = String::new();
         let body = serde_json::to_vec(&unhashed).unwrap_or_default();
-        let mut input = Vec::with_capacity(body.len() + 65);
-        input.extend_from_slice(self.prev_hash.as_bytes());
-        input.push(b'\n');
-        input.extend_from_slice(&body);
-        hex(digest(&SHA256, &input).as_ref())
+        chain_hash(&self.prev_hash, &body)
     }
 
     fn seal(mut self) -> Self {
         self.hash = self.compute_hash();
         self
+    }
+}
+
+fn chain_hash(prev_hash: &str, unhashed_json: &[u8]) -> String {
+    let mut input = Context::new(&SHA256);
+    input.update(prev_hash.as_bytes());
+    input.update(b"\n");
+    input.update(unhashed_json);
+    hex(input.finish().as_ref())
+}
+
+/// Seals a record whose `prev_hash` is set and returns its stored body (the canonical JSON
+/// with `hash`), serializing it once instead of twice: the JSON without `hash` ends in
+/// `"hash":""}` (`hash` is the last field), so the body is that text with the hash put in.
+pub fn seal_with_body(record: &mut AuditRecord) -> String {
+    const EMPTY_HASH_TAIL: &str = "\"\"}";
+    record.hash.clear();
+    let mut body = serde_json::to_string(&*record).unwrap_or_default();
+    record.hash = chain_hash(&record.prev_hash, body.as_bytes());
+    if body.ends_with(EMPTY_HASH_TAIL) {
+        body.truncate(body.len() - EMPTY_HASH_TAIL.len());
+        body.push('"');
+        body.push_str(&record.hash);
+        body.push_str("\"}");
+        body
+    } else {
+        serde_json::to_string(&*record).unwrap_or_default()
     }
 }
 
@@ -138,6 +161,18 @@ mod tests {
             record(2, GENESIS_HASH).hash,
             "the chain binds the previous hash"
         );
+    }
+
+    #[test]
+    fn sealing_with_the_body_matches_the_two_step_form() {
+        for (user_agent, prev) in [(None, GENESIS_HASH), (Some("a \"quoted\" agent\n"), "ab")] {
+            let mut r = record(7, prev);
+            r.user_agent = user_agent.map(str::to_owned);
+            r.hash = "stale".into();
+            let body = seal_with_body(&mut r);
+            assert_eq!(r.hash, r.compute_hash());
+            assert_eq!(body, serde_json::to_string(&r).unwrap());
+        }
     }
 
     #[test]
