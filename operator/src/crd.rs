@@ -181,7 +181,7 @@ pub struct VaultSecretSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub version: Option<i64>,
-    /// ServiceAccount whose token authenticates to the vault; unset uses the operator's.
+    /// ServiceAccount (in the VaultSecret's namespace) the vault is read as; unset: `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub service_account_name: Option<String>,

@@ -286,12 +286,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         });
         tokio::select! {
             () = run_controllers(&args, ctx, stop_rx.clone()) => {}
-            // Someone else holds the lease now: stop writing at once. Exiting (non-zero)
-            // lets the process restart and contend again as a standby. (The election
-            // task also ends on shutdown, closing the channel: that is not a loss, and
-            // the controllers then finish on their own.)
+            // Someone else holds the lease now, or the election task died: stop writing
+            // at once. Exiting (non-zero) lets the process restart and contend again as
+            // a standby. (The election task also ends on shutdown, closing the channel:
+            // that is not a loss, and the controllers then finish on their own.)
             () = async {
-                if leader_rx.wait_for(|l| !*l).await.is_err() {
+                if leader_rx.wait_for(|l| !*l).await.is_err() && *stop_rx.borrow() {
                     std::future::pending::<()>().await;
                 }
             } => {

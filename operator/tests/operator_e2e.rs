@@ -880,3 +880,166 @@ async fn hundred_vault_secrets_become_ready() {
     );
     let _ = VaultSecret::kind(&());
 }
+
+/// Applies the RBAC objects of `examples/operator.yaml` (not the Deployment: no kubelet
+/// here) and runs the operator binary as its ServiceAccount, so a missing permission in
+/// the example fails this test.
+#[tokio::test]
+async fn operator_runs_with_the_example_rbac() {
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    use serde::Deserialize;
+
+    let (shared, client, ns) = start("vs-rbac").await;
+    let text = std::fs::read_to_string(common::repo_root().join("examples/operator.yaml")).unwrap();
+    let apply = PatchParams::apply(common::TEST_FIELD_MANAGER).force();
+    let mut kinds = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let obj = Value::deserialize(doc).unwrap();
+        let kind = obj["kind"].as_str().unwrap().to_owned();
+        let name = obj["metadata"]["name"].as_str().unwrap().to_owned();
+        let on = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let patch = Patch::Apply(&obj);
+        match kind.as_str() {
+            "Namespace" => drop(
+                Api::<Namespace>::all(client.clone())
+                    .patch(&name, &apply, &patch)
+                    .await
+                    .unwrap(),
+            ),
+            "ServiceAccount" => drop(
+                Api::<ServiceAccount>::namespaced(client.clone(), &on)
+                    .patch(&name, &apply, &patch)
+                    .await
+                    .unwrap(),
+            ),
+            "ClusterRole" => drop(
+                Api::<ClusterRole>::all(client.clone())
+                    .patch(&name, &apply, &patch)
+                    .await
+                    .unwrap(),
+            ),
+            "ClusterRoleBinding" => drop(
+                Api::<ClusterRoleBinding>::all(client.clone())
+                    .patch(&name, &apply, &patch)
+                    .await
+                    .unwrap(),
+            ),
+            "Role" => drop(
+                Api::<Role>::namespaced(client.clone(), &on)
+                    .patch(&name, &apply, &patch)
+                    .await
+                    .unwrap(),
+            ),
+            "RoleBinding" => drop(
+                Api::<RoleBinding>::namespaced(client.clone(), &on)
+                    .patch(&name, &apply, &patch)
+                    .await
+                    .unwrap(),
+            ),
+            _ => continue,
+        }
+        kinds.push(kind);
+    }
+    assert_eq!(kinds.len(), 6, "{kinds:?}");
+
+    // A kubeconfig for system:serviceaccount:scaivault-system:scaivault-operator.
+    let request = k8s_openapi::api::authentication::v1::TokenRequest {
+        spec: Some(k8s_openapi::api::authentication::v1::TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), "scaivault-system")
+        .create_token_request("scaivault-operator", &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+        .unwrap();
+    let mut kubeconfig: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(shared.env.kubeconfig()).unwrap()).unwrap();
+    for user in kubeconfig["users"].as_array_mut().unwrap() {
+        user["user"] = json!({"token": token});
+    }
+    let path = shared.env.dir.path().join(format!("kubeconfig-{ns}"));
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+
+    let vault = shared.vault.root();
+    service_account(&client, &ns, "app").await;
+    let vpath = format!("apps/{ns}/db");
+    write(&vault, &vpath, json!({"password": "one"})).await;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}}},
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let op = Operator::start_as(shared, &path, "scaivault-system", &ns, "rbac", &[]);
+
+    // VaultPolicy (finalizer, status) grants the VaultSecret's ServiceAccount.
+    let policies = Api::<VaultPolicy>::namespaced(client.clone(), &ns);
+    let vp: VaultPolicy = serde_json::from_value(json!({
+        "apiVersion": "scaivault.io/v1alpha1", "kind": "VaultPolicy", "metadata": {"name": "readers"},
+        "spec": {"rules": [{"pathPattern": format!("apps/{ns}/**"), "permissions": ["read"]}],
+                 "serviceAccounts": [{"namespace": ns, "name": "app"}]},
+    }))
+    .unwrap();
+    policies.create(&PostParams::default(), &vp).await.unwrap();
+    create_vault_secret(&client, &ns, "db", json!({
+        "path": vpath, "serviceAccountName": "app", "refreshInterval": "1s", "target": {"name": "db"},
+        "rolloutRestartTargets": [{"kind": "Deployment", "name": "web"}],
+    }))
+    .await;
+    wait_ready(
+        &client,
+        &ns,
+        "db",
+        ConditionStatus::True,
+        Duration::from_secs(30),
+    )
+    .await;
+    write(&vault, &vpath, json!({"password": "two"})).await;
+    wait_for("rollout restart", Duration::from_secs(10), || {
+        restarted_at(&client, &ns)
+    })
+    .await;
+    let evs = events(&client, &ns).await;
+    assert!(
+        evs.iter().any(|e| e.reason.as_deref() == Some("Created")),
+        "no events"
+    );
+    policies
+        .delete("readers", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("VaultPolicy gone", Duration::from_secs(20), || async {
+        policies
+            .get_opt("readers")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let logs = op.logs();
+    assert!(
+        !logs.to_lowercase().contains("forbidden"),
+        "a permission is missing:\n{logs}"
+    );
+    let lease = Api::<Lease>::namespaced(client.clone(), "scaivault-system")
+        .get("scaivault-operator")
+        .await
+        .unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("rbac"));
+}

@@ -368,14 +368,6 @@ pub async fn shared() -> &'static Shared {
         .await
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One `scaivault-operator` process watching one namespace (which also holds its lease
 /// and MAC key), so tests running side by side do not see each other's objects.
 pub struct Operator {
@@ -388,6 +380,18 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(shared: &Shared, ns: &str, identity: &str, extra: &[&str]) -> Operator {
+        Operator::start_as(shared, &shared.env.kubeconfig(), ns, ns, identity, extra)
+    }
+
+    /// With another kubeconfig (another Kubernetes identity) and operator namespace.
+    pub fn start_as(
+        shared: &Shared,
+        kubeconfig: &Path,
+        operator_ns: &str,
+        ns: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> Operator {
         let log_path = shared
             .env
             .dir
@@ -399,9 +403,9 @@ impl Operator {
             "--vault-token-file".into(),
             shared.vault.token_file.display().to_string(),
             "--kubeconfig".into(),
-            shared.env.kubeconfig().display().to_string(),
+            kubeconfig.display().to_string(),
             "--operator-namespace".into(),
-            ns.into(),
+            operator_ns.into(),
             "--watch-namespace".into(),
             ns.into(),
             "--identity".into(),
@@ -424,16 +428,15 @@ impl Operator {
     }
 
     fn spawn(&mut self) {
-        let port = free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log_path)
             .unwrap();
+        let start_len = log.metadata().map(|m| m.len()).unwrap_or(0) as usize;
         let child = Command::new(env!("CARGO_BIN_EXE_scaivault-operator"))
             .args(&self.args)
-            .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{port}"))
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .env("SCAIVAULT_LOG", "info,kube=warn")
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
@@ -442,7 +445,28 @@ impl Operator {
             .spawn()
             .expect("spawn scaivault-operator");
         self.child = Some(child);
-        self.metrics_url = format!("http://127.0.0.1:{port}");
+        // The operator logs the address it bound (port 0 = a free one).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        self.metrics_url = loop {
+            let logs = self.logs();
+            let fresh = logs.get(start_len..).unwrap_or_default();
+            if let Some(addr) = fresh
+                .lines()
+                .filter(|l| l.contains("serving /metrics"))
+                .find_map(|l| l.split("addr=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                break format!("http://{addr}");
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("operator exited ({status}) at start:\n{fresh}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "operator did not log its metrics address:\n{fresh}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
     }
 
     /// SIGTERM (graceful: releases the lease) and wait for the exit.
