@@ -657,6 +657,39 @@ def sanity_check(server: Server, cfg: Config) -> None:
 # ----------------------------------------------------------------------------- wrk
 
 
+def audit_commit_buckets(server: Server) -> dict[float, float]:
+    """ScaiVault's cumulative `scaivault_audit_commit_seconds` histogram (upper bound in s ->
+    commits), from /metrics; empty for OpenBao or a build without the metric."""
+    if server.kind != "scaivault":
+        return {}
+    try:
+        status, text = call(server.port, "GET", "/metrics", timeout=5)
+    except OSError:
+        return {}
+    if status != 200 or not isinstance(text, str):
+        return {}
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith("scaivault_audit_commit_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(le)] = float(line.split("}", 1)[1].split()[0])
+    return buckets
+
+
+def commit_stats(before: dict[float, float], after: dict[float, float]) -> dict | None:
+    """Audit group commits during one run: count and the bucket bounds holding p50/p99/max."""
+    delta = {le: n - before.get(le, 0.0) for le, n in sorted(after.items())}
+    total = delta.get(float("inf"), 0.0)
+    if total <= 0:
+        return None
+
+    def bound(share: float) -> float:
+        return next(le for le, n in delta.items() if n >= share * total) * 1000
+
+    return {"commits": total, "p50_le_ms": bound(0.5), "p99_le_ms": bound(0.99),
+            "max_le_ms": bound(1.0)}
+
+
 def run_wrk(server: Server, cfg: Config, workload: str, seconds: int, tag: str) -> dict:
     conns = cfg.connections_for(workload)
     threads = min(cfg.threads, conns)
@@ -682,6 +715,7 @@ def run_wrk(server: Server, cfg: Config, workload: str, seconds: int, tag: str) 
             if r:
                 samples.append(r)
 
+    commits0 = audit_commit_buckets(server)
     cpu0, sys0, kids0 = proc_cpu_seconds(pid), system_busy_seconds(), children_cpu_seconds()
     rss0 = proc_status(pid).get("VmRSS", 0.0)
     th = threading.Thread(target=sampler, daemon=True)
@@ -695,6 +729,7 @@ def run_wrk(server: Server, cfg: Config, workload: str, seconds: int, tag: str) 
         th.join()
     wall = time.perf_counter() - t0
     cpu1, sys1, kids1 = proc_cpu_seconds(pid), system_busy_seconds(), children_cpu_seconds()
+    commits = commit_stats(commits0, audit_commit_buckets(server)) if commits0 else None
     (server.dir / f"wrk-{tag}.txt").write_text(p.stdout + p.stderr)
     line = next((ln for ln in p.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if p.returncode != 0 or line is None:
@@ -726,7 +761,16 @@ def run_wrk(server: Server, cfg: Config, workload: str, seconds: int, tag: str) 
         "other_cores": other / wall if wall else 0.0,
         "duration_s": dur,
         "connections": conns,
+        "audit_commit": commits,
     }
+
+
+def commit_note(r: dict) -> str:
+    c = r.get("audit_commit")
+    if not c:
+        return ""
+    return (f"  audit commits {c['commits']:.0f}: p50 <={c['p50_le_ms']:g} ms p99 <={c['p99_le_ms']:g} ms "
+            f"max <={c['max_le_ms']:g} ms")
 
 
 def profile(server: Server, cfg: Config, workload: str, suffix: str = "") -> Path | None:
@@ -864,6 +908,7 @@ def main() -> int:
                     r = run_wrk(srv, cfg, wl, cfg.duration, f"{wl}-{rep + 1}")
                     results["runs"][wl][name].append(r)
                     flag = f" ERRORS={r['errors']}" if r["errors"] else ""
+                    flag += commit_note(r)
                     log(f"rep {rep + 1} {wl:5s} {name:9s}: {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
                         f"p99 {r['p99_ms']:7.2f} ms  rss {r['rss_peak_mb']:6.1f} MiB  "
                         f"cpu {r['server_cpu_us_per_req']:6.0f} us/req  other {r['other_cores']:.2f} cores{flag}")
@@ -892,7 +937,7 @@ def main() -> int:
                     r = run_wrk(sv, cfg, "read", cfg.duration, f"read-variant-{len(results['sv_read_variants'])}-{rep + 1}")
                     runs.append(r)
                     log(f"rep {rep + 1} read  scaivault {variant}: {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-                        f"p99 {r['p99_ms']:7.2f} ms  cpu {r['server_cpu_us_per_req']:6.0f} us/req")
+                        f"p99 {r['p99_ms']:7.2f} ms  cpu {r['server_cpu_us_per_req']:6.0f} us/req{commit_note(r)}")
                 results["sv_read_variants"][variant] = runs
                 if "read" in cfg.profile:
                     suffix = "-" + "".join(c if c.isalnum() else "-" for c in variant).strip("-")

@@ -59,6 +59,19 @@ impl Metrics {
                 rate_limited.clone(),
             );
         }
+        {
+            let audit = registry.sub_registry_with_prefix("audit");
+            audit.register(
+                "commit_seconds",
+                "Duration of each audit group commit, fsync included",
+                crate::audit::COMMIT_SECONDS.clone(),
+            );
+            audit.register(
+                "commit_records",
+                "Audit records per group commit",
+                crate::audit::BATCH_RECORDS.clone(),
+            );
+        }
         registry.sub_registry_with_prefix("jobs").register(
             "runs",
             "Background job runs by outcome",

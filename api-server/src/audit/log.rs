@@ -1,7 +1,10 @@
 //! The writer: records are chained and committed in batches (group commit), and every
 //! request waits until its records are durable.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
+
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
@@ -13,6 +16,14 @@ use crate::store::{AuditRow, AuditStore};
 const MAX_BATCH: usize = 1024;
 /// Requests waiting for the writer before new ones wait to enqueue (backpressure).
 const QUEUE_DEPTH: usize = 8192;
+
+/// Duration of each group commit (insert and fsync): what every audited request waits
+/// for, once or twice. Process-wide, like the writer; registered by `Metrics`.
+pub static COMMIT_SECONDS: LazyLock<Histogram> =
+    LazyLock::new(|| Histogram::new(exponential_buckets(0.0001, 2.0, 16)));
+/// Records per group commit.
+pub static BATCH_RECORDS: LazyLock<Histogram> =
+    LazyLock::new(|| Histogram::new(exponential_buckets(1.0, 2.0, 12)));
 
 struct Pending {
     records: Vec<AuditRecord>,
@@ -80,7 +91,10 @@ async fn run(store: Arc<dyn AuditStore>, mut rx: mpsc::Receiver<Pending>, mut la
                 });
             }
         }
+        let started = Instant::now();
         let result = store.append(rows).await.map_err(|e| e.to_string());
+        COMMIT_SECONDS.observe(started.elapsed().as_secs_f64());
+        BATCH_RECORDS.observe(count as f64);
         match &result {
             // Only durable records advance the chain; after a failure the next batch
             // reuses the same sequence numbers.

@@ -8,5 +8,5 @@ pub mod record;
 pub mod s3;
 pub mod service;
 
-pub use log::{AuditWriter, unsealed};
+pub use log::{AuditWriter, BATCH_RECORDS, COMMIT_SECONDS, unsealed};
 pub use service::AuditService;

@@ -171,7 +171,7 @@ mod tests {
             r.hash = "stale".into();
             let body = seal_with_body(&mut r);
             assert_eq!(r.hash, r.compute_hash());
-            assert_eq!(body, serde_json::to_string(&r).unwrap());
+            assert_eq!(Some(body), serde_json::to_string(&r).ok());
         }
     }
 
