@@ -279,8 +279,9 @@ pub struct AuditQuery {
 pub trait AuditStore: Send + Sync + 'static {
     /// The newest record's sequence number and hash, to continue the chain.
     async fn last_record(&self) -> Result<Option<(u64, String)>>;
-    /// Appends records in one durable transaction.
-    async fn append(&self, rows: Vec<AuditRow>) -> Result<()>;
+    /// Appends records in one durable transaction. Blocks: the audit writer calls it from
+    /// its own thread.
+    fn append(&self, rows: Vec<AuditRow>) -> Result<()>;
     /// Matching records in ascending `seq` order.
     async fn query(&self, query: AuditQuery) -> Result<Vec<AuditRow>>;
     /// The record just before `seq` (its hash anchors a verification that starts mid-chain).

@@ -90,6 +90,33 @@ fn row_of(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
     })
 }
 
+fn insert_rows(c: &mut Connection, rows: &[AuditRow]) -> Result<()> {
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(map_err)?;
+    {
+        let mut st = tx
+            .prepare_cached(&format!(
+                "INSERT INTO audit_log ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ))
+            .map_err(map_err)?;
+        for r in rows {
+            st.execute(params![
+                r.seq as i64,
+                to_millis(r.timestamp),
+                r.identity_id,
+                r.path,
+                r.action,
+                r.outcome,
+                r.body,
+                r.hash
+            ])
+            .map_err(map_err)?;
+        }
+    }
+    tx.commit().map_err(map_err)
+}
+
 #[async_trait]
 impl AuditStore for SqliteAuditStore {
     async fn last_record(&self) -> Result<Option<(u64, String)>> {
@@ -105,34 +132,11 @@ impl AuditStore for SqliteAuditStore {
         .await
     }
 
-    async fn append(&self, rows: Vec<AuditRow>) -> Result<()> {
-        let committed = Self::with(&self.writer, move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
-            {
-                let mut st = tx
-                    .prepare_cached(&format!(
-                        "INSERT INTO audit_log ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-                    ))
-                    .map_err(map_err)?;
-                for r in &rows {
-                    st.execute(params![
-                        r.seq as i64,
-                        to_millis(r.timestamp),
-                        r.identity_id,
-                        r.path,
-                        r.action,
-                        r.outcome,
-                        r.body,
-                        r.hash
-                    ])
-                    .map_err(map_err)?;
-                }
-            }
-            tx.commit().map_err(map_err)
-        })
-        .await;
+    fn append(&self, rows: Vec<AuditRow>) -> Result<()> {
+        let committed = {
+            let mut c = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            insert_rows(&mut c, &rows)
+        };
         self.checkpointer.notify();
         committed
     }
