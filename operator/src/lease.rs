@@ -18,6 +18,8 @@ use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("lease {name}: no answer within the renew interval")]
+    Timeout { name: String },
     #[error("lease {namespace}/{name}: {source}")]
     Kube {
         namespace: String,
@@ -171,19 +173,34 @@ impl LeaderElector {
         }
     }
 
-    /// Runs until `stop` turns true: publishes leadership on `leader`. A leader whose
-    /// renewals fail for a whole lease duration publishes `false` (and stays out).
+    /// Runs until `stop` turns true: publishes leadership on `leader`. A leader that has
+    /// not renewed for `lease_duration - renew_interval` publishes `false` (and stays
+    /// out): that is before any standby can consider the lease expired, so two leaders
+    /// never overlap (the reason client-go's renewDeadline is below the duration).
     pub async fn run(
         mut self,
         leader: watch::Sender<bool>,
         mut stop: watch::Receiver<bool>,
     ) -> Self {
         let mut last_renewed: Option<Instant> = None;
+        let deadline = self
+            .config
+            .lease_duration
+            .saturating_sub(self.config.renew_interval);
         loop {
             if *stop.borrow() {
                 return self;
             }
-            match self.try_acquire_or_renew().await {
+            // A hung request must not keep a leader believing it leads.
+            let round =
+                tokio::time::timeout(self.config.renew_interval, self.try_acquire_or_renew())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::Timeout {
+                            name: self.config.name.clone(),
+                        })
+                    });
+            match round {
                 Ok(true) => {
                     if last_renewed.is_none() {
                         tracing::info!(lease = %self.config.name, identity = %self.config.identity, "acquired the leader lease");
@@ -202,7 +219,7 @@ impl LeaderElector {
                 Err(e) => {
                     tracing::warn!(error = %e, "leader election round failed");
                     if let Some(at) = last_renewed
-                        && at.elapsed() >= self.config.lease_duration
+                        && at.elapsed() >= deadline
                     {
                         tracing::error!("could not renew the leader lease in time; stepping down");
                         leader.send_replace(false);

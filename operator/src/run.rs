@@ -214,6 +214,12 @@ async fn signal() {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.renew_interval < args.lease_duration,
+        "--renew-interval ({:?}) must be shorter than --lease-duration ({:?})",
+        args.renew_interval,
+        args.lease_duration
+    );
     let client = kube_client(&args).await?;
     let (base, admin) = vault_clients(&args)?;
     let identity = args.identity();

@@ -153,7 +153,23 @@ async fn vault_secret_syncs_templates_refreshes_and_repairs() {
         json!({"cert": "CERT-PEM", "key": "KEY-PEM"}),
     )
     .await;
-    let _op = Operator::start(shared, &ns, "op-a", &[]);
+    write(
+        &vault,
+        &format!("{prefix}/registry"),
+        json!({"registry": "registry.example", "username": "ci", "password": "reg-pass"}),
+    )
+    .await;
+    let op = Operator::start(shared, &ns, "op-a", &[]);
+    create_vault_secret(
+        &client,
+        &ns,
+        "pull",
+        json!({
+            "path": format!("{prefix}/registry"), "serviceAccountName": "app",
+            "target": {"name": "pull", "type": "kubernetes.io/dockerconfigjson"},
+        }),
+    )
+    .await;
 
     create_vault_secret(&client, &ns, "db", json!({
         "path": format!("{prefix}/db"), "serviceAccountName": "app", "refreshInterval": "2s",
@@ -210,6 +226,41 @@ async fn vault_secret_syncs_templates_refreshes_and_repairs() {
         Duration::from_secs(30),
     )
     .await;
+    wait_ready(
+        &client,
+        &ns,
+        "pull",
+        ConditionStatus::True,
+        Duration::from_secs(30),
+    )
+    .await;
+    let pull = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("pull")
+        .await
+        .unwrap();
+    assert_eq!(
+        pull.type_.as_deref(),
+        Some("kubernetes.io/dockerconfigjson")
+    );
+    let doc: Value = serde_json::from_slice(&pull.data.unwrap()[".dockerconfigjson"].0).unwrap();
+    assert_eq!(doc["auths"]["registry.example"]["username"], "ci");
+    assert_eq!(doc["auths"]["registry.example"]["auth"], "Y2k6cmVnLXBhc3M=");
+    // Health endpoints and the metrics of this run.
+    for path in ["/healthz", "/readyz"] {
+        let resp = reqwest::get(format!("{}{path}", op.metrics_url))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+    let text = op.metrics().await.unwrap();
+    for needle in [
+        "scaivault_operator_reconciles_total{kind=\"VaultSecret\",result=\"ok\"}",
+        "scaivault_operator_reconcile_duration_seconds_bucket{",
+        "scaivault_operator_secret_writes_total{kind=\"VaultSecret\"}",
+        "scaivault_operator_leader 1",
+    ] {
+        assert!(text.contains(needle), "{needle} missing in:\n{text}");
+    }
     eprintln!("three VaultSecrets Ready in {:?}", started.elapsed());
 
     // Opaque, every field a key; labels, annotations, owner.
@@ -376,7 +427,7 @@ async fn vault_secret_syncs_templates_refreshes_and_repairs() {
         serde_json::to_string(&evs).unwrap(),
         serde_json::to_string(&all_vs).unwrap()
     );
-    for value in ["pw-one", "pw-two", "CERT-PEM", "KEY-PEM"] {
+    for value in ["pw-one", "pw-two", "CERT-PEM", "KEY-PEM", "reg-pass"] {
         assert!(
             !dump.contains(value),
             "{value} leaked into events or status"
