@@ -1,6 +1,9 @@
 //! What every reconcile shares.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
@@ -28,9 +31,32 @@ pub struct Context {
     pub mac_key: MacKey,
     pub secret_backoff: Backoff,
     pub policy_backoff: Backoff,
+    /// What this process last wrote to each VaultSecret's status (by uid). The
+    /// reflector's copy can lag behind our own status write (a reconcile triggered by
+    /// the Secret we just applied may run before the status event arrives); deciding a
+    /// rollout restart on that stale MAC would restart twice.
+    pub last_synced: Mutex<HashMap<String, LastSync>>,
+}
+
+/// The sync fields of a VaultSecret's status as last written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastSync {
+    pub mac: String,
+    pub version: Option<i64>,
+    pub at: Option<Time>,
 }
 
 impl Context {
+    pub fn last_sync(&self, uid: &str) -> Option<LastSync> {
+        self.last_synced.lock().ok()?.get(uid).cloned()
+    }
+
+    pub fn remember_sync(&self, uid: &str, sync: LastSync) {
+        if let Ok(mut map) = self.last_synced.lock() {
+            map.insert(uid.to_owned(), sync);
+        }
+    }
+
     /// Publishes an event; a failure to do so is logged, never fatal.
     pub async fn event(
         &self,

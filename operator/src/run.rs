@@ -289,6 +289,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             mac_key,
             secret_backoff: Default::default(),
             policy_backoff: Default::default(),
+            last_synced: Default::default(),
         });
         tokio::select! {
             () = run_controllers(&args, ctx, stop_rx.clone()) => {}

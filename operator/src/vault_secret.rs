@@ -20,7 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::conditions::{self, reason};
-use crate::context::{Context, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::context::{Context, FIELD_MANAGER, LastSync, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::crd::{ConditionStatus, RolloutKind, VaultSecret, VaultSecretStatus};
 use crate::{duration, render, vault_auth};
 
@@ -216,7 +216,11 @@ struct Synced {
     change: Change,
 }
 
-async fn sync(vs: &VaultSecret, ctx: &Context) -> Result<Synced, Error> {
+async fn sync(
+    vs: &VaultSecret,
+    ctx: &Context,
+    previous_mac: Option<&str>,
+) -> Result<Synced, Error> {
     let namespace = vs
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("a VaultSecret is namespaced".into()))?;
@@ -262,7 +266,6 @@ async fn sync(vs: &VaultSecret, ctx: &Context) -> Result<Synced, Error> {
         let ty = s.type_.as_deref().unwrap_or("Opaque");
         ctx.mac_key.mac(ty, &data_of(s))
     });
-    let previous_mac = vs.status.as_ref().and_then(|s| s.secret_mac.as_deref());
     let (change, restart) = plan(previous_mac, current_mac.as_deref(), &desired_mac);
 
     // apply: always, so label/annotation/owner changes land too; an unchanged apply
@@ -402,9 +405,16 @@ async fn patch_status(
 pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let key = format!("{}/{}", vs.namespace().unwrap_or_default(), vs.name_any());
-    let previous = vs.status.clone().unwrap_or_default();
+    let mut previous = vs.status.clone().unwrap_or_default();
+    let uid = vs.metadata.uid.clone().unwrap_or_default();
+    // Our own last write wins over a possibly stale cached status.
+    if let Some(last) = ctx.last_sync(&uid) {
+        previous.secret_mac = Some(last.mac);
+        previous.synced_version = last.version;
+        previous.last_synced_at = last.at;
+    }
     let generation = vs.metadata.generation;
-    match sync(&vs, &ctx).await {
+    match sync(&vs, &ctx, previous.secret_mac.as_deref()).await {
         Ok(synced) => {
             let message = format!(
                 "synced version {} of {} into Secret {}",
@@ -420,9 +430,19 @@ pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action
                 )],
                 synced_version: i64::try_from(synced.version).ok(),
                 last_synced_at: Some(Time(Timestamp::now())),
-                secret_mac: Some(synced.mac),
+                secret_mac: Some(synced.mac.clone()),
             };
             let written = patch_status(&vs, &ctx, &status).await;
+            if written.is_ok() {
+                ctx.remember_sync(
+                    &uid,
+                    LastSync {
+                        mac: synced.mac,
+                        version: status.synced_version,
+                        at: status.last_synced_at.clone(),
+                    },
+                );
+            }
             let event = match synced.change {
                 Change::Created => Some((
                     "Created",
