@@ -354,6 +354,11 @@ async fn vault_secret_syncs_templates_refreshes_and_repairs() {
     .await;
     let took = v2_at.elapsed();
     eprintln!("new vault version reached the Secret after {took:?}");
+    // one refresh (2 s + 10 % jitter) plus slack for the write, login-free read and apply
+    assert!(
+        took < Duration::from_secs(4),
+        "took {took:?} for a 2 s refresh"
+    );
     let db = wait_for("syncedVersion 2", Duration::from_secs(5), || async {
         let vs = Api::<VaultSecret>::namespaced(client.clone(), &ns)
             .get("db")
@@ -828,6 +833,17 @@ async fn two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
     assert!(b.logs().contains("waiting for leadership"));
     assert!(!b.logs().contains("synced"), "standby wrote:\n{}", b.logs());
     assert!(a.logs().contains("synced"));
+    // Every event so far was reported by the leader.
+    let evs = events(&client, &ns).await;
+    assert!(!evs.is_empty());
+    for e in &evs {
+        assert_eq!(
+            e.reporting_instance.as_deref(),
+            Some("replica-a"),
+            "{:?}",
+            e.reason
+        );
+    }
 
     // SIGKILL the leader (no release): the standby takes over once the lease expires.
     let killed = Instant::now();
