@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 use time::OffsetDateTime;
 
 use super::read_cache::ReadCache;
+use super::wal_checkpoint::{Checkpointer, NO_AUTOCHECKPOINT};
 use super::{
     BindingRow, IdentityRow, KeyRow, ListQuery, NewVersion, PolicyRow, RestoreOutcome, Result,
     SealFn, SecretRow, Store, StoreError, TokenRow, VersionMeta, VersionRow, from_millis,
@@ -31,6 +32,7 @@ pub struct SqliteStore {
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
     cache: Arc<ReadCache>,
+    checkpointer: Arc<Checkpointer>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -90,14 +92,20 @@ impl SqliteStore {
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
             .map_err(map_err)?;
         migrations::run(&mut writer, migrations::MIGRATIONS).map_err(map_err)?;
+        // Checkpoints run on their own thread, never inside a write.
+        writer.execute_batch(NO_AUTOCHECKPOINT).map_err(map_err)?;
         let readers = (0..READERS)
             .map(|_| open_connection(path, true).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
+        let writer = Arc::new(Mutex::new(writer));
+        let checkpointer = Checkpointer::spawn(open_connection(path, false)?, Arc::clone(&writer))
+            .map_err(|e| StoreError::Unavailable(format!("checkpoint thread: {e}")))?;
         Ok(SqliteStore {
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
             cache: Arc::new(ReadCache::new(CACHED_SECRETS)),
+            checkpointer: Arc::new(checkpointer),
         })
     }
 
@@ -107,11 +115,15 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let writer = Arc::clone(&self.writer);
+        let checkpointer = Arc::clone(&self.checkpointer);
         tokio::task::spawn_blocking(move || {
             let mut conn = writer
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut conn)
+            let result = f(&mut conn);
+            drop(conn);
+            checkpointer.notify();
+            result
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("storage task failed: {e}")))?

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::sqlite::migrations::{AUDIT_MIGRATIONS, run};
 use super::sqlite::{map_err, open_connection};
-use super::wal_checkpoint::Checkpointer;
+use super::wal_checkpoint::{Checkpointer, NO_AUTOCHECKPOINT};
 use super::{AuditQuery, AuditRow, AuditStore, Result, StoreError, from_millis, to_millis};
 
 pub struct SqliteAuditStore {
@@ -18,10 +18,6 @@ pub struct SqliteAuditStore {
     reader: Arc<Mutex<Connection>>,
     checkpointer: Checkpointer,
 }
-
-/// The WAL is truncated back to this size when it restarts after a burst; below it, it is
-/// reused in place (see [`Checkpointer`]).
-const WAL_SIZE_LIMIT: &str = "PRAGMA journal_size_limit = 67108864";
 
 /// How far a record is pushed before a request may answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,9 +42,7 @@ impl SqliteAuditStore {
             .map_err(map_err)?;
         run(&mut writer, AUDIT_MIGRATIONS).map_err(map_err)?;
         // Checkpoints run on their own thread, never inside a group commit.
-        writer
-            .execute_batch(&format!("PRAGMA wal_autocheckpoint = 0; {WAL_SIZE_LIMIT};"))
-            .map_err(map_err)?;
+        writer.execute_batch(NO_AUTOCHECKPOINT).map_err(map_err)?;
         let reader = open_connection(path, true)?;
         let writer = Arc::new(Mutex::new(writer));
         let checkpointer = Checkpointer::spawn(open_connection(path, false)?, Arc::clone(&writer))

@@ -1,9 +1,10 @@
-//! WAL checkpoints of the audit database, off the commit path.
+//! WAL checkpoints off the commit path (the audit database and the data database).
 //!
-//! With SQLite's automatic checkpoint, the group commit that crosses 1,000 WAL pages also
-//! copies them into the database file and fsyncs it, and every request waiting on that
-//! commit waits for it: that was the p99 of audited reads. Here the writer connection never
-//! checkpoints; this thread does, on its own connection:
+//! With SQLite's automatic checkpoint, the commit that crosses 1,000 WAL pages also copies
+//! them into the database file and fsyncs it, and every request waiting on that commit
+//! (an audit group commit, or the queue of writes) waits for it: that was the p99 of
+//! audited reads. Here the writer connection never checkpoints; this thread does, on its
+//! own connection:
 //!
 //! 1. most frames are copied while the writer keeps committing (a passive checkpoint);
 //! 2. the last few are copied with the writer paused between two batches, so the WAL is
@@ -23,6 +24,11 @@ use rusqlite::Connection;
 
 /// Least time between two checkpoints: each costs an fsync of the database file.
 const INTERVAL: Duration = Duration::from_millis(250);
+
+/// For the writer connection: no automatic checkpoints; and a WAL that grew in a burst is
+/// truncated back to 64 MiB when it restarts (below that it is reused in place).
+pub(crate) const NO_AUTOCHECKPOINT: &str =
+    "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;";
 
 /// Wakes the checkpoint thread; dropping it stops the thread.
 pub(crate) struct Checkpointer {
