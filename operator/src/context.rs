@@ -47,6 +47,34 @@ pub struct LastSync {
 }
 
 impl Context {
+    /// An object the operator cannot parse (say, written for a newer CRD version): say
+    /// so on the object and skip it, instead of failing the whole watch.
+    pub async fn report_invalid<K: kube::Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        kind: &'static str,
+        error: &str,
+    ) {
+        let meta = obj.meta();
+        tracing::warn!(
+            kind,
+            namespace = meta.namespace.as_deref().unwrap_or_default(),
+            name = meta.name.as_deref().unwrap_or_default(),
+            error,
+            "skipping an object that does not parse"
+        );
+        self.metrics
+            .reconciled(kind, std::time::Duration::ZERO, Some("InvalidObject"));
+        self.event(
+            &obj.object_ref(&()),
+            EventType::Warning,
+            "InvalidObject",
+            "Parse",
+            format!("the operator cannot read this object: {error}"),
+        )
+        .await;
+    }
+
     pub fn last_sync(&self, uid: &str) -> Option<LastSync> {
         self.last_synced.lock().ok()?.get(uid).cloned()
     }

@@ -11,6 +11,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource};
@@ -144,13 +145,13 @@ async fn run_controllers(args: &Args, ctx: Arc<Context>, stop: watch::Receiver<b
     let client = ctx.client.clone();
     let (vs_api, vp_api, secret_api) = match &args.watch_namespace {
         Some(ns) => (
-            Api::<VaultSecret>::namespaced(client.clone(), ns),
-            Api::<VaultPolicy>::namespaced(client.clone(), ns),
+            Api::<DeserializeGuard<VaultSecret>>::namespaced(client.clone(), ns),
+            Api::<DeserializeGuard<VaultPolicy>>::namespaced(client.clone(), ns),
             Api::<Secret>::namespaced(client.clone(), ns),
         ),
         None => (
-            Api::<VaultSecret>::all(client.clone()),
-            Api::<VaultPolicy>::all(client.clone()),
+            Api::<DeserializeGuard<VaultSecret>>::all(client.clone()),
+            Api::<DeserializeGuard<VaultPolicy>>::all(client.clone()),
             Api::<Secret>::all(client.clone()),
         ),
     };
@@ -167,7 +168,7 @@ async fn run_controllers(args: &Args, ctx: Arc<Context>, stop: watch::Receiver<b
         )
         .graceful_shutdown_on(wait_stop(stop.clone()))
         .run(
-            vault_secret::reconcile,
+            vault_secret::reconcile_guarded,
             vault_secret::error_policy,
             ctx.clone(),
         )
@@ -180,7 +181,11 @@ async fn run_controllers(args: &Args, ctx: Arc<Context>, stop: watch::Receiver<b
     // status is written only when it changes, so that does not loop.
     let policies = Controller::new(vp_api, watcher::Config::default())
         .graceful_shutdown_on(wait_stop(stop.clone()))
-        .run(vault_policy::reconcile, vault_policy::error_policy, ctx)
+        .run(
+            vault_policy::reconcile_guarded,
+            vault_policy::error_policy,
+            ctx,
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "VaultPolicy controller");

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, Event as Finalizer};
@@ -395,9 +396,28 @@ pub async fn reconcile(vp: Arc<VaultPolicy>, ctx: Arc<Context>) -> Result<Action
     result
 }
 
-pub fn error_policy(vp: Arc<VaultPolicy>, _error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("{}/{}", vp.namespace().unwrap_or_default(), vp.name_any());
+pub fn error_policy(
+    obj: Arc<DeserializeGuard<VaultPolicy>>,
+    _error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     Action::requeue(ctx.policy_backoff.failed(&key))
+}
+
+/// The Controller's entry point: objects that do not parse are reported and skipped
+/// (linkerd's `DeserializeGuard` pattern), the rest reconciled.
+pub async fn reconcile_guarded(
+    obj: Arc<DeserializeGuard<VaultPolicy>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    match &obj.0 {
+        Ok(parsed) => reconcile(Arc::new(parsed.clone()), ctx).await,
+        Err(invalid) => {
+            ctx.report_invalid(obj.as_ref(), KIND, &invalid.error).await;
+            Ok(Action::await_change())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -506,9 +507,28 @@ pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action
 }
 
 /// Exponential per-object backoff.
-pub fn error_policy(vs: Arc<VaultSecret>, _error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("{}/{}", vs.namespace().unwrap_or_default(), vs.name_any());
+pub fn error_policy(
+    obj: Arc<DeserializeGuard<VaultSecret>>,
+    _error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     Action::requeue(ctx.secret_backoff.failed(&key))
+}
+
+/// The Controller's entry point: objects that do not parse are reported and skipped
+/// (linkerd's `DeserializeGuard` pattern), the rest reconciled.
+pub async fn reconcile_guarded(
+    obj: Arc<DeserializeGuard<VaultSecret>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    match &obj.0 {
+        Ok(parsed) => reconcile(Arc::new(parsed.clone()), ctx).await,
+        Err(invalid) => {
+            ctx.report_invalid(obj.as_ref(), KIND, &invalid.error).await;
+            Ok(Action::await_change())
+        }
+    }
 }
 
 #[cfg(test)]
