@@ -68,6 +68,12 @@ pub struct Args {
         default_value = "scaivault-operator-mac-key"
     )]
     pub mac_key_secret: String,
+    /// Namespaces whose VaultPolicies are put into the vault: a comma-separated list, or
+    /// `*` for all. A VaultPolicy grants vault-wide access to any identity, so by default
+    /// only the operator's own namespace may declare them (those who can write there
+    /// already control the operator). Elsewhere they report `NamespaceNotAllowed`.
+    #[arg(long, env = "SCAIVAULT_POLICY_NAMESPACES", value_delimiter = ',')]
+    pub policy_namespaces: Vec<String>,
     /// Only watch this namespace (default: all).
     #[arg(long, env = "SCAIVAULT_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -92,9 +98,76 @@ impl Args {
         })
     }
 
+    /// Which namespaces may declare VaultPolicies (see `--policy-namespaces`).
+    pub fn policy_namespaces(&self) -> NamespaceFilter {
+        let listed: Vec<String> = self
+            .policy_namespaces
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if listed.iter().any(|n| n == "*") {
+            NamespaceFilter::All
+        } else if listed.is_empty() {
+            NamespaceFilter::Only(vec![self.operator_namespace.clone()])
+        } else {
+            NamespaceFilter::Only(listed)
+        }
+    }
+
     pub fn lease_namespace(&self) -> String {
         self.leader_election_namespace
             .clone()
             .unwrap_or_else(|| self.operator_namespace.clone())
+    }
+}
+
+/// A set of namespaces, or all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceFilter {
+    All,
+    Only(Vec<String>),
+}
+
+impl NamespaceFilter {
+    pub fn allows(&self, namespace: &str) -> bool {
+        match self {
+            NamespaceFilter::All => true,
+            NamespaceFilter::Only(names) => names.iter().any(|n| n == namespace),
+        }
+    }
+}
+
+impl std::fmt::Display for NamespaceFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NamespaceFilter::All => f.write_str("*"),
+            NamespaceFilter::Only(names) => f.write_str(&names.join(",")),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["scaivault-operator", "--vault-addr", "http://v:8200"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn policy_namespaces_default_to_the_operators_own() {
+        let only_own = args(&["--operator-namespace", "vault-ops"]).policy_namespaces();
+        assert!(only_own.allows("vault-ops"));
+        assert!(!only_own.allows("team-a"));
+        let listed = args(&["--policy-namespaces", "team-a, team-b"]).policy_namespaces();
+        assert!(listed.allows("team-b") && !listed.allows("scaivault-system"));
+        assert_eq!(
+            args(&["--policy-namespaces", "*"]).policy_namespaces(),
+            NamespaceFilter::All
+        );
     }
 }

@@ -28,6 +28,8 @@ pub struct Context {
     pub vault_auth: VaultAuth,
     /// Admin vault client for VaultPolicy; `None` disables that controller.
     pub admin: Option<scaivault_client::Client>,
+    /// Namespaces whose VaultPolicies reach the vault (`--policy-namespaces`).
+    pub policy_namespaces: crate::config::NamespaceFilter,
     pub mac_key: MacKey,
     pub secret_backoff: Backoff,
     pub policy_backoff: Backoff,

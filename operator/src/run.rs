@@ -291,6 +291,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 metrics.clone(),
             ),
             admin,
+            policy_namespaces: args.policy_namespaces(),
             mac_key,
             secret_backoff: Default::default(),
             policy_backoff: Default::default(),

@@ -33,6 +33,7 @@ pub const FINALIZER: &str = "scaivault.io/policy";
 const OWNER_MARKER: &str = "managed by scaivault-operator for VaultPolicy uid=";
 const REASON_NO_ADMIN: &str = "NoAdminToken";
 const REASON_CONFLICT: &str = "PolicyConflict";
+const REASON_NAMESPACE: &str = "NamespaceNotAllowed";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -40,6 +41,11 @@ pub enum Error {
         "the operator has no admin vault token (--vault-token-file), so it cannot manage policies"
     )]
     NoAdminToken,
+    #[error(
+        "VaultPolicies are only put into the vault from the namespaces in the operator's \
+         --policy-namespaces ({allowed}); {namespace} is not one of them"
+    )]
+    NamespaceNotAllowed { namespace: String, allowed: String },
     #[error(
         "a vault policy named {name:?} exists and is not managed by this VaultPolicy; pick another spec.name"
     )]
@@ -67,6 +73,7 @@ impl Error {
         match self {
             Error::NoAdminToken => REASON_NO_ADMIN,
             Error::Conflict { .. } => REASON_CONFLICT,
+            Error::NamespaceNotAllowed { .. } => REASON_NAMESPACE,
             Error::Vault { .. } => reason::VAULT_ERROR,
             Error::Kube { .. } => reason::KUBERNETES_ERROR,
             Error::Invalid(_) => reason::INVALID_SPEC,
@@ -186,10 +193,17 @@ struct Applied {
 }
 
 async fn apply(vp: &VaultPolicy, ctx: &Context) -> Result<Applied, Error> {
-    let admin = ctx.admin.as_ref().ok_or(Error::NoAdminToken)?;
     let namespace = vp
         .namespace()
         .ok_or_else(|| Error::Invalid("not namespaced".into()))?;
+    // Checked before anything reaches the vault: a policy can grant any identity any path.
+    if !ctx.policy_namespaces.allows(&namespace) {
+        return Err(Error::NamespaceNotAllowed {
+            namespace,
+            allowed: ctx.policy_namespaces.to_string(),
+        });
+    }
+    let admin = ctx.admin.as_ref().ok_or(Error::NoAdminToken)?;
     let uid = vp
         .metadata
         .uid

@@ -791,6 +791,56 @@ async fn vault_policy_round_trips_and_is_removed_on_delete() {
 }
 
 #[tokio::test]
+async fn vault_policies_outside_the_allowed_namespaces_never_reach_the_vault() {
+    let (shared, client, ns) = start("vp-ns").await;
+    let vault = shared.vault.root();
+    // The operator's own namespace is `ns`, but the list names only another one.
+    let _op = Operator::start(
+        shared,
+        &ns,
+        "op-a",
+        &["--policy-namespaces", "vault-admins"],
+    );
+    let api = Api::<VaultPolicy>::namespaced(client.clone(), &ns);
+    let vp: VaultPolicy = serde_json::from_value(json!({
+        "apiVersion": "scaivault.io/v1alpha1", "kind": "VaultPolicy", "metadata": {"name": "grab"},
+        "spec": {"rules": [{"pathPattern": "**", "permissions": ["admin"]}],
+                 "serviceAccounts": [{"namespace": ns, "name": "app"}]},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &vp).await.unwrap();
+    let message = wait_for("VaultPolicy refused", Duration::from_secs(30), || async {
+        let vp = api.get("grab").await.ok()?;
+        vp.status?
+            .conditions
+            .into_iter()
+            .find(|c| {
+                c.r#type == "Ready"
+                    && c.status == ConditionStatus::False
+                    && c.reason == "NamespaceNotAllowed"
+            })
+            .map(|c| c.message)
+    })
+    .await;
+    assert!(message.contains("vault-admins"), "{message}");
+    let names: Vec<String> = vault
+        .list_policies(None)
+        .await
+        .unwrap()
+        .policies
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(!names.contains(&format!("{ns}-grab")), "{names:?}");
+    // Deleting it is not blocked by the finalizer.
+    api.delete("grab", &DeleteParams::default()).await.unwrap();
+    wait_for("VaultPolicy gone", Duration::from_secs(20), || async {
+        api.get_opt("grab").await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
     let (shared, client, ns) = start("vs-leader").await;
     let vault = shared.vault.root();
@@ -1052,7 +1102,14 @@ async fn operator_runs_with_the_example_rbac() {
         .create(&PostParams::default(), &deployment)
         .await
         .unwrap();
-    let op = Operator::start_as(shared, &path, "scaivault-system", &ns, "rbac", &[]);
+    let op = Operator::start_as(
+        shared,
+        &path,
+        "scaivault-system",
+        &ns,
+        "rbac",
+        &["--policy-namespaces", &ns],
+    );
 
     // VaultPolicy (finalizer, status) grants the VaultSecret's ServiceAccount.
     let policies = Api::<VaultPolicy>::namespaced(client.clone(), &ns);
