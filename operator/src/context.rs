@@ -27,7 +27,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub vault_auth: VaultAuth,
     /// Admin vault client for VaultPolicy; `None` disables that controller.
-    pub admin: Option<scaivault_client::Client>,
+    pub admin: Option<crate::admin::AdminClient>,
     /// Namespaces whose VaultPolicies reach the vault (`--policy-namespaces`).
     pub policy_namespaces: crate::config::NamespaceFilter,
     pub mac_key: MacKey,

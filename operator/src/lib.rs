@@ -1,6 +1,7 @@
 //! Kubernetes side of ScaiVault: the custom resource types (`crd`), the YAML the
 //! `crdgen` binary writes to `crds/`, and the `scaivault-operator` controllers.
 
+pub mod admin;
 pub mod backoff;
 pub mod conditions;
 pub mod config;

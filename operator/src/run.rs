@@ -15,9 +15,9 @@ use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource};
-use secrecy::ExposeSecret;
 use tokio::sync::watch;
 
+use crate::admin::{AdminClient, TokenFile};
 use crate::config::Args;
 use crate::context::{Context, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::crd::{VaultPolicy, VaultSecret};
@@ -46,28 +46,18 @@ pub async fn kube_client(args: &Args) -> anyhow::Result<Client> {
     }
 }
 
-fn vault_clients(
-    args: &Args,
-) -> anyhow::Result<(scaivault_client::Client, Option<scaivault_client::Client>)> {
-    let builder = || {
-        let b = scaivault_client::Client::builder(args.vault_addr.clone());
-        match &args.vault_ca_file {
-            Some(ca) => b.ca_cert_file(ca.clone()),
-            None => b,
-        }
-    };
-    let base = builder().build().context("vault client")?;
+fn vault_clients(args: &Args) -> anyhow::Result<(scaivault_client::Client, Option<AdminClient>)> {
+    let mut builder = scaivault_client::Client::builder(args.vault_addr.clone());
+    if let Some(ca) = &args.vault_ca_file {
+        builder = builder.ca_cert_file(ca.clone());
+    }
+    let base = builder.build().context("vault client")?;
     let admin = match &args.vault_token_file {
         Some(path) => {
-            let token = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the vault token file {}", path.display()))?;
-            let token = secrecy::SecretString::from(token.trim().to_owned());
-            Some(
-                builder()
-                    .token(token.expose_secret().to_owned())
-                    .build()
-                    .context("admin vault client")?,
-            )
+            let admin = AdminClient::new(base.clone(), TokenFile::new(path));
+            // A wrong path should stop the start, not surface later on every VaultPolicy.
+            admin.client().map_err(anyhow::Error::msg)?;
+            Some(admin)
         }
         None => None,
     };

@@ -41,6 +41,8 @@ pub enum Error {
         "the operator has no admin vault token (--vault-token-file), so it cannot manage policies"
     )]
     NoAdminToken,
+    #[error("{0}")]
+    AdminToken(String),
     #[error(
         "VaultPolicies are only put into the vault from the namespaces in the operator's \
          --policy-namespaces ({allowed}); {namespace} is not one of them"
@@ -71,7 +73,7 @@ pub enum Error {
 impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::NoAdminToken => REASON_NO_ADMIN,
+            Error::NoAdminToken | Error::AdminToken(_) => REASON_NO_ADMIN,
             Error::Conflict { .. } => REASON_CONFLICT,
             Error::NamespaceNotAllowed { .. } => REASON_NAMESPACE,
             Error::Vault { .. } => reason::VAULT_ERROR,
@@ -203,7 +205,13 @@ async fn apply(vp: &VaultPolicy, ctx: &Context) -> Result<Applied, Error> {
             allowed: ctx.policy_namespaces.to_string(),
         });
     }
-    let admin = ctx.admin.as_ref().ok_or(Error::NoAdminToken)?;
+    let admin = ctx
+        .admin
+        .as_ref()
+        .ok_or(Error::NoAdminToken)?
+        .client()
+        .map_err(Error::AdminToken)?;
+    let admin = &admin;
     let uid = vp
         .metadata
         .uid
@@ -259,7 +267,13 @@ async fn apply(vp: &VaultPolicy, ctx: &Context) -> Result<Applied, Error> {
 }
 
 async fn cleanup(vp: &VaultPolicy, ctx: &Context) -> Result<(), Error> {
-    let admin = ctx.admin.as_ref().ok_or(Error::NoAdminToken)?;
+    let admin = ctx
+        .admin
+        .as_ref()
+        .ok_or(Error::NoAdminToken)?
+        .client()
+        .map_err(Error::AdminToken)?;
+    let admin = &admin;
     let namespace = vp
         .namespace()
         .ok_or_else(|| Error::Invalid("not namespaced".into()))?;
