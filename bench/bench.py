@@ -657,9 +657,15 @@ def sanity_check(server: Server, cfg: Config) -> None:
 # ----------------------------------------------------------------------------- wrk
 
 
-def audit_commit_buckets(server: Server) -> dict[float, float]:
-    """ScaiVault's cumulative `scaivault_audit_commit_seconds` histogram (upper bound in s ->
-    commits), from /metrics; empty for OpenBao or a build without the metric."""
+# ScaiVault histograms the harness diffs around each run: audit group commits, and the
+# time commits were held while a WAL checkpoint copied its last frames.
+SV_HISTOGRAMS = {"audit_commit": "scaivault_audit_commit_seconds",
+                 "audit_pause": "scaivault_audit_checkpoint_pause_seconds"}
+
+
+def sv_histograms(server: Server) -> dict[str, dict[float, float]]:
+    """ScaiVault's cumulative histograms of SV_HISTOGRAMS (upper bound in s -> count), from
+    /metrics; empty for OpenBao or a build without them."""
     if server.kind != "scaivault":
         return {}
     try:
@@ -668,16 +674,19 @@ def audit_commit_buckets(server: Server) -> dict[float, float]:
         return {}
     if status != 200 or not isinstance(text, str):
         return {}
-    buckets = {}
-    for line in text.splitlines():
-        if line.startswith("scaivault_audit_commit_seconds_bucket{"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[float(le)] = float(line.split("}", 1)[1].split()[0])
-    return buckets
+    out: dict[str, dict[float, float]] = {}
+    for key, name in SV_HISTOGRAMS.items():
+        prefix = name + "_bucket{"
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                out.setdefault(key, {})[float(le)] = float(line.split("}", 1)[1].split()[0])
+    return out
 
 
 def commit_stats(before: dict[float, float], after: dict[float, float]) -> dict | None:
-    """Audit group commits during one run: count and the bucket bounds holding p50/p99/max."""
+    """Events of one histogram during one run: count and the bucket bounds holding
+    p50/p99/max."""
     delta = {le: n - before.get(le, 0.0) for le, n in sorted(after.items())}
     total = delta.get(float("inf"), 0.0)
     if total <= 0:
@@ -686,7 +695,7 @@ def commit_stats(before: dict[float, float], after: dict[float, float]) -> dict 
     def bound(share: float) -> float:
         return next(le for le, n in delta.items() if n >= share * total) * 1000
 
-    return {"commits": total, "p50_le_ms": bound(0.5), "p99_le_ms": bound(0.99),
+    return {"count": total, "p50_le_ms": bound(0.5), "p99_le_ms": bound(0.99),
             "max_le_ms": bound(1.0)}
 
 
@@ -715,7 +724,7 @@ def run_wrk(server: Server, cfg: Config, workload: str, seconds: int, tag: str) 
             if r:
                 samples.append(r)
 
-    commits0 = audit_commit_buckets(server)
+    hist0 = sv_histograms(server)
     cpu0, sys0, kids0 = proc_cpu_seconds(pid), system_busy_seconds(), children_cpu_seconds()
     rss0 = proc_status(pid).get("VmRSS", 0.0)
     th = threading.Thread(target=sampler, daemon=True)
@@ -729,7 +738,8 @@ def run_wrk(server: Server, cfg: Config, workload: str, seconds: int, tag: str) 
         th.join()
     wall = time.perf_counter() - t0
     cpu1, sys1, kids1 = proc_cpu_seconds(pid), system_busy_seconds(), children_cpu_seconds()
-    commits = commit_stats(commits0, audit_commit_buckets(server)) if commits0 else None
+    hist1 = sv_histograms(server) if hist0 else {}
+    hists = {k: commit_stats(hist0[k], hist1.get(k, {})) for k in hist0}
     (server.dir / f"wrk-{tag}.txt").write_text(p.stdout + p.stderr)
     line = next((ln for ln in p.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if p.returncode != 0 or line is None:
@@ -761,16 +771,20 @@ def run_wrk(server: Server, cfg: Config, workload: str, seconds: int, tag: str) 
         "other_cores": other / wall if wall else 0.0,
         "duration_s": dur,
         "connections": conns,
-        "audit_commit": commits,
+        "audit_commit": hists.get("audit_commit"),
+        "audit_pause": hists.get("audit_pause"),
     }
 
 
 def commit_note(r: dict) -> str:
-    c = r.get("audit_commit")
+    c, p = r.get("audit_commit"), r.get("audit_pause")
     if not c:
         return ""
-    return (f"  audit commits {c['commits']:.0f}: p50 <={c['p50_le_ms']:g} ms p99 <={c['p99_le_ms']:g} ms "
+    note = (f"  audit commits {c['count']:.0f}: p50 <={c['p50_le_ms']:g} ms p99 <={c['p99_le_ms']:g} ms "
             f"max <={c['max_le_ms']:g} ms")
+    if p:
+        note += f"; checkpoint pauses {p['count']:.0f}: max <={p['max_le_ms']:g} ms"
+    return note
 
 
 def profile(server: Server, cfg: Config, workload: str, suffix: str = "") -> Path | None:

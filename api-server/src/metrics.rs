@@ -71,7 +71,17 @@ impl Metrics {
                 "Audit records per group commit",
                 crate::audit::BATCH_RECORDS.clone(),
             );
+            audit.register(
+                "checkpoint_pause_seconds",
+                "Time audit commits were held while a WAL checkpoint copied its last frames",
+                crate::store::AUDIT_PAUSE_SECONDS.clone(),
+            );
         }
+        registry.sub_registry_with_prefix("storage").register(
+            "checkpoint_pause_seconds",
+            "Time writes were held while a WAL checkpoint copied its last frames",
+            crate::store::DATA_PAUSE_SECONDS.clone(),
+        );
         registry.sub_registry_with_prefix("jobs").register(
             "runs",
             "Background job runs by outcome",

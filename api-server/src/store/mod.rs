@@ -14,6 +14,7 @@ mod time_codec;
 mod wal_checkpoint;
 
 pub use time_codec::{from_millis, now_millis, to_millis};
+pub use wal_checkpoint::{AUDIT_PAUSE_SECONDS, DATA_PAUSE_SECONDS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 use time::OffsetDateTime;
 
 use super::read_cache::ReadCache;
-use super::wal_checkpoint::{Checkpointer, NO_AUTOCHECKPOINT};
+use super::wal_checkpoint::{Checkpointer, DATA_PAUSE_SECONDS, NO_AUTOCHECKPOINT};
 use super::{
     BindingRow, IdentityRow, KeyRow, ListQuery, NewVersion, PolicyRow, RestoreOutcome, Result,
     SealFn, SecretRow, Store, StoreError, TokenRow, VersionMeta, VersionRow, from_millis,
@@ -98,8 +98,13 @@ impl SqliteStore {
             .map(|_| open_connection(path, true).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
         let writer = Arc::new(Mutex::new(writer));
-        let checkpointer = Checkpointer::spawn(open_connection(path, false)?, Arc::clone(&writer))
-            .map_err(|e| StoreError::Unavailable(format!("checkpoint thread: {e}")))?;
+        let checkpointer = Checkpointer::spawn(
+            "data",
+            open_connection(path, false)?,
+            Arc::clone(&writer),
+            &DATA_PAUSE_SECONDS,
+        )
+        .map_err(|e| StoreError::Unavailable(format!("checkpoint thread: {e}")))?;
         Ok(SqliteStore {
             writer,
             readers: Arc::new(readers),

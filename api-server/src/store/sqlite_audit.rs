@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::sqlite::migrations::{AUDIT_MIGRATIONS, run};
 use super::sqlite::{map_err, open_connection};
-use super::wal_checkpoint::{Checkpointer, NO_AUTOCHECKPOINT};
+use super::wal_checkpoint::{AUDIT_PAUSE_SECONDS, Checkpointer, NO_AUTOCHECKPOINT};
 use super::{AuditQuery, AuditRow, AuditStore, Result, StoreError, from_millis, to_millis};
 
 pub struct SqliteAuditStore {
@@ -45,8 +45,13 @@ impl SqliteAuditStore {
         writer.execute_batch(NO_AUTOCHECKPOINT).map_err(map_err)?;
         let reader = open_connection(path, true)?;
         let writer = Arc::new(Mutex::new(writer));
-        let checkpointer = Checkpointer::spawn(open_connection(path, false)?, Arc::clone(&writer))
-            .map_err(|e| StoreError::Unavailable(format!("audit checkpoint thread: {e}")))?;
+        let checkpointer = Checkpointer::spawn(
+            "audit",
+            open_connection(path, false)?,
+            Arc::clone(&writer),
+            &AUDIT_PAUSE_SECONDS,
+        )
+        .map_err(|e| StoreError::Unavailable(format!("audit checkpoint thread: {e}")))?;
         Ok(SqliteAuditStore {
             writer,
             reader: Arc::new(Mutex::new(reader)),

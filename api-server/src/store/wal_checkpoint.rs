@@ -17,9 +17,10 @@
 //! any checkpoint; checkpoints only move committed pages into the main file.
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use rusqlite::Connection;
 
 /// Least time between two checkpoints: each costs an fsync of the database file.
@@ -30,6 +31,15 @@ const INTERVAL: Duration = Duration::from_millis(250);
 pub(crate) const NO_AUTOCHECKPOINT: &str =
     "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;";
 
+/// How long the checkpoint held the writer for the last frames (every commit waiting
+/// meanwhile waits that long), per database; registered by `Metrics`.
+pub static AUDIT_PAUSE_SECONDS: LazyLock<Histogram> = LazyLock::new(pause_histogram);
+pub static DATA_PAUSE_SECONDS: LazyLock<Histogram> = LazyLock::new(pause_histogram);
+
+fn pause_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
 /// Wakes the checkpoint thread; dropping it stops the thread.
 pub(crate) struct Checkpointer {
     wake: SyncSender<()>,
@@ -37,12 +47,18 @@ pub(crate) struct Checkpointer {
 
 impl Checkpointer {
     /// `conn` is the checkpoint's own read-write connection; `writer` is the connection
-    /// the group commits use, locked only to pause them for the last frames.
-    pub(crate) fn spawn(conn: Connection, writer: Arc<Mutex<Connection>>) -> std::io::Result<Self> {
+    /// the commits use, locked only to pause them for the last frames. `db` names the
+    /// database in the thread name and in warnings.
+    pub(crate) fn spawn(
+        db: &'static str,
+        conn: Connection,
+        writer: Arc<Mutex<Connection>>,
+        pause: &'static Histogram,
+    ) -> std::io::Result<Self> {
         let (wake, woken) = sync_channel(1);
         std::thread::Builder::new()
-            .name("audit-checkpoint".into())
-            .spawn(move || run(&conn, &writer, &woken))?;
+            .name(format!("{db}-checkpoint"))
+            .spawn(move || run(db, &conn, &writer, &woken, pause))?;
         Ok(Checkpointer { wake })
     }
 
@@ -54,15 +70,24 @@ impl Checkpointer {
     }
 }
 
-fn run(conn: &Connection, writer: &Mutex<Connection>, woken: &Receiver<()>) {
+fn run(
+    db: &str,
+    conn: &Connection,
+    writer: &Mutex<Connection>,
+    woken: &Receiver<()>,
+    pause: &Histogram,
+) {
     while woken.recv().is_ok() {
         if let Err(e) = passive(conn) {
-            tracing::warn!(error = %e, "audit WAL checkpoint failed");
+            tracing::warn!(db, error = %e, "WAL checkpoint failed");
         } else {
-            let _paused = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let paused = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let started = Instant::now();
             if let Err(e) = passive(conn) {
-                tracing::warn!(error = %e, "audit WAL checkpoint failed");
+                tracing::warn!(db, error = %e, "WAL checkpoint failed");
             }
+            drop(paused);
+            pause.observe(started.elapsed().as_secs_f64());
         }
         std::thread::sleep(INTERVAL);
     }
