@@ -134,7 +134,7 @@ async fn every_request_leaves_one_record_including_refused_ones() {
         ),
         (
             "secrets.read".into(),
-            "success".into(),
+            "failure".into(),
             "root".into(),
             Some("a/b".into()),
         ),
@@ -143,6 +143,9 @@ async fn every_request_leaves_one_record_including_refused_ones() {
         summary, expected,
         "health probes are not audited; batch reads leave one record per path"
     );
+    // The batch answered 200, but its missing path is recorded with its own 404.
+    assert_eq!(logs[6]["status"], 404, "{}", logs[6]);
+    assert_eq!(logs[5]["status"], 200, "{}", logs[5]);
     for (i, record) in logs.iter().enumerate() {
         assert_eq!(record["seq"], i as u64 + 1);
         for field in [

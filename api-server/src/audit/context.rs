@@ -14,6 +14,9 @@ pub struct AuditContext {
     pub accessor: Option<String>,
     /// Every authorization decision: (permission, path, allowed).
     pub checks: Vec<(Permission, String, bool)>,
+    /// Per-path HTTP-equivalent status of a multi-path request whose items can fail
+    /// on their own (a batch read's missing secret is a 404 inside a 200).
+    pub item_statuses: Vec<(String, u16)>,
 }
 
 tokio::task_local! {
@@ -35,5 +38,14 @@ pub fn note_check(permission: Permission, path: &str, allowed: bool) {
         ctx.borrow_mut()
             .checks
             .push((permission, path.to_owned(), allowed))
+    });
+}
+
+/// Records that one path of a multi-path request ended with `status`.
+pub fn note_item_status(path: &str, status: u16) {
+    let _ = AUDIT.try_with(|ctx| {
+        ctx.borrow_mut()
+            .item_statuses
+            .push((path.to_owned(), status))
     });
 }

@@ -212,17 +212,23 @@ async fn audit_response(
     let records = if context.checks.is_empty() {
         vec![base]
     } else {
-        // One record per authorization decision: a batch read leaves one per path.
+        // One record per authorization decision: a batch read leaves one per path, each
+        // with its own outcome (a missing secret is a failure inside a 200).
+        let item_statuses = context.item_statuses;
         context
             .checks
             .into_iter()
             .map(|(permission, path, allowed)| {
                 let mut record = base.clone();
-                record.path = Some(path);
-                record.permission = Some(permission.scope());
+                if let Some((_, item)) = item_statuses.iter().find(|(p, _)| *p == path) {
+                    record.status = *item;
+                    record.outcome = outcome_of(*item).to_owned();
+                }
                 if !allowed {
                     record.outcome = "denied".to_owned();
                 }
+                record.path = Some(path);
+                record.permission = Some(permission.scope());
                 record
             })
             .collect()

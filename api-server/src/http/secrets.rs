@@ -331,5 +331,8 @@ pub async fn batch_read(
             state.authorize(&caller, Permission::Read, path)
         })
         .await?;
+    for (path, error) in &response.errors {
+        crate::audit::context::note_item_status(path, error.code.status());
+    }
     Ok(Json(response))
 }
