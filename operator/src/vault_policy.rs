@@ -194,10 +194,37 @@ struct Applied {
     bindings: usize,
 }
 
+/// What both apply and cleanup work with: the admin client and the object's identity.
+struct Target {
+    admin: scaivault_client::Client,
+    uid: String,
+    /// The vault policy's name.
+    name: String,
+}
+
+fn target(vp: &VaultPolicy, namespace: &str, ctx: &Context) -> Result<Target, Error> {
+    let admin = ctx
+        .admin
+        .as_ref()
+        .ok_or(Error::NoAdminToken)?
+        .client()
+        .map_err(Error::AdminToken)?;
+    let uid = vp
+        .metadata
+        .uid
+        .clone()
+        .ok_or_else(|| Error::Invalid("no uid".into()))?;
+    let name = policy_name(namespace, &vp.name_any(), &vp.spec);
+    Ok(Target { admin, uid, name })
+}
+
+fn namespace_of(vp: &VaultPolicy) -> Result<String, Error> {
+    vp.namespace()
+        .ok_or_else(|| Error::Invalid("not namespaced".into()))
+}
+
 async fn apply(vp: &VaultPolicy, ctx: &Context) -> Result<Applied, Error> {
-    let namespace = vp
-        .namespace()
-        .ok_or_else(|| Error::Invalid("not namespaced".into()))?;
+    let namespace = namespace_of(vp)?;
     // Checked before anything reaches the vault: a policy can grant any identity any path.
     if !ctx.policy_namespaces.allows(&namespace) {
         return Err(Error::NamespaceNotAllowed {
@@ -205,19 +232,8 @@ async fn apply(vp: &VaultPolicy, ctx: &Context) -> Result<Applied, Error> {
             allowed: ctx.policy_namespaces.to_string(),
         });
     }
-    let admin = ctx
-        .admin
-        .as_ref()
-        .ok_or(Error::NoAdminToken)?
-        .client()
-        .map_err(Error::AdminToken)?;
+    let Target { admin, uid, name } = target(vp, &namespace, ctx)?;
     let admin = &admin;
-    let uid = vp
-        .metadata
-        .uid
-        .clone()
-        .ok_or_else(|| Error::Invalid("no uid".into()))?;
-    let name = policy_name(&namespace, &vp.name_any(), &vp.spec);
     let input = desired_policy(name.clone(), &uid, &vp.spec);
     let policy = match find(admin, vp, &name, &uid).await? {
         Some(p) if p.name == input.name && p.rules == input.rules => p,
@@ -267,22 +283,9 @@ async fn apply(vp: &VaultPolicy, ctx: &Context) -> Result<Applied, Error> {
 }
 
 async fn cleanup(vp: &VaultPolicy, ctx: &Context) -> Result<(), Error> {
-    let admin = ctx
-        .admin
-        .as_ref()
-        .ok_or(Error::NoAdminToken)?
-        .client()
-        .map_err(Error::AdminToken)?;
+    let namespace = namespace_of(vp)?;
+    let Target { admin, uid, name } = target(vp, &namespace, ctx)?;
     let admin = &admin;
-    let namespace = vp
-        .namespace()
-        .ok_or_else(|| Error::Invalid("not namespaced".into()))?;
-    let uid = vp
-        .metadata
-        .uid
-        .clone()
-        .ok_or_else(|| Error::Invalid("no uid".into()))?;
-    let name = policy_name(&namespace, &vp.name_any(), &vp.spec);
     // A name taken by someone else's policy is not ours to delete: nothing to clean up.
     let policy = match find(admin, vp, &name, &uid).await {
         Ok(p) => p,
