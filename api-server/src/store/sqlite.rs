@@ -173,8 +173,7 @@ fn day_30_ago() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp() / 86_400 - 29
 }
 
-const SECRET_COLUMNS: &str = "s.path, s.secret_type, s.current_version, \
-    (SELECT COUNT(*) FROM secret_versions v WHERE v.path = s.path), \
+const SECRET_COLUMNS: &str = "s.path, s.secret_type, s.current_version, s.version_count, \
     s.tags, s.description, s.max_versions, s.created_at, s.updated_at, s.deleted_at, s.expires_at, \
     (SELECT COALESCE(SUM(a.count), 0) FROM access_counts a WHERE a.path = s.path AND a.day >= ?1)";
 
@@ -440,6 +439,13 @@ impl Store for SqliteStore {
             tx.execute(
                 "DELETE FROM secret_versions WHERE path = ?1 AND version <= ?2",
                 params![new.path, version as i64 - max_versions],
+            )
+            .map_err(map_err)?;
+            // Bounded by max_versions: the count lives on the row so lists need not do it.
+            tx.execute(
+                "UPDATE secrets SET version_count = (SELECT COUNT(*) FROM secret_versions v WHERE v.path = ?1) \
+                 WHERE path = ?1",
+                [&new.path],
             )
             .map_err(map_err)?;
             tx.commit().map_err(map_err)?;

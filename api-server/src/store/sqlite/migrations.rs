@@ -74,6 +74,13 @@ pub const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 3: the number of kept versions lives on the secret row, maintained by every write,
+    // so a list page no longer counts each row's versions (its cost grew with history).
+    r#"
+    ALTER TABLE secrets ADD COLUMN version_count INTEGER NOT NULL DEFAULT 0;
+    UPDATE secrets SET version_count =
+        (SELECT COUNT(*) FROM secret_versions v WHERE v.path = secrets.path);
+    "#,
 ];
 
 /// The audit database's own schema (a separate file).
@@ -126,6 +133,26 @@ mod tests {
         run(&mut conn, MIGRATIONS)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         assert_eq!(version as usize, MIGRATIONS.len());
+        Ok(())
+    }
+
+    #[test]
+    fn version_counts_are_backfilled() -> rusqlite::Result<()> {
+        let mut conn = Connection::open_in_memory()?;
+        run(&mut conn, &MIGRATIONS[..2])?;
+        conn.execute_batch(
+            "INSERT INTO secrets (path, secret_type, current_version, max_versions, created_at, updated_at)
+                 VALUES ('a/b', 'generic', 3, 10, 0, 0), ('c/d', 'generic', 1, 10, 0, 0);
+             INSERT INTO secret_versions (path, version, secret_type, ciphertext, created_at, created_by)
+                 VALUES ('a/b', 2, 'generic', x'00', 0, 'root'), ('a/b', 3, 'generic', x'00', 0, 'root'),
+                        ('c/d', 1, 'generic', x'00', 0, 'root');",
+        )?;
+        run(&mut conn, MIGRATIONS)?;
+        let counts: Vec<(String, i64)> = conn
+            .prepare("SELECT path, version_count FROM secrets ORDER BY path")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        assert_eq!(counts, [("a/b".to_owned(), 2), ("c/d".to_owned(), 1)]);
         Ok(())
     }
 }
