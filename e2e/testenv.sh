@@ -83,7 +83,10 @@ wait_ready() {
   local name=$1 pid=$2 dir=$3 log=$4; shift 4
   local deadline=$(( SECONDS + START_TIMEOUT ))
   until "$@" >/dev/null 2>&1; do
-    if ! ours "$pid" "$dir"; then
+    # PID is the child this script just started: `running`, not `ours`, because between
+    # fork and exec its command line is still this script's (seen on a loaded machine:
+    # a healthy kube-apiserver reported as "exited" with an empty log).
+    if ! running "$pid"; then
       echo "testenv: $name exited during startup; last lines of $log:" >&2
       tail -n 25 "$log" >&2
       return 1
