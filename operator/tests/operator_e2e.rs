@@ -1005,6 +1005,7 @@ async fn hundred_vault_secrets_become_ready() {
 async fn operator_runs_with_the_example_rbac() {
     use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    use kube::api::{ApiResource, DynamicObject};
     use serde::Deserialize;
 
     let (shared, client, ns) = start("vs-rbac").await;
@@ -1019,46 +1020,21 @@ async fn operator_runs_with_the_example_rbac() {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let patch = Patch::Apply(&obj);
-        match kind.as_str() {
-            "Namespace" => drop(
-                Api::<Namespace>::all(client.clone())
-                    .patch(&name, &apply, &patch)
-                    .await
-                    .unwrap(),
-            ),
-            "ServiceAccount" => drop(
-                Api::<ServiceAccount>::namespaced(client.clone(), &on)
-                    .patch(&name, &apply, &patch)
-                    .await
-                    .unwrap(),
-            ),
-            "ClusterRole" => drop(
-                Api::<ClusterRole>::all(client.clone())
-                    .patch(&name, &apply, &patch)
-                    .await
-                    .unwrap(),
-            ),
-            "ClusterRoleBinding" => drop(
-                Api::<ClusterRoleBinding>::all(client.clone())
-                    .patch(&name, &apply, &patch)
-                    .await
-                    .unwrap(),
-            ),
-            "Role" => drop(
-                Api::<Role>::namespaced(client.clone(), &on)
-                    .patch(&name, &apply, &patch)
-                    .await
-                    .unwrap(),
-            ),
-            "RoleBinding" => drop(
-                Api::<RoleBinding>::namespaced(client.clone(), &on)
-                    .patch(&name, &apply, &patch)
-                    .await
-                    .unwrap(),
-            ),
+        let (resource, namespaced) = match kind.as_str() {
+            "Namespace" => (ApiResource::erase::<Namespace>(&()), false),
+            "ServiceAccount" => (ApiResource::erase::<ServiceAccount>(&()), true),
+            "ClusterRole" => (ApiResource::erase::<ClusterRole>(&()), false),
+            "ClusterRoleBinding" => (ApiResource::erase::<ClusterRoleBinding>(&()), false),
+            "Role" => (ApiResource::erase::<Role>(&()), true),
+            "RoleBinding" => (ApiResource::erase::<RoleBinding>(&()), true),
             _ => continue,
-        }
+        };
+        let api: Api<DynamicObject> = if namespaced {
+            Api::namespaced_with(client.clone(), &on, &resource)
+        } else {
+            Api::all_with(client.clone(), &resource)
+        };
+        api.patch(&name, &apply, &Patch::Apply(&obj)).await.unwrap();
         kinds.push(kind);
     }
     assert_eq!(kinds.len(), 6, "{kinds:?}");
