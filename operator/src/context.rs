@@ -108,3 +108,29 @@ impl Context {
         }
     }
 }
+
+/// `namespace/name`: the key of an object's backoff.
+pub fn object_key<K: kube::ResourceExt>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// The Controller's entry point for any of our kinds: objects that do not parse are
+/// reported and skipped (linkerd's `DeserializeGuard` pattern), the rest reconciled.
+pub async fn reconcile_parsed<K, E, Fut>(
+    obj: Arc<kube::core::DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+    kind: &'static str,
+    reconcile: impl FnOnce(Arc<K>, Arc<Context>) -> Fut,
+) -> Result<kube::runtime::controller::Action, E>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, E>>,
+{
+    match &obj.0 {
+        Ok(parsed) => reconcile(Arc::new(parsed.clone()), ctx).await,
+        Err(invalid) => {
+            ctx.report_invalid(obj.as_ref(), kind, &invalid.error).await;
+            Ok(kube::runtime::controller::Action::await_change())
+        }
+    }
+}

@@ -20,7 +20,7 @@ use scaivault_client::api::policy::{
 use serde_json::json;
 
 use crate::conditions::{self, reason};
-use crate::context::{Context, FIELD_MANAGER};
+use crate::context::{Context, FIELD_MANAGER, object_key, reconcile_parsed};
 use crate::crd::{
     ConditionStatus, Effect, IdentityType, Permission, VaultPolicy, VaultPolicySpec,
     VaultPolicyStatus,
@@ -392,7 +392,7 @@ async fn apply_and_report(vp: Arc<VaultPolicy>, ctx: &Context) -> Result<Action,
 
 pub async fn reconcile(vp: Arc<VaultPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let key = format!("{}/{}", vp.namespace().unwrap_or_default(), vp.name_any());
+    let key = object_key(vp.as_ref());
     let namespace = vp.namespace().unwrap_or_default();
     let api: Api<VaultPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     let reference = vp.object_ref(&());
@@ -427,28 +427,20 @@ pub async fn reconcile(vp: Arc<VaultPolicy>, ctx: Arc<Context>) -> Result<Action
     result
 }
 
+/// Exponential per-object backoff.
 pub fn error_policy(
     obj: Arc<DeserializeGuard<VaultPolicy>>,
     _error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
-    Action::requeue(ctx.policy_backoff.failed(&key))
+    Action::requeue(ctx.policy_backoff.failed(&object_key(obj.as_ref())))
 }
 
-/// The Controller's entry point: objects that do not parse are reported and skipped
-/// (linkerd's `DeserializeGuard` pattern), the rest reconciled.
 pub async fn reconcile_guarded(
     obj: Arc<DeserializeGuard<VaultPolicy>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    match &obj.0 {
-        Ok(parsed) => reconcile(Arc::new(parsed.clone()), ctx).await,
-        Err(invalid) => {
-            ctx.report_invalid(obj.as_ref(), KIND, &invalid.error).await;
-            Ok(Action::await_change())
-        }
-    }
+    reconcile_parsed(obj, ctx, KIND, reconcile).await
 }
 
 #[cfg(test)]

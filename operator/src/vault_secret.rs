@@ -21,7 +21,10 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::conditions::{self, reason};
-use crate::context::{Context, FIELD_MANAGER, LastSync, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::context::{
+    Context, FIELD_MANAGER, LastSync, MANAGED_BY_LABEL, MANAGED_BY_VALUE, object_key,
+    reconcile_parsed,
+};
 use crate::crd::{ConditionStatus, RolloutKind, VaultSecret, VaultSecretStatus};
 use crate::{duration, render, vault_auth};
 
@@ -405,7 +408,7 @@ async fn patch_status(
 /// The reconciler given to the Controller.
 pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let key = format!("{}/{}", vs.namespace().unwrap_or_default(), vs.name_any());
+    let key = object_key(vs.as_ref());
     let mut previous = vs.status.clone().unwrap_or_default();
     let uid = vs.metadata.uid.clone().unwrap_or_default();
     // Our own last write wins over a possibly stale cached status.
@@ -512,23 +515,14 @@ pub fn error_policy(
     _error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
-    Action::requeue(ctx.secret_backoff.failed(&key))
+    Action::requeue(ctx.secret_backoff.failed(&object_key(obj.as_ref())))
 }
 
-/// The Controller's entry point: objects that do not parse are reported and skipped
-/// (linkerd's `DeserializeGuard` pattern), the rest reconciled.
 pub async fn reconcile_guarded(
     obj: Arc<DeserializeGuard<VaultSecret>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    match &obj.0 {
-        Ok(parsed) => reconcile(Arc::new(parsed.clone()), ctx).await,
-        Err(invalid) => {
-            ctx.report_invalid(obj.as_ref(), KIND, &invalid.error).await;
-            Ok(Action::await_change())
-        }
-    }
+    reconcile_parsed(obj, ctx, KIND, reconcile).await
 }
 
 #[cfg(test)]
