@@ -169,47 +169,39 @@ async fn read_as_service_account(
     path: &str,
     version: Option<u64>,
 ) -> Result<scaivault_client::api::secrets::SecretResponse, Error> {
-    for attempt in 0..2 {
+    let read = || async {
         let client = ctx
             .vault_auth
             .client_for(namespace, service_account)
             .await?;
-        let answer = match version {
+        Ok::<_, Error>(match version {
             Some(v) => client.read_version(path, v).await,
             None => client.read(path).await,
-        };
-        match answer {
-            Ok(secret) => return Ok(secret),
-            Err(e) if e.status() == Some(401) && attempt == 0 => {
-                ctx.vault_auth.invalidate(namespace, service_account).await;
+        })
+    };
+    let mut answer = read().await?;
+    if matches!(&answer, Err(e) if e.status() == Some(401)) {
+        ctx.vault_auth.invalidate(namespace, service_account).await;
+        answer = read().await?;
+    }
+    answer.map_err(|e| {
+        if e.status() == Some(403) {
+            Error::PermissionDenied {
+                namespace: namespace.to_owned(),
+                service_account: service_account.to_owned(),
+                path: path.to_owned(),
             }
-            Err(e) if e.status() == Some(403) => {
-                return Err(Error::PermissionDenied {
-                    namespace: namespace.to_owned(),
-                    service_account: service_account.to_owned(),
-                    path: path.to_owned(),
-                });
+        } else if e.is_not_found() {
+            Error::NotFound {
+                path: path.to_owned(),
+                version,
             }
-            Err(e) if e.is_not_found() => {
-                return Err(Error::NotFound {
-                    path: path.to_owned(),
-                    version,
-                });
-            }
-            Err(source) => {
-                return Err(Error::Vault {
-                    path: path.to_owned(),
-                    source,
-                });
+        } else {
+            Error::Vault {
+                path: path.to_owned(),
+                source: e,
             }
         }
-    }
-    Err(Error::Vault {
-        path: path.to_owned(),
-        source: scaivault_client::Error::Decode {
-            what: "read",
-            detail: "unauthenticated twice in a row".to_owned(),
-        },
     })
 }
 
