@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -319,23 +319,18 @@ async fn restart_targets(vs: &VaultSecret, ctx: &Context, namespace: &str) -> Re
         ..PatchParams::default()
     };
     for target in &vs.spec.rollout_restart_targets {
-        let client = ctx.client.clone();
         let what = format!("restarting {:?} {}", target.kind, target.name);
         // A merge patch of one annotation, as `kubectl rollout restart` does.
-        let result = match target.kind {
-            RolloutKind::Deployment => Api::<Deployment>::namespaced(client, namespace)
-                .patch(&target.name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
-            RolloutKind::StatefulSet => Api::<StatefulSet>::namespaced(client, namespace)
-                .patch(&target.name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
-            RolloutKind::DaemonSet => Api::<DaemonSet>::namespaced(client, namespace)
-                .patch(&target.name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
+        let resource = match target.kind {
+            RolloutKind::Deployment => ApiResource::erase::<Deployment>(&()),
+            RolloutKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+            RolloutKind::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
         };
+        let result =
+            Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &resource)
+                .patch(&target.name, &params, &Patch::Merge(&patch))
+                .await
+                .map(|_| ());
         match result {
             Ok(()) => {
                 ctx.metrics.rollout_restarts.inc();
