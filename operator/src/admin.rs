@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 /// A token file, re-read whenever its modification time changes.
 pub struct TokenFile {
@@ -65,7 +65,7 @@ impl AdminClient {
     pub fn client(&self) -> Result<scaivault_client::Client, String> {
         let token = self.token.current()?;
         self.base
-            .with_token(token.expose_secret().to_owned())
+            .with_token(token)
             .map_err(|e| format!("vault token from {}: {e}", self.token.path().display()))
     }
 }
@@ -74,6 +74,8 @@ impl AdminClient {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use std::time::Duration;
+
+    use secrecy::ExposeSecret;
 
     use super::*;
 
