@@ -17,13 +17,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use scaivault_client::api::policy::{Permission, PolicyInput, PolicyRule};
 use scaivault_client::api::secrets::WriteSecretRequest;
 use scaivault_operator::crd::{ConditionStatus, VaultPolicy, VaultSecret};
+use scaivault_operator::vault_secret::RESTARTED_AT;
 use serde_json::{Value, json};
-
-const RESTARTED_AT: &str = "scaivault.io/restartedAt";
 
 async fn write(vault: &scaivault_client::Client, path: &str, data: Value) -> u64 {
     let Value::Object(data) = data else {
@@ -995,7 +994,6 @@ async fn hundred_vault_secrets_become_ready() {
         op.metric("scaivault_operator_vault_logins_total").await,
         Some(1.0)
     );
-    let _ = VaultSecret::kind(&());
 }
 
 /// Applies the RBAC objects of `examples/operator.yaml` (not the Deployment: no kubelet
