@@ -75,7 +75,7 @@ impl ReadCache {
         inner.entries.remove(path);
     }
 
-    /// For writes whose paths are not known up front (expiry purges).
+    /// For writes whose outcome is unknown (a purge that failed part-way).
     pub(crate) fn clear(&self) {
         let mut inner = self.lock();
         inner.generation += 1;

@@ -658,8 +658,12 @@ impl Store for SqliteStore {
         let cache = Arc::clone(&self.cache);
         self.write(move |c| {
             let purged = purge_expired_in(c, now, limit);
-            // Which paths went is known only inside the transaction; purges are rare.
-            cache.clear();
+            // Drop only what went: this runs every purge interval, mostly purging nothing,
+            // and must not empty the cache each time. After a failure nothing is certain.
+            match &purged {
+                Ok(paths) => paths.iter().for_each(|path| cache.invalidate(path)),
+                Err(_) => cache.clear(),
+            }
             purged
         })
         .await
