@@ -75,28 +75,24 @@ pub async fn observe(State(state): State<SharedState>, request: Request, next: N
         .unwrap_or_else(|| "unmatched".to_owned());
     // The path names a secret but never holds its value; the query string is not logged.
     let path = request.uri().path().to_owned();
-    let audited = state.audit.enabled() && is_audited(&path);
-    let facts = audited.then(|| RequestFacts::of(&request, &route));
-    let mut response = if audited {
-        let context = RefCell::new(AuditContext::default());
-        let run = REQUEST_ID.scope(request_id.clone(), next.run(request));
-        let (response, context) = AUDIT
-            .scope(context, async move {
-                let response = run.await;
-                (
-                    response,
-                    AUDIT.with(|c| std::mem::take(&mut *c.borrow_mut())),
-                )
-            })
-            .await;
-        match facts {
-            Some(facts) => audit_response(&state, &request_id, facts, context, response).await,
-            None => response,
+    let facts =
+        (state.audit.enabled() && is_audited(&path)).then(|| RequestFacts::of(&request, &route));
+    let run = REQUEST_ID.scope(request_id.clone(), next.run(request));
+    let mut response = match facts {
+        Some(facts) => {
+            let context = RefCell::new(AuditContext::default());
+            let (response, context) = AUDIT
+                .scope(context, async move {
+                    let response = run.await;
+                    (
+                        response,
+                        AUDIT.with(|c| std::mem::take(&mut *c.borrow_mut())),
+                    )
+                })
+                .await;
+            audit_response(&state, &request_id, facts, context, response).await
         }
-    } else {
-        REQUEST_ID
-            .scope(request_id.clone(), next.run(request))
-            .await
+        None => run.await,
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response
