@@ -21,6 +21,10 @@ const MAX_NAME_CHARS: usize = 128;
 pub struct PolicyService {
     store: Arc<dyn Store>,
     engine: Arc<Engine>,
+    /// One reload at a time: two overlapping reloads could publish in the opposite order
+    /// of their reads, leaving an index from before the later change (a revoked binding
+    /// still granting access) until the next change.
+    reload_lock: tokio::sync::Mutex<()>,
 }
 
 fn policy_not_found(id: &str) -> Error {
@@ -101,11 +105,16 @@ fn conflict_as(name: &str) -> impl Fn(Error) -> Error + '_ {
 
 impl PolicyService {
     pub fn new(store: Arc<dyn Store>, engine: Arc<Engine>) -> Self {
-        PolicyService { store, engine }
+        PolicyService {
+            store,
+            engine,
+            reload_lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Reloads every policy and binding into the engine's index.
     pub async fn reload(&self) -> Result<()> {
+        let _one_at_a_time = self.reload_lock.lock().await;
         let policies = self.store.list_policies().await?;
         let bindings = self.store.list_bindings(None).await?;
         self.engine.rebuild(&policies, &bindings);
