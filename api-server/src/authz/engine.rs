@@ -119,6 +119,22 @@ impl Default for Engine {
     }
 }
 
+/// `evaluate(..).allowed`: a matching deny wins, otherwise any matching allow grants.
+fn permits(policies: &[Arc<CompiledPolicy>], permission: Permission, path: &str) -> bool {
+    let mut allowed = false;
+    for rule in policies
+        .iter()
+        .flat_map(|p| p.rules.iter())
+        .filter(|r| r.grants(permission) && r.pattern.matches(path))
+    {
+        match rule.rule.effect {
+            Effect::Deny => return false,
+            Effect::Allow => allowed = true,
+        }
+    }
+    allowed
+}
+
 /// Evaluates `policies` for one permission on one path.
 pub fn evaluate<'a>(
     policies: impl IntoIterator<Item = &'a CompiledPolicy>,
@@ -224,11 +240,16 @@ impl Engine {
         evaluate(policies, permission, path)
     }
 
+    /// What `decide` concludes, without building its explanation: this runs on every
+    /// request, and for every item of a list page.
     pub fn allows(&self, caller: &Caller, permission: Permission, path: &str) -> bool {
         caller.is_root()
             || self
-                .decide(Some(&caller.identity_id), None, permission, path)
-                .allowed
+                .index
+                .load()
+                .by_identity
+                .get(&caller.identity_id)
+                .is_some_and(|policies| permits(policies, permission, path))
     }
 
     /// `Ok` when allowed; otherwise `permission_denied`. The message is the same for paths
