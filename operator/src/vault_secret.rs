@@ -125,19 +125,14 @@ pub fn plan(
     (change, restart)
 }
 
+/// The Secret's data as read back: the apiserver folds `stringData` into `data`.
 fn data_of(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut data: BTreeMap<String, Vec<u8>> = secret
+    secret
         .data
         .iter()
         .flatten()
         .map(|(k, v)| (k.clone(), v.0.clone()))
-        .collect();
-    // stringData is write-only, but a hand edit may use it; the apiserver folds it
-    // into data, so this is only for completeness.
-    for (k, v) in secret.string_data.iter().flatten() {
-        data.insert(k.clone(), v.as_bytes().to_vec());
-    }
-    data
+        .collect()
 }
 
 fn owner_reference(vs: &VaultSecret) -> Option<OwnerReference> {
