@@ -148,12 +148,8 @@ impl Vault {
         limits: Limits,
     ) -> Vault {
         let hasher = TokenHasher::new(token_key);
-        let derive = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, token_key);
-        let audit_hmac_key = Zeroizing::new(
-            aws_lc_rs::hmac::sign(&derive, b"scaivault/audit-hmac/v1")
-                .as_ref()
-                .to_vec(),
-        );
+        // HMAC-SHA256 under the token key of a fixed label: the token hasher computes it.
+        let audit_hmac_key = Zeroizing::new(hasher.hash("scaivault/audit-hmac/v1").to_vec());
         let barrier = Arc::new(barrier);
         let access = Arc::new(AccessCounter::default());
         let authz = Arc::new(Engine::default());
