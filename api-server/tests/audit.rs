@@ -603,3 +603,52 @@ async fn audit_sync_normal_still_records_and_chains() {
     let (_, verify) = s.call(Method::GET, "/v1/audit/verify", None).await;
     assert_eq!(verify["verified"], true);
 }
+
+/// A client that hangs up right after sending a write must not leave a committed change
+/// without its audit record (hyper drops the request's future when the connection goes).
+#[tokio::test]
+async fn writes_of_clients_that_hang_up_are_still_audited() {
+    use std::io::Write;
+
+    let s = Server::start(&[]);
+    let host = s.address.strip_prefix("http://").unwrap().to_owned();
+    let paths: Vec<String> = (0..40).map(|i| format!("hangup/s{i}")).collect();
+    for path in &paths {
+        let body = r#"{"data":{"v":"x"}}"#;
+        let mut socket = std::net::TcpStream::connect(&host).unwrap();
+        write!(
+            socket,
+            "PUT /v1/secrets/{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            s.token,
+            body.len()
+        )
+        .unwrap();
+        drop(socket);
+    }
+    // Whether a request got as far as its handler before the hang-up is up to timing;
+    // every write that did run must have finished with its audit record.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mut written = Vec::new();
+    for path in &paths {
+        let (status, _) = s
+            .call(Method::GET, &format!("/v1/secrets/{path}"), None)
+            .await;
+        if status == StatusCode::OK {
+            written.push(path.clone());
+        }
+    }
+    assert!(
+        !written.is_empty(),
+        "no write of a hung-up client ran: nothing to check"
+    );
+    let logs = all_logs(&s).await;
+    for path in &written {
+        assert!(
+            logs.iter().any(|r| r["action"] == "secrets.write"
+                && r["path"] == path.as_str()
+                && r["outcome"] == "success"),
+            "{path} was written but has no audit record"
+        );
+    }
+}

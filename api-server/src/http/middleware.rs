@@ -79,18 +79,30 @@ pub async fn observe(State(state): State<SharedState>, request: Request, next: N
         (state.audit.enabled() && is_audited(&path)).then(|| RequestFacts::of(&request, &route));
     let run = REQUEST_ID.scope(request_id.clone(), next.run(request));
     let mut response = match facts {
+        // A task of its own: hyper drops a request's future when its client hangs up, and
+        // an audited request that may have changed something must finish, record included.
         Some(facts) => {
-            let context = RefCell::new(AuditContext::default());
-            let (response, context) = AUDIT
-                .scope(context, async move {
-                    let response = run.await;
-                    (
-                        response,
-                        AUDIT.with(|c| std::mem::take(&mut *c.borrow_mut())),
-                    )
-                })
-                .await;
-            audit_response(&state, &request_id, facts, context, response).await
+            let task_state = Arc::clone(&state);
+            let task_request_id = request_id.clone();
+            let audited = tokio::spawn(async move {
+                let context = RefCell::new(AuditContext::default());
+                let (response, context) = AUDIT
+                    .scope(context, async move {
+                        let response = run.await;
+                        (
+                            response,
+                            AUDIT.with(|c| std::mem::take(&mut *c.borrow_mut())),
+                        )
+                    })
+                    .await;
+                audit_response(&task_state, &task_request_id, facts, context, response).await
+            });
+            match audited.await {
+                Ok(response) => response,
+                // Only when the runtime shuts down under it (handler panics are caught
+                // further in by CatchPanicLayer).
+                Err(e) => Error::unavailable(format!("request task ended: {e}")).into_response(),
+            }
         }
         None => run.await,
     };
