@@ -52,6 +52,11 @@ impl AuditWriter {
         Ok(AuditWriter { tx })
     }
 
+    /// Whether the writer thread still takes records (readiness).
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// Returns once the records are durable, or an error: then the request must fail.
     pub async fn write(&self, records: Vec<AuditRecord>) -> Result<(), String> {
         let (reply, done) = oneshot::channel();

@@ -85,6 +85,11 @@ impl AuditService {
         self.writer.is_some()
     }
 
+    /// Requests can be audited: the log is off, or its writer runs.
+    pub fn is_writable(&self) -> bool {
+        self.writer.as_ref().is_none_or(AuditWriter::is_running)
+    }
+
     /// HMAC-SHA256 under the deployment's audit key, as it appears in records.
     pub fn hmac(&self, input: &str) -> String {
         hex(hmac::sign(&self.hmac_key, input.as_bytes()).as_ref())

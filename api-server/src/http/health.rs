@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -13,7 +13,7 @@ use scaivault_api::health::{
     ComponentHealth, DetailedHealthResponse, HealthResponse, HealthStatus,
 };
 
-use super::SharedState;
+use super::{AppState, SharedState};
 use crate::auth::Caller;
 use crate::authz::{Permission, resource};
 use crate::crypto::barrier::Context;
@@ -24,6 +24,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub fn public_router() -> Router<SharedState> {
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/health/ready", get(ready))
         .route("/metrics", get(metrics))
 }
 
@@ -31,33 +32,68 @@ pub fn authenticated_router() -> Router<SharedState> {
     Router::new().route("/v1/health/detailed", get(health_detailed))
 }
 
-/// Liveness and storage reachability; no authentication.
-#[utoipa::path(get, path = "/v1/health", tag = "health",
-    responses((status = 200, body = HealthResponse), (status = 503, body = HealthResponse)))]
-pub async fn health(State(state): State<SharedState>) -> impl IntoResponse {
-    let ok = state.vault.store.ping().await.is_ok();
-    let status = if ok {
-        HealthStatus::Ok
-    } else {
-        HealthStatus::Down
-    };
-    let code = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = HealthResponse {
+/// How long one readiness verdict is reused.
+const READINESS_TTL: Duration = Duration::from_secs(1);
+/// A storage probe slower than this counts as a failure.
+const READINESS_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Readiness is asked often and without a token, so at most one storage probe runs per
+/// `READINESS_TTL`, shared by every caller: probes cannot pile up on the writer lock.
+#[derive(Default)]
+pub struct Readiness {
+    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+}
+
+impl Readiness {
+    async fn check(&self, state: &AppState) -> bool {
+        let mut last = self.last.lock().await;
+        if let Some((at, ready)) = *last
+            && at.elapsed() < READINESS_TTL
+        {
+            return ready;
+        }
+        let probe = tokio::time::timeout(READINESS_PROBE_TIMEOUT, state.vault.store.ping());
+        let ready = matches!(probe.await, Ok(Ok(()))) && state.audit.is_writable();
+        *last = Some((Instant::now(), ready));
+        ready
+    }
+}
+
+fn health_document(status: HealthStatus, state: &AppState) -> Json<HealthResponse> {
+    Json(HealthResponse {
         status,
         version: VERSION.into(),
         storage: state.vault.store.backend().into(),
-    };
-    let mut response = (code, Json(body)).into_response();
-    if !ok {
+    })
+}
+
+/// Liveness: the process answers. It touches no storage and no lock, so a busy or
+/// briefly blocked database never gets a healthy server restarted.
+#[utoipa::path(get, path = "/v1/health", tag = "health",
+    responses((status = 200, body = HealthResponse)))]
+pub async fn health(State(state): State<SharedState>) -> impl IntoResponse {
+    health_document(HealthStatus::Ok, &state)
+}
+
+/// Readiness: storage answers a read and a write transaction, and the audit log can be
+/// written (without it every request would be refused). No authentication.
+#[utoipa::path(get, path = "/v1/health/ready", tag = "health",
+    responses((status = 200, body = HealthResponse), (status = 503, body = HealthResponse)))]
+pub async fn ready(State(state): State<SharedState>) -> impl IntoResponse {
+    if state.readiness.check(&state).await {
+        (StatusCode::OK, health_document(HealthStatus::Ok, &state)).into_response()
+    } else {
+        let mut response = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            health_document(HealthStatus::Down, &state),
+        )
+            .into_response();
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(crate::error::STORAGE_RETRY_AFTER_SECS),
+        );
         response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
     }
-    response
 }
 
 fn component(

@@ -39,7 +39,7 @@ impl Modify for BearerAuth {
         policies::delete_policy, policies::add_binding, policies::list_bindings, policies::remove_binding,
         policies::test_policy,
         audit::logs, audit::for_secret, audit::for_identity, audit::verify, audit::hmac, audit::export, audit::export_status, policies::create_identity, policies::list_identities, policies::get_identity,
-        health::health, health::health_detailed, health::metrics,
+        health::health, health::ready, health::health_detailed, health::metrics,
     ),
     modifiers(&BearerAuth),
     tags((name = "secrets"), (name = "auth"), (name = "policies"), (name = "identities"), (name = "audit"), (name = "sys"), (name = "health"))
