@@ -53,6 +53,14 @@ pub struct RuntimeArgs {
     /// Largest request body in bytes.
     #[arg(long, env = "SCAIVAULT_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// Requests handled at once; beyond it a request is refused at once with 503
+    /// `overloaded` and `Retry-After`, so a flood cannot exhaust memory. Probes are exempt.
+    #[arg(long, env = "SCAIVAULT_MAX_CONCURRENT_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_requests: u32,
+    /// How long a client waits for an answer before it gets 504 `request_timeout`. A
+    /// change already under way still completes and is audited.
+    #[arg(long, env = "SCAIVAULT_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_request_timeout)]
+    pub request_timeout: Duration,
     /// How often expired secrets are purged.
     #[arg(long, env = "SCAIVAULT_PURGE_INTERVAL", default_value = "60s", value_parser = parse_interval)]
     pub purge_interval: Duration,
@@ -105,6 +113,14 @@ pub struct KubernetesArgs {
         conflicts_with = "kubernetes_kubeconfig"
     )]
     pub kubernetes_disable: bool,
+}
+
+fn parse_request_timeout(s: &str) -> Result<Duration, String> {
+    let timeout = parse_interval(s)?;
+    if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(600) {
+        return Err("must be between 1s and 10m".into());
+    }
+    Ok(timeout)
 }
 
 fn parse_login_ttl(s: &str) -> Result<Duration, String> {
@@ -173,3 +189,5 @@ pub struct ServeArgs {
 
 pub const DB_FILE: &str = "scaivault.db";
 pub const AUDIT_DB_FILE: &str = "audit.db";
+/// Locked by the process serving a data directory.
+pub const LOCK_FILE: &str = "scaivault.lock";

@@ -16,11 +16,11 @@ use crate::audit::export::Exporter;
 use crate::audit::{AuditService, AuditWriter};
 use crate::auth::kubernetes::KubernetesAuth;
 use crate::config::{
-    AUDIT_DB_FILE, Cli, Command, DB_FILE, DevArgs, InitArgs, LogFormat, MasterKeyArgs, RuntimeArgs,
-    ServeArgs,
+    AUDIT_DB_FILE, Cli, Command, DB_FILE, DevArgs, InitArgs, LOCK_FILE, LogFormat, MasterKeyArgs,
+    RuntimeArgs, ServeArgs,
 };
 use crate::crypto::MasterKey;
-use crate::http::{AppState, app};
+use crate::http::{AppState, HttpLimits, app};
 use crate::jobs::{JobIntervals, JobRegistry, Jobs};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
@@ -63,13 +63,42 @@ fn init_tracing(format: LogFormat) {
     };
 }
 
-fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+/// An exclusive lock on a data directory, held while the process uses it: two servers
+/// on one SQLite directory would each believe they own the audit chain and the caches.
+struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    fn acquire(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataDirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "the data directory {} is in use by another scaivault-server process; stop it first or pick another --data-dir",
+                data_dir.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
+}
+
+fn open_store(data_dir: &Path) -> anyhow::Result<(DataDirLock, Arc<dyn Store>)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     restrict_permissions(data_dir);
+    let lock = DataDirLock::acquire(data_dir)?;
     let store =
         SqliteStore::open(&data_dir.join(DB_FILE)).context("opening the SQLite database")?;
-    Ok(Arc::new(store))
+    Ok((lock, Arc::new(store)))
 }
 
 #[cfg(unix)]
@@ -110,7 +139,7 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
         }
         _ => load_master_key(&args.key)?,
     };
-    let store = open_store(&args.data_dir)?;
+    let (_lock, store) = open_store(&args.data_dir)?;
     let (_, root) = Vault::initialize(store, &master, Limits { max_value_bytes: 0 }).await?;
     println!("Initialised {}", args.data_dir.display());
     println!("Root token: {}", root.expose_secret());
@@ -123,7 +152,7 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
 /// Dev mode keeps its master key and root token in the data directory so restarts keep
 /// working; that is exactly why it is not for production.
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.data_dir)?;
+    let (_lock, store) = open_store(&args.data_dir)?;
     let key_path = args.data_dir.join(DEV_MASTER_KEY_FILE);
     let token_path = args.data_dir.join(DEV_ROOT_TOKEN_FILE);
     let limits = limits(&args.runtime);
@@ -212,7 +241,7 @@ struct TlsFiles {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let master = load_master_key(&args.key)?;
-    let store = open_store(&args.data_dir)?;
+    let (_lock, store) = open_store(&args.data_dir)?;
     let vault = Vault::open(store, &master, limits(&args.runtime)).await?;
     drop(master);
     let tls = match (args.tls_cert, args.tls_key) {
@@ -324,9 +353,15 @@ async fn run_server(
         jobs: registry,
         started: Instant::now(),
         kubernetes,
+        limits: HttpLimits {
+            max_body_bytes: runtime.max_body_bytes,
+            max_concurrent_requests: runtime.max_concurrent_requests as usize,
+            request_timeout: runtime.request_timeout,
+        },
+        readiness: Default::default(),
     });
     spawn_limiter_pruning(Arc::clone(&state), shutdown_rx.clone());
-    let router = app(Arc::clone(&state), runtime.max_body_bytes);
+    let router = app(Arc::clone(&state));
     let handle = Handle::new();
     let signal_handle = handle.clone();
     tokio::spawn(async move {
