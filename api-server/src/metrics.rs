@@ -30,6 +30,10 @@ pub struct Metrics {
     pub request_duration: Family<RouteLabels, Histogram>,
     pub job_runs: Family<JobLabels, Counter>,
     pub rate_limited: Counter,
+    /// Requests refused at the concurrency limit.
+    pub shed: Counter,
+    /// Requests whose client stopped waiting at the request timeout.
+    pub timed_out: Counter,
 }
 
 impl Metrics {
@@ -41,6 +45,8 @@ impl Metrics {
         });
         let job_runs = Family::<JobLabels, Counter>::default();
         let rate_limited = Counter::default();
+        let shed = Counter::default();
+        let timed_out = Counter::default();
         {
             let http = registry.sub_registry_with_prefix("http");
             http.register(
@@ -57,6 +63,16 @@ impl Metrics {
                 "rate_limited",
                 "Requests refused by the rate limiter",
                 rate_limited.clone(),
+            );
+            http.register(
+                "shed",
+                "Requests refused with 503 overloaded at the concurrency limit",
+                shed.clone(),
+            );
+            http.register(
+                "timed_out",
+                "Requests answered 504 request_timeout",
+                timed_out.clone(),
             );
         }
         {
@@ -93,6 +109,8 @@ impl Metrics {
             request_duration,
             job_runs,
             rate_limited,
+            shed,
+            timed_out,
         }
     }
 

@@ -36,6 +36,10 @@ pub enum ErrorCode {
     UpstreamUnavailable,
     /// This login method is not configured on the server.
     AuthMethodDisabled,
+    /// The server is at its concurrency limit and shed the request before doing anything.
+    Overloaded,
+    /// The server stopped waiting for the request's answer; a mutation may still complete.
+    RequestTimeout,
     Sealed,
     Internal,
     /// A code this client version does not know yet.
@@ -59,7 +63,10 @@ impl ErrorCode {
             PayloadTooLarge | ValueTooLarge => 413,
             UnsupportedMediaType => 415,
             RateLimited => 429,
-            StorageUnavailable | AuditUnavailable | UpstreamUnavailable | Sealed => 503,
+            StorageUnavailable | AuditUnavailable | UpstreamUnavailable | Overloaded | Sealed => {
+                503
+            }
+            RequestTimeout => 504,
             Internal | Unknown => 500,
         }
     }
@@ -94,6 +101,8 @@ impl ErrorCode {
             AuditUnavailable => "audit_unavailable",
             UpstreamUnavailable => "upstream_unavailable",
             AuthMethodDisabled => "auth_method_disabled",
+            Overloaded => "overloaded",
+            RequestTimeout => "request_timeout",
             Sealed => "sealed",
             Internal => "internal",
             Unknown => "unknown",
@@ -139,6 +148,8 @@ mod tests {
             ErrorCode::SecretExpired,
             ErrorCode::CasMismatch,
             ErrorCode::RateLimited,
+            ErrorCode::Overloaded,
+            ErrorCode::RequestTimeout,
         ] {
             let json = serde_json::to_string(&code).unwrap_or_default();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
@@ -159,5 +170,7 @@ mod tests {
         assert_eq!(ErrorCode::CasMismatch.status(), 409);
         assert_eq!(ErrorCode::ValueTooLarge.status(), 413);
         assert_eq!(ErrorCode::StorageUnavailable.status(), 503);
+        assert_eq!(ErrorCode::Overloaded.status(), 503);
+        assert_eq!(ErrorCode::RequestTimeout.status(), 504);
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -16,6 +16,7 @@ use scaivault_api::ErrorCode;
 use scaivault_api::path::split_action;
 use secrecy::SecretString;
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 
 use super::SharedState;
 use crate::audit::context::{AUDIT, AuditContext};
@@ -44,6 +45,9 @@ static ID_PREFIX: LazyLock<String> = LazyLock::new(|| {
         .unwrap_or_else(|_| "000000000000".into())
 });
 static ID_COUNTER: AtomicU64 = AtomicU64::new(1);
+
+/// `Retry-After` of a shed request: long enough for a burst to drain.
+const OVERLOADED_RETRY_AFTER_SECS: u64 = 1;
 
 fn new_request_id() -> String {
     format!(
@@ -77,7 +81,13 @@ pub async fn observe(State(state): State<SharedState>, request: Request, next: N
     let path = request.uri().path().to_owned();
     let facts =
         (state.audit.enabled() && is_audited(&path)).then(|| RequestFacts::of(&request, &route));
-    let run = REQUEST_ID.scope(request_id.clone(), next.run(request));
+    // The span carries what identifies the request, never its query string or body.
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    let run = REQUEST_ID
+        .scope(request_id.clone(), next.run(request))
+        .instrument(span);
+    let timeout = state.limits.request_timeout;
     let mut response = match facts {
         // A task of its own: hyper drops a request's future when its client hangs up, and
         // an audited request that may have changed something must finish, record included.
@@ -97,14 +107,22 @@ pub async fn observe(State(state): State<SharedState>, request: Request, next: N
                     .await;
                 audit_response(&task_state, &task_request_id, facts, context, response).await
             });
-            match audited.await {
-                Ok(response) => response,
+            // On a timeout the client stops waiting, not the task: a change under way
+            // completes and its audit record says what really happened.
+            match tokio::time::timeout(timeout, audited).await {
+                Ok(Ok(response)) => response,
                 // Only when the runtime shuts down under it (handler panics are caught
                 // further in by CatchPanicLayer).
-                Err(e) => Error::unavailable(format!("request task ended: {e}")).into_response(),
+                Ok(Err(e)) => {
+                    Error::unavailable(format!("request task ended: {e}")).into_response()
+                }
+                Err(_) => timed_out(&state, &request_id, timeout).await,
             }
         }
-        None => run.await,
+        None => match tokio::time::timeout(timeout, run).await {
+            Ok(response) => response,
+            Err(_) => timed_out(&state, &request_id, timeout).await,
+        },
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response
@@ -138,10 +156,45 @@ pub async fn observe(State(state): State<SharedState>, request: Request, next: N
     response
 }
 
+async fn timed_out(state: &SharedState, request_id: &str, timeout: Duration) -> Response {
+    state.metrics.timed_out.inc();
+    REQUEST_ID
+        .scope(request_id.to_owned(), async {
+            Error::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "no answer within {}s; a change may still complete, so retry a mutation only with its Idempotency-Key",
+                    timeout.as_secs()
+                ),
+            )
+            .into_response()
+        })
+        .await
+}
+
+/// The answer to a request shed at the concurrency limit (see `http::app`).
+pub async fn shed(state: SharedState, error: tower::BoxError) -> Response {
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        state.metrics.shed.inc();
+        Error::new(
+            ErrorCode::Overloaded,
+            format!(
+                "the server is handling {} requests, its limit; retry shortly",
+                state.limits.max_concurrent_requests
+            ),
+        )
+        .with_retry_after(OVERLOADED_RETRY_AFTER_SECS)
+        .into_response()
+    } else {
+        Error::internal(format!("request layer failed: {error}")).into_response()
+    }
+}
+
 /// Liveness probes, metrics scrapes and the API description touch no data; auditing them
 /// would bury the records that matter.
 fn is_audited(path: &str) -> bool {
-    path.starts_with("/v1/") && path != "/v1/health" && path != "/v1/openapi.json"
+    path.starts_with("/v1/")
+        && !matches!(path, "/v1/health" | "/v1/health/ready" | "/v1/openapi.json")
 }
 
 /// What the audit record needs from the request, taken before the handler consumes it.
