@@ -1,4 +1,4 @@
-"""Cookbook suite plumbing: import path and the closing tally."""
+"""Cookbook suite plumbing: import path and the closing tally of both documents."""
 
 from __future__ import annotations
 
@@ -10,28 +10,48 @@ import pytest
 # The runner's modules (cookbook, kitchen, recipes) live beside this file.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cookbook import load  # noqa: E402
+from cookbook import CONTRACT, DOCS, load_contract, load_docs, locate_contract  # noqa: E402
 from kitchen import SUPPLIED  # noqa: E402
 from recipes import BROKEN  # noqa: E402
 
 
+def _outcomes(reporter: pytest.TerminalReporter, document: str) -> dict[str, int]:
+    marker = f"::test_recipe[{document}:"
+    return {
+        outcome: sum(1 for r in reporter.stats.get(outcome, []) if marker in getattr(r, "nodeid", ""))
+        for outcome in ("passed", "failed", "error", "skipped", "xfailed")
+    }
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    passed = [r for r in terminalreporter.stats.get("passed", []) if "::test_recipe[" in r.nodeid]
-    terminalreporter.write_line(f"cookbook: {len(passed)} of {len(load())} recipes pass")
-    bugs = [r for r in terminalreporter.stats.get("xfailed", []) if "::test_recipe[" in r.nodeid]
+    write = terminalreporter.write_line
+    docs = _outcomes(terminalreporter, DOCS)
+    line = f"docs/cookbook.md: {docs['passed']} of {len(load_docs())} recipes passed"
+    if docs["failed"] or docs["error"]:
+        line += f", {docs['failed'] + docs['error']} failed"
+    if not load_contract():
+        write(f"{line}; contract: absent (not beside the repository at ../shared/spec/cookbook.md)")
+        return
+    contract = _outcomes(terminalreporter, CONTRACT)
+    line += (
+        f"; contract ({locate_contract()}): {contract['passed']} of {len(load_contract())} passed, "
+        f"{contract['skipped']} pending, {contract['xfailed']} broken as written"
+    )
+    if contract["failed"] or contract["error"]:
+        line += f", {contract['failed'] + contract['error']} failed"
+    write(line)
+    bugs = [r for r in terminalreporter.stats.get("xfailed", []) if f"::test_recipe[{CONTRACT}:" in r.nodeid]
     if bugs:
-        terminalreporter.write_line("cookbook: recipes that cannot work as written (cookbook bugs):")
+        write("contract: recipes that cannot work as written (cookbook bugs):")
         for title, expectation in sorted(BROKEN.items()):
-            if any(f"[{title}]" in r.nodeid for r in bugs):
-                terminalreporter.write_line(f"  - {title}: {expectation.reason}")
-    # Grouped by what was supplied: each line is a cookbook gap worth closing.
+            if any(f"[{CONTRACT}:{title}]" in r.nodeid for r in bugs):
+                write(f"  - {title}: {expectation.reason}")
+    # Grouped by what was supplied: each line is a contract gap worth closing.
     by_item: dict[str, list[str]] = {}
     for title, items in SUPPLIED.items():
         for item in items:
             by_item.setdefault(item, []).append(title)
     if by_item:
-        terminalreporter.write_line(
-            "cookbook: supplied beyond host, shell variables, constructor arguments and reader names:"
-        )
+        write("contract: supplied beyond host, shell variables, constructor arguments and reader names:")
         for item, titles in sorted(by_item.items()):
-            terminalreporter.write_line(f"  - {item}: {'; '.join(sorted(titles))}")
+            write(f"  - {item}: {'; '.join(sorted(titles))}")

@@ -1,14 +1,20 @@
 """Running one recipe against a live dev server, supplying only what a reader supplies.
 
-A reader of the cookbook brings: the host (here the dev server's address), shell
+A recipe of docs/cookbook.md is self-contained: a reader has ``SCAIVAULT_ADDR`` and
+``SCAIVAULT_TOKEN`` exported (the CLI and the SDK read them) and pastes the recipe. The
+kitchen gives it exactly that environment and nothing else.
+
+A reader of the contract brings more: the host (here the dev server's address), shell
 variables such as ``$TOKEN``, the client's constructor arguments in place of ``...``,
-and the names a snippet leaves open (``path``, ``value``, ``apply_config``...). The
-kitchen supplies exactly those and runs the recipe text otherwise untouched.
+and the names a snippet leaves open (``path``, ``value``, ``apply_config``...). For its
+recipes the kitchen supplies exactly those and runs the recipe text otherwise untouched.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
+import io
 import os
 import shlex
 import shutil
@@ -18,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -68,6 +74,8 @@ class Kitchen:
     client: SyncScaiVaultClient = field(init=False)
     env: dict[str, str] = field(init=False, repr=False)
     supplied: list[str] = field(default_factory=list)
+    # What the last Python recipe printed.
+    printed: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
         self.client = self.server.client()
@@ -79,8 +87,15 @@ class Kitchen:
     # --- shell recipes (curl + jq, the scaivault CLI) -----------------------------------
 
     def shell(self, recipe: Recipe, timeout: float = 60, **variables: str) -> subprocess.CompletedProcess[str]:
-        """Run a bash recipe with ``variables`` set the way a reader would ``export`` them."""
-        variables.setdefault("TOKEN", self.server.root_token)
+        """Run a bash recipe with ``variables`` set the way a reader would ``export`` them.
+
+        A self-contained recipe gets none of them: only ``SCAIVAULT_ADDR`` and
+        ``SCAIVAULT_TOKEN``, which every recipe's environment has.
+        """
+        if recipe.self_contained:
+            variables = {}
+        else:
+            variables.setdefault("TOKEN", self.server.root_token)
         script = self._shell_prelude(variables) + recipe.with_host(self.server.address)
         return subprocess.run(
             ["bash", "--noprofile", "--norc", "-c", script],
@@ -129,11 +144,15 @@ class Kitchen:
                 pins.append(f"hash -p {shlex.quote(where)} {command}")
         return [f"PATH={shlex.quote(value)}", *pins]
 
-    def file(self, name: str, content: str) -> Path:
-        """A file the recipe expects in its working directory (``./config.json``)."""
-        self.supplied.append(f"the file ./{name} in the working directory")
+    def file(self, recipe: Recipe, name: str, content: str) -> Path:
+        """A file the recipe expects in its working directory (``./config.json``).
+
+        Written only for a contract recipe: a self-contained one makes its own files.
+        """
         target = self.workdir / name
-        target.write_text(content)
+        if not recipe.self_contained:
+            self.supplied.append(f"the file ./{name} in the working directory")
+            target.write_text(content)
         return target
 
     # --- Python recipes -------------------------------------------------------------------
@@ -141,28 +160,56 @@ class Kitchen:
     def python(self, recipe: Recipe, **names: Any) -> dict[str, Any]:
         """Exec a Python recipe; return its namespace so the test can look at the result.
 
-        ``names`` are what the snippet leaves to the reader. ``client`` is supplied unless
-        the recipe builds its own, whose ``...`` becomes the dev server's address and token.
+        What it prints is kept in ``printed``. A self-contained recipe runs with the
+        reader's environment only: ``names`` are ignored and its client reads
+        ``SCAIVAULT_ADDR`` / ``SCAIVAULT_TOKEN``. For a contract recipe ``names`` are what
+        the snippet leaves to the reader, and ``client`` is supplied unless the recipe
+        builds its own, whose ``...`` becomes the dev server's address and token.
         """
         code = recipe.code
-        namespace: dict[str, Any] = {"__name__": "__cookbook__", **names}
-        self.supplied += [f"Python name `{n}`" for n in sorted(set(names) - READER_NAMES)]
-        if CONSTRUCTOR_PLACEHOLDER in code:
-            arguments = f"address={self.server.address!r}, token={self.server.root_token!r}"
-            code = code.replace(CONSTRUCTOR_PLACEHOLDER, f"SyncScaiVaultClient({arguments})")
-        elif "client" in _free_names(code):
-            namespace["client"] = self.client
-            self.supplied.append("`client`, built as the cookbook's first recipe builds it")
+        namespace: dict[str, Any] = {"__name__": "__cookbook__"}
+        if not recipe.self_contained:
+            namespace.update(names)
+            self.supplied += [f"Python name `{n}`" for n in sorted(set(names) - READER_NAMES)]
+            if CONSTRUCTOR_PLACEHOLDER in code:
+                arguments = f"address={self.server.address!r}, token={self.server.root_token!r}"
+                code = code.replace(CONSTRUCTOR_PLACEHOLDER, f"SyncScaiVaultClient({arguments})")
+            elif "client" in _free_names(code):
+                namespace["client"] = self.client
+                self.supplied.append("`client`, built as the cookbook's first recipe builds it")
         previous = Path.cwd()
         os.chdir(self.workdir)
+        out = io.StringIO()
         try:
-            exec(compile(code, f"<cookbook: {recipe.title}>", "exec"), namespace)
+            with _environment(self.env, ("SCAIVAULT_ADDR", "SCAIVAULT_TOKEN")), redirect_stdout(out):
+                exec(compile(code, f"<cookbook: {recipe.title}>", "exec"), namespace)
         finally:
             os.chdir(previous)
+            self.printed = out.getvalue()
             recipe_client = namespace.get("client")
             if isinstance(recipe_client, SyncScaiVaultClient) and recipe_client is not self.client:
                 recipe_client.close()
         return namespace
+
+
+@contextmanager
+def _environment(source: dict[str, str], keys: tuple[str, ...]) -> Iterator[None]:
+    """``os.environ`` holds ``keys`` from ``source`` for the duration, as a reader's shell would."""
+    saved = {key: os.environ.get(key) for key in keys}
+    os.environ.update({key: source[key] for key in keys})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def undefined_names(code: str) -> set[str]:
+    """Names a snippet reads that neither it nor Python defines: a paste would raise NameError."""
+    return _free_names(code) - set(dir(builtins))
 
 
 def _free_names(code: str) -> set[str]:

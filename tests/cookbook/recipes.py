@@ -1,10 +1,16 @@
 """What each recipe needs seeded, what the reader supplies, and what must come out.
 
-One entry per recipe title. ``expect`` registers a check that seeds the data the
-recipe assumes, runs it through the ``Kitchen`` and asserts on its result; ``pending``
-names the capability a recipe waits for; ``broken`` marks a recipe that cannot work as
-written (a cookbook bug) and its check asserts the failure a reader meets. A cookbook
-recipe with none of them fails its test, so a new recipe cannot slip through untested.
+One entry per recipe title, serving that title in both documents: docs/cookbook.md and
+the contract show the same task, the contract with names left to the reader, docs/
+cookbook.md complete. ``expect`` registers a check that seeds the data the recipe
+assumes, runs it through the ``Kitchen`` and asserts on its result; it looks at what both
+versions share (the server's state, the names the recipe binds, what it prints), never at
+which document it came from. ``pending`` names the capability a contract recipe waits for;
+``broken`` marks a contract recipe that cannot work as written (a cookbook bug) and its
+check asserts the failure a reader meets, while docs/cookbook.md shows the way that works
+under the same title. ``ALIASES`` maps a contract title to the docs/cookbook.md recipe
+that does its task differently. A recipe with no check fails its test, so a new recipe
+cannot slip through untested.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ class Expectation:
 EXPECTATIONS: dict[str, Expectation] = {}
 PENDING: dict[str, str] = {}
 BROKEN: dict[str, Expectation] = {}
+# Contract title -> the docs/cookbook.md title that does the same task another way.
+ALIASES: dict[str, str] = {}
 
 
 def expect(
@@ -62,6 +70,11 @@ def broken(title: str, reason: str) -> Callable[[Check], Check]:
         return check
 
     return register
+
+
+def covered_as(contract_title: str, docs_title: str) -> None:
+    """The contract's recipe does its task in a way the server's users should not copy."""
+    ALIASES[contract_title] = docs_title
 
 
 def pending(capability: str, *titles: str) -> None:
@@ -97,13 +110,21 @@ def _read_many(k: Kitchen, recipe: Recipe) -> None:
     for path, data in seeded.items():
         k.client.secrets.write(path, data=data)
     applied: dict[str, Any] = {}
-    k.python(recipe, apply_config=lambda path, secret: applied.__setitem__(path, secret.data))
-    assert applied == seeded
+
+    def apply_config(path: str, secret: Any) -> None:
+        applied[path] = secret.data
+
+    namespace = k.python(recipe, apply_config=apply_config)
+    assert {path: secret.data for path, secret in namespace["batch"].secrets.items()} == seeded
+    assert not namespace["batch"].errors
+    # The reader's own hook, when the recipe leaves it to them, saw every secret.
+    if namespace["apply_config"] is apply_config:
+        assert applied == seeded
 
 
 @expect("Read with retry on transient failure", rate_limit_per_minute=60)
 def _read_with_retry(k: Kitchen, recipe: Recipe) -> None:
-    path = "app/retry/token"
+    path = BILLING + "stripe"
     k.client.secrets.write(path, data={"token": "t1"})
     # Spend the budget so the recipe's first read meets a real 429 and its
     # `except RateLimitError` branch has to sleep for Retry-After.
@@ -115,6 +136,7 @@ def _read_with_retry(k: Kitchen, recipe: Recipe) -> None:
     else:
         raise AssertionError("the server never rate-limited 200 requests at 60/min")
     namespace = k.python(recipe, path=path)
+    assert namespace["path"] == path
     assert namespace["secret"].data == {"token": "t1"}
     assert namespace["attempt"] >= 1, "the first attempt should have been rate-limited and retried"
 
@@ -129,9 +151,11 @@ def _read_version(k: Kitchen, recipe: Recipe) -> None:
 
 @expect("Check whether a secret exists without reading it")
 def _exists(k: Kitchen, recipe: Recipe) -> None:
-    k.client.secrets.write("app/exists", data={"k": "v"})
-    assert k.python(recipe, path="app/exists", NotFoundError=NotFoundError)["exists"] is True
-    assert k.python(recipe, path="app/absent", NotFoundError=NotFoundError)["exists"] is False
+    # The path is the recipe's own when it names one, else the reader's.
+    absent = k.python(recipe, path="app/exists", NotFoundError=NotFoundError)
+    assert absent["exists"] is False
+    k.client.secrets.write(absent["path"], data={"k": "v"})
+    assert k.python(recipe, path=absent["path"], NotFoundError=NotFoundError)["exists"] is True
 
 
 # --- Writing -------------------------------------------------------------------------------
@@ -140,10 +164,11 @@ def _exists(k: Kitchen, recipe: Recipe) -> None:
 @expect("Idempotent write of initial value")
 def _idempotent_write(k: Kitchen, recipe: Recipe) -> None:
     path = "app/bootstrap/api-key"
-    k.python(recipe, path=path, initial_value="first", NotFoundError=NotFoundError)
-    k.python(recipe, path=path, initial_value="second", NotFoundError=NotFoundError)
+    first = k.python(recipe, path=path, initial_value="first", NotFoundError=NotFoundError)
+    second = k.python(recipe, path=path, initial_value="second", NotFoundError=NotFoundError)
+    assert first["path"] == path and first["initial_value"] != second["initial_value"]
     secret = k.client.secrets.read(path)
-    assert (secret.data, secret.secret_type, secret.version) == ({"key": "first"}, "api_key", 1)
+    assert (secret.data, secret.secret_type, secret.version) == ({"key": first["initial_value"]}, "api_key", 1)
 
 
 @expect("Update one field without overwriting others")
@@ -158,9 +183,11 @@ def _update_one_field(k: Kitchen, recipe: Recipe) -> None:
 @expect("Write a JSON blob from a file")
 def _write_json_file(k: Kitchen, recipe: Recipe) -> None:
     config = {"log_level": "debug", "replicas": 3, "features": {"x": True}}
-    k.file("config.json", json.dumps(config))
+    written = k.file(recipe, "config.json", json.dumps(config))
     assert k.cli is not None, "the scaivault CLI binary is missing (SCAIVAULT_CLI_BIN)"
     ok(k.shell(recipe))
+    # The reader's file, or the one the recipe wrote itself.
+    assert json.loads(written.read_text()) == config
     secret = k.client.secrets.read("app/config")
     assert (secret.data, secret.secret_type) == (config, "json")
 
@@ -168,9 +195,9 @@ def _write_json_file(k: Kitchen, recipe: Recipe) -> None:
 @expect("Write with expiration")
 def _write_expiring(k: Kitchen, recipe: Recipe) -> None:
     before = datetime.now(timezone.utc)
-    k.python(recipe, value="ya29.short-lived")
+    namespace = k.python(recipe, value="ya29.short-lived")
     secret = k.client.secrets.read("test/oauth-token")
-    assert secret.data == {"token": "ya29.short-lived"}
+    assert secret.data == {"token": namespace["value"]}
     assert secret.expires_at is not None
     assert timedelta(minutes=59) < secret.expires_at - before < timedelta(minutes=61)
 
@@ -219,6 +246,23 @@ def _grant(k: Kitchen, recipe: Recipe) -> None:
     assert k.client.policies.test(BILLING_SA, STRIPE, "read").allowed is False
 
 
+@expect("Grant a service account read access to one path")
+def _grant_works(k: Kitchen, recipe: Recipe) -> None:
+    """What the recipe means to do: the service account can then read the path, and only it."""
+    k.client.secrets.write(STRIPE, data={"api_key": "sk_live_1"})
+    k.client.secrets.write(BILLING + "database", data={"url": "postgres://db"})
+    # The last document printed is the binding (a recipe may print the policy first).
+    binding = _json_documents(ok(k.shell(recipe)))[-1]
+    assert (binding["identity_type"], binding["identity_id"]) == ("service_account", BILLING_SA)
+    policy = k.client.policies.get(binding["policy_id"])
+    assert policy.name == "sa-billing-stripe-read"
+    assert [b.identity_id for b in k.client.policies.list_bindings(policy.id)] == [BILLING_SA]
+    with _token(k, BILLING_SA) as sa:
+        assert sa.secrets.read(STRIPE).data == {"api_key": "sk_live_1"}
+        with pytest.raises(PermissionDeniedError):
+            sa.secrets.read(BILLING + "database")
+
+
 @expect("Test whether an identity can read a path")
 def _test_access(k: Kitchen, recipe: Recipe) -> None:
     policy_id = _grant_stripe_read(k)
@@ -259,6 +303,43 @@ def _who_has_access(k: Kitchen, recipe: Recipe) -> None:
 
     glob_matches = {by_id[p.id] for p in k.client.policies.list_for_path(STRIPE)}
     assert glob_matches == {"exact", "production-subtree", "any-env-billing", "billing-oncall"}
+
+
+@expect("List who can read a path")
+def _who_can_read(k: Kitchen, recipe: Recipe) -> None:
+    """Glob matching by the server, bindings, then the what-if test: deny rules count."""
+    policies = {
+        "stripe-read": ([{"path_pattern": STRIPE, "permissions": ["read"]}], [BILLING_SA, "user:bob@acme.example"]),
+        "billing-all": (
+            [{"path_pattern": BILLING + "**", "permissions": ["read"]}],
+            ["k8s:billing/api", "user:contractor@acme.example"],
+        ),
+        "no-stripe": (
+            [{"path_pattern": "**/stripe", "permissions": ["read"], "effect": "deny"}],
+            ["user:contractor@acme.example"],
+        ),
+        "list-only": ([{"path_pattern": BILLING + "*", "permissions": ["list"]}], ["sa:inventory"]),
+        "staging": ([{"path_pattern": "environments/staging/**", "permissions": ["read"]}], ["sa:staging"]),
+    }
+    kinds = {"user": "user", "sa": "service_account", "k8s": "kubernetes"}
+    for name, (rules, identities) in policies.items():
+        policy_id = k.client.policies.create(name, rules).id
+        for identity in identities:
+            k.client.policies.add_binding(policy_id, kinds[identity.split(":")[0]], identity)
+    expected = ["k8s:billing/api", BILLING_SA, "user:bob@acme.example"]
+    namespace = k.python(recipe)
+    assert namespace["readers"] == expected
+    assert k.printed.splitlines() == expected
+    # Each one really reads it; the contractor, bound to an allow and a deny, does not.
+    k.client.secrets.write(STRIPE, data={"api_key": "sk_live_1"})
+    for identity in expected:
+        with _token(k, identity) as c:
+            c.secrets.read(STRIPE)
+    with _token(k, "user:contractor@acme.example") as c, pytest.raises(PermissionDeniedError):
+        c.secrets.read(STRIPE)
+
+
+covered_as("List who has access to a path", "List who can read a path")
 
 
 # --- Audit -----------------------------------------------------------------------------------------

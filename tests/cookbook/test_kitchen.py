@@ -7,19 +7,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from cookbook import DOC_HOST, Recipe, load, locate, parse
+from cookbook import DOC_HOST, DOCS, DOCS_PATH, Recipe, load, load_contract, load_docs, locate_contract, parse
 from kitchen import Kitchen, MotoS3, ShiftedClock, find_cli
 
 from scaivault_sdk.testing import dev_server
 
 
+def _documents() -> list[tuple[Path, list[Recipe]]]:
+    where = locate_contract()
+    return [(DOCS_PATH, load_docs())] + ([(where, load_contract())] if where else [])
+
+
 def test_recipe_code_is_the_cookbook_text_byte_for_byte() -> None:
-    where = locate()
-    assert where is not None
-    text = where.read_text()
-    for recipe in load():
-        assert recipe.code in text, recipe.title
-        assert text.splitlines()[recipe.line - 1].startswith("```" + recipe.language)
+    for where, recipes in _documents():
+        text = where.read_text()
+        for recipe in recipes:
+            assert recipe.code in text, recipe.title
+            assert text.splitlines()[recipe.line - 1].startswith("```" + recipe.language)
 
 
 def test_only_the_host_is_replaced() -> None:
@@ -28,6 +32,13 @@ def test_only_the_host_is_replaced() -> None:
         swapped = recipe.with_host(address)
         assert DOC_HOST not in swapped
         assert swapped.replace(address, DOC_HOST) == recipe.code
+        if recipe.self_contained:
+            assert swapped == recipe.code, f"{recipe.title}: docs/cookbook.md names the documentation host"
+
+
+def test_each_recipe_knows_its_document() -> None:
+    assert {r.document for r in load_docs()} == {DOCS} and all(r.self_contained for r in load_docs())
+    assert not any(r.self_contained for r in load_contract())
 
 
 def test_parse_refuses_a_recipe_with_two_blocks() -> None:
@@ -37,7 +48,7 @@ def test_parse_refuses_a_recipe_with_two_blocks() -> None:
 
 
 def test_tools_are_classified() -> None:
-    tools = {r.title: r.tool for r in load()}
+    tools = {r.title: r.tool for r in load_docs()}
     assert tools["Write a JSON blob from a file"] == "cli"
     assert tools["Smoke test the API"] == "curl"
     assert tools["Read one secret and use a single field"] == "python"
@@ -92,3 +103,24 @@ def test_moto_runs_and_stops(tmp_path: Path) -> None:
         s3.put_object(Bucket="kitchen", Key="k", Body=b"v")
         assert s3.get_object(Bucket="kitchen", Key="k")["Body"].read() == b"v"
     assert moto.process.poll() is not None
+
+
+def test_a_self_contained_recipe_gets_only_the_reader_s_environment(kitchen: Kitchen) -> None:
+    code = (
+        "from scaivault_sdk import SyncScaiVaultClient\n"
+        "client = SyncScaiVaultClient()\n"
+        "me = client.auth.whoami()\n"
+        "print(me.identity_id)\n"
+    )
+    namespace = kitchen.python(Recipe("S", "env", "python", code, 1, DOCS), path="offered")
+    assert namespace["me"].identity_id == "root" and "path" not in namespace
+    assert kitchen.printed == "root\n"
+    shell = Recipe("S", "env", "bash", 'echo "${TOKEN-unset}" "$SCAIVAULT_TOKEN"\n', 1, DOCS)
+    assert kitchen.shell(shell, TOKEN="offered").stdout.split() == ["unset", kitchen.server.root_token]
+
+
+def test_the_contract_is_located_by_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("COOKBOOK", "none")
+    assert locate_contract() is None
+    monkeypatch.setenv("COOKBOOK", str(tmp_path / "elsewhere.md"))
+    assert locate_contract() == tmp_path / "elsewhere.md"
