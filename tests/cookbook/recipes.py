@@ -118,7 +118,7 @@ def _read_many(k: Kitchen, recipe: Recipe) -> None:
     assert {path: secret.data for path, secret in namespace["batch"].secrets.items()} == seeded
     assert not namespace["batch"].errors
     # The reader's own hook, when the recipe leaves it to them, saw every secret.
-    if namespace["apply_config"] is apply_config:
+    if namespace.get("apply_config") is apply_config:
         assert applied == seeded
 
 
@@ -200,6 +200,16 @@ def _write_expiring(k: Kitchen, recipe: Recipe) -> None:
     assert secret.data == {"token": namespace["value"]}
     assert secret.expires_at is not None
     assert timedelta(minutes=59) < secret.expires_at - before < timedelta(minutes=61)
+
+
+@expect("Roll back to the previous version")
+def _roll_back(k: Kitchen, recipe: Recipe) -> None:
+    for word in ("first", "second", "bad"):
+        k.client.secrets.write("app/db/password", data={"password": word}, secret_type="password")
+    k.python(recipe)
+    secret = k.client.secrets.read("app/db/password")
+    assert (secret.version, secret.data, secret.secret_type) == (4, {"password": "second"}, "password")
+    assert k.client.secrets.read("app/db/password", version=3).data == {"password": "bad"}
 
 
 # --- Policies and access ------------------------------------------------------------------------
@@ -342,6 +352,23 @@ def _who_can_read(k: Kitchen, recipe: Recipe) -> None:
 covered_as("List who has access to a path", "List who can read a path")
 
 
+@expect("Issue a short-lived token for a CI job")
+def _ci_token(k: Kitchen, recipe: Recipe) -> None:
+    assert k.cli is not None, "the scaivault CLI binary is missing (SCAIVAULT_CLI_BIN)"
+    token = ok(k.shell(recipe)).strip()
+    assert token.startswith("svt_")
+    with k.server.client(token=token) as ci:
+        me = ci.auth.whoami()
+        assert (me.identity_id, me.identity_type) == ("sa:ci-deploy", "service_account")
+        assert me.expires_at is not None
+        assert timedelta(minutes=59) < me.expires_at - datetime.now(timezone.utc) <= timedelta(hours=1)
+        # No policy bound yet: authorization fails closed.
+        with pytest.raises(PermissionDeniedError):
+            ci.secrets.read("app/db/password")
+    listed = [t for t in k.client.auth.list_tokens() if t.identity_id == "sa:ci-deploy"]
+    assert [t.display_name for t in listed] == ["deploy"]
+
+
 # --- Audit -----------------------------------------------------------------------------------------
 
 
@@ -471,6 +498,19 @@ def _export_to_s3(k: Kitchen, recipe: Recipe) -> None:
         assert [(e["seq"], e["hash"]) for e in exported] == [(r.seq, r.hash) for r in april]
         assert done.records_exported == len(exported) == sum(o.records for o in done.objects)
         assert k.client.audit.verify("2026-04-01", "2026-04-30").verified
+
+
+@expect("Check that the audit log is intact")
+def _audit_verify(k: Kitchen, recipe: Recipe) -> None:
+    assert k.cli is not None, "the scaivault CLI binary is missing (SCAIVAULT_CLI_BIN)"
+    k.client.secrets.write(STRIPE, data={"api_key": "sk_live_1"})
+    k.client.secrets.read(STRIPE)
+    records = list(k.client.audit.iter_logs("2026-01-01", None, limit=1000))
+    report = dict(line.split(None, 1) for line in ok(k.shell(recipe)).splitlines())
+    assert report["verified"] == "yes" and report["first_broken"] == "-"
+    # The chain up to the records written before the recipe ran; its own call adds one.
+    assert int(report["checked"]) >= len(records) >= 2
+    assert int(report["first_seq"]) == records[0].seq
 
 
 # --- Health and observability ------------------------------------------------------------------
