@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,15 @@ import pytest
 # The runner's modules (cookbook, kitchen, recipes) live beside this file.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cookbook import CONTRACT, DOCS, load_contract, load_docs, locate_contract  # noqa: E402
+from cookbook import (  # noqa: E402
+    CONTRACT,
+    CONTRACT_ENV,
+    CONTRACT_HIDDEN,
+    DOCS,
+    load_contract,
+    load_docs,
+    locate_contract,
+)
 from kitchen import SUPPLIED  # noqa: E402
 from recipes import BROKEN  # noqa: E402
 
@@ -30,7 +39,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if docs["failed"] or docs["error"]:
         line += f", {docs['failed'] + docs['error']} failed"
     if not load_contract():
-        write(f"{line}; contract: absent (not beside the repository at ../shared/spec/cookbook.md)")
+        why = f"{CONTRACT_ENV}={CONTRACT_HIDDEN}" if os.environ.get(CONTRACT_ENV) == CONTRACT_HIDDEN else (
+            "not beside the repository at ../shared/spec/cookbook.md"
+        )
+        write(f"{line}; contract: absent ({why})")
         return
     contract = _outcomes(terminalreporter, CONTRACT)
     line += (
