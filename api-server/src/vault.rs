@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::auth::TokenService;
 use crate::authz::{Engine, PolicyService};
+use crate::crypto::cursor::CursorKey;
 use crate::crypto::token::{TokenHasher, random_bytes};
 use crate::crypto::{Barrier, MasterKey};
 use crate::error::{Error, Result};
@@ -57,6 +58,8 @@ pub struct Vault {
     pub access: Arc<AccessCounter>,
     /// Key of the audit log's HMACs, derived from the token key so it needs no storage.
     pub audit_hmac_key: Zeroizing<Vec<u8>>,
+    /// Seals list cursors; derived from the token key like the audit key, never stored.
+    pub cursors: CursorKey,
     rotation_lock: Mutex<()>,
 }
 
@@ -91,7 +94,7 @@ impl Vault {
             .wrap_internal(META_TOKEN_HMAC_KEY, hmac_key.as_ref())
             .map_err(|e| BootstrapError::Other(e.to_string()))?;
         store.put_meta(META_TOKEN_HMAC_KEY, wrapped).await?;
-        let vault = Self::assemble(store, barrier, hmac_key.as_ref(), limits);
+        let vault = Self::assemble(store, barrier, hmac_key.as_ref(), limits)?;
         let root = vault
             .tokens
             .issue(
@@ -135,7 +138,7 @@ impl Vault {
         let hmac_key = barrier
             .unwrap_internal(META_TOKEN_HMAC_KEY, &wrapped)
             .map_err(|_| BootstrapError::WrongMasterKey)?;
-        let vault = Self::assemble(store, barrier, &hmac_key, limits);
+        let vault = Self::assemble(store, barrier, &hmac_key, limits)?;
         // Bindings made before this start must hold from the first request on.
         vault.policies.reload().await?;
         Ok(vault)
@@ -146,14 +149,17 @@ impl Vault {
         barrier: Barrier,
         token_key: &[u8],
         limits: Limits,
-    ) -> Vault {
+    ) -> Result<Vault, BootstrapError> {
         let hasher = TokenHasher::new(token_key);
+        let cursors =
+            CursorKey::new(Zeroizing::new(hasher.hash("scaivault/list-cursor/v1")).as_ref())
+                .map_err(|e| BootstrapError::Other(e.to_string()))?;
         // HMAC-SHA256 under the token key of a fixed label: the token hasher computes it.
         let audit_hmac_key = Zeroizing::new(hasher.hash("scaivault/audit-hmac/v1").to_vec());
         let barrier = Arc::new(barrier);
         let access = Arc::new(AccessCounter::default());
         let authz = Arc::new(Engine::default());
-        Vault {
+        Ok(Vault {
             policies: PolicyService::new(Arc::clone(&store), Arc::clone(&authz)),
             authz,
             secrets: SecretsService::new(
@@ -167,8 +173,9 @@ impl Vault {
             barrier,
             access,
             audit_hmac_key,
+            cursors,
             rotation_lock: Mutex::new(()),
-        }
+        })
     }
 
     /// Adds a new data key for new writes; every older key stays for reads.

@@ -711,3 +711,438 @@ async fn bindings_hold_across_a_restart() {
         "policies bound before the restart apply after it: {read}"
     );
 }
+
+/// Follows `next_cursor` from the first page of `list` (a path with its query) to the
+/// last, as `token`; returns the `key` of every item of `field` and every cursor seen.
+async fn walk(
+    s: &Server,
+    token: &str,
+    list: &str,
+    field: &str,
+    key: &str,
+    limit: usize,
+) -> (Vec<String>, Vec<String>) {
+    let (mut items, mut cursors) = (Vec::new(), Vec::new());
+    let sep = if list.contains('?') { '&' } else { '?' };
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let url = match &cursor {
+            Some(c) => format!("{list}{sep}limit={limit}&cursor={c}"),
+            None => format!("{list}{sep}limit={limit}"),
+        };
+        let (status, page) = send(s.req_as(token, Method::GET, &url)).await;
+        assert_eq!(status, StatusCode::OK, "{url}: {page}");
+        let got = page[field].as_array().unwrap();
+        assert!(got.len() <= limit, "{url}: page larger than limit");
+        items.extend(got.iter().map(|i| i[key].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(next) => {
+                cursors.push(next.to_owned());
+                cursor = Some(next.to_owned());
+            }
+            None => {
+                assert!(page["next_cursor"].is_null(), "{page}");
+                return (items, cursors);
+            }
+        }
+    }
+    panic!("{list}: more than 1000 pages");
+}
+
+/// A cursor must not carry a name in any form a client could read back.
+fn assert_opaque(cursors: &[String], names: &[String]) {
+    use base64::Engine;
+    for cursor in cursors {
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .unwrap_or_default();
+        let decoded = String::from_utf8_lossy(&decoded);
+        for name in names {
+            assert!(
+                !cursor.contains(name.as_str()) && !decoded.contains(name.as_str()),
+                "cursor {cursor} reveals {name}"
+            );
+        }
+        assert!(
+            cursor.parse::<u64>().is_err(),
+            "cursor {cursor} is a number"
+        );
+    }
+}
+
+async fn expect_invalid_cursor(s: &Server, token: &str, url: &str) {
+    let (status, body) = send(s.req_as(token, Method::GET, url)).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_cursor"),
+        "{url}: {body}"
+    );
+}
+
+/// Listing reveals nothing the caller may not list: not in the items, not through the
+/// cursor, not to a token without any policy. Fails on a server that pages first and
+/// filters after, or hands out a readable cursor.
+#[tokio::test]
+async fn paged_lists_reveal_only_what_the_caller_may_list() {
+    let s = Server::start(&[]);
+    let all = [
+        "alpha/hidden",
+        "hr/payroll/key",
+        "shared/a/visible",
+        "shared/b/hidden",
+        "shared/c/visible",
+        "team-a/five",
+        "team-a/four",
+        "team-a/one",
+        "team-a/private/x",
+        "team-a/six",
+        "team-a/three",
+        "team-a/two",
+        "team-ab/hidden",
+        "team-b/secret",
+        "zz/last",
+    ];
+    for p in all {
+        s.write(p, json!({"data": {"v": p}})).await;
+    }
+    let names: Vec<String> = all.iter().map(|p| (*p).to_owned()).collect();
+    let allowed = [
+        "shared/a/visible",
+        "shared/c/visible",
+        "team-a/five",
+        "team-a/four",
+        "team-a/one",
+        "team-a/six",
+        "team-a/three",
+        "team-a/two",
+    ];
+
+    // A token whose identity has no policy learns nothing, not even that a next page exists.
+    let nobody = token_for(&s, "sa:nobody").await;
+    for url in [
+        "/v1/secrets?limit=1",
+        "/v1/secrets?limit=1&prefix=hr/",
+        "/v1/secrets",
+    ] {
+        let (status, page) = send(s.req_as(&nobody, Method::GET, url)).await;
+        assert_eq!(status, StatusCode::OK, "{url}: {page}");
+        assert_eq!(page["secrets"], json!([]), "{url}");
+        assert!(page["next_cursor"].is_null(), "{url}: {page}");
+    }
+
+    let lister = create_policy(
+        &s,
+        json!({"name": "team-a-lister", "rules": [
+            {"path_pattern": "team-a/**", "permissions": ["list"]},
+            {"path_pattern": "team-a/private/**", "permissions": ["list"], "effect": "deny"},
+            {"path_pattern": "shared/*/visible", "permissions": ["list"]},
+            {"path_pattern": "team-b/**", "permissions": ["read"]}
+        ]}),
+    )
+    .await;
+    bind(&s, &lister, "user", "user:alice@acme.example").await;
+    bind(&s, &lister, "user", "user:bob@acme.example").await;
+    let alice = token_for(&s, "user:alice@acme.example").await;
+    let bob = token_for(&s, "user:bob@acme.example").await;
+
+    // Every page size walks to exactly the allowed paths, in order, nothing else.
+    for limit in [1, 2, 3, 7, 100] {
+        let (paths, cursors) = walk(&s, &alice, "/v1/secrets", "secrets", "path", limit).await;
+        assert_eq!(paths, allowed, "limit {limit}");
+        assert_eq!(
+            cursors.len(),
+            (allowed.len() - 1) / limit,
+            "limit {limit}: no empty tail page"
+        );
+        assert_opaque(&cursors, &names);
+    }
+    let (paths, _) = walk(
+        &s,
+        &alice,
+        "/v1/secrets?prefix=team-a/t",
+        "secrets",
+        "path",
+        1,
+    )
+    .await;
+    assert_eq!(paths, ["team-a/three", "team-a/two"]);
+    let (paths, _) = walk(
+        &s,
+        &alice,
+        "/v1/secrets?prefix=team-b/",
+        "secrets",
+        "path",
+        1,
+    )
+    .await;
+    assert!(paths.is_empty(), "read does not grant list: {paths:?}");
+    // Root still sees everything through the same pages.
+    let (paths, cursors) = walk(&s, &s.token, "/v1/secrets", "secrets", "path", 4).await;
+    assert_eq!(paths, all);
+    assert_opaque(&cursors, &names);
+
+    let (_, first) = send(s.req_as(&alice, Method::GET, "/v1/secrets?limit=2")).await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    // The page size may change between pages.
+    let (status, next) = send(s.req_as(
+        &alice,
+        Method::GET,
+        &format!("/v1/secrets?limit=3&cursor={cursor}"),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    assert_eq!(next["secrets"][0]["path"], "team-a/five");
+    // Another identity with the very same policy, another prefix or filter, a token
+    // without policies: the cursor is refused.
+    expect_invalid_cursor(&s, &bob, &format!("/v1/secrets?limit=2&cursor={cursor}")).await;
+    expect_invalid_cursor(&s, &nobody, &format!("/v1/secrets?limit=2&cursor={cursor}")).await;
+    expect_invalid_cursor(
+        &s,
+        &alice,
+        &format!("/v1/secrets?limit=2&prefix=team-a/&cursor={cursor}"),
+    )
+    .await;
+    expect_invalid_cursor(
+        &s,
+        &alice,
+        &format!("/v1/secrets?limit=2&include_deleted=true&cursor={cursor}"),
+    )
+    .await;
+    // Tampered, truncated, or forged the way the old cursors were (base64 of a path).
+    let mut tampered = cursor.clone().into_bytes();
+    let mid = tampered.len() / 2;
+    tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    expect_invalid_cursor(&s, &alice, &format!("/v1/secrets?cursor={tampered}")).await;
+    expect_invalid_cursor(
+        &s,
+        &alice,
+        &format!("/v1/secrets?cursor={}", &cursor[..cursor.len() - 2]),
+    )
+    .await;
+    expect_invalid_cursor(&s, &alice, "/v1/secrets?cursor=aHIvcGF5cm9sbC9rZXk").await;
+    expect_invalid_cursor(
+        &s,
+        &alice,
+        &format!("/v1/secrets?cursor={}", "A".repeat(5000)),
+    )
+    .await;
+    for bad in [
+        "/v1/secrets?limit=0",
+        "/v1/secrets?limit=1001",
+        "/v1/secrets?limit=x",
+    ] {
+        let (status, body) = send(s.req_as(&alice, Method::GET, bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+
+    // Revoking the binding mid-walk: the next page shows nothing more.
+    let (status, _) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/policies/{lister}/bindings/user:alice@acme.example"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, after) = send(s.req_as(
+        &alice,
+        Method::GET,
+        &format!("/v1/secrets?limit=2&cursor={cursor}"),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after["secrets"], json!([]));
+    assert!(after["next_cursor"].is_null());
+}
+
+/// Pages are filled past long runs of rows the caller may not see, in bounded chunks.
+#[tokio::test]
+async fn a_page_is_filled_across_many_hidden_rows() {
+    let s = Server::start(&[]);
+    for i in 0..300 {
+        s.write(&format!("b/hidden-{i:03}"), json!({"data": {"v": i}}))
+            .await;
+    }
+    for p in ["a/seen", "c/seen"] {
+        s.write(p, json!({"data": {"v": p}})).await;
+    }
+    let policy = create_policy(
+        &s,
+        json!({"name": "all-but-b", "rules": [
+            {"path_pattern": "**", "permissions": ["list"]},
+            {"path_pattern": "b/**", "permissions": ["list"], "effect": "deny"}
+        ]}),
+    )
+    .await;
+    bind(&s, &policy, "service_account", "sa:scanner").await;
+    let token = token_for(&s, "sa:scanner").await;
+    let (paths, cursors) = walk(&s, &token, "/v1/secrets", "secrets", "path", 1).await;
+    assert_eq!(paths, ["a/seen", "c/seen"]);
+    assert_eq!(cursors.len(), 1);
+}
+
+/// Every list endpoint pages the same way: limit, sealed cursor, `next_cursor`.
+#[tokio::test]
+async fn every_list_endpoint_pages_with_sealed_cursors() {
+    let s = Server::start(&[]);
+    let mut policy_names = Vec::new();
+    let mut identities = Vec::new();
+    let first = create_policy(
+        &s,
+        json!({"name": "p-0", "rules": [{"path_pattern": "x/**", "permissions": ["read"]}]}),
+    )
+    .await;
+    policy_names.push("p-0".to_owned());
+    for i in 1..5 {
+        let name = format!("p-{i}");
+        create_policy(
+            &s,
+            json!({"name": name, "rules": [{"path_pattern": "x/**", "permissions": ["read"]}]}),
+        )
+        .await;
+        policy_names.push(name);
+    }
+    for i in 0..5 {
+        let id = format!("sa:pager-{i}");
+        let (status, body) = s
+            .call(Method::POST, "/v1/identities", Some(json!({"id": id})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        bind(&s, &first, "service_account", &id).await;
+        token_for(&s, &id).await;
+        identities.push(id);
+    }
+    s.write("audited/x", json!({"data": {"v": 1}})).await;
+    for _ in 0..4 {
+        s.call(Method::GET, "/v1/secrets/audited/x", None).await;
+    }
+
+    let (names, cursors) = walk(&s, &s.token, "/v1/policies", "policies", "name", 2).await;
+    assert_eq!(names, policy_names);
+    assert_opaque(&cursors, &policy_names);
+    let policies_cursor = cursors[0].clone();
+    let (ids, cursors) = walk(
+        &s,
+        &s.token,
+        &format!("/v1/policies/{first}/bindings"),
+        "bindings",
+        "identity_id",
+        2,
+    )
+    .await;
+    assert_eq!(ids, identities);
+    assert_opaque(&cursors, &identities);
+    let (ids, cursors) = walk(&s, &s.token, "/v1/identities", "identities", "id", 2).await;
+    assert_eq!(ids, identities);
+    assert_opaque(&cursors, &identities);
+    let (accessors, cursors) = walk(&s, &s.token, "/v1/auth/tokens", "tokens", "accessor", 2).await;
+    let (_, unpaged) = s
+        .call(Method::GET, "/v1/auth/tokens?limit=1000", None)
+        .await;
+    let every: Vec<String> = unpaged["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["accessor"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(accessors, every);
+    let owners: Vec<&str> = unpaged["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["identity_id"].as_str().unwrap())
+        .filter(|id| id.starts_with("sa:pager-"))
+        .collect();
+    assert_eq!(owners.len(), 5, "{unpaged}");
+    assert_opaque(&cursors, &accessors);
+    let (seqs, cursors) = walk(
+        &s,
+        &s.token,
+        "/v1/audit/logs?path=audited/x",
+        "logs",
+        "id",
+        2,
+    )
+    .await;
+    let (_, whole) = s
+        .call(
+            Method::GET,
+            "/v1/audit/logs?path=audited/x&limit=1000",
+            None,
+        )
+        .await;
+    let every: Vec<String> = whole["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seqs, every);
+    assert!(seqs.len() >= 5, "a write and four reads: {seqs:?}");
+    assert_opaque(&cursors, &[]);
+    let audit_cursor = cursors[0].clone();
+    let (again, _) = walk(&s, &s.token, "/v1/audit/secrets/audited/x", "logs", "id", 2).await;
+    assert_eq!(again, seqs);
+
+    // A cursor is good for its own list, caller and filters only.
+    expect_invalid_cursor(
+        &s,
+        &s.token,
+        &format!("/v1/identities?cursor={policies_cursor}"),
+    )
+    .await;
+    expect_invalid_cursor(
+        &s,
+        &s.token,
+        &format!("/v1/auth/tokens?cursor={policies_cursor}"),
+    )
+    .await;
+    expect_invalid_cursor(
+        &s,
+        &s.token,
+        &format!("/v1/policies?path=x/y&cursor={policies_cursor}"),
+    )
+    .await;
+    expect_invalid_cursor(
+        &s,
+        &s.token,
+        &format!("/v1/audit/logs?path=other&cursor={audit_cursor}"),
+    )
+    .await;
+    expect_invalid_cursor(
+        &s,
+        &s.token,
+        &format!("/v1/audit/logs?cursor={audit_cursor}"),
+    )
+    .await;
+    expect_invalid_cursor(&s, &s.token, "/v1/audit/logs?cursor=3").await;
+    let admin = create_policy(&s, json!({"name": "policy-lister", "rules": [{"path_pattern": "sys/**", "permissions": ["admin"]}]})).await;
+    bind(&s, &admin, "service_account", "sa:other-admin").await;
+    let other = token_for(&s, "sa:other-admin").await;
+    expect_invalid_cursor(
+        &s,
+        &other,
+        &format!("/v1/policies?cursor={policies_cursor}"),
+    )
+    .await;
+    for list in [
+        "/v1/policies",
+        "/v1/identities",
+        "/v1/auth/tokens",
+        &format!("/v1/policies/{first}/bindings"),
+    ] {
+        for bad in ["limit=0", "limit=1001"] {
+            let (status, body) = s.call(Method::GET, &format!("{list}?{bad}"), None).await;
+            assert_eq!(
+                (status, error_code(&body).as_str()),
+                (StatusCode::BAD_REQUEST, "invalid_request"),
+                "{list}?{bad}"
+            );
+        }
+        // Without a limit, the declared default page (100) holds these small lists whole.
+        let (status, body) = s.call(Method::GET, list, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body["next_cursor"].is_null(), "{list}: {body}");
+    }
+}

@@ -154,6 +154,9 @@ pub struct TokenInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ListTokensResponse {
     pub tokens: Vec<TokenInfo>,
+    /// Opaque: pass it as `cursor` to get the next page; absent on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ pub enum ErrorCode {
     InvalidTtl,
     InvalidTag,
     ReservedPath,
+    /// A list cursor that is malformed, altered, expired, or issued for another caller or
+    /// another query.
+    InvalidCursor,
     Unauthenticated,
     PermissionDenied,
     NotFound,
@@ -53,7 +56,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             InvalidRequest | InvalidJson | InvalidPath | InvalidVersion | InvalidTtl
-            | InvalidTag | ReservedPath => 400,
+            | InvalidTag | ReservedPath | InvalidCursor => 400,
             Unauthenticated => 401,
             PermissionDenied => 403,
             NotFound | SecretNotFound | SecretExpired | SecretDeleted | VersionNotFound
@@ -81,6 +84,7 @@ impl ErrorCode {
             InvalidTtl => "invalid_ttl",
             InvalidTag => "invalid_tag",
             ReservedPath => "reserved_path",
+            InvalidCursor => "invalid_cursor",
             Unauthenticated => "unauthenticated",
             PermissionDenied => "permission_denied",
             NotFound => "not_found",

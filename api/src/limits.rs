@@ -19,6 +19,13 @@ pub const MAX_BATCH_PATHS: usize = 100;
 /// Default and maximum page size of a list.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 pub const MAX_LIST_LIMIT: usize = 1000;
+/// How long a list's `next_cursor` stays valid.
+pub const LIST_CURSOR_TTL_SECS: u64 = 3600;
+/// Longest `cursor` a server accepts (a sealed cursor over the longest path is ~760).
+pub const MAX_CURSOR_CHARS: usize = 1024;
+/// Most rows one list request examines to fill a page: past it the page comes back short,
+/// with a `next_cursor` to go on from (rows the caller may not list cost scanning too).
+pub const MAX_LIST_SCAN_ROWS: usize = 10 * MAX_LIST_LIMIT;
 /// Version retention bounds.
 pub const DEFAULT_MAX_VERSIONS: u32 = 10;
 pub const MAX_MAX_VERSIONS: u32 = 100;

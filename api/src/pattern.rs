@@ -150,6 +150,14 @@ impl PathPattern {
         &self.source
     }
 
+    /// A prefix every matching path starts with: the pattern's text before its first `*`,
+    /// without a trailing `/` (`a/**` also matches `a`). Lists narrow their storage query
+    /// to it, then check each row with [`PathPattern::matches`]. `""` for `**/x` or `*`.
+    pub fn literal_prefix(&self) -> &str {
+        let head = self.source.split('*').next().unwrap_or_default();
+        head.strip_suffix('/').unwrap_or(head)
+    }
+
     /// Whether `path` (a `/`-separated resource path) matches.
     pub fn matches(&self, path: &str) -> bool {
         let parts: Vec<&str> = path.split('/').collect();
@@ -250,6 +258,23 @@ mod tests {
     }
 
     #[test]
+    fn literal_prefixes() {
+        let cases: &[(&str, &str)] = &[
+            ("app/db/password", "app/db/password"),
+            ("app/*/password", "app"),
+            ("app/db-*", "app/db-"),
+            ("environments/production/**", "environments/production"),
+            ("**/stripe", ""),
+            ("**", ""),
+            ("*", ""),
+        ];
+        for (pattern, want) in cases {
+            let got = PathPattern::compile(pattern).map(|p| p.literal_prefix().to_owned());
+            assert_eq!(got.as_deref(), Ok(*want), "{pattern}");
+        }
+    }
+
+    #[test]
     fn malformed_patterns_are_rejected_with_reasons() {
         let cases: &[(&str, PatternError)] = &[
             ("", PatternError::Empty),
@@ -314,6 +339,20 @@ mod tests {
                 let pattern_refs: Vec<&str> = pattern.iter().map(String::as_str).collect();
                 let path_refs: Vec<&str> = path.iter().map(String::as_str).collect();
                 prop_assert_eq!(compiled.matches(&path_str), reference(&pattern_refs, &path_refs), "{} vs {}", source, path_str);
+            }
+        }
+
+        #[test]
+        fn every_match_starts_with_the_literal_prefix(
+            pattern in prop::collection::vec(prop_oneof!["a", "b", "\\*", "a\\*", "\\*b", "\\*\\*"], 1..5),
+            path in prop::collection::vec(prop_oneof!["a", "b", "ab", "ba", "aa"], 1..6),
+        ) {
+            let source = pattern.join("/");
+            if let Ok(compiled) = PathPattern::compile(&source) {
+                let path_str = path.join("/");
+                if compiled.matches(&path_str) {
+                    prop_assert!(path_str.starts_with(compiled.literal_prefix()), "{} vs {}", source, path_str);
+                }
             }
         }
 

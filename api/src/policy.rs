@@ -95,6 +95,9 @@ pub struct PolicyInput {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ListPoliciesResponse {
     pub policies: Vec<Policy>,
+    /// Opaque: pass it as `cursor` to get the next page; absent on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -116,6 +119,9 @@ pub struct Binding {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ListBindingsResponse {
     pub bindings: Vec<Binding>,
+    /// Opaque: pass it as `cursor` to get the next page; absent on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// Body of `POST /v1/policies/test`: an existing identity's access, or a draft policy's.
@@ -170,4 +176,7 @@ pub struct IdentityInput {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ListIdentitiesResponse {
     pub identities: Vec<Identity>,
+    /// Opaque: pass it as `cursor` to get the next page; absent on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }

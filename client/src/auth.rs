@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::paging::{PageOptions, collect_all};
 use crate::retry::Retry;
 
 impl Client {
@@ -49,10 +50,26 @@ impl Client {
         self.json(call).await
     }
 
+    /// Every active token, oldest first (all pages: `next_cursor` is `None`).
     pub async fn list_tokens(&self) -> Result<ListTokensResponse> {
+        let tokens = collect_all("list_tokens", |page| async move {
+            let r = self.list_tokens_page(&page).await?;
+            Ok((r.tokens, r.next_cursor))
+        })
+        .await?;
+        Ok(ListTokensResponse {
+            tokens,
+            next_cursor: None,
+        })
+    }
+
+    /// One page of [`Client::list_tokens`].
+    pub async fn list_tokens_page(&self, page: &PageOptions) -> Result<ListTokensResponse> {
         let url = self.url(["auth", "tokens"])?;
-        self.json(self.call(Method::GET, url, Retry::Safe, "list_tokens"))
-            .await
+        let call = self
+            .call(Method::GET, url, Retry::Safe, "list_tokens")
+            .query(&page.query()?);
+        self.json(call).await
     }
 
     /// Revokes the token with this accessor (`acc_...`).

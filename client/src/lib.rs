@@ -18,6 +18,7 @@ mod auth;
 mod builder;
 mod client;
 mod error;
+mod paging;
 mod policies;
 mod retry;
 mod secrets;
@@ -30,6 +31,7 @@ pub use audit::{
 pub use builder::{ClientBuilder, DEFAULT_ADDRESS, ENV_ADDRESS, ENV_CA_CERT, ENV_TOKEN};
 pub use client::Client;
 pub use error::{Error, Result};
+pub use paging::PageOptions;
 pub use retry::RetryPolicy;
 pub use scaivault_api as api;
 pub use secrecy::SecretString;

@@ -10,6 +10,7 @@ use scaivault_api::policy::{
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::paging::{PageOptions, collect_all};
 use crate::retry::Retry;
 
 impl Client {
@@ -23,10 +24,31 @@ impl Client {
         self.json(call).await
     }
 
-    /// Every policy, or with `path` only those with a rule whose pattern matches it.
+    /// Every policy, or with `path` only those with a rule whose pattern matches it
+    /// (all pages: `next_cursor` is `None`).
     pub async fn list_policies(&self, path: Option<&str>) -> Result<ListPoliciesResponse> {
+        let policies = collect_all("list_policies", |page| async move {
+            let r = self.list_policies_page(path, &page).await?;
+            Ok((r.policies, r.next_cursor))
+        })
+        .await?;
+        Ok(ListPoliciesResponse {
+            policies,
+            next_cursor: None,
+        })
+    }
+
+    /// One page of [`Client::list_policies`], by name.
+    pub async fn list_policies_page(
+        &self,
+        path: Option<&str>,
+        page: &PageOptions,
+    ) -> Result<ListPoliciesResponse> {
         let url = self.url(["policies"])?;
-        let query: Vec<(&str, String)> = path.map(|p| ("path", p.to_owned())).into_iter().collect();
+        let mut query = page.query()?;
+        if let Some(p) = path {
+            query.push(("path", p.to_owned()));
+        }
         let call = self
             .call(Method::GET, url, Retry::Safe, "list_policies")
             .query(&query);
@@ -77,11 +99,30 @@ impl Client {
         self.json(call).await
     }
 
-    /// The identities a policy is bound to.
+    /// The identities a policy is bound to (all pages: `next_cursor` is `None`).
     pub async fn policy_bindings(&self, policy_id: &str) -> Result<ListBindingsResponse> {
+        let bindings = collect_all("policy_bindings", |page| async move {
+            let r = self.policy_bindings_page(policy_id, &page).await?;
+            Ok((r.bindings, r.next_cursor))
+        })
+        .await?;
+        Ok(ListBindingsResponse {
+            bindings,
+            next_cursor: None,
+        })
+    }
+
+    /// One page of [`Client::policy_bindings`], by identity id.
+    pub async fn policy_bindings_page(
+        &self,
+        policy_id: &str,
+        page: &PageOptions,
+    ) -> Result<ListBindingsResponse> {
         let url = self.url(["policies", check_id("policy id", policy_id)?, "bindings"])?;
-        self.json(self.call(Method::GET, url, Retry::Safe, "policy_bindings"))
-            .await
+        let call = self
+            .call(Method::GET, url, Retry::Safe, "policy_bindings")
+            .query(&page.query()?);
+        self.json(call).await
     }
 
     /// Removes a binding; `404 not_found` when the identity is not bound.
@@ -117,10 +158,26 @@ impl Client {
         self.json(call).await
     }
 
+    /// Every registered identity (all pages: `next_cursor` is `None`).
     pub async fn list_identities(&self) -> Result<ListIdentitiesResponse> {
+        let identities = collect_all("list_identities", |page| async move {
+            let r = self.list_identities_page(&page).await?;
+            Ok((r.identities, r.next_cursor))
+        })
+        .await?;
+        Ok(ListIdentitiesResponse {
+            identities,
+            next_cursor: None,
+        })
+    }
+
+    /// One page of [`Client::list_identities`], by id.
+    pub async fn list_identities_page(&self, page: &PageOptions) -> Result<ListIdentitiesResponse> {
         let url = self.url(["identities"])?;
-        self.json(self.call(Method::GET, url, Retry::Safe, "list_identities"))
-            .await
+        let call = self
+            .call(Method::GET, url, Retry::Safe, "list_identities")
+            .query(&page.query()?);
+        self.json(call).await
     }
 
     /// One identity with the ids of the policies bound to it.

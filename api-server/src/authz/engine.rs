@@ -102,6 +102,35 @@ impl CompiledPolicy {
     }
 }
 
+/// One caller's reach for one permission (see [`Engine::scope`]).
+pub struct Scope {
+    everything: bool,
+    permission: Permission,
+    policies: Vec<Arc<CompiledPolicy>>,
+}
+
+impl Scope {
+    /// Prefixes outside which no path is allowed: the literal prefix of every allow rule
+    /// that grants the permission (`[""]` = anywhere, empty = nowhere). Deny rules never
+    /// widen it; [`Scope::allows`] applies them per path.
+    pub fn prefixes(&self) -> Vec<String> {
+        if self.everything {
+            return vec![String::new()];
+        }
+        self.policies
+            .iter()
+            .flat_map(|p| p.rules.iter())
+            .filter(|r| r.rule.effect == Effect::Allow && r.grants(self.permission))
+            .map(|r| r.pattern.literal_prefix().to_owned())
+            .collect()
+    }
+
+    /// The exact decision of [`Engine::allows`] for one path (deny beats allow).
+    pub fn allows(&self, path: &str) -> bool {
+        self.everything || permits(&self.policies, self.permission, path)
+    }
+}
+
 #[derive(Default)]
 struct Index {
     by_identity: HashMap<String, Vec<Arc<CompiledPolicy>>>,
@@ -250,6 +279,22 @@ impl Engine {
                 .by_identity
                 .get(&caller.identity_id)
                 .is_some_and(|policies| permits(policies, permission, path))
+    }
+
+    /// What the caller may hold `permission` on, from one snapshot of the index: lists
+    /// narrow their query with it before paging, then check each row against it.
+    pub fn scope(&self, caller: &Caller, permission: Permission) -> Scope {
+        Scope {
+            everything: caller.is_root(),
+            permission,
+            policies: self
+                .index
+                .load()
+                .by_identity
+                .get(&caller.identity_id)
+                .cloned()
+                .unwrap_or_default(),
+        }
     }
 
     /// `Ok` when allowed; otherwise `permission_denied`. The message is the same for paths

@@ -1,6 +1,7 @@
 //! The barrier: everything that touches key material.
 
 pub mod barrier;
+pub mod cursor;
 pub mod master_key;
 pub mod token;
 

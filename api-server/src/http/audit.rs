@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::SharedState;
 use super::extract::{ApiJson, ApiQuery};
+use super::pagination::Pager;
 use crate::audit::service::{LogFilters, parse_time};
 use crate::auth::Caller;
 use crate::authz::{Permission, resource};
@@ -64,17 +65,27 @@ pub async fn logs(
     ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> Result<Json<AuditLogsResponse>> {
     state.authorize(&caller, Permission::Read, resource::AUDIT)?;
+    // The service pages by sequence number; clients only ever see it sealed.
+    let pager = Pager::new(&state.vault.cursors, "audit/logs", &caller)
+        .bind("from", q.from.as_deref())
+        .bind("to", q.to.as_deref())
+        .bind("identity", q.identity.as_deref())
+        .bind("path", q.path.as_deref())
+        .bind("action", q.action.as_deref())
+        .bind("outcome", q.outcome.as_deref());
     let filters = LogFilters {
         from: time_opt(q.from.as_deref(), false)?,
         to: time_opt(q.to.as_deref(), true)?,
+        cursor: pager.open(q.cursor.as_deref())?,
         identity: q.identity,
         path: q.path,
         action: q.action,
         outcome: q.outcome,
-        cursor: q.cursor,
         limit: q.limit,
     };
-    Ok(Json(state.audit.logs(filters).await?))
+    let mut page = state.audit.logs(filters).await?;
+    page.next_cursor = pager.seal(page.next_cursor.take())?;
+    Ok(Json(page))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -108,15 +119,21 @@ pub async fn for_secret(
     ApiQuery(q): ApiQuery<SecretLogsQuery>,
 ) -> Result<Json<AuditLogsResponse>> {
     state.authorize(&caller, Permission::Read, resource::AUDIT)?;
+    let pager = Pager::new(&state.vault.cursors, "audit/secrets", &caller)
+        .bind("path", Some(&path))
+        .bind("from", q.from.as_deref())
+        .bind("to", q.to.as_deref());
     let filters = LogFilters {
         from: time_opt(q.from.as_deref(), false)?,
         to: time_opt(q.to.as_deref(), true)?,
         path: Some(path),
-        cursor: q.cursor,
+        cursor: pager.open(q.cursor.as_deref())?,
         limit: Some(q.limit.unwrap_or(crate::audit::service::MAX_PAGE)),
         ..Default::default()
     };
-    Ok(Json(state.audit.logs(filters).await?))
+    let mut page = state.audit.logs(filters).await?;
+    page.next_cursor = pager.seal(page.next_cursor.take())?;
+    Ok(Json(page))
 }
 
 /// What an identity did: the first 1000 records from `from`, and a summary (actions,

@@ -15,7 +15,8 @@ use scaivault_api::auth::{
 use scaivault_api::{ErrorBody, ErrorCode};
 
 use super::SharedState;
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiQuery};
+use super::pagination::{PageQuery, Pager};
 use crate::auth::Caller;
 use crate::auth::kubernetes;
 use crate::authz::{Permission, resource};
@@ -113,17 +114,25 @@ pub async fn create_token(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// Active tokens (accessors only; token values are never stored).
-#[utoipa::path(get, path = "/v1/auth/tokens", tag = "auth",
-    responses((status = 200, body = ListTokensResponse), (status = 403, body = ErrorBody)),
+/// Active tokens (accessors only; token values are never stored), oldest first, paged.
+#[utoipa::path(get, path = "/v1/auth/tokens", tag = "auth", params(PageQuery),
+    responses((status = 200, body = ListTokensResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-scope" = json!("secrets:admin on sys/tokens"))))]
 pub async fn list_tokens(
     State(state): State<SharedState>,
     Extension(caller): Extension<Arc<Caller>>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<ListTokensResponse>> {
     state.authorize(&caller, Permission::Admin, resource::TOKENS)?;
+    let pager = Pager::new(&state.vault.cursors, "tokens", &caller);
+    let tokens = state.vault.tokens.list().await?;
+    // Issue time, then the unique accessor: the order the list always had.
+    let page = pager.page(tokens, q.limit, q.cursor.as_deref(), |t| {
+        format!("{:024}/{}", t.issued_at.unix_timestamp_nanos(), t.accessor)
+    })?;
     Ok(Json(ListTokensResponse {
-        tokens: state.vault.tokens.list().await?,
+        tokens: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 

@@ -7,6 +7,7 @@ mod extract;
 mod health;
 mod middleware;
 pub mod openapi;
+mod pagination;
 mod policies;
 mod secrets;
 mod sys;

@@ -16,6 +16,7 @@ use utoipa::IntoParams;
 
 use super::SharedState;
 use super::extract::{ApiJson, ApiQuery};
+use super::pagination::{PageQuery, Pager};
 use crate::auth::Caller;
 use crate::authz::{Permission, resource};
 use crate::error::Result;
@@ -62,11 +63,15 @@ pub async fn create_policy(
 pub struct ListPoliciesQuery {
     /// Only policies with a rule whose pattern matches this path.
     path: Option<String>,
+    /// Page size, 1..=1000 (default 100).
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page (opaque; only for the same caller and query).
+    cursor: Option<String>,
 }
 
-/// All policies, or those whose rules match `?path=`.
+/// All policies, or those whose rules match `?path=`, by name, paged.
 #[utoipa::path(get, path = "/v1/policies", tag = "policies", params(ListPoliciesQuery),
-    responses((status = 200, body = ListPoliciesResponse), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = ListPoliciesResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-scope" = json!("secrets:list on sys/policies"))))]
 pub async fn list_policies(
     State(state): State<SharedState>,
@@ -74,11 +79,18 @@ pub async fn list_policies(
     ApiQuery(q): ApiQuery<ListPoliciesQuery>,
 ) -> Result<Json<ListPoliciesResponse>> {
     state.authorize(&caller, Permission::List, resource::POLICIES)?;
-    let policies = match q.path {
-        Some(path) => state.vault.policies.list_for_path(&path).await?,
+    let pager =
+        Pager::new(&state.vault.cursors, "policies", &caller).bind("path", q.path.as_deref());
+    let policies = match &q.path {
+        Some(path) => state.vault.policies.list_for_path(path).await?,
         None => state.vault.policies.list().await?,
     };
-    Ok(Json(ListPoliciesResponse { policies }))
+    // Names are unique: they order the pages.
+    let page = pager.page(policies, q.limit, q.cursor.as_deref(), |p| p.name.clone())?;
+    Ok(Json(ListPoliciesResponse {
+        policies: page.items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// One policy.
@@ -140,18 +152,25 @@ pub async fn add_binding(
     Ok((StatusCode::CREATED, Json(binding)))
 }
 
-/// Identities bound to a policy.
-#[utoipa::path(get, path = "/v1/policies/{id}/bindings", tag = "policies", params(("id" = String, Path, description = "pol_...")),
-    responses((status = 200, body = ListBindingsResponse), (status = 404, body = ErrorBody)),
+/// Identities bound to a policy, by identity, paged.
+#[utoipa::path(get, path = "/v1/policies/{id}/bindings", tag = "policies", params(("id" = String, Path, description = "pol_..."), PageQuery),
+    responses((status = 200, body = ListBindingsResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-scope" = json!("secrets:read on sys/policies"))))]
 pub async fn list_bindings(
     State(state): State<SharedState>,
     Extension(caller): CallerExt,
     Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<ListBindingsResponse>> {
     state.authorize(&caller, Permission::Read, resource::POLICIES)?;
+    let pager = Pager::new(&state.vault.cursors, "bindings", &caller).bind("policy", Some(&id));
+    let bindings = state.vault.policies.bindings(&id).await?;
+    let page = pager.page(bindings, q.limit, q.cursor.as_deref(), |b| {
+        b.identity_id.clone()
+    })?;
     Ok(Json(ListBindingsResponse {
-        bindings: state.vault.policies.bindings(&id).await?,
+        bindings: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 
@@ -200,17 +219,22 @@ pub async fn create_identity(
     ))
 }
 
-/// Registered identities with their bound policies.
-#[utoipa::path(get, path = "/v1/identities", tag = "identities",
-    responses((status = 200, body = ListIdentitiesResponse)),
+/// Registered identities with their bound policies, by id, paged.
+#[utoipa::path(get, path = "/v1/identities", tag = "identities", params(PageQuery),
+    responses((status = 200, body = ListIdentitiesResponse), (status = 400, body = ErrorBody)),
     security(("bearer" = [])), extensions(("x-scope" = json!("secrets:list on sys/identities"))))]
 pub async fn list_identities(
     State(state): State<SharedState>,
     Extension(caller): CallerExt,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<ListIdentitiesResponse>> {
     state.authorize(&caller, Permission::List, resource::IDENTITIES)?;
+    let pager = Pager::new(&state.vault.cursors, "identities", &caller);
+    let identities = state.vault.policies.identities().await?;
+    let page = pager.page(identities, q.limit, q.cursor.as_deref(), |i| i.id.clone())?;
     Ok(Json(ListIdentitiesResponse {
-        identities: state.vault.policies.identities().await?,
+        identities: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 

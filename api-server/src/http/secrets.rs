@@ -23,6 +23,7 @@ use utoipa::IntoParams;
 
 use super::SharedState;
 use super::extract::{ApiBytes, ApiJson, ApiQuery, Tail};
+use super::pagination::{self, Pager};
 use crate::auth::Caller;
 use crate::authz::Permission;
 use crate::error::{Error, Result};
@@ -277,7 +278,7 @@ pub struct ListParamsQuery {
     prefix: Option<String>,
     /// Page size, 1..=1000 (default 100).
     limit: Option<usize>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (opaque; only for the same caller and query).
     cursor: Option<String>,
     /// Add description, created_at, expires_at, version_count, deleted_at.
     #[serde(default)]
@@ -287,31 +288,47 @@ pub struct ListParamsQuery {
     include_deleted: bool,
 }
 
-/// List secrets by prefix, paged.
+/// List secrets by prefix, paged. Only paths the caller may list are read and returned;
+/// `next_cursor` is sealed to the caller, `prefix` and `include_deleted`.
 #[utoipa::path(get, path = "/v1/secrets", tag = "secrets", params(ListParamsQuery),
-    responses((status = 200, body = ListSecretsResponse), (status = 400, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:list (results filtered per path)"))))]
+    responses((status = 200, body = ListSecretsResponse),
+        (status = 400, description = "invalid_request, invalid_path, invalid_cursor", body = ErrorBody)),
+    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:list (only paths the caller may list)"))))]
 pub async fn list_secrets(
     State(state): State<SharedState>,
     Extension(caller): CallerExt,
     ApiQuery(q): ApiQuery<ListParamsQuery>,
 ) -> Result<Json<ListSecretsResponse>> {
-    let params = ListParams {
-        prefix: q.prefix,
-        limit: q.limit,
-        cursor: q.cursor,
-        include_metadata: q.include_metadata,
-        include_deleted: q.include_deleted,
-    };
-    let mut page = state.vault.secrets.list(params).await?;
-    // Only what the caller may list; the cursor still advances over hidden paths.
-    page.secrets.retain(|item| {
-        state
-            .vault
-            .authz
-            .allows(&caller, Permission::List, &item.path)
-    });
-    Ok(Json(page))
+    let limit = pagination::limit(q.limit)?;
+    let prefix = q.prefix.unwrap_or_default();
+    let pager = Pager::new(&state.vault.cursors, "secrets", &caller)
+        .bind("prefix", Some(&prefix))
+        .bind(
+            "include_deleted",
+            Some(if q.include_deleted { "true" } else { "false" }),
+        );
+    let after = pager.open(q.cursor.as_deref())?;
+    // Authorisation narrows the query itself; every row read is checked again exactly.
+    let scope = state.vault.authz.scope(&caller, Permission::List);
+    let listed = state
+        .vault
+        .secrets
+        .list(
+            ListParams {
+                prefix: Some(prefix),
+                limit,
+                after,
+                include_metadata: q.include_metadata,
+                include_deleted: q.include_deleted,
+            },
+            &scope.prefixes(),
+            |path| scope.allows(path),
+        )
+        .await?;
+    Ok(Json(ListSecretsResponse {
+        secrets: listed.secrets,
+        next_cursor: pager.seal(listed.next_after)?,
+    }))
 }
 
 /// Read many secrets; each path is authorised and reported on its own.

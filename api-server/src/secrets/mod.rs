@@ -4,6 +4,7 @@
 //! storage through the `Store` trait only.
 
 pub mod access;
+mod listing;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -11,11 +12,11 @@ use std::sync::Arc;
 
 use scaivault_api::ErrorCode;
 use scaivault_api::error::ItemError;
-use scaivault_api::limits::{DEFAULT_LIST_LIMIT, MAX_BATCH_PATHS, MAX_LIST_LIMIT};
+use scaivault_api::limits::{MAX_BATCH_PATHS, MAX_LIST_SCAN_ROWS};
 use scaivault_api::secrets::{
-    BatchReadResponse, ListSecretsResponse, RotationStatus, SecretListItem, SecretMetadataInput,
-    SecretMetadataResponse, SecretMetadataView, SecretResponse, SecretType, VersionInfo,
-    WriteSecretRequest, WriteSecretResponse,
+    BatchReadResponse, RotationStatus, SecretListItem, SecretMetadataInput, SecretMetadataResponse,
+    SecretMetadataView, SecretResponse, SecretType, VersionInfo, WriteSecretRequest,
+    WriteSecretResponse,
 };
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -40,11 +41,23 @@ pub struct SecretsService {
 #[derive(Debug, Default, Clone)]
 pub struct ListParams {
     pub prefix: Option<String>,
-    pub limit: Option<usize>,
-    pub cursor: Option<String>,
+    /// Page size, already checked against the declared bounds.
+    pub limit: usize,
+    /// Position of the previous page's end, out of its (opened) cursor.
+    pub after: Option<String>,
     pub include_metadata: bool,
     pub include_deleted: bool,
 }
+
+/// One page of a list, before its position is sealed into a cursor.
+#[derive(Debug)]
+pub struct Listed {
+    pub secrets: Vec<SecretListItem>,
+    pub next_after: Option<String>,
+}
+
+/// Rows read per storage round trip while filling a page.
+const LIST_CHUNK_ROWS: usize = 128;
 
 fn not_found(path: &str) -> Error {
     Error::new(ErrorCode::SecretNotFound, format!("no secret at {path}"))
@@ -264,45 +277,82 @@ impl SecretsService {
         Ok(versions.into_iter().map(version_info).collect())
     }
 
-    pub async fn list(&self, params: ListParams) -> Result<ListSecretsResponse> {
+    /// One page of the secrets under `params.prefix` that `visible` lets the caller list.
+    ///
+    /// Only the ranges `reach` (the caller's allow prefixes, see `authz::Scope`) leaves
+    /// open are read, in chunks, until the page is full, the ranges end, or
+    /// `MAX_LIST_SCAN_ROWS` rows were examined. `next_after` is the position to go on
+    /// from, for the caller to seal: it may name a row the caller does not see.
+    pub async fn list(
+        &self,
+        params: ListParams,
+        reach: &[String],
+        visible: impl Fn(&str) -> bool,
+    ) -> Result<Listed> {
         let prefix = params.prefix.unwrap_or_default();
         scaivault_api::path::validate_prefix(&prefix)
             .map_err(|e| Error::new(ErrorCode::InvalidPath, e.to_string()))?;
-        let limit = params.limit.unwrap_or(DEFAULT_LIST_LIMIT);
-        if limit == 0 || limit > MAX_LIST_LIMIT {
-            return Err(Error::invalid(format!(
-                "limit must be between 1 and {MAX_LIST_LIMIT}"
-            )));
+        let ranges = listing::narrow(&prefix, reach);
+        // One more than the page, to know whether another page follows.
+        let wanted = params.limit.saturating_add(1);
+        let mut found: Vec<SecretRow> = Vec::new();
+        let mut position = params.after;
+        let mut budget = MAX_LIST_SCAN_ROWS;
+        let mut cut_short = false;
+        let now = OffsetDateTime::now_utc();
+        'ranges: for range in &ranges {
+            if position
+                .as_deref()
+                .is_some_and(|p| listing::passed(p, range))
+            {
+                continue;
+            }
+            loop {
+                if budget == 0 {
+                    cut_short = true;
+                    break 'ranges;
+                }
+                let chunk = (wanted - found.len()).max(LIST_CHUNK_ROWS).min(budget);
+                let rows = self
+                    .store
+                    .list_secrets(ListQuery {
+                        prefix: range.clone(),
+                        after: position.clone(),
+                        limit: chunk,
+                        include_deleted: params.include_deleted,
+                    })
+                    .await?;
+                let read = rows.len();
+                budget -= read;
+                for row in rows {
+                    position = Some(row.path.clone());
+                    if visible(&row.path) && !is_expired(row.expires_at, now) {
+                        found.push(row);
+                        if found.len() == wanted {
+                            break 'ranges;
+                        }
+                    }
+                }
+                if read < chunk {
+                    break;
+                }
+            }
         }
-        let after = params
-            .cursor
-            .as_deref()
-            .map(validate::decode_cursor)
-            .transpose()?;
-        let mut rows = self
-            .store
-            .list_secrets(ListQuery {
-                prefix,
-                after,
-                limit: limit + 1,
-                include_deleted: params.include_deleted,
-            })
-            .await?;
-        let next_cursor = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|r| validate::encode_cursor(&r.path))
+        let next_after = if found.len() == wanted {
+            found.truncate(params.limit);
+            found.last().map(|r| r.path.clone())
+        } else if cut_short {
+            position
         } else {
             None
         };
-        let now = OffsetDateTime::now_utc();
-        let secrets = rows
+        let secrets = found
             .into_iter()
-            .filter(|r| !is_expired(r.expires_at, now))
             .map(|r| self.list_item(r, params.include_metadata))
             .collect();
-        Ok(ListSecretsResponse {
+        Ok(Listed {
             secrets,
-            next_cursor,
+            next_after,
         })
     }
 

@@ -1,9 +1,8 @@
-//! Input rules for secrets: limits on values, tags, descriptions, options and cursors.
+//! Input rules for secrets: limits on values, tags, descriptions and options. (List
+//! cursors are sealed by `crypto::cursor`, not encoded here.)
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use scaivault_api::ErrorCode;
 use scaivault_api::duration::parse_duration;
 use scaivault_api::limits::{MAX_DESCRIPTION_CHARS, MAX_MAX_VERSIONS, MAX_TAG_CHARS, MAX_TAGS};
@@ -114,20 +113,6 @@ impl Limits {
     }
 }
 
-pub fn encode_cursor(path: &str) -> String {
-    URL_SAFE_NO_PAD.encode(path.as_bytes())
-}
-
-pub fn decode_cursor(cursor: &str) -> Result<String> {
-    let bad = || Error::invalid("cursor is not one this server issued");
-    let bytes = URL_SAFE_NO_PAD
-        .decode(cursor.as_bytes())
-        .map_err(|_| bad())?;
-    let path = String::from_utf8(bytes).map_err(|_| bad())?;
-    validate_secret_path(&path).map_err(|_| bad())?;
-    Ok(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,16 +189,6 @@ mod tests {
             limits.check_write(&r).ok().and_then(|c| c.expires_in),
             Some(Duration::from_secs(3600))
         );
-    }
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        assert_eq!(
-            decode_cursor(&encode_cursor("app/db")).ok().as_deref(),
-            Some("app/db")
-        );
-        assert!(decode_cursor("!!!").is_err());
-        assert!(decode_cursor(&encode_cursor("../x")).is_err());
     }
 
     #[test]

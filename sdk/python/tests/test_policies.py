@@ -239,3 +239,33 @@ async def test_async_policies_and_identities(async_client: ScaiVaultClient, pref
         await async_client.policies.get(policy.id)
     with pytest.raises(ConflictError):
         await async_client.identities.create(identity)
+
+
+def test_lists_are_paged_with_opaque_cursors(client: SyncScaiVaultClient) -> None:
+    names = sorted(_unique("paged") for _ in range(3))
+    for name in names:
+        client.policies.create(name, [PolicyRule("paged/**", ["read"])])
+    # Every page holds at most `limit`; walking the cursors sees each policy once.
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = client.policies.list_page(limit=2, cursor=cursor)
+        assert len(page.policies) <= 2
+        seen.extend(p.name for p in page.policies)
+        if page.next_cursor is None:
+            break
+        assert not any(n in page.next_cursor for n in names)
+        cursor = page.next_cursor
+    assert [n for n in seen if n in names] == names
+    assert len(seen) == len(set(seen))
+    # `list()` keeps answering everything, across pages.
+    assert [p.name for p in client.policies.list() if p.name in names] == names
+    # A cursor belongs to its list: another list refuses it.
+    first = client.policies.list_page(limit=1)
+    assert first.next_cursor is not None
+    with pytest.raises(ValidationError) as refused:
+        client.identities.list_page(cursor=first.next_cursor)
+    assert refused.value.code == "invalid_cursor"
+    tokens = client.auth.list_tokens_page(limit=1)
+    assert len(tokens.tokens) == 1
+    assert len(client.auth.list_tokens()) >= 1

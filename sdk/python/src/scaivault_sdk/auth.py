@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ._transport import AsyncTransport, Call, SyncTransport, no_content, segment
+from ._paging import MAX_PAGE, walk, walk_async
+from ._transport import AsyncTransport, Call, SyncTransport, no_content, query, segment
 from ._wire import model
 from .models import CreatedToken, Identity, TokenInfo, TokenList
 
@@ -29,8 +30,8 @@ def _login_kubernetes(jwt: str, role: str | None) -> Call[CreatedToken]:
     return Call("POST", "/v1/auth/kubernetes/login", model(CreatedToken), json=body)
 
 
-def _list_tokens() -> Call[TokenList]:
-    return Call("GET", "/v1/auth/tokens", model(TokenList))
+def _list_tokens(limit: int | None = None, cursor: str | None = None) -> Call[TokenList]:
+    return Call("GET", "/v1/auth/tokens", model(TokenList), params=query(limit=limit, cursor=cursor))
 
 
 def _revoke_token(accessor: str) -> Call[None]:
@@ -64,7 +65,12 @@ class Auth:
         return self._run(_login_kubernetes(jwt, role))
 
     def list_tokens(self) -> TokenInfos:
-        return self._run(_list_tokens()).tokens
+        """Every active token, oldest first (all pages)."""
+        return walk(lambda c: self._run(_list_tokens(MAX_PAGE, c)), lambda p: p.tokens)
+
+    def list_tokens_page(self, limit: int | None = None, cursor: str | None = None) -> TokenList:
+        """One page of ``list_tokens``; follow ``next_cursor``."""
+        return self._run(_list_tokens(limit, cursor))
 
     def revoke_token(self, accessor: str) -> None:
         self._run(_revoke_token(accessor))
@@ -86,7 +92,10 @@ class AsyncAuth:
         return await self._run(_login_kubernetes(jwt, role))
 
     async def list_tokens(self) -> TokenInfos:
-        return (await self._run(_list_tokens())).tokens
+        return await walk_async(lambda c: self._run(_list_tokens(MAX_PAGE, c)), lambda p: p.tokens)
+
+    async def list_tokens_page(self, limit: int | None = None, cursor: str | None = None) -> TokenList:
+        return await self._run(_list_tokens(limit, cursor))
 
     async def revoke_token(self, accessor: str) -> None:
         await self._run(_revoke_token(accessor))

@@ -202,7 +202,10 @@ class TokenInfo:
 
 @dataclass(frozen=True)
 class TokenList:
+    """One page; pass ``next_cursor`` back as ``cursor`` for the next (``None`` at the end)."""
+
     tokens: list[TokenInfo]
+    next_cursor: str | None = None
 
 
 # --- sys and health --------------------------------------------------------------------
@@ -270,7 +273,10 @@ class Policy:
 
 @dataclass(frozen=True)
 class PolicyList:
+    """One page; pass ``next_cursor`` back as ``cursor`` for the next (``None`` at the end)."""
+
     policies: list[Policy]
+    next_cursor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -285,7 +291,10 @@ class PolicyBinding:
 
 @dataclass(frozen=True)
 class BindingList:
+    """One page; pass ``next_cursor`` back as ``cursor`` for the next (``None`` at the end)."""
+
     bindings: list[PolicyBinding]
+    next_cursor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -320,7 +329,10 @@ class RegisteredIdentity:
 
 @dataclass(frozen=True)
 class IdentityList:
+    """One page; pass ``next_cursor`` back as ``cursor`` for the next (``None`` at the end)."""
+
     identities: list[RegisteredIdentity]
+    next_cursor: str | None = None
 
 
 # --- audit -------------------------------------------------------------------------------------

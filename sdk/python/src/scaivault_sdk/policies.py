@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ._paging import MAX_PAGE, walk, walk_async
 from ._transport import AsyncTransport, Call, SyncTransport, no_content, query, segment
 from ._wire import model
 from .models import (
@@ -67,8 +68,9 @@ def _get(policy_id: str) -> Call[Policy]:
     return Call("GET", _url(policy_id), model(Policy))
 
 
-def _list(path: str | None) -> Call[PolicyList]:
-    return Call("GET", "/v1/policies", model(PolicyList), params=query(path=path))
+def _list(path: str | None, limit: int | None = None, cursor: str | None = None) -> Call[PolicyList]:
+    params = query(path=path, limit=limit, cursor=cursor)
+    return Call("GET", "/v1/policies", model(PolicyList), params=params)
 
 
 def _update(policy_id: str, name: str, rules: Rules, description: str | None) -> Call[Policy]:
@@ -84,8 +86,11 @@ def _add_binding(policy_id: str, identity_type: str, identity_id: str) -> Call[P
     return Call("POST", _url(policy_id, "/bindings"), model(PolicyBinding), json=body)
 
 
-def _list_bindings(policy_id: str) -> Call[BindingList]:
-    return Call("GET", _url(policy_id, "/bindings"), model(BindingList))
+def _list_bindings(
+    policy_id: str, limit: int | None = None, cursor: str | None = None
+) -> Call[BindingList]:
+    params = query(limit=limit, cursor=cursor)
+    return Call("GET", _url(policy_id, "/bindings"), model(BindingList), params=params)
 
 
 def _delete_binding(policy_id: str, identity_id: str) -> Call[None]:
@@ -109,8 +114,8 @@ def _create_identity(identity_id: str, display_name: str | None) -> Call[Registe
     return Call("POST", "/v1/identities", model(RegisteredIdentity), json=body)
 
 
-def _list_identities() -> Call[IdentityList]:
-    return Call("GET", "/v1/identities", model(IdentityList))
+def _list_identities(limit: int | None = None, cursor: str | None = None) -> Call[IdentityList]:
+    return Call("GET", "/v1/identities", model(IdentityList), params=query(limit=limit, cursor=cursor))
 
 
 def _get_identity(identity_id: str) -> Call[RegisteredIdentity]:
@@ -131,11 +136,18 @@ class PoliciesAPI:
         return self._run(_get(policy_id))
 
     def list(self) -> Policies:
-        return self._run(_list(None)).policies
+        """Every policy, by name (all pages)."""
+        return walk(lambda c: self._run(_list(None, MAX_PAGE, c)), lambda p: p.policies)
 
     def list_for_path(self, path: str) -> Policies:
         """Policies with a rule whose pattern matches ``path``, by the server's glob rules."""
-        return self._run(_list(path)).policies
+        return walk(lambda c: self._run(_list(path, MAX_PAGE, c)), lambda p: p.policies)
+
+    def list_page(
+        self, path: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> PolicyList:
+        """One page of ``list`` (or ``list_for_path``); follow ``next_cursor``."""
+        return self._run(_list(path, limit, cursor))
 
     def update(self, policy_id: str, name: str, rules: Rules, description: str | None = None) -> Policy:
         """Replace name, rules and description (a description not given is cleared)."""
@@ -153,7 +165,13 @@ class PoliciesAPI:
         return self._run(_add_binding(policy_id, identity_type, identity_id))
 
     def list_bindings(self, policy_id: str) -> Bindings:
-        return self._run(_list_bindings(policy_id)).bindings
+        """Every binding of the policy, by identity id (all pages)."""
+        return walk(lambda c: self._run(_list_bindings(policy_id, MAX_PAGE, c)), lambda p: p.bindings)
+
+    def list_bindings_page(
+        self, policy_id: str, limit: int | None = None, cursor: str | None = None
+    ) -> BindingList:
+        return self._run(_list_bindings(policy_id, limit, cursor))
 
     def delete_binding(self, policy_id: str, identity_id: str) -> None:
         """Unbind ``identity_id`` from the policy."""
@@ -188,10 +206,15 @@ class AsyncPoliciesAPI:
         return await self._run(_get(policy_id))
 
     async def list(self) -> Policies:
-        return (await self._run(_list(None))).policies
+        return await walk_async(lambda c: self._run(_list(None, MAX_PAGE, c)), lambda p: p.policies)
 
     async def list_for_path(self, path: str) -> Policies:
-        return (await self._run(_list(path))).policies
+        return await walk_async(lambda c: self._run(_list(path, MAX_PAGE, c)), lambda p: p.policies)
+
+    async def list_page(
+        self, path: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> PolicyList:
+        return await self._run(_list(path, limit, cursor))
 
     async def update(
         self, policy_id: str, name: str, rules: Rules, description: str | None = None
@@ -205,7 +228,14 @@ class AsyncPoliciesAPI:
         return await self._run(_add_binding(policy_id, identity_type, identity_id))
 
     async def list_bindings(self, policy_id: str) -> Bindings:
-        return (await self._run(_list_bindings(policy_id))).bindings
+        return await walk_async(
+            lambda c: self._run(_list_bindings(policy_id, MAX_PAGE, c)), lambda p: p.bindings
+        )
+
+    async def list_bindings_page(
+        self, policy_id: str, limit: int | None = None, cursor: str | None = None
+    ) -> BindingList:
+        return await self._run(_list_bindings(policy_id, limit, cursor))
 
     async def delete_binding(self, policy_id: str, identity_id: str) -> None:
         await self._run(_delete_binding(policy_id, identity_id))
@@ -231,7 +261,11 @@ class IdentitiesAPI:
         return self._run(_create_identity(identity_id, display_name))
 
     def list(self) -> Identities:
-        return self._run(_list_identities()).identities
+        """Every registered identity, by id (all pages)."""
+        return walk(lambda c: self._run(_list_identities(MAX_PAGE, c)), lambda p: p.identities)
+
+    def list_page(self, limit: int | None = None, cursor: str | None = None) -> IdentityList:
+        return self._run(_list_identities(limit, cursor))
 
     def get(self, identity_id: str) -> RegisteredIdentity:
         return self._run(_get_identity(identity_id))
@@ -245,7 +279,10 @@ class AsyncIdentitiesAPI:
         return await self._run(_create_identity(identity_id, display_name))
 
     async def list(self) -> Identities:
-        return (await self._run(_list_identities())).identities
+        return await walk_async(lambda c: self._run(_list_identities(MAX_PAGE, c)), lambda p: p.identities)
+
+    async def list_page(self, limit: int | None = None, cursor: str | None = None) -> IdentityList:
+        return await self._run(_list_identities(limit, cursor))
 
     async def get(self, identity_id: str) -> RegisteredIdentity:
         return await self._run(_get_identity(identity_id))
