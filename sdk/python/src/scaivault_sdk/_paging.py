@@ -5,15 +5,20 @@ hour). The ``list()`` methods follow it to the end; ``list_page()`` returns one 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 #: The largest page the server serves (``MAX_LIST_LIMIT``); the walkers use it.
 MAX_PAGE = 1000
 
-P = TypeVar("P")
+class _Page(Protocol):
+    @property
+    def next_cursor(self) -> str | None: ...
 
 
-def _advance(page: Any, cursor: str | None) -> str | None:
+P = TypeVar("P", bound=_Page)
+
+
+def _advance(page: _Page, cursor: str | None) -> str | None:
     nxt = page.next_cursor
     if nxt is not None and nxt == cursor:
         # A server handing back the same cursor would make us loop forever.
