@@ -59,8 +59,10 @@ def test_health_needs_no_token(server: DevServer, monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("SCAIVAULT_TOKEN", raising=False)
     with SyncScaiVaultClient(address=server.address) as anonymous:
         health = anonymous.health()
+        ready = anonymous.ready()
         with pytest.raises(AuthenticationError):
             anonymous.health_detailed()
+    assert ready.status == "ok"
     assert health.status == "ok"
     assert health.storage == "sqlite"
     assert health.version

@@ -39,6 +39,7 @@ SERVED_CALLS: list[Call[Any]] = [
     system._rotate_keys(),
     system._keys(),
     client._health(),
+    client._health_ready(),
     client._health_detailed(),
     policies._create("p", [{"path_pattern": "a/**", "permissions": ["read"]}], "d"),
     policies._get("pol_1"),

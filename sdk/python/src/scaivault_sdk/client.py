@@ -22,6 +22,10 @@ def _health() -> Call[Health]:
     return Call("GET", "/v1/health", model(Health))
 
 
+def _health_ready() -> Call[Health]:
+    return Call("GET", "/v1/health/ready", model(Health))
+
+
 def _health_detailed() -> Call[HealthDetailed]:
     return Call("GET", "/v1/health/detailed", model(HealthDetailed))
 
@@ -68,8 +72,13 @@ class SyncScaiVaultClient(_ClientBase):
         self.audit = AuditAPI(self._transport)
 
     def health(self) -> Health:
-        """Liveness without authentication; raises ``ServiceUnavailableError`` when storage is down."""
+        """Liveness without authentication: the server answers (it touches no storage)."""
         return self._transport.run(_health())
+
+    def ready(self) -> Health:
+        """Readiness without authentication; raises ``ServiceUnavailableError`` when storage
+        or the audit log cannot be written."""
+        return self._transport.run(_health_ready())
 
     def health_detailed(self) -> HealthDetailed:
         return self._transport.run(_health_detailed())
@@ -116,6 +125,9 @@ class ScaiVaultClient(_ClientBase):
 
     async def health(self) -> Health:
         return await self._transport.run(_health())
+
+    async def ready(self) -> Health:
+        return await self._transport.run(_health_ready())
 
     async def health_detailed(self) -> HealthDetailed:
         return await self._transport.run(_health_detailed())
