@@ -45,6 +45,12 @@ pub enum ErrorCode {
     RequestTimeout,
     Sealed,
     Internal,
+    /// The `Idempotency-Key` header is malformed (length, characters, or sent twice).
+    InvalidIdempotencyKey,
+    /// The `Idempotency-Key` was used before for a different request (method, path or body).
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still running: retry later.
+    IdempotencyKeyInFlight,
     /// A code this client version does not know yet.
     #[serde(other)]
     Unknown,
@@ -56,15 +62,16 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             InvalidRequest | InvalidJson | InvalidPath | InvalidVersion | InvalidTtl
-            | InvalidTag | ReservedPath | InvalidCursor => 400,
+            | InvalidTag | ReservedPath | InvalidCursor | InvalidIdempotencyKey => 400,
             Unauthenticated => 401,
             PermissionDenied => 403,
             NotFound | SecretNotFound | SecretExpired | SecretDeleted | VersionNotFound
             | TokenNotFound | AuthMethodDisabled => 404,
             MethodNotAllowed => 405,
-            CasMismatch | NotDeleted | Conflict => 409,
+            CasMismatch | NotDeleted | Conflict | IdempotencyKeyInFlight => 409,
             PayloadTooLarge | ValueTooLarge => 413,
             UnsupportedMediaType => 415,
+            IdempotencyKeyReused => 422,
             RateLimited => 429,
             StorageUnavailable | AuditUnavailable | UpstreamUnavailable | Overloaded | Sealed => {
                 503
@@ -109,6 +116,9 @@ impl ErrorCode {
             RequestTimeout => "request_timeout",
             Sealed => "sealed",
             Internal => "internal",
+            InvalidIdempotencyKey => "invalid_idempotency_key",
+            IdempotencyKeyReused => "idempotency_key_reused",
+            IdempotencyKeyInFlight => "idempotency_key_in_flight",
             Unknown => "unknown",
         }
     }

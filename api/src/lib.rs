@@ -8,6 +8,7 @@ pub mod auth;
 pub mod duration;
 pub mod error;
 pub mod health;
+pub mod idempotency;
 pub mod limits;
 pub mod path;
 pub mod pattern;
