@@ -44,6 +44,9 @@ pub enum Context<'a> {
     Keyring,
     /// A vault-internal value stored in the meta table under this name.
     Meta(&'a str),
+    /// The answer kept for an idempotency key, bound to its caller identity and key so
+    /// a row moved to another caller or key no longer opens.
+    IdempotentAnswer { scope: &'a str, key: &'a str },
 }
 
 impl Context<'_> {
@@ -60,6 +63,13 @@ impl Context<'_> {
             Context::Meta(name) => {
                 aad.extend_from_slice(b"scaivault/meta/v1\0");
                 aad.extend_from_slice(name.as_bytes());
+                aad.push(0);
+            }
+            Context::IdempotentAnswer { scope, key } => {
+                aad.extend_from_slice(b"scaivault/idempotency/v1\0");
+                aad.extend_from_slice(scope.as_bytes());
+                aad.push(0);
+                aad.extend_from_slice(key.as_bytes());
                 aad.push(0);
             }
         }
@@ -340,6 +350,22 @@ mod tests {
         // Path/version boundary ambiguity: "a" + "b/..." vs "ab/..." differ by the separator.
         let s2 = b.seal(ctx("a", 1), b"v").unwrap_or_default();
         assert!(b.open(ctx("a\0", 1), &s2).is_err());
+    }
+
+    #[test]
+    fn idempotent_answers_open_only_for_their_caller_and_key() {
+        let (_, b) = barrier();
+        let at = |scope, key| Context::IdempotentAnswer { scope, key };
+        let sealed = b.seal(at("root", "key-1"), b"answer").unwrap_or_default();
+        assert_eq!(
+            b.open(at("root", "key-1"), &sealed)
+                .map(|p| p.to_vec())
+                .ok(),
+            Some(b"answer".to_vec())
+        );
+        for (scope, key) in [("sa:ci", "key-1"), ("root", "key-2"), ("rootk", "ey-1")] {
+            assert!(b.open(at(scope, key), &sealed).is_err(), "{scope} {key}");
+        }
     }
 
     #[test]

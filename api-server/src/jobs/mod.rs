@@ -1,5 +1,5 @@
-//! Background loops (expiry purge, access-count flush, token cleanup) and their status,
-//! which `/v1/health/detailed` reports.
+//! Background loops (expiry purge, access-count flush, token and idempotency-key
+//! cleanup) and their status, which `/v1/health/detailed` reports.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,6 +91,8 @@ pub struct Jobs {
 }
 
 const PURGE_BATCH: usize = 500;
+/// Idempotency entries live 24 h; purging every 10 minutes keeps at most that much extra.
+const IDEMPOTENCY_PURGE_INTERVAL: Duration = Duration::from_secs(600);
 const ACCESS_WINDOW_DAYS: i64 = 30;
 
 impl Jobs {
@@ -120,6 +122,17 @@ impl Jobs {
             move || {
                 let this = Arc::clone(&this);
                 async move { this.flush_access_counts().await }
+            },
+        ));
+        let this = Arc::clone(&self);
+        handles.push(spawn_loop(
+            "idempotency_purge",
+            IDEMPOTENCY_PURGE_INTERVAL,
+            shutdown.clone(),
+            Arc::clone(&self),
+            move || {
+                let this = Arc::clone(&this);
+                async move { this.purge_idempotency_keys().await }
             },
         ));
         let this = Arc::clone(&self);
@@ -166,6 +179,20 @@ impl Jobs {
             .prune_access_counts(today - ACCESS_WINDOW_DAYS)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Forgets idempotency keys (and their sealed answers) older than their 24 h.
+    async fn purge_idempotency_keys(&self) -> Result<(), String> {
+        loop {
+            let purged = self
+                .store
+                .purge_expired_idempotency(OffsetDateTime::now_utc(), PURGE_BATCH)
+                .await
+                .map_err(|e| e.to_string())?;
+            if purged < PURGE_BATCH as u64 {
+                return Ok(());
+            }
+        }
     }
 
     async fn purge_tokens(&self) -> Result<(), String> {

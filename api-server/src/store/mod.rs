@@ -172,6 +172,54 @@ pub struct IdentityRow {
     pub created_at: OffsetDateTime,
 }
 
+/// Who used an idempotency key and for which request: the caller's identity scopes the
+/// key (one caller's key never replays another's answer), the fingerprint names the
+/// request (SHA-256 over method, path with query, and body).
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    pub scope: String,
+    pub key: String,
+    pub fingerprint: [u8; 32],
+    pub now: OffsetDateTime,
+    /// When the entry is forgotten (first use + 24 h).
+    pub expires_at: OffsetDateTime,
+    /// An entry still in flight that started before this is abandoned (its server
+    /// stopped mid-request) and may be claimed again.
+    pub abandoned_before: OffsetDateTime,
+}
+
+/// The answer kept for replay; `body` is sealed by the barrier (it may hold a token).
+#[derive(Clone)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    /// `None` when the answer was too large to keep.
+    pub sealed_body: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for StoredAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredAnswer")
+            .field("status", &self.status)
+            .field("sealed_len", &self.sealed_body.as_ref().map(Vec::len))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What claiming an idempotency key found.
+#[derive(Debug, Clone)]
+pub enum ClaimOutcome {
+    /// The key was free (or abandoned): this request now holds it and must finish it
+    /// with `complete_idempotency` or give it back with `release_idempotency`.
+    Claimed,
+    /// The same request finished before: here is its answer.
+    Replay(StoredAnswer),
+    /// The same request is still running.
+    InFlight,
+    /// The key was used for a different request.
+    Mismatch,
+}
+
 /// The storage contract. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -244,6 +292,21 @@ pub trait Store: Send + Sync + 'static {
     async fn create_identity(&self, identity: IdentityRow) -> Result<()>;
     async fn list_identities(&self) -> Result<Vec<IdentityRow>>;
     async fn get_identity(&self, id: &str) -> Result<Option<IdentityRow>>;
+
+    /// Atomically looks up the caller's key and, when it is free, marks it in flight.
+    async fn claim_idempotency(&self, claim: IdempotencyClaim) -> Result<ClaimOutcome>;
+    /// Keeps the answer of the request that holds the key.
+    async fn complete_idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+        answer: StoredAnswer,
+    ) -> Result<()>;
+    /// Frees a key whose request ended without a final answer (nothing was applied), so
+    /// a retry runs again.
+    async fn release_idempotency(&self, scope: &str, key: &str) -> Result<()>;
+    /// Forgets at most `limit` entries that expired before `now`; returns how many.
+    async fn purge_expired_idempotency(&self, now: OffsetDateTime, limit: usize) -> Result<u64>;
 }
 
 /// One stored audit record: the canonical JSON body plus the columns queries filter on.

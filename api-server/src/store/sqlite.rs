@@ -18,7 +18,9 @@ use super::{
     SealFn, SecretRow, Store, StoreError, TokenRow, VersionMeta, VersionRow, from_millis,
     to_millis,
 };
+use super::{ClaimOutcome, IdempotencyClaim, StoredAnswer};
 
+mod idempotency;
 pub(crate) mod migrations;
 
 const READERS: usize = 4;
@@ -919,5 +921,31 @@ impl Store for SqliteStore {
             .map_err(map_err)
         })
         .await
+    }
+
+    async fn claim_idempotency(&self, claim: IdempotencyClaim) -> Result<ClaimOutcome> {
+        self.write(move |c| idempotency::claim(c, &claim)).await
+    }
+
+    async fn complete_idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+        answer: StoredAnswer,
+    ) -> Result<()> {
+        let (scope, key) = (scope.to_owned(), key.to_owned());
+        self.write(move |c| idempotency::complete(c, &scope, &key, &answer))
+            .await
+    }
+
+    async fn release_idempotency(&self, scope: &str, key: &str) -> Result<()> {
+        let (scope, key) = (scope.to_owned(), key.to_owned());
+        self.write(move |c| idempotency::release(c, &scope, &key))
+            .await
+    }
+
+    async fn purge_expired_idempotency(&self, now: OffsetDateTime, limit: usize) -> Result<u64> {
+        self.write(move |c| idempotency::purge_expired(c, now, limit))
+            .await
     }
 }

@@ -81,6 +81,23 @@ pub const MIGRATIONS: &[&str] = &[
     UPDATE secrets SET version_count =
         (SELECT COUNT(*) FROM secret_versions v WHERE v.path = secrets.path);
     "#,
+    // 4: idempotency keys, per caller identity (`scope`). `status` is NULL while the
+    // first request runs; `body` is the answer sealed by the barrier. A rowid table:
+    // bodies can be large, which WITHOUT ROWID tables handle poorly.
+    r#"
+    CREATE TABLE idempotency_keys (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        started_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        status INTEGER,
+        content_type TEXT,
+        body BLOB,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
+    "#,
 ];
 
 /// The audit database's own schema (a separate file).

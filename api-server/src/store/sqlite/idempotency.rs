@@ -1,0 +1,210 @@
+//! Idempotency keys in SQLite: one row per (caller identity, key), claimed and
+//! completed in write transactions, so two requests with one key never both run.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use time::OffsetDateTime;
+
+use super::map_err;
+use crate::store::{ClaimOutcome, IdempotencyClaim, Result, StoredAnswer, to_millis};
+
+struct Entry {
+    fingerprint: Vec<u8>,
+    started_at: i64,
+    expires_at: i64,
+    status: Option<i64>,
+    content_type: Option<String>,
+    body: Option<Vec<u8>>,
+}
+
+pub(super) fn claim(c: &mut Connection, claim: &IdempotencyClaim) -> Result<ClaimOutcome> {
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(map_err)?;
+    let entry = tx
+        .query_row(
+            "SELECT fingerprint, started_at, expires_at, status, content_type, body \
+             FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
+            params![claim.scope, claim.key],
+            |r| {
+                Ok(Entry {
+                    fingerprint: r.get(0)?,
+                    started_at: r.get(1)?,
+                    expires_at: r.get(2)?,
+                    status: r.get(3)?,
+                    content_type: r.get(4)?,
+                    body: r.get(5)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(map_err)?;
+    let now = to_millis(claim.now);
+    // An expired entry the purge has not reached yet counts as absent.
+    let entry = entry.filter(|e| e.expires_at > now);
+    let outcome = match entry {
+        Some(e) if e.fingerprint != claim.fingerprint => ClaimOutcome::Mismatch,
+        Some(Entry {
+            status: Some(status),
+            content_type,
+            body,
+            ..
+        }) => ClaimOutcome::Replay(StoredAnswer {
+            status: u16::try_from(status).unwrap_or(500),
+            content_type,
+            sealed_body: body,
+        }),
+        Some(e) if e.started_at >= to_millis(claim.abandoned_before) => ClaimOutcome::InFlight,
+        // Absent, expired, or abandoned in flight: (re)claim it, keeping the first
+        // use's expiry for an abandoned claim so a key never lives past 24 h of retries.
+        found => {
+            let expires_at = found.map_or(to_millis(claim.expires_at), |e| {
+                e.expires_at.min(to_millis(claim.expires_at))
+            });
+            tx.execute(
+                "INSERT INTO idempotency_keys (scope, key, fingerprint, started_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+                 started_at = excluded.started_at, expires_at = excluded.expires_at, \
+                 status = NULL, content_type = NULL, body = NULL",
+                params![
+                    claim.scope,
+                    claim.key,
+                    claim.fingerprint.to_vec(),
+                    now,
+                    expires_at
+                ],
+            )
+            .map_err(map_err)?;
+            ClaimOutcome::Claimed
+        }
+    };
+    tx.commit().map_err(map_err)?;
+    Ok(outcome)
+}
+
+pub(super) fn complete(
+    c: &mut Connection,
+    scope: &str,
+    key: &str,
+    answer: &StoredAnswer,
+) -> Result<()> {
+    c.execute(
+        "UPDATE idempotency_keys SET status = ?3, content_type = ?4, body = ?5 \
+         WHERE scope = ?1 AND key = ?2 AND status IS NULL",
+        params![
+            scope,
+            key,
+            i64::from(answer.status),
+            answer.content_type,
+            answer.sealed_body
+        ],
+    )
+    .map(|_| ())
+    .map_err(map_err)
+}
+
+pub(super) fn release(c: &mut Connection, scope: &str, key: &str) -> Result<()> {
+    c.execute(
+        "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND status IS NULL",
+        params![scope, key],
+    )
+    .map(|_| ())
+    .map_err(map_err)
+}
+
+pub(super) fn purge_expired(c: &mut Connection, now: OffsetDateTime, limit: usize) -> Result<u64> {
+    c.execute(
+        "DELETE FROM idempotency_keys WHERE rowid IN \
+         (SELECT rowid FROM idempotency_keys WHERE expires_at <= ?1 LIMIT ?2)",
+        params![to_millis(now), limit as i64],
+    )
+    .map(|n| n as u64)
+    .map_err(map_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::migrations;
+    use time::Duration;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap_or_else(|_| unreachable!());
+        migrations::run(&mut c, migrations::MIGRATIONS).unwrap_or_else(|_| unreachable!());
+        c
+    }
+
+    fn claim_at(scope: &str, fingerprint: u8, now: OffsetDateTime) -> IdempotencyClaim {
+        IdempotencyClaim {
+            scope: scope.into(),
+            key: "key-0001".into(),
+            fingerprint: [fingerprint; 32],
+            now,
+            expires_at: now + Duration::hours(24),
+            abandoned_before: now - Duration::minutes(5),
+        }
+    }
+
+    fn answer() -> StoredAnswer {
+        StoredAnswer {
+            status: 201,
+            content_type: Some("application/json".into()),
+            sealed_body: Some(vec![1, 2, 3]),
+        }
+    }
+
+    fn outcome(c: &mut Connection, claim: &IdempotencyClaim) -> String {
+        match super::claim(c, claim) {
+            Ok(ClaimOutcome::Replay(a)) => format!("replay {} {:?}", a.status, a.sealed_body),
+            Ok(other) => format!("{other:?}"),
+            Err(e) => format!("error {e}"),
+        }
+    }
+
+    #[test]
+    fn a_key_runs_once_then_replays_and_refuses_other_requests() {
+        let mut c = db();
+        let t0 = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        assert_eq!(outcome(&mut c, &claim_at("root", 1, t0)), "Claimed");
+        assert_eq!(outcome(&mut c, &claim_at("root", 1, t0)), "InFlight");
+        assert_eq!(outcome(&mut c, &claim_at("root", 2, t0)), "Mismatch");
+        // Another identity's same key is another entry.
+        assert_eq!(outcome(&mut c, &claim_at("sa:ci", 2, t0)), "Claimed");
+        assert!(complete(&mut c, "root", "key-0001", &answer()).is_ok());
+        assert_eq!(
+            outcome(&mut c, &claim_at("root", 1, t0 + Duration::hours(23))),
+            "replay 201 Some([1, 2, 3])"
+        );
+        assert_eq!(outcome(&mut c, &claim_at("root", 2, t0)), "Mismatch");
+        // Released only while in flight: a completed answer stays.
+        assert!(release(&mut c, "root", "key-0001").is_ok());
+        assert_eq!(
+            outcome(&mut c, &claim_at("root", 1, t0)),
+            "replay 201 Some([1, 2, 3])"
+        );
+        // After 24 h the key is free again, for any request, and purged.
+        let t1 = t0 + Duration::hours(24);
+        assert_eq!(purge_expired(&mut c, t1, 100).ok(), Some(2));
+        assert_eq!(outcome(&mut c, &claim_at("root", 2, t1)), "Claimed");
+    }
+
+    #[test]
+    fn released_and_abandoned_claims_can_be_taken_again() {
+        let mut c = db();
+        let t0 = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        assert_eq!(outcome(&mut c, &claim_at("root", 1, t0)), "Claimed");
+        assert!(release(&mut c, "root", "key-0001").is_ok());
+        assert_eq!(outcome(&mut c, &claim_at("root", 1, t0)), "Claimed");
+        // Still in flight 4 minutes later; abandoned after 5.
+        let later = t0 + Duration::minutes(4);
+        assert_eq!(outcome(&mut c, &claim_at("root", 1, later)), "InFlight");
+        let later = t0 + Duration::minutes(6);
+        assert_eq!(outcome(&mut c, &claim_at("root", 2, later)), "Mismatch");
+        assert_eq!(outcome(&mut c, &claim_at("root", 1, later)), "Claimed");
+        // The takeover keeps the first use's expiry.
+        let expires: i64 = c
+            .query_row("SELECT expires_at FROM idempotency_keys", [], |r| r.get(0))
+            .unwrap_or_default();
+        assert_eq!(expires, to_millis(t0 + Duration::hours(24)));
+    }
+}
