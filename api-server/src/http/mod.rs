@@ -5,6 +5,7 @@ mod auth;
 mod error;
 mod extract;
 mod health;
+mod idempotency;
 mod middleware;
 pub mod openapi;
 mod pagination;
@@ -81,6 +82,10 @@ pub fn app(state: SharedState) -> Router {
         .merge(policies::router())
         .merge(audit::router())
         .merge(health::authenticated_router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            idempotency::deduplicate,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             middleware::authenticate,
