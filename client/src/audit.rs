@@ -212,11 +212,12 @@ impl Client {
     }
 
     /// Starts an export job (`202`); poll [`Client::audit_export_status`] until its
-    /// status is no longer `running`. Never retried: a repeat would start a second job.
+    /// status is no longer `running`. Retried with its `Idempotency-Key`: a repeat after a
+    /// lost answer gets the first job back instead of starting a second.
     pub async fn audit_export(&self, request: &ExportRequest) -> Result<ExportJob> {
         let url = self.url(["audit", "export"])?;
         let call = self
-            .call(Method::POST, url, Retry::Never, "audit_export")
+            .call(Method::POST, url, Retry::Keyed, "audit_export")
             .body(request)?;
         self.json(call).await
     }

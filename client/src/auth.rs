@@ -21,11 +21,12 @@ impl Client {
             .await
     }
 
-    /// Issues a token. Never retried: a repeat after a lost answer would issue a second one.
+    /// Issues a token. Retried with its `Idempotency-Key`: a repeat after a lost answer
+    /// gets the first token back instead of a second one.
     pub async fn create_token(&self, request: &CreateTokenRequest) -> Result<CreateTokenResponse> {
         let url = self.url(["auth", "tokens"])?;
         let call = self
-            .call(Method::POST, url, Retry::Never, "create_token")
+            .call(Method::POST, url, Retry::Keyed, "create_token")
             .body(request)?;
         self.json(call).await
     }
@@ -33,7 +34,8 @@ impl Client {
     /// Exchanges a Kubernetes ServiceAccount token (audience: the server's, `scaivault` by
     /// default) for a short-lived vault token of identity `k8s:<namespace>/<name>`. Works on
     /// a client without a token; use [`Client::with_token`] with the answer's token.
-    /// Never retried for the same reason as [`Client::create_token`].
+    /// Never retried: a login has no caller yet, so the server cannot scope an
+    /// `Idempotency-Key` to it, and a repeat would issue a second token.
     pub async fn login_kubernetes(
         &self,
         jwt: &SecretString,
@@ -76,7 +78,7 @@ impl Client {
     pub async fn revoke_token(&self, accessor: &str) -> Result<()> {
         check_accessor(accessor)?;
         let url = self.url(["auth", "tokens", accessor])?;
-        self.no_content(self.call(Method::DELETE, url, Retry::Safe, "revoke_token"))
+        self.no_content(self.call(Method::DELETE, url, Retry::Keyed, "revoke_token"))
             .await
     }
 }

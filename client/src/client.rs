@@ -3,13 +3,14 @@
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use scaivault_api::ErrorCode;
+use scaivault_api::idempotency::KEY_HEADER as IDEMPOTENCY_KEY;
 use scaivault_api::path::validate_secret_path;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::builder::{ClientBuilder, check_token};
-use crate::error::{Error, Result, parse_retry_after};
+use crate::error::{Error, Result};
 use crate::retry::{Retry, RetryPolicy};
 
 /// An async ScaiVault client. Cheap to clone: clones share the connection pool.
@@ -29,6 +30,9 @@ pub(crate) struct Call {
     url: Url,
     body: Option<Vec<u8>>,
     retry: Retry,
+    /// Sent as `Idempotency-Key` by every attempt of a [`Retry::Keyed`] call: made once
+    /// per call, so the server can tell a retry from a new request.
+    idempotency_key: Option<String>,
     /// Names the endpoint in decode errors.
     what: &'static str,
 }
@@ -118,6 +122,7 @@ impl Client {
             url,
             body: None,
             retry,
+            idempotency_key: (retry == Retry::Keyed).then(|| uuid::Uuid::new_v4().to_string()),
             what,
         }
     }
@@ -127,34 +132,50 @@ impl Client {
     pub(crate) async fn execute(&self, call: &Call, accept: &[StatusCode]) -> Result<Answer> {
         let mut retries_done = 0;
         loop {
-            let answer = self.send_once(call).await?;
-            if answer.status.is_success() || accept.contains(&answer.status) {
-                return Ok(answer);
-            }
-            let retry_after = answer
-                .headers
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            let delay = self.retry.delay_before_retry(
-                call.retry,
-                retries_done,
-                answer.status.as_u16(),
-                retry_after,
-                fastrand::f64(),
-            );
+            let (error, delay) = match self.send_once(call).await {
+                Ok(answer) if answer.status.is_success() || accept.contains(&answer.status) => {
+                    return Ok(answer);
+                }
+                Ok(answer) => {
+                    let error = Error::from_response(answer.status, &answer.headers, &answer.body);
+                    let delay = match &error {
+                        Error::Api {
+                            status,
+                            code,
+                            retry_after,
+                            ..
+                        } => self.retry.delay_before_retry(
+                            call.retry,
+                            retries_done,
+                            *status,
+                            *code,
+                            *retry_after,
+                            fastrand::f64(),
+                        ),
+                        _ => None,
+                    };
+                    (error, delay)
+                }
+                Err(error) => {
+                    let delay = error
+                        .is_lost_answer()
+                        .then(|| {
+                            self.retry.delay_after_lost_answer(
+                                call.retry,
+                                retries_done,
+                                fastrand::f64(),
+                            )
+                        })
+                        .flatten();
+                    (error, delay)
+                }
+            };
             match delay {
                 Some(delay) => {
                     tokio::time::sleep(delay).await;
                     retries_done += 1;
                 }
-                None => {
-                    return Err(Error::from_response(
-                        answer.status,
-                        &answer.headers,
-                        &answer.body,
-                    ));
-                }
+                None => return Err(error),
             }
         }
     }
@@ -175,6 +196,9 @@ impl Client {
                 })?;
             value.set_sensitive(true);
             request = request.header(AUTHORIZATION, value);
+        }
+        if let Some(key) = &call.idempotency_key {
+            request = request.header(IDEMPOTENCY_KEY, key);
         }
         if let Some(body) = &call.body {
             request = request

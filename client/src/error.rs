@@ -69,6 +69,18 @@ impl Error {
         }
     }
 
+    /// Whether the request may have reached the server without its answer reaching us:
+    /// connection refused or broken, a timeout, a truncated response. (Not a bad URL or
+    /// a redirect, which fail the same way every time.)
+    pub(crate) fn is_lost_answer(&self) -> bool {
+        match self {
+            Error::Transport(e) => {
+                e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the server said the thing does not exist (any 404 code).
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)

@@ -11,7 +11,8 @@
 //!
 //! Requests and responses are the wire types of [`scaivault_api`], re-exported as [`api`].
 //! Secret paths are checked against the path grammar before anything is sent. Answers
-//! `429` and `503` are retried as [`RetryPolicy`] describes.
+//! `429` and `503`, and lost answers, are retried as [`RetryPolicy`] describes; every
+//! mutation carries an `Idempotency-Key`, so a retried one is applied once.
 
 mod audit;
 mod auth;

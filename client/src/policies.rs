@@ -14,12 +14,12 @@ use crate::paging::{PageOptions, collect_all};
 use crate::retry::Retry;
 
 impl Client {
-    /// Creates a policy (`201`). Never retried: a repeat after a lost answer would fail
-    /// with `409 conflict` on the name although the first attempt succeeded.
+    /// Creates a policy (`201`). Retried with its `Idempotency-Key`: a repeat after a lost
+    /// answer gets the first `201` back, not `409 conflict` on the name.
     pub async fn create_policy(&self, input: &PolicyInput) -> Result<Policy> {
         let url = self.url(["policies"])?;
         let call = self
-            .call(Method::POST, url, Retry::Never, "create_policy")
+            .call(Method::POST, url, Retry::Keyed, "create_policy")
             .body(input)?;
         self.json(call).await
     }
@@ -66,7 +66,7 @@ impl Client {
     pub async fn update_policy(&self, id: &str, input: &PolicyInput) -> Result<Policy> {
         let url = self.url(["policies", check_id("policy id", id)?])?;
         let call = self
-            .call(Method::PUT, url, Retry::Safe, "update_policy")
+            .call(Method::PUT, url, Retry::Keyed, "update_policy")
             .body(input)?;
         self.json(call).await
     }
@@ -74,12 +74,12 @@ impl Client {
     /// Deletes a policy and its bindings.
     pub async fn delete_policy(&self, id: &str) -> Result<()> {
         let url = self.url(["policies", check_id("policy id", id)?])?;
-        self.no_content(self.call(Method::DELETE, url, Retry::Safe, "delete_policy"))
+        self.no_content(self.call(Method::DELETE, url, Retry::Keyed, "delete_policy"))
             .await
     }
 
     /// Binds a policy to an identity; the identity type is derived from the id's prefix
-    /// (`user:`, `sa:`, `k8s:`). Never retried, like every other create.
+    /// (`user:`, `sa:`, `k8s:`). Retried with its `Idempotency-Key`, like every mutation.
     pub async fn bind_policy(&self, policy_id: &str, identity_id: &str) -> Result<Binding> {
         let identity_type = identity_type_of(identity_id)
             .map_err(|e| Error::invalid(ErrorCode::InvalidRequest, e.to_string()))?;
@@ -94,7 +94,7 @@ impl Client {
     pub async fn bind_policy_with(&self, policy_id: &str, input: &BindingInput) -> Result<Binding> {
         let url = self.url(["policies", check_id("policy id", policy_id)?, "bindings"])?;
         let call = self
-            .call(Method::POST, url, Retry::Never, "bind_policy")
+            .call(Method::POST, url, Retry::Keyed, "bind_policy")
             .body(input)?;
         self.json(call).await
     }
@@ -134,7 +134,7 @@ impl Client {
                 .into_iter()
                 .chain(segments),
         )?;
-        self.no_content(self.call(Method::DELETE, url, Retry::Safe, "unbind_policy"))
+        self.no_content(self.call(Method::DELETE, url, Retry::Keyed, "unbind_policy"))
             .await
     }
 
@@ -148,12 +148,13 @@ impl Client {
         self.json(call).await
     }
 
-    /// Registers an identity. Never retried: a repeat would answer `409 conflict`.
+    /// Registers an identity. Retried with its `Idempotency-Key`: a repeat after a lost
+    /// answer gets the first `201` back, not `409 conflict`.
     pub async fn create_identity(&self, input: &IdentityInput) -> Result<Identity> {
         identity_segments(&input.id)?;
         let url = self.url(["identities"])?;
         let call = self
-            .call(Method::POST, url, Retry::Never, "create_identity")
+            .call(Method::POST, url, Retry::Keyed, "create_identity")
             .body(input)?;
         self.json(call).await
     }

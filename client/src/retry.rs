@@ -1,18 +1,26 @@
 //! When and how long to wait before sending a request again.
 //!
-//! Two answers are worth retrying:
+//! Three failures are worth retrying:
 //! - `429 rate_limited`: the server rejected the request before handling it and said in
 //!   `Retry-After` when to come back; we wait exactly that long (unless it is longer
 //!   than [`RetryPolicy::max_retry_after`], in which case the caller gets the error).
-//! - `503 storage_unavailable` / `sealed`: a transient outage; we back off exponentially
-//!   with jitter, capped at [`RetryPolicy::max_delay`], and never wait less than a
-//!   `Retry-After` the server sent.
+//! - `503 storage_unavailable` / `sealed` / ...: a transient outage; we back off
+//!   exponentially with jitter, capped at [`RetryPolicy::max_delay`], and never wait less
+//!   than a `Retry-After` the server sent. `409 idempotency_key_in_flight` (the first
+//!   attempt of a keyed mutation is still running) backs off the same way.
+//! - A lost answer (connection refused, reset or closed before the response, timeout):
+//!   backed off like a 503.
 //!
-//! Which requests may be retried is decided per endpoint (see [`Retry`]): reads, deletes,
-//! metadata updates, restores and secret writes are; token creation and key rotation are
-//! not, because a retry after a lost answer would mint a second token or key.
+//! Which requests may be retried is decided per endpoint (see [`Retry`]): requests that
+//! change nothing are sent again as they are; every mutation carries an
+//! `Idempotency-Key` made once per call and reused by its retries, so the server applies
+//! it once even when an answer was lost after the change (it replays the first answer).
+//! A mutation the server cannot deduplicate (a login: no caller to scope the key to) is
+//! never retried.
 
 use std::time::Duration;
+
+use scaivault_api::ErrorCode;
 
 /// Retry settings of a [`crate::Client`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,17 +46,17 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Whether an endpoint may be sent again after a retryable answer.
+/// Whether an endpoint may be sent again after a retryable failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Retry {
-    /// Reads, deletes, metadata replacement, restore, and secret writes. A write is safe
-    /// because 429 and 503 answers mean nothing was committed, and a write with `cas`
-    /// cannot be applied twice (the repeat would get `cas_mismatch`).
+    /// Changes nothing: reads, queries, the what-if test, HMACs.
     Safe,
-    /// Creates something new on every call (tokens, data keys).
+    /// Changes state: sent with an `Idempotency-Key`, so any repeat is applied once.
+    Keyed,
+    /// Never repeated: a login (the server has no caller to scope a key to), and the
+    /// health probes, whose `503` is an answer.
     Never,
 }
-
 impl RetryPolicy {
     /// A policy that never retries.
     pub fn disabled() -> RetryPolicy {
@@ -66,6 +74,7 @@ impl RetryPolicy {
         retry: Retry,
         retries_done: u32,
         status: u16,
+        code: ErrorCode,
         retry_after: Option<Duration>,
         jitter: f64,
     ) -> Option<Duration> {
@@ -73,6 +82,11 @@ impl RetryPolicy {
             return None;
         }
         match status {
+            409 if retry == Retry::Keyed && code == ErrorCode::IdempotencyKeyInFlight => {
+                let backoff = self.backoff(retries_done, jitter);
+                Some(retry_after.map_or(backoff, |asked| backoff.max(asked)))
+                    .filter(|wait| *wait <= self.max_retry_after)
+            }
             429 => {
                 // Without a Retry-After the server broke its contract; back off anyway.
                 let wait = retry_after.unwrap_or_else(|| self.backoff(retries_done, jitter));
@@ -90,6 +104,19 @@ impl RetryPolicy {
         }
     }
 
+    /// How long to wait after an answer was lost (no response, or a broken one), or
+    /// `None` to give up. Only a request that changes nothing or carries an
+    /// `Idempotency-Key` is sent again: the lost attempt may have been applied.
+    pub(crate) fn delay_after_lost_answer(
+        &self,
+        retry: Retry,
+        retries_done: u32,
+        jitter: f64,
+    ) -> Option<Duration> {
+        (retry != Retry::Never && retries_done < self.max_retries)
+            .then(|| self.backoff(retries_done, jitter))
+    }
+
     /// Exponential backoff with "equal jitter": half the step is fixed, half is random,
     /// so concurrent clients spread out but every client still backs off.
     pub(crate) fn backoff(&self, retries_done: u32, jitter: f64) -> Duration {
@@ -105,6 +132,8 @@ mod tests {
     use super::*;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
+    const RL: ErrorCode = ErrorCode::RateLimited;
+    const SU: ErrorCode = ErrorCode::StorageUnavailable;
 
     #[test]
     fn backoff_doubles_and_is_capped() {
@@ -150,15 +179,21 @@ mod tests {
     fn rate_limits_wait_for_retry_after() {
         let policy = RetryPolicy::default();
         let wait =
-            policy.delay_before_retry(Retry::Safe, 0, 429, Some(Duration::from_secs(2)), 0.5);
+            policy.delay_before_retry(Retry::Safe, 0, 429, RL, Some(Duration::from_secs(2)), 0.5);
         assert_eq!(wait, Some(Duration::from_secs(2)));
         // Longer than we are willing to wait: give the error to the caller.
-        let wait =
-            policy.delay_before_retry(Retry::Safe, 0, 429, Some(Duration::from_secs(3600)), 0.5);
+        let wait = policy.delay_before_retry(
+            Retry::Safe,
+            0,
+            429,
+            RL,
+            Some(Duration::from_secs(3600)),
+            0.5,
+        );
         assert_eq!(wait, None);
         // No header: back off like a 503.
         assert_eq!(
-            policy.delay_before_retry(Retry::Safe, 1, 429, None, 0.0),
+            policy.delay_before_retry(Retry::Safe, 1, 429, RL, None, 0.0),
             Some(MS(200))
         );
     }
@@ -167,11 +202,11 @@ mod tests {
     fn unavailable_backs_off_but_respects_retry_after() {
         let policy = RetryPolicy::default();
         assert_eq!(
-            policy.delay_before_retry(Retry::Safe, 0, 503, None, 0.0),
+            policy.delay_before_retry(Retry::Safe, 0, 503, SU, None, 0.0),
             Some(MS(100))
         );
         assert_eq!(
-            policy.delay_before_retry(Retry::Safe, 0, 503, Some(Duration::from_secs(1)), 0.0),
+            policy.delay_before_retry(Retry::Safe, 0, 503, SU, Some(Duration::from_secs(1)), 0.0),
             Some(Duration::from_secs(1))
         );
     }
@@ -182,24 +217,53 @@ mod tests {
         // Other statuses are answers, not outages.
         for status in [400, 401, 404, 409, 500, 502] {
             assert_eq!(
-                policy.delay_before_retry(Retry::Safe, 0, status, None, 0.0),
+                policy.delay_before_retry(Retry::Safe, 0, status, SU, None, 0.0),
                 None,
                 "{status}"
             );
         }
         // Unsafe endpoints are never repeated.
         assert_eq!(
-            policy.delay_before_retry(Retry::Never, 0, 503, None, 0.0),
+            policy.delay_before_retry(Retry::Never, 0, 503, SU, None, 0.0),
             None
         );
         // The budget runs out.
         assert_eq!(
-            policy.delay_before_retry(Retry::Safe, 3, 503, None, 0.0),
+            policy.delay_before_retry(Retry::Safe, 3, 503, SU, None, 0.0),
             None
         );
         assert_eq!(
-            RetryPolicy::disabled().delay_before_retry(Retry::Safe, 0, 503, None, 0.0),
+            RetryPolicy::disabled().delay_before_retry(Retry::Safe, 0, 503, SU, None, 0.0),
             None
         );
+    }
+
+    #[test]
+    fn keyed_mutations_wait_for_their_first_attempt() {
+        let policy = RetryPolicy::default();
+        let in_flight = ErrorCode::IdempotencyKeyInFlight;
+        let wait = |retry| policy.delay_before_retry(retry, 0, 409, in_flight, None, 0.0);
+        assert_eq!(wait(Retry::Keyed), Some(MS(100)));
+        // Only a keyed call can be in flight; other 409s are answers.
+        assert_eq!(wait(Retry::Safe), None);
+        assert_eq!(
+            policy.delay_before_retry(Retry::Keyed, 0, 409, ErrorCode::CasMismatch, None, 0.0),
+            None
+        );
+    }
+
+    #[test]
+    fn lost_answers_are_retried_only_when_a_repeat_is_harmless() {
+        let policy = RetryPolicy::default();
+        assert_eq!(
+            policy.delay_after_lost_answer(Retry::Safe, 0, 0.0),
+            Some(MS(100))
+        );
+        assert_eq!(
+            policy.delay_after_lost_answer(Retry::Keyed, 1, 0.0),
+            Some(MS(200))
+        );
+        assert_eq!(policy.delay_after_lost_answer(Retry::Never, 0, 0.0), None);
+        assert_eq!(policy.delay_after_lost_answer(Retry::Keyed, 3, 0.0), None);
     }
 }

@@ -60,7 +60,8 @@ impl ListOptions {
 }
 
 impl Client {
-    /// Writes a new version (`PUT /v1/secrets/{path}`). Retried on 429/503: see [`crate::RetryPolicy`].
+    /// Writes a new version (`PUT /v1/secrets/{path}`). Retried (with one
+    /// `Idempotency-Key`, so it is applied once) as [`crate::RetryPolicy`] describes.
     pub async fn write(
         &self,
         path: &str,
@@ -68,7 +69,7 @@ impl Client {
     ) -> Result<WriteSecretResponse> {
         let url = self.secret_url(path, None)?;
         let call = self
-            .call(Method::PUT, url, Retry::Safe, "write")
+            .call(Method::PUT, url, Retry::Keyed, "write")
             .body(request)?;
         self.json(call).await
     }
@@ -104,7 +105,7 @@ impl Client {
     ) -> Result<SecretMetadataResponse> {
         let url = self.secret_url(path, Some("metadata"))?;
         let call = self
-            .call(Method::PATCH, url, Retry::Safe, "update_metadata")
+            .call(Method::PATCH, url, Retry::Keyed, "update_metadata")
             .body(update)?;
         self.json(call).await
     }
@@ -167,7 +168,7 @@ impl Client {
     /// Soft delete: versions are kept and [`Client::restore`] undoes it.
     pub async fn delete(&self, path: &str) -> Result<()> {
         let url = self.secret_url(path, None)?;
-        self.no_content(self.call(Method::DELETE, url, Retry::Safe, "delete"))
+        self.no_content(self.call(Method::DELETE, url, Retry::Keyed, "delete"))
             .await
     }
 
@@ -175,7 +176,7 @@ impl Client {
     pub async fn destroy(&self, path: &str) -> Result<()> {
         let url = self.secret_url(path, None)?;
         let call = self
-            .call(Method::DELETE, url, Retry::Safe, "destroy")
+            .call(Method::DELETE, url, Retry::Keyed, "destroy")
             .query(&[("destroy", "true".to_owned())]);
         self.no_content(call).await
     }
@@ -183,7 +184,7 @@ impl Client {
     /// Undoes a soft delete; `409 not_deleted` when the secret is not deleted.
     pub async fn restore(&self, path: &str) -> Result<SecretMetadataResponse> {
         let url = self.secret_url(path, Some("restore"))?;
-        self.json(self.call(Method::POST, url, Retry::Safe, "restore"))
+        self.json(self.call(Method::POST, url, Retry::Keyed, "restore"))
             .await
     }
 

@@ -9,10 +9,11 @@ use crate::error::{Error, Result};
 use crate::retry::Retry;
 
 impl Client {
-    /// Makes a new data key active for new writes. Never retried: each call adds a key.
+    /// Makes a new data key active for new writes. Retried with its `Idempotency-Key`:
+    /// a repeat after a lost answer gets the first answer back, not a second key.
     pub async fn rotate_keys(&self) -> Result<KeyInfo> {
         let url = self.url(["sys", "keys", "rotate"])?;
-        self.json(self.call(Method::POST, url, Retry::Never, "rotate_keys"))
+        self.json(self.call(Method::POST, url, Retry::Keyed, "rotate_keys"))
             .await
     }
 

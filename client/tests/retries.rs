@@ -21,6 +21,10 @@ fn error_body(code: &str) -> String {
     )
 }
 
+/// A scripted "status" that closes the connection after reading the request, as if the
+/// answer were lost on the way back.
+const LOSE: u16 = 0;
+
 /// Answers the n-th request with the n-th scripted response (the last one repeats) and
 /// records each request's head.
 struct Responder {
@@ -46,6 +50,11 @@ impl Responder {
                     seen.len() - 1
                 };
                 let (status, extra_headers, body) = &script[n.min(script.len() - 1)];
+                if *status == LOSE {
+                    // The request arrived; its answer never leaves.
+                    drop(socket);
+                    continue;
+                }
                 let response = format!(
                     "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{extra_headers}\r\n{body}",
                     body.len()
@@ -90,6 +99,15 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> String {
         }
     }
     String::from_utf8_lossy(&buffer).into_owned()
+}
+
+/// The `Idempotency-Key` a request head carries, if any.
+fn idempotency_key(head: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("idempotency-key")
+            .then(|| value.trim().to_owned())
+    })
 }
 
 fn fast_retries() -> RetryPolicy {
@@ -199,16 +217,93 @@ async fn zero_retries_disables_retrying() {
 }
 
 #[tokio::test]
-async fn token_creation_is_never_repeated() {
-    let responder = Responder::start(vec![(503, "", error_body("storage_unavailable"))]).await;
+async fn token_creation_and_key_rotation_are_retried_with_one_key_each() {
+    let token = r#"{"token": "svt_new", "accessor": "acc_1", "identity_id": "sa:ci",
+      "identity_type": "service_account", "issued_at": "2026-11-26T17:00:00Z", "expires_at": null}"#;
+    let key = r#"{"key_id": 2, "created_at": "2026-11-26T17:00:00Z"}"#;
+    let responder = Responder::start(vec![
+        (503, "", error_body("storage_unavailable")),
+        (201, "", token.to_owned()),
+        (LOSE, "", String::new()),
+        (200, "", key.to_owned()),
+    ])
+    .await;
     let request = CreateTokenRequest {
         identity_id: "sa:ci".into(),
         ttl: None,
         display_name: None,
     };
-    client(&responder).create_token(&request).await.unwrap_err();
-    client(&responder).rotate_keys().await.unwrap_err();
-    assert_eq!(responder.requests().len(), 2);
+    let c = client(&responder);
+    assert_eq!(c.create_token(&request).await.unwrap().accessor, "acc_1");
+    assert_eq!(c.rotate_keys().await.unwrap().key_id, 2);
+    let keys: Vec<Option<String>> = responder
+        .requests()
+        .iter()
+        .map(|r| idempotency_key(r))
+        .collect();
+    assert_eq!(keys.len(), 4);
+    assert!(keys.iter().all(Option::is_some), "{keys:?}");
+    // One key per logical call, reused by its retry.
+    assert_eq!(keys[0], keys[1]);
+    assert_eq!(keys[2], keys[3]);
+    assert_ne!(keys[0], keys[2]);
+}
+
+#[tokio::test]
+async fn a_login_is_never_repeated_even_after_a_lost_answer() {
+    let responder = Responder::start(vec![(LOSE, "", String::new())]).await;
+    let jwt = scaivault_client::SecretString::from("eyJhbGciOi.payload.signature".to_owned());
+    let err = client(&responder)
+        .login_kubernetes(&jwt, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    let requests = responder.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(idempotency_key(&requests[0]), None);
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_retried_for_reads_and_keyed_writes() {
+    let written = r#"{"path": "app/db", "version": 1, "created_at": "2026-11-26T17:00:00Z", "expires_at": null}"#;
+    let responder = Responder::start(vec![
+        (LOSE, "", String::new()),
+        (200, "", READ_OK.to_owned()),
+        (LOSE, "", String::new()),
+        (
+            409,
+            "retry-after: 0\r\n",
+            error_body("idempotency_key_in_flight"),
+        ),
+        (200, "", written.to_owned()),
+    ])
+    .await;
+    let c = client(&responder);
+    assert_eq!(c.read("app/db").await.unwrap().version, 1);
+    let request: scaivault_client::api::secrets::WriteSecretRequest =
+        serde_json::from_str(r#"{"data": {"k": "v"}}"#).unwrap();
+    assert_eq!(c.write("app/db", &request).await.unwrap().version, 1);
+    let requests = responder.requests();
+    assert_eq!(requests.len(), 5, "{requests:#?}");
+    // Reads carry no key; the write's three attempts carry one.
+    assert_eq!(idempotency_key(&requests[0]), None);
+    assert_eq!(idempotency_key(&requests[1]), None);
+    let key = idempotency_key(&requests[2]);
+    assert!(key.is_some());
+    assert!(requests[2..].iter().all(|r| idempotency_key(r) == key));
+}
+
+#[tokio::test]
+async fn a_reused_key_reaches_the_caller() {
+    let responder = Responder::start(vec![(422, "", error_body("idempotency_key_reused"))]).await;
+    let request: scaivault_client::api::secrets::WriteSecretRequest =
+        serde_json::from_str(r#"{"data": {"k": "v"}}"#).unwrap();
+    let err = client(&responder)
+        .write("app/db", &request)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::IdempotencyKeyReused));
+    assert_eq!(responder.requests().len(), 1);
 }
 
 #[tokio::test]
@@ -268,9 +363,16 @@ fn policy_input() -> scaivault_client::api::policy::PolicyInput {
 }
 
 #[tokio::test]
-async fn creates_binds_and_exports_are_never_repeated() {
+async fn creates_binds_and_exports_are_retried_with_their_key() {
     let responder = Responder::start(vec![(503, "", error_body("storage_unavailable"))]).await;
-    let c = client(&responder);
+    let c = Client::builder(&responder.address)
+        .token("svt_test_token")
+        .retry_policy(RetryPolicy {
+            max_retries: 1,
+            ..fast_retries()
+        })
+        .build()
+        .unwrap();
     let export: scaivault_client::api::audit::ExportRequest = serde_json::from_str(
         r#"{"from": "2026-11-01", "to": "2026-11-02", "destination": {"type": "file", "path": "a.jsonl"}}"#,
     )
@@ -284,11 +386,18 @@ async fn creates_binds_and_exports_are_never_repeated() {
     c.audit_export(&export).await.unwrap_err();
     c.create_identity(&identity).await.unwrap_err();
     let requests = responder.requests();
-    assert_eq!(requests.len(), 4, "{requests:#?}");
-    assert!(requests[0].starts_with("POST /v1/policies HTTP/1.1"));
-    assert!(requests[1].starts_with("POST /v1/policies/pol_1/bindings HTTP/1.1"));
-    assert!(requests[2].starts_with("POST /v1/audit/export HTTP/1.1"));
-    assert!(requests[3].starts_with("POST /v1/identities HTTP/1.1"));
+    assert_eq!(requests.len(), 8, "{requests:#?}");
+    for (pair, line) in requests.chunks(2).zip([
+        "POST /v1/policies HTTP/1.1",
+        "POST /v1/policies/pol_1/bindings HTTP/1.1",
+        "POST /v1/audit/export HTTP/1.1",
+        "POST /v1/identities HTTP/1.1",
+    ]) {
+        assert!(pair.iter().all(|r| r.starts_with(line)), "{pair:#?}");
+        let key = idempotency_key(&pair[0]);
+        assert!(key.is_some(), "{}", pair[0]);
+        assert_eq!(key, idempotency_key(&pair[1]));
+    }
 }
 
 #[tokio::test]
