@@ -1,14 +1,20 @@
-"""Opt-in retry: against a rate-limited real server, and the policy's arithmetic."""
+"""Opt-in retry: against a rate-limited real server, a write retried after a lost answer
+through a proxy that drops it, and the policy's arithmetic."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
-from scaivault_sdk import RetryConfig, secrets
+from scaivault_sdk import RetryConfig, SyncScaiVaultClient, audit, auth, policies, secrets, system
 from scaivault_sdk.errors import (
+    ConflictError,
+    IdempotencyKeyReusedError,
     NotFoundError,
     RateLimitError,
     ServiceUnavailableError,
@@ -89,27 +95,172 @@ def test_policy_backs_off_exponentially_on_503_without_retry_after() -> None:
     config = RetryConfig(max_attempts=10, backoff_initial=0.5, backoff_max=4)
     error = ServiceUnavailableError("down", code="storage_unavailable", status=503)
     for attempt, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (9, 4.0)]:
-        delay = config.delay(attempt, error, repeatable=False)
+        delay = config.delay(attempt, error, repeatable=True)
         assert delay is not None and ceiling / 2 <= delay <= ceiling
 
 
 def test_policy_honours_retry_after_on_503() -> None:
     error = ServiceUnavailableError("sealed", code="sealed", status=503, retry_after=3)
-    assert RetryConfig().delay(1, error, repeatable=False) == 3
+    assert RetryConfig().delay(1, error, repeatable=True) == 3
 
 
-def test_policy_repeats_lost_connections_only_for_repeatable_requests() -> None:
-    error = TransportError("ConnectError", code="transport_error")
-    assert RetryConfig().delay(1, error, repeatable=True) is not None
-    assert RetryConfig().delay(1, error, repeatable=False) is None
+def test_policy_never_repeats_a_mutation_without_a_key() -> None:
+    lost = TransportError("ConnectError", code="transport_error")
+    unavailable = ServiceUnavailableError("sealed", code="sealed", status=503, retry_after=3)
+    for error in [lost, unavailable, _rate_limited(1)]:
+        assert RetryConfig().delay(1, error, repeatable=True) is not None
+        assert RetryConfig().delay(1, error, repeatable=False) is None
 
 
-def test_secret_writes_are_not_repeatable_but_reads_are() -> None:
-    assert not secrets._write("a/b", {"k": "v"}, None, None, None).repeatable
-    assert secrets._read("a/b", None).repeatable
-    assert secrets._delete("a/b", False).repeatable
-    assert not secrets._restore("a/b").repeatable
+def test_policy_waits_for_a_first_attempt_in_flight_but_not_other_conflicts() -> None:
+    in_flight = ConflictError("running", code="idempotency_key_in_flight", status=409)
+    assert RetryConfig().delay(1, in_flight, repeatable=True) is not None
+    cas = ConflictError("cas", code="cas_mismatch", status=409)
+    assert RetryConfig().delay(1, cas, repeatable=True) is None
+
+
+def test_every_mutation_but_a_login_carries_a_key_and_may_be_repeated() -> None:
+    keyed = [
+        secrets._write("a/b", {"k": "v"}, None, None, None),
+        secrets._delete("a/b", False),
+        secrets._restore("a/b"),
+        auth._create_token("sa:ci", None, None),
+        system._rotate_keys(),
+        policies._create("p", [], None),
+        audit._export("2026-11-01", "2026-11-02", "jsonl", {"type": "file", "path": "a.jsonl"}),
+    ]
+    for call in keyed:
+        assert call.sends_key and call.repeatable, call
+    # A fresh key per logical call; its retries reuse the headers made once in run().
+    assert keyed[0].idempotency_headers() != keyed[0].idempotency_headers()
+    for call in [secrets._read("a/b", None), secrets._batch_read(["a/b"]), policies._test("sa:ci", "a", "read", None)]:
+        assert not call.sends_key and call.repeatable, call
+    login = auth._login_kubernetes("jwt", None)
+    assert not login.sends_key and not login.repeatable
 
 
 def test_rate_limit_error_without_header_still_waits() -> None:
     assert RateLimitError("x", status=429).retry_after == 1.0
+
+
+# --- a lost answer, through a proxy that drops it --------------------------------------
+
+
+def _read_message(sock: socket.socket) -> bytes:
+    """One HTTP/1.1 message: head and a ``content-length`` body."""
+    data = b""
+    while True:
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            length = 0
+            for line in data[:end].decode("latin-1").split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip())
+            if len(data) >= end + 4 + length:
+                return data
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+class LosingProxy:
+    """Forwards the first request to the server, waits for its whole answer (so the
+    server has applied the change), then closes the client's connection without relaying
+    it. Later connections are relayed. Keeps each connection's first request head."""
+
+    def __init__(self, upstream: str) -> None:
+        host, _, port = upstream.removeprefix("http://").partition(":")
+        self._upstream = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.heads: list[str] = []
+        self._sockets: list[socket.socket] = [self._listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self._sockets.append(client)
+            threading.Thread(target=self._serve, args=(client, len(self._sockets) == 2), daemon=True).start()
+
+    def _serve(self, client: socket.socket, lose: bool) -> None:
+        request = _read_message(client)
+        self.heads.append(request.split(b"\r\n\r\n")[0].decode("latin-1"))
+        server = socket.create_connection(self._upstream)
+        self._sockets.append(server)
+        server.sendall(request)
+        if lose:
+            _read_message(server)
+            client.close()
+            server.close()
+            return
+        threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
+        self._pump(client, server)
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                target.sendall(chunk)
+        except OSError:
+            pass
+
+    def keys(self) -> list[str | None]:
+        found: list[str | None] = []
+        for head in self.heads:
+            values = [line.partition(":")[2].strip() for line in head.split("\r\n") if line.lower().startswith("idempotency-key:")]
+            found.append(values[0] if values else None)
+        return found
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+
+@pytest.fixture
+def losing_proxy(server: DevServer) -> Iterator[LosingProxy]:
+    proxy = LosingProxy(server.address)
+    yield proxy
+    proxy.close()
+
+
+def _through(proxy: LosingProxy, server: DevServer) -> SyncScaiVaultClient:
+    return SyncScaiVaultClient(
+        address=proxy.address, token=server.root_token, retry=RetryConfig(backoff_initial=0.01, backoff_max=0.05)
+    )
+
+
+def test_a_write_whose_answer_was_lost_is_applied_once(server: DevServer, losing_proxy: LosingProxy, prefix: str) -> None:
+    path = f"{prefix}lost-answer"
+    with _through(losing_proxy, server) as c:
+        assert c.secrets.write(path, {"password": "hunter2"}).version == 1
+    with server.client() as direct:
+        assert [v.version for v in direct.secrets.versions(path)] == [1]
+    keys = losing_proxy.keys()
+    assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1], losing_proxy.heads
+
+
+def test_without_retry_a_lost_answer_is_the_callers_to_judge(
+    server: DevServer, losing_proxy: LosingProxy, prefix: str
+) -> None:
+    with SyncScaiVaultClient(address=losing_proxy.address, token=server.root_token) as c, pytest.raises(TransportError):
+        c.secrets.write(f"{prefix}no-retry", {"k": "v"})
+    assert len(losing_proxy.heads) == 1
+
+
+def test_the_server_refuses_a_key_reused_for_another_body(server: DevServer, prefix: str) -> None:
+    url = f"{server.address}/v1/secrets/{prefix}reused"
+    headers = {"Authorization": f"Bearer {server.root_token}", "Idempotency-Key": "sdk-test-key-0001"}
+    first = httpx.put(url, headers=headers, json={"data": {"k": "v1"}})
+    again = httpx.put(url, headers=headers, json={"data": {"k": "v1"}})
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.headers.get("Idempotency-Replayed") == "true" and again.json() == first.json()
+    other = httpx.put(url, headers=headers, json={"data": {"k": "v2"}})
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+    with server.client() as c:
+        assert c.secrets.read(f"{prefix}reused").data == {"k": "v1"}

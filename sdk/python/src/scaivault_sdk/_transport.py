@@ -11,6 +11,7 @@ import asyncio
 import os
 import ssl
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -20,11 +21,12 @@ import httpx
 
 from ._version import __version__
 from .errors import ConfigurationError, ScaiVaultError, TransportError, error_from_response
-from .retry import IDEMPOTENT_METHODS, RetryConfig, resolve
+from .retry import READ_METHODS, RetryConfig, resolve
 
 T = TypeVar("T")
 
 USER_AGENT = f"scaivault-sdk-python/{__version__}"
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -37,14 +39,29 @@ class Call(Generic[T]):
     decode: Callable[[Any], T]
     params: Mapping[str, str] | None = None
     json: Any = None
-    # May this request be sent again when the connection dropped before an answer?
-    # Defaults to the method's HTTP idempotency; a secret write is a PUT that still
-    # must not repeat, since every write makes a new version.
-    idempotent: bool | None = None
+    # A POST that changes nothing (batch read, what-if test, HMAC): resent as it is.
+    read_only: bool = False
+    # False only for a mutation the server cannot deduplicate: a login has no caller yet
+    # to scope an Idempotency-Key to. Such a call is never retried.
+    keyed: bool = True
+
+    @property
+    def mutates(self) -> bool:
+        return not self.read_only and self.method.upper() not in READ_METHODS
+
+    @property
+    def sends_key(self) -> bool:
+        """Sent with an ``Idempotency-Key``, so the server applies it once however often it arrives."""
+        return self.mutates and self.keyed
 
     @property
     def repeatable(self) -> bool:
-        return self.method.upper() in IDEMPOTENT_METHODS if self.idempotent is None else self.idempotent
+        """May be sent again after a failure: it changes nothing, or it carries a key."""
+        return not self.mutates or self.keyed
+
+    def idempotency_headers(self) -> dict[str, str] | None:
+        """A fresh key for one logical call; every retry of that call reuses it."""
+        return {IDEMPOTENCY_KEY_HEADER: str(uuid.uuid4())} if self.sends_key else None
 
 
 def no_content(_: Any) -> None:
@@ -172,11 +189,14 @@ class SyncTransport:
         )
 
     def run(self, call: Call[T]) -> T:
+        headers = call.idempotency_headers()
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = self._http.request(call.method, call.path, params=call.params, json=call.json)
+                response = self._http.request(
+                    call.method, call.path, params=call.params, json=call.json, headers=headers
+                )
             except httpx.TransportError as exc:
                 error: ScaiVaultError = _transport_error(exc)
                 cause: BaseException | None = exc
@@ -204,12 +224,13 @@ class AsyncTransport:
         )
 
     async def run(self, call: Call[T]) -> T:
+        headers = call.idempotency_headers()
         attempt = 0
         while True:
             attempt += 1
             try:
                 response = await self._http.request(
-                    call.method, call.path, params=call.params, json=call.json
+                    call.method, call.path, params=call.params, json=call.json, headers=headers
                 )
             except httpx.TransportError as exc:
                 error: ScaiVaultError = _transport_error(exc)

@@ -90,7 +90,7 @@ def _verify(from_: When, to: When) -> Call[VerifyResult]:
 
 
 def _hmac(value: str) -> Call[HmacResult]:
-    return Call("POST", "/v1/audit/hmac", model(HmacResult), json={"input": value}, idempotent=True)
+    return Call("POST", "/v1/audit/hmac", model(HmacResult), json={"input": value}, read_only=True)
 
 
 def _export(from_: When, to: When, format: str, destination: Mapping[str, Any]) -> Call[ExportJob]:

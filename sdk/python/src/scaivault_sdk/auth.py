@@ -27,7 +27,8 @@ def _login_kubernetes(jwt: str, role: str | None) -> Call[CreatedToken]:
     body = {"jwt": jwt}
     if role is not None:
         body["role"] = role
-    return Call("POST", "/v1/auth/kubernetes/login", model(CreatedToken), json=body)
+    # No caller yet, so no Idempotency-Key can be scoped to it: never retried.
+    return Call("POST", "/v1/auth/kubernetes/login", model(CreatedToken), json=body, keyed=False)
 
 
 def _list_tokens(limit: int | None = None, cursor: str | None = None) -> Call[TokenList]:

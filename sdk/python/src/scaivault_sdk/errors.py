@@ -23,6 +23,7 @@ __all__ = [
     "PermissionDeniedError",
     "NotFoundError",
     "ConflictError",
+    "IdempotencyKeyReusedError",
     "PayloadTooLargeError",
     "RateLimitError",
     "ServiceUnavailableError",
@@ -83,7 +84,13 @@ class NotFoundError(ScaiVaultError):
 
 
 class ConflictError(ScaiVaultError):
-    """409: a check-and-set mismatch, or a restore of a secret that is not deleted."""
+    """409: a check-and-set mismatch, a restore of a secret that is not deleted, or
+    ``idempotency_key_in_flight`` (the first request with this key still runs)."""
+
+
+class IdempotencyKeyReusedError(ScaiVaultError):
+    """422 ``idempotency_key_reused``: the ``Idempotency-Key`` was used before for a
+    different request (method, path or body), so this one was not applied."""
 
 
 class PayloadTooLargeError(ScaiVaultError):
@@ -137,6 +144,7 @@ _BY_STATUS: dict[int, type[ScaiVaultError]] = {
     409: ConflictError,
     413: PayloadTooLargeError,
     415: ValidationError,
+    422: IdempotencyKeyReusedError,
     429: RateLimitError,
     503: ServiceUnavailableError,
 }

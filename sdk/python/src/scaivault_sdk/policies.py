@@ -104,7 +104,7 @@ def _test(identity_id: str | None, path: str, permission: str, policy: Draft | N
     if policy is not None:
         body["policy"] = _draft(policy)
     # A POST that changes nothing: safe to send again after a lost connection.
-    return Call("POST", "/v1/policies/test", model(PolicyTestResult), json=body, idempotent=True)
+    return Call("POST", "/v1/policies/test", model(PolicyTestResult), json=body, read_only=True)
 
 
 def _create_identity(identity_id: str, display_name: str | None) -> Call[RegisteredIdentity]:

@@ -3,10 +3,15 @@
 Off by default: a caller who retries on their own (as the cookbook's "Read with retry"
 recipe does) must see the first ``RateLimitError``. When on, a request is repeated
 after a 429 or 503 for as long as the server says (``Retry-After``), with exponential
-backoff where it says nothing. Both statuses mean the server refused the request
-before acting on it, so repeating a write is safe. A lost connection is retried only
-for repeatable requests: a secret write may have been applied before the connection
-dropped, and sending it again would add a version.
+backoff where it says nothing, and after a lost connection (the answer may have been
+lost after the server acted).
+
+Repeating is safe because every mutation carries an ``Idempotency-Key``, made once per
+call and reused by its retries: the server applies the request once and answers a
+repeat with the first answer (``Idempotency-Replayed: true``), or with ``409
+idempotency_key_in_flight`` while the first attempt still runs, which is retried too.
+A mutation without a key (a login: the server has no caller to scope a key to) is
+never retried.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .errors import RateLimitError, ScaiVaultError, ServiceUnavailableError, TransportError
+from .errors import ConflictError, RateLimitError, ScaiVaultError, ServiceUnavailableError, TransportError
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+# Requests that change nothing by their method; a few POSTs also change nothing and say so.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -37,15 +43,18 @@ class RetryConfig:
         """Seconds to wait before attempt ``attempt + 1``, or ``None`` to give up.
 
         ``attempt`` is the number of the attempt that just failed (1 for the first);
-        ``repeatable`` says whether the request may be resent after a lost connection.
+        ``repeatable`` says whether the request may be sent again at all: it changes
+        nothing, or it carries an ``Idempotency-Key``.
         """
-        if attempt >= self.max_attempts:
+        if attempt >= self.max_attempts or not repeatable:
             return None
         if isinstance(error, RateLimitError | ServiceUnavailableError) and error.retry_after is not None:
             return error.retry_after if error.retry_after <= self.max_retry_after else None
         if isinstance(error, ServiceUnavailableError):
             return self.backoff(attempt)
-        if isinstance(error, TransportError) and self.retry_connection_errors and repeatable:
+        if isinstance(error, ConflictError) and error.code == "idempotency_key_in_flight":
+            return self.backoff(attempt)
+        if isinstance(error, TransportError) and self.retry_connection_errors:
             return self.backoff(attempt)
         return None
 

@@ -59,9 +59,9 @@ def _write(
         body["metadata"] = dict(metadata)
     if options is not None:
         body["options"] = dict(options)
-    # Not idempotent although a PUT: each write adds a version, so a write lost with
-    # its connection is not sent again.
-    return Call("PUT", _url(path), model(WriteResult), json=body, idempotent=False)
+    # Each write adds a version: a retry is safe only because it carries the call's
+    # Idempotency-Key, which the server applies once.
+    return Call("PUT", _url(path), model(WriteResult), json=body)
 
 
 def _update_metadata(path: str, metadata: MetadataUpdate | Mapping[str, Any]) -> Call[SecretMetadata]:
@@ -86,7 +86,7 @@ def _list(
 
 
 def _batch_read(paths: list[str]) -> Call[BatchReadResult]:
-    return Call("POST", "/v1/batch/read", model(BatchReadResult), json={"paths": paths})
+    return Call("POST", "/v1/batch/read", model(BatchReadResult), json={"paths": paths}, read_only=True)
 
 
 def _delete(path: str, destroy: bool) -> Call[None]:
