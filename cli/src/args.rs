@@ -31,7 +31,8 @@ pub struct Cli {
     #[arg(short, long, global = true, env = "SCAIVAULT_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 
-    /// Retries on 429/503 answers; 0 disables retrying.
+    /// Retries on 429/503/504 answers and lost answers (mutations carry an
+    /// Idempotency-Key, so a retried one is applied once); 0 disables retrying.
     #[arg(
         long,
         global = true,

@@ -4,7 +4,8 @@
 //! - `429 rate_limited`: the server rejected the request before handling it and said in
 //!   `Retry-After` when to come back; we wait exactly that long (unless it is longer
 //!   than [`RetryPolicy::max_retry_after`], in which case the caller gets the error).
-//! - `503 storage_unavailable` / `sealed` / ...: a transient outage; we back off
+//! - `503 storage_unavailable` / `sealed` / ..., `504 request_timeout`: a transient
+//!   outage or a slow answer; we back off
 //!   exponentially with jitter, capped at [`RetryPolicy::max_delay`], and never wait less
 //!   than a `Retry-After` the server sent. `409 idempotency_key_in_flight` (the first
 //!   attempt of a keyed mutation is still running) backs off the same way.
@@ -92,7 +93,9 @@ impl RetryPolicy {
                 let wait = retry_after.unwrap_or_else(|| self.backoff(retries_done, jitter));
                 (wait <= self.max_retry_after).then_some(wait)
             }
-            503 => {
+            // 504: the server stopped waiting but the work may go on; a keyed repeat waits
+            // for it (409 in flight) and then gets its answer.
+            503 | 504 => {
                 let backoff = self.backoff(retries_done, jitter);
                 match retry_after {
                     Some(asked) if asked > self.max_retry_after => None,
@@ -215,7 +218,7 @@ mod tests {
     fn gives_up_when_told_to() {
         let policy = RetryPolicy::default();
         // Other statuses are answers, not outages.
-        for status in [400, 401, 404, 409, 500, 502] {
+        for status in [400, 401, 404, 409, 422, 500, 502] {
             assert_eq!(
                 policy.delay_before_retry(Retry::Safe, 0, status, SU, None, 0.0),
                 None,
@@ -234,6 +237,20 @@ mod tests {
         );
         assert_eq!(
             RetryPolicy::disabled().delay_before_retry(Retry::Safe, 0, 503, SU, None, 0.0),
+            None
+        );
+    }
+
+    #[test]
+    fn timeouts_are_retried_like_outages() {
+        let policy = RetryPolicy::default();
+        let timeout = ErrorCode::RequestTimeout;
+        assert_eq!(
+            policy.delay_before_retry(Retry::Keyed, 0, 504, timeout, None, 0.0),
+            Some(MS(100))
+        );
+        assert_eq!(
+            policy.delay_before_retry(Retry::Never, 0, 504, timeout, None, 0.0),
             None
         );
     }
