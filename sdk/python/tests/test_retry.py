@@ -17,8 +17,10 @@ from scaivault_sdk.errors import (
     IdempotencyKeyReusedError,
     NotFoundError,
     RateLimitError,
+    ServerError,
     ServiceUnavailableError,
     TransportError,
+    error_from_response,
 )
 from scaivault_sdk.testing import DevServer, dev_server
 
@@ -110,6 +112,11 @@ def test_policy_never_repeats_a_mutation_without_a_key() -> None:
     for error in [lost, unavailable, _rate_limited(1)]:
         assert RetryConfig().delay(1, error, repeatable=True) is not None
         assert RetryConfig().delay(1, error, repeatable=False) is None
+
+
+def test_policy_retries_a_timeout_but_not_other_server_errors() -> None:
+    assert RetryConfig().delay(1, ServerError("slow", code="request_timeout", status=504), repeatable=True) is not None
+    assert RetryConfig().delay(1, ServerError("bug", code="internal", status=500), repeatable=True) is None
 
 
 def test_policy_waits_for_a_first_attempt_in_flight_but_not_other_conflicts() -> None:
@@ -262,5 +269,6 @@ def test_the_server_refuses_a_key_reused_for_another_body(server: DevServer, pre
     assert again.headers.get("Idempotency-Replayed") == "true" and again.json() == first.json()
     other = httpx.put(url, headers=headers, json={"data": {"k": "v2"}})
     assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+    assert isinstance(error_from_response(other), IdempotencyKeyReusedError)
     with server.client() as c:
         assert c.secrets.read(f"{prefix}reused").data == {"k": "v1"}

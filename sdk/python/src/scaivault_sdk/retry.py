@@ -3,8 +3,8 @@
 Off by default: a caller who retries on their own (as the cookbook's "Read with retry"
 recipe does) must see the first ``RateLimitError``. When on, a request is repeated
 after a 429 or 503 for as long as the server says (``Retry-After``), with exponential
-backoff where it says nothing, and after a lost connection (the answer may have been
-lost after the server acted).
+backoff where it says nothing, after a 504 (the server stopped waiting for an answer),
+and after a lost connection (the answer may have been lost after the server acted).
 
 Repeating is safe because every mutation carries an ``Idempotency-Key``, made once per
 call and reused by its retries: the server applies the request once and answers a
@@ -19,7 +19,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .errors import ConflictError, RateLimitError, ScaiVaultError, ServiceUnavailableError, TransportError
+from .errors import (
+    ConflictError,
+    RateLimitError,
+    ScaiVaultError,
+    ServerError,
+    ServiceUnavailableError,
+    TransportError,
+)
 
 # Requests that change nothing by their method; a few POSTs also change nothing and say so.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -51,6 +58,10 @@ class RetryConfig:
         if isinstance(error, RateLimitError | ServiceUnavailableError) and error.retry_after is not None:
             return error.retry_after if error.retry_after <= self.max_retry_after else None
         if isinstance(error, ServiceUnavailableError):
+            return self.backoff(attempt)
+        if isinstance(error, ServerError) and error.status == 504:
+            # The server stopped waiting, the work may go on: a keyed repeat waits for
+            # it (409 in flight) and then gets its answer.
             return self.backoff(attempt)
         if isinstance(error, ConflictError) and error.code == "idempotency_key_in_flight":
             return self.backoff(attempt)
