@@ -23,8 +23,9 @@ pub const KEY_TTL_SECS: u64 = 24 * 3600;
 /// it (the largest, a policy, is bounded by the request body limit).
 pub const MAX_STORED_RESPONSE_BYTES: usize = 1024 * 1024;
 /// A key whose first request started longer ago than this and never stored its answer
-/// (the server stopped mid-request) may be used again; until then repeats get 409.
-pub const IN_FLIGHT_LEASE_SECS: u64 = 300;
+/// (the server stopped mid-request) may be used again; until then repeats get 409. Well
+/// past the longest `--request-timeout` (10 min), since a timed-out request's work goes on.
+pub const IN_FLIGHT_LEASE_SECS: u64 = 15 * 60;
 
 /// Why a key is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
