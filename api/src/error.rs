@@ -61,8 +61,15 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            InvalidRequest | InvalidJson | InvalidPath | InvalidVersion | InvalidTtl
-            | InvalidTag | ReservedPath | InvalidCursor | InvalidIdempotencyKey => 400,
+            InvalidRequest
+            | InvalidJson
+            | InvalidPath
+            | InvalidVersion
+            | InvalidTtl
+            | InvalidTag
+            | ReservedPath
+            | InvalidCursor
+            | InvalidIdempotencyKey => 400,
             Unauthenticated => 401,
             PermissionDenied => 403,
             NotFound | SecretNotFound | SecretExpired | SecretDeleted | VersionNotFound
