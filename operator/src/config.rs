@@ -77,6 +77,14 @@ pub struct Args {
     /// Only watch this namespace (default: all).
     #[arg(long, env = "SCAIVAULT_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+    /// VaultSecret reconciles doing work (vault reads, apiserver writes) at once; more
+    /// wait their turn, served round-robin across namespaces.
+    #[arg(long, env = "SCAIVAULT_RECONCILE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub reconcile_concurrency: u16,
+    /// Most requests per second the controllers send to the apiserver (client-side
+    /// limit, like client-go's QPS; the lease has its own, unlimited connection).
+    #[arg(long, env = "SCAIVAULT_KUBE_QPS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub kube_qps: u64,
     /// Log as JSON lines instead of plain text.
     #[arg(long, env = "SCAIVAULT_LOG_JSON")]
     pub log_json: bool,

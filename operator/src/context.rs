@@ -2,12 +2,15 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
+
+use crate::crd::VaultSecretStatus;
+use crate::shared_reads::SharedReads;
 
 use crate::backoff::Backoff;
 use crate::mac::MacKey;
@@ -30,7 +33,7 @@ pub struct Context {
     pub admin: Option<crate::admin::AdminClient>,
     /// Namespaces whose VaultPolicies reach the vault (`--policy-namespaces`).
     pub policy_namespaces: crate::config::NamespaceFilter,
-    pub mac_key: MacKey,
+    pub mac_key: Arc<MacKey>,
     pub secret_backoff: Backoff,
     pub policy_backoff: Backoff,
     /// What this process last wrote to each VaultSecret's status (by uid). The
@@ -38,14 +41,27 @@ pub struct Context {
     /// the Secret we just applied may run before the status event arrives); deciding a
     /// rollout restart on that stale MAC would restart twice.
     pub last_synced: Mutex<HashMap<String, LastSync>>,
+    /// Bounds VaultSecret work and serves namespaces in turn.
+    pub gate: crate::fair::FairGate,
+    /// The owned Secrets as the watch sees them, values replaced by their MAC
+    /// (`vault_secret::project`): the target is observed here, not by a GET per refresh.
+    pub secrets: Store<Secret>,
+    /// Vault reads shared by VaultSecrets naming the same path.
+    pub reads: SharedReads,
+    /// Origin of the refresh grid (`duration::until_next_refresh`).
+    pub epoch: Instant,
 }
 
-/// The sync fields of a VaultSecret's status as last written.
+/// What the last successful sync of a VaultSecret left behind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LastSync {
-    pub mac: String,
-    pub version: Option<i64>,
-    pub at: Option<Time>,
+    /// The status as written (or found already equal).
+    pub status: VaultSecretStatus,
+    /// The generation whose spec was applied.
+    pub generation: Option<i64>,
+    pub target: String,
+    /// When the vault is read again.
+    pub next_refresh: Instant,
 }
 
 impl Context {

@@ -4,8 +4,13 @@
 //! Expiry is judged on the local clock, as client-go does: a standby remembers when it
 //! first saw the current `(holder, renewTime)` and takes over once that record has not
 //! changed for a full lease duration, so clock skew between replicas does not matter.
-//! A leader that cannot renew within the lease duration steps down (the process exits,
-//! see `run`), so two replicas never both believe they lead for longer than that.
+//! A leader that cannot renew within the renew deadline (lease duration minus renew
+//! interval) steps down and the process exits (see `run`), so two replicas never both
+//! believe they lead. A failed renewal is retried at once, within the time the lease has
+//! left, instead of waiting a whole renew interval.
+//!
+//! `run` is given a client of its own (its own connection pool, no rate limit), so a
+//! renewal never queues behind the controllers' traffic inside this process.
 
 use std::time::{Duration, Instant};
 
@@ -16,10 +21,17 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+/// Pause between two attempts of a failed renewal (bounded by the time left).
+pub const RENEW_RETRY: Duration = Duration::from_millis(250);
+/// Shortest time one renewal attempt is given, even close to the deadline.
+pub const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("lease {name}: no answer within the renew interval")]
-    Timeout { name: String },
+    #[error("lease {name}: no answer within {after:?}")]
+    Timeout { name: String, after: Duration },
+    #[error("lease {name}: changed between read and renewal; reading it again")]
+    Conflict { name: String },
     #[error("lease {namespace}/{name}: {source}")]
     Kube {
         namespace: String,
@@ -36,6 +48,43 @@ pub struct LeaseConfig {
     pub identity: String,
     pub lease_duration: Duration,
     pub renew_interval: Duration,
+}
+
+/// The outcome of one election round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Round {
+    /// We hold the lease (acquired or renewed).
+    Leading,
+    /// Someone else holds it (or won the race to create or take it over).
+    Standby { holder: Option<String> },
+}
+
+/// Why a leader stopped leading: the process reports it and exits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepDown {
+    /// Another replica holds the lease now (took it over, or overwrote it).
+    TakenBy(Option<String>),
+    /// No renewal succeeded before the renew deadline.
+    RenewDeadline {
+        deadline: Duration,
+        last_error: String,
+    },
+}
+
+impl std::fmt::Display for StepDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepDown::TakenBy(Some(h)) => write!(f, "the lease is held by {h:?} now"),
+            StepDown::TakenBy(None) => f.write_str("the lease was taken by another holder"),
+            StepDown::RenewDeadline {
+                deadline,
+                last_error,
+            } => write!(
+                f,
+                "no renewal succeeded within the renew deadline of {deadline:?} (last error: {last_error})"
+            ),
+        }
+    }
 }
 
 pub struct LeaderElector {
@@ -66,8 +115,8 @@ impl LeaderElector {
         i32::try_from(self.config.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX)
     }
 
-    /// One round: create, renew or take over the lease. `Ok(true)` while we hold it.
-    pub async fn try_acquire_or_renew(&mut self) -> Result<bool, Error> {
+    /// One round: create, renew or take over the lease.
+    pub async fn try_acquire_or_renew(&mut self) -> Result<Round, Error> {
         let now = MicroTime(Timestamp::now());
         let me = self.config.identity.clone();
         let Some(mut lease) = self
@@ -92,14 +141,15 @@ impl LeaderElector {
                 }),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                Ok(_) => Ok(Round::Leading),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(Round::Standby { holder: None }),
                 Err(e) => Err(self.kube_err(e)),
             };
         };
         let mut spec = lease.spec.take().unwrap_or_default();
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
-        if holder.as_deref() != Some(me.as_str()) {
+        let renewing = holder.as_deref() == Some(me.as_str());
+        if !renewing {
             let record = format!(
                 "{}@{}",
                 holder.clone().unwrap_or_default(),
@@ -123,7 +173,7 @@ impl LeaderElector {
                 .map(Duration::from_secs)
                 .unwrap_or(self.config.lease_duration);
             if holder.is_some() && first_seen.elapsed() < held_for {
-                return Ok(false);
+                return Ok(Round::Standby { holder });
             }
             spec.acquire_time = Some(now.clone());
             spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
@@ -138,8 +188,13 @@ impl LeaderElector {
             .replace(&self.config.name, &PostParams::default(), &lease)
             .await
         {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Ok(_) => Ok(Round::Leading),
+            // Our own renewal lost a race (say, an earlier attempt that timed out here
+            // but landed there): read again before concluding anything.
+            Err(kube::Error::Api(s)) if s.code == 409 && renewing => Err(Error::Conflict {
+                name: self.config.name.clone(),
+            }),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Round::Standby { holder }),
             Err(e) => Err(self.kube_err(e)),
         }
     }
@@ -173,15 +228,19 @@ impl LeaderElector {
         }
     }
 
-    /// Runs until `stop` turns true: publishes leadership on `leader`. A leader that has
-    /// not renewed for `lease_duration - renew_interval` publishes `false` (and stays
-    /// out): that is before any standby can consider the lease expired, so two leaders
-    /// never overlap (the reason client-go's renewDeadline is below the duration).
+    /// Runs until `stop` turns true, or until this replica stops leading: publishes
+    /// leadership on `leader` and returns why it stepped down (`None`: stopped).
+    ///
+    /// A leader whose renewal fails retries every `RENEW_RETRY`, each attempt bounded by
+    /// the time left, until `lease_duration - renew_interval` has passed since the last
+    /// renewal; then it publishes `false` and returns. That is before any standby can
+    /// consider the lease expired, so two leaders never overlap (the reason client-go's
+    /// renewDeadline is below the duration).
     pub async fn run(
         mut self,
         leader: watch::Sender<bool>,
         mut stop: watch::Receiver<bool>,
-    ) -> Self {
+    ) -> (Self, Option<StepDown>) {
         let mut last_renewed: Option<Instant> = None;
         let deadline = self
             .config
@@ -189,46 +248,66 @@ impl LeaderElector {
             .saturating_sub(self.config.renew_interval);
         loop {
             if *stop.borrow() {
-                return self;
+                return (self, None);
             }
             // A hung request must not keep a leader believing it leads.
-            let round =
-                tokio::time::timeout(self.config.renew_interval, self.try_acquire_or_renew())
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Error::Timeout {
-                            name: self.config.name.clone(),
-                        })
-                    });
-            match round {
-                Ok(true) => {
+            let attempt = match last_renewed {
+                Some(at) => self
+                    .config
+                    .renew_interval
+                    .min(deadline.saturating_sub(at.elapsed()))
+                    .max(MIN_ATTEMPT),
+                None => self.config.renew_interval,
+            };
+            let round = tokio::time::timeout(attempt, self.try_acquire_or_renew())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Timeout {
+                        name: self.config.name.clone(),
+                        after: attempt,
+                    })
+                });
+            let pause = match round {
+                Ok(Round::Leading) => {
                     if last_renewed.is_none() {
                         tracing::info!(lease = %self.config.name, identity = %self.config.identity, "acquired the leader lease");
                     }
                     last_renewed = Some(Instant::now());
                     leader.send_replace(true);
+                    self.config.renew_interval
                 }
-                Ok(false) => {
-                    if *leader.borrow() {
-                        tracing::warn!(lease = %self.config.name, "lost the leader lease");
+                Ok(Round::Standby { holder }) => {
+                    if last_renewed.is_some() {
+                        let why = StepDown::TakenBy(holder);
+                        tracing::error!(lease = %self.config.name, reason = %why, "lost the leader lease");
                         leader.send_replace(false);
-                        return self;
+                        return (self, Some(why));
                     }
-                    tracing::debug!(lease = %self.config.name, "waiting for the leader lease");
+                    tracing::debug!(lease = %self.config.name, holder = ?holder, "waiting for the leader lease");
+                    self.config.renew_interval
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "leader election round failed");
-                    if let Some(at) = last_renewed
-                        && at.elapsed() >= deadline
-                    {
-                        tracing::error!("could not renew the leader lease in time; stepping down");
+                Err(e) => match last_renewed {
+                    Some(at) if at.elapsed() >= deadline => {
+                        let why = StepDown::RenewDeadline {
+                            deadline,
+                            last_error: e.to_string(),
+                        };
+                        tracing::error!(lease = %self.config.name, reason = %why, "could not renew the leader lease in time; stepping down");
                         leader.send_replace(false);
-                        return self;
+                        return (self, Some(why));
                     }
-                }
-            }
+                    Some(at) => {
+                        tracing::warn!(error = %e, left = ?deadline.saturating_sub(at.elapsed()), "renewing the leader lease failed; retrying");
+                        RENEW_RETRY.min(deadline.saturating_sub(at.elapsed()))
+                    }
+                    None => {
+                        tracing::warn!(error = %e, "leader election round failed");
+                        self.config.renew_interval
+                    }
+                },
+            };
             tokio::select! {
-                _ = tokio::time::sleep(self.config.renew_interval) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = stop.changed() => {}
             }
         }

@@ -2,7 +2,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let args = scaivault_operator::config::Args::parse();
     let filter =
         EnvFilter::try_from_env("SCAIVAULT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -19,5 +19,10 @@ async fn main() -> anyhow::Result<()> {
             .with_ansi(ansi)
             .init();
     }
-    scaivault_operator::run::run(args).await
+    if let Err(e) = scaivault_operator::run::run(args).await {
+        tracing::error!(error = format!("{e:#}"), "exiting");
+        // Exit now: tasks that are still running (the metrics server, in-flight requests)
+        // must not keep a process that can no longer lead alive.
+        std::process::exit(1);
+    }
 }

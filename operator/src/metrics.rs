@@ -1,8 +1,8 @@
 //! Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoints.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -34,6 +34,26 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubeRequestLabels {
+    /// `controllers` (rate-limited) or `lease` (its own connection, never limited).
+    pub client: &'static str,
+    pub method: &'static str,
+}
+
+/// A method as a label value (no allocation per request).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => "other",
+    }
+}
+
 fn duration_histogram() -> Histogram {
     // 5 ms .. ~40 s
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
@@ -56,7 +76,13 @@ pub struct Metrics {
     pub leader: Gauge,
     /// `vault_logins_total`: Kubernetes logins to the vault (token cache misses).
     pub vault_logins: Counter,
+    /// `vault_reads_total`: secret reads sent to the vault (shared reads counted once).
+    pub vault_reads: Counter,
+    /// `kube_requests_total{client, method}`: requests sent to the apiserver.
+    pub kube_requests: Family<KubeRequestLabels, Counter>,
     ready: AtomicBool,
+    /// Why this process can no longer lead or reconcile (`/healthz` answers 503 with it).
+    unhealthy: Mutex<Option<String>>,
 }
 
 impl Default for Metrics {
@@ -72,6 +98,8 @@ impl Default for Metrics {
         let rollout_restarts = Counter::default();
         let leader = Gauge::default();
         let vault_logins = Counter::default();
+        let vault_reads = Counter::default();
+        let kube_requests = Family::<KubeRequestLabels, Counter>::default();
         registry.register(
             "reconciles",
             "Reconciles by kind and result",
@@ -107,6 +135,16 @@ impl Default for Metrics {
             "Kubernetes logins to the vault",
             vault_logins.clone(),
         );
+        registry.register(
+            "vault_reads",
+            "Secret reads sent to the vault",
+            vault_reads.clone(),
+        );
+        registry.register(
+            "kube_requests",
+            "Requests sent to the Kubernetes apiserver, by client and method",
+            kube_requests.clone(),
+        );
         Metrics {
             registry: root,
             reconciles,
@@ -116,7 +154,10 @@ impl Default for Metrics {
             rollout_restarts,
             leader,
             vault_logins,
+            vault_reads,
+            kube_requests,
             ready: AtomicBool::new(false),
+            unhealthy: Mutex::new(None),
         }
     }
 }
@@ -151,6 +192,22 @@ impl Metrics {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
+    /// Marks the process as unable to lead or reconcile any more; `/healthz` fails from
+    /// now on (the process is on its way out; a liveness probe must not keep it).
+    pub fn set_unhealthy(&self, why: String) {
+        self.ready.store(false, Ordering::Relaxed);
+        let mut slot = self.unhealthy.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(why);
+    }
+
+    /// `None` while healthy, else the reason.
+    pub fn unhealthy(&self) -> Option<String> {
+        self.unhealthy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
@@ -181,10 +238,17 @@ async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     }
 }
 
+async fn healthz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    match m.unhealthy() {
+        None => (StatusCode::OK, "ok".to_owned()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
 pub fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(metrics)
 }
@@ -204,4 +268,41 @@ pub async fn serve(
             .await
     });
     Ok((local, task))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn get(metrics: &Arc<Metrics>, path: &str) -> (StatusCode, String) {
+        let resp = router(metrics.clone())
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn healthz_fails_once_the_process_can_no_longer_lead() {
+        let m = Arc::new(Metrics::default());
+        m.set_ready(true);
+        assert_eq!(get(&m, "/healthz").await.0, StatusCode::OK);
+        assert_eq!(get(&m, "/readyz").await.0, StatusCode::OK);
+        m.set_unhealthy("lost the leader lease: held by \"b\"".into());
+        let (status, body) = get(&m, "/healthz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("lost the leader lease"), "{body}");
+        assert_eq!(get(&m, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        // The first reason stays.
+        m.set_unhealthy("later".into());
+        assert!(get(&m, "/healthz").await.1.contains("leader lease"));
+    }
 }

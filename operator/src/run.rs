@@ -4,46 +4,97 @@
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::http::Request;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, PostParams};
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::watch;
+use tower::limit::RateLimitLayer;
+use tower::util::MapRequestLayer;
 
 use crate::admin::{AdminClient, TokenFile};
 use crate::config::Args;
 use crate::context::{Context, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::crd::{VaultPolicy, VaultSecret};
+use crate::fair::FairGate;
 use crate::lease::{LeaderElector, LeaseConfig};
 use crate::mac::{self, MacKey};
-use crate::metrics::Metrics;
+use crate::metrics::{KubeRequestLabels, Metrics, method_label};
 use crate::vault_auth::VaultAuth;
 use crate::{vault_policy, vault_secret};
 
 const MAC_KEY_FIELD: &str = "key";
+/// VaultSecrets the Controller hands to reconciles at once; they wait at the fair gate.
+const ADMITTED: u16 = u16::MAX;
+/// VaultPolicy reconciles at once (each is a few admin calls to the vault).
+const POLICY_CONCURRENCY: u16 = 4;
 
-pub async fn kube_client(args: &Args) -> anyhow::Result<Client> {
+async fn kube_config(args: &Args) -> anyhow::Result<kube::Config> {
     match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            let config =
-                kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                    .await
-                    .context("kubeconfig")?;
-            Client::try_from(config).context("Kubernetes client")
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .context("kubeconfig")
         }
-        None => Client::try_default()
+        None => kube::Config::infer()
             .await
-            .context("Kubernetes client (in-cluster or $KUBECONFIG)"),
+            .context("Kubernetes config (in-cluster or $KUBECONFIG)"),
     }
+}
+
+/// A layer counting each request in `kube_requests_total{client}`.
+fn counted(
+    metrics: &Arc<Metrics>,
+    client: &'static str,
+) -> MapRequestLayer<
+    impl Fn(Request<kube::client::Body>) -> Request<kube::client::Body> + Clone + use<>,
+> {
+    let metrics = metrics.clone();
+    MapRequestLayer::new(move |req: Request<kube::client::Body>| {
+        metrics
+            .kube_requests
+            .get_or_create(&KubeRequestLabels {
+                client,
+                method: method_label(req.method()),
+            })
+            .inc();
+        req
+    })
+}
+
+/// Two clients of one config: the controllers' (at most `--kube-qps` requests a second;
+/// the client's one request queue makes the limit shared by every clone) and the lease's,
+/// with a connection pool of its own and no limit, so a renewal never waits behind
+/// reconcile traffic in this process.
+pub async fn kube_clients(args: &Args, metrics: &Arc<Metrics>) -> anyhow::Result<KubeClients> {
+    let config = kube_config(args).await?;
+    let lease = ClientBuilder::try_from(config.clone())
+        .context("Kubernetes client")?
+        .with_layer(&counted(metrics, "lease"))
+        .build();
+    let controllers = ClientBuilder::try_from(config)
+        .context("Kubernetes client")?
+        .with_layer(&counted(metrics, "controllers"))
+        .with_layer(&RateLimitLayer::new(args.kube_qps, Duration::from_secs(1)))
+        .build();
+    Ok(KubeClients { controllers, lease })
+}
+
+pub struct KubeClients {
+    pub controllers: Client,
+    pub lease: Client,
 }
 
 fn vault_clients(args: &Args) -> anyhow::Result<(scaivault_client::Client, Option<AdminClient>)> {
@@ -130,9 +181,16 @@ async fn wait_stop(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Both controllers until `stop`.
-async fn run_controllers(args: &Args, ctx: Arc<Context>, stop: watch::Receiver<bool>) {
+/// Both controllers until `stop`. `secret_writer` fills `ctx.secrets` from the watch of
+/// owned Secrets.
+async fn run_controllers(
+    args: &Args,
+    ctx: Arc<Context>,
+    secret_writer: reflector::store::Writer<Secret>,
+    stop: watch::Receiver<bool>,
+) {
     let client = ctx.client.clone();
+    let ctx_for_purge = ctx.clone();
     let (vs_api, vp_api, secret_api) = match &args.watch_namespace {
         Some(ns) => (
             Api::<DeserializeGuard<VaultSecret>>::namespaced(client.clone(), ns),
@@ -148,14 +206,26 @@ async fn run_controllers(args: &Args, ctx: Arc<Context>, stop: watch::Receiver<b
     let (reader, writer) = reflector::store();
     let vs_stream = watcher(vs_api, watcher::Config::default())
         .default_backoff()
+        // managedFields are most of an object's bytes and nothing reads them.
+        .modify(|vs| vs.meta_mut().managed_fields = None)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(generation_and_uid, Default::default());
+    let mac_key = ctx.mac_key.clone();
+    let owned_secrets = watcher(
+        secret_api,
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+    )
+    .default_backoff()
+    .modify(move |s| vault_secret::project(s, &mac_key))
+    .reflect(secret_writer)
+    .touched_objects();
+    // Every due object is admitted (up to ADMITTED, a memory backstop) and waits, small,
+    // at the fair gate, which bounds the work to --reconcile-concurrency and serves the
+    // namespaces in turn; bounding here instead would admit in list order (by namespace).
     let secrets = Controller::for_stream(vs_stream, reader)
-        .owns(
-            secret_api,
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
-        )
+        .with_config(controller::Config::default().concurrency(ADMITTED))
+        .owns_stream(owned_secrets)
         .graceful_shutdown_on(wait_stop(stop.clone()))
         .run(
             vault_secret::reconcile_guarded,
@@ -170,6 +240,7 @@ async fn run_controllers(args: &Args, ctx: Arc<Context>, stop: watch::Receiver<b
     // VaultPolicy sees every change (the finalizer's own metadata patch included); its
     // status is written only when it changes, so that does not loop.
     let policies = Controller::new(vp_api, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(POLICY_CONCURRENCY))
         .graceful_shutdown_on(wait_stop(stop.clone()))
         .run(
             vault_policy::reconcile_guarded,
@@ -181,7 +252,21 @@ async fn run_controllers(args: &Args, ctx: Arc<Context>, stop: watch::Receiver<b
                 tracing::debug!(error = %e, "VaultPolicy controller");
             }
         });
-    futures::join!(secrets, policies);
+    // Shared vault reads are dropped once too old to be shared.
+    let purge = {
+        let ctx = ctx_for_purge;
+        let mut stop = stop.clone();
+        async move {
+            let mut tick = tokio::time::interval(crate::shared_reads::WINDOW);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => ctx.reads.purge(),
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    };
+    futures::join!(secrets, policies, purge);
 }
 
 /// Resolves on SIGTERM or ctrl-c.
@@ -215,10 +300,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.renew_interval,
         args.lease_duration
     );
-    let client = kube_client(&args).await?;
+    let metrics = Arc::new(Metrics::default());
+    let kube = kube_clients(&args, &metrics).await?;
+    let client = kube.controllers;
     let (base, admin) = vault_clients(&args)?;
     let identity = args.identity();
-    let metrics = Arc::new(Metrics::default());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -239,7 +325,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     metrics.set_ready(true);
 
     let elector = LeaderElector::new(
-        client.clone(),
+        kube.lease,
         LeaseConfig {
             namespace: args.lease_namespace(),
             name: args.lease_name.clone(),
@@ -249,77 +335,120 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     );
     let (leader_tx, mut leader_rx) = watch::channel(false);
-    let election = tokio::spawn(elector.run(leader_tx, stop_rx.clone()));
+    let mut election = tokio::spawn(elector.run(leader_tx, stop_rx.clone()));
 
     tracing::info!(%identity, lease = %args.lease_name, "waiting for leadership");
     let mut stop = stop_rx.clone();
     tokio::select! {
-        r = leader_rx.wait_for(|l| *l) => { r.context("leader election ended")?; }
+        r = leader_rx.wait_for(|l| *l) => {
+            if r.is_err() {
+                // The election task ended before we ever led: it failed.
+                let why = match (&mut election).await {
+                    Ok(_) => "leader election ended".to_owned(),
+                    Err(e) => format!("leader election task failed: {e}"),
+                };
+                metrics.set_unhealthy(why.clone());
+                anyhow::bail!(why);
+            }
+        }
         _ = stop.wait_for(|s| *s) => {}
     }
-    let mut outcome = Ok(());
     if !*stop_rx.borrow() {
         metrics.leader.set(1);
         tracing::info!(%identity, "leading; starting controllers");
-        let mac_key = mac_key(&client, &args.operator_namespace, &args.mac_key_secret).await?;
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.to_owned(),
-                instance: Some(identity.clone()),
-            },
-        );
-        let ctx = Arc::new(Context {
-            client: client.clone(),
-            recorder,
-            metrics: metrics.clone(),
-            vault_auth: VaultAuth::new(
+        let lost = async {
+            // Resolves once leadership is gone: `false` published, or the election task
+            // ended without a shutdown (it failed).
+            if leader_rx.wait_for(|l| !*l).await.is_err() && *stop_rx.borrow() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let lead = async {
+            let mac_key =
+                Arc::new(mac_key(&client, &args.operator_namespace, &args.mac_key_secret).await?);
+            let (secrets, secret_writer) = reflector::store();
+            let recorder = Recorder::new(
                 client.clone(),
-                base,
-                args.vault_audience.clone(),
-                args.vault_role.clone(),
-                metrics.clone(),
-            ),
-            admin,
-            policy_namespaces: args.policy_namespaces(),
-            mac_key,
-            secret_backoff: Default::default(),
-            policy_backoff: Default::default(),
-            last_synced: Default::default(),
-        });
+                Reporter {
+                    controller: FIELD_MANAGER.to_owned(),
+                    instance: Some(identity.clone()),
+                },
+            );
+            let ctx = Arc::new(Context {
+                client: client.clone(),
+                recorder,
+                metrics: metrics.clone(),
+                vault_auth: VaultAuth::new(
+                    client.clone(),
+                    base,
+                    args.vault_audience.clone(),
+                    args.vault_role.clone(),
+                    metrics.clone(),
+                ),
+                admin,
+                policy_namespaces: args.policy_namespaces(),
+                mac_key,
+                secret_backoff: Default::default(),
+                policy_backoff: Default::default(),
+                last_synced: Default::default(),
+                gate: FairGate::new(usize::from(args.reconcile_concurrency)),
+                secrets,
+                reads: Default::default(),
+                epoch: std::time::Instant::now(),
+            });
+            run_controllers(&args, ctx, secret_writer, stop_rx.clone()).await;
+            anyhow::Ok(())
+        };
         tokio::select! {
-            () = run_controllers(&args, ctx, stop_rx.clone()) => {}
-            // Someone else holds the lease now, or the election task died: stop writing
-            // at once. Exiting (non-zero) lets the process restart and contend again as
-            // a standby. (The election task also ends on shutdown, closing the channel:
-            // that is not a loss, and the controllers then finish on their own.)
-            () = async {
-                if leader_rx.wait_for(|l| !*l).await.is_err() && *stop_rx.borrow() {
-                    std::future::pending::<()>().await;
+            r = lead => {
+                if let Err(e) = r {
+                    metrics.set_unhealthy(format!("{e:#}"));
+                    return Err(e);
                 }
-            } => {
-                outcome = Err(anyhow::anyhow!("lost the leader lease; exiting"));
+                if !*stop_rx.borrow() {
+                    let why = "the controllers stopped on their own".to_owned();
+                    metrics.set_unhealthy(why.clone());
+                    anyhow::bail!(why);
+                }
+            }
+            // Someone else holds the lease now, or renewals kept failing: stop writing at
+            // once (dropping the controllers cancels their reconciles) and exit non-zero,
+            // so the pod restarts and contends again as a standby. Nothing here waits on
+            // the metrics server or on the apiserver beyond a short, bounded release.
+            () = lost => {
+                metrics.leader.set(0);
+                let why = match (&mut election).await {
+                    Ok((elector, Some(why))) => {
+                        release(&elector, &args).await;
+                        format!("lost the leader lease: {why}")
+                    }
+                    Ok((_, None)) => "lost the leader lease".to_owned(),
+                    Err(e) => format!("leader election task failed: {e}"),
+                };
+                metrics.set_unhealthy(why.clone());
+                anyhow::bail!(why);
             }
         }
         metrics.leader.set(0);
     }
-    let elector = match election.await {
-        Ok(e) => Some(e),
-        Err(e) => {
-            tracing::warn!(error = %e, "leader election task failed");
-            None
-        }
-    };
-    if let Some(elector) = elector {
-        match elector.release().await {
-            Ok(()) => tracing::info!("released the leader lease"),
-            Err(e) => tracing::warn!(error = %e, "releasing the leader lease failed"),
-        }
+    match election.await {
+        Ok((elector, _)) => release(&elector, &args).await,
+        Err(e) => tracing::warn!(error = %e, "leader election task failed"),
     }
     metrics.set_ready(false);
     if let Ok(Err(e)) = http.await {
         tracing::warn!(error = %e, "metrics server");
     }
     tracing::info!("stopped");
-    outcome
+    Ok(())
+}
+
+/// Gives the lease up if we still hold it, so a standby takes over at once; bounded by
+/// the renew interval (a slow apiserver must not hold the exit back).
+async fn release(elector: &LeaderElector, args: &Args) {
+    match tokio::time::timeout(args.renew_interval, elector.release()).await {
+        Ok(Ok(())) => tracing::info!("released the leader lease"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "releasing the leader lease failed"),
+        Err(_) => tracing::warn!("releasing the leader lease timed out"),
+    }
 }

@@ -5,6 +5,7 @@
 //! changed; pure) -> apply (Secret by server-side apply, rollout restarts, status).
 
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use kube::api::{ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -26,6 +28,8 @@ use crate::context::{
     reconcile_parsed,
 };
 use crate::crd::{ConditionStatus, RolloutKind, VaultSecret, VaultSecretStatus};
+use crate::mac::MacKey;
+use crate::shared_reads::{self, ReadKey};
 use crate::{duration, render, vault_auth};
 
 pub const KIND: &str = "VaultSecret";
@@ -34,6 +38,29 @@ pub const KIND: &str = "VaultSecret";
 pub const RESTARTED_AT: &str = "scaivault.io/restartedAt";
 /// ServiceAccount used when `spec.serviceAccountName` is unset.
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+/// Where a cached Secret keeps the MAC of its data (see `project`).
+const CACHED_MAC: &str = "scaivault.io/cached-data-mac";
+
+/// Turns a Secret as the apiserver sends it into what the operator keeps: the data is
+/// replaced by its MAC (in `stringData`, which the apiserver never returns, so it cannot
+/// be mistaken for real data) and managedFields are dropped. The cache of owned Secrets so
+/// holds no secret values, and stays small.
+pub fn project(secret: &mut Secret, key: &MacKey) {
+    let ty = secret.type_.as_deref().unwrap_or("Opaque");
+    let mac = key.mac(ty, &data_of(secret));
+    secret.data = None;
+    secret.string_data = Some(BTreeMap::from([(CACHED_MAC.to_owned(), mac)]));
+    secret.metadata.managed_fields = None;
+}
+
+/// The MAC of a projected Secret's data.
+fn cached_mac(secret: &Secret) -> Option<&str> {
+    secret
+        .string_data
+        .as_ref()?
+        .get(CACHED_MAC)
+        .map(String::as_str)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -205,12 +232,66 @@ struct Synced {
     version: u64,
     mac: String,
     change: Change,
+    /// Refresh schedule key (namespace, ServiceAccount, path, version).
+    schedule: u64,
+}
+
+/// The target Secret as the owned-Secret watch sees it (projected). A Secret missing there
+/// is absent, or lacks our label (someone else's, or a hand edit removed it): one GET tells.
+async fn observe_target(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Arc<Secret>>, Error> {
+    if let Some(cached) = ctx.secrets.get(&ObjectRef::new(name).within(namespace)) {
+        return Ok(Some(cached));
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let found = secrets
+        .get_opt(name)
+        .await
+        .map_err(kube_err(format!("reading Secret {name}")))?;
+    Ok(found.map(|mut s| {
+        project(&mut s, &ctx.mac_key);
+        Arc::new(s)
+    }))
+}
+
+/// Whether the Secret already carries what an apply would set besides the data (type,
+/// labels, annotations, our controller owner reference).
+fn metadata_applied(existing: &Secret, desired: &Secret) -> bool {
+    let contains = |have: &Option<BTreeMap<String, String>>,
+                    want: &Option<BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    };
+    existing.type_ == desired.type_
+        && contains(&existing.metadata.labels, &desired.metadata.labels)
+        && contains(
+            &existing.metadata.annotations,
+            &desired.metadata.annotations,
+        )
+        && desired
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .all(|want| {
+                existing
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.uid == want.uid && o.controller == Some(true))
+            })
 }
 
 async fn sync(
     vs: &VaultSecret,
     ctx: &Context,
     previous_mac: Option<&str>,
+    applied_generation: Option<i64>,
 ) -> Result<Synced, Error> {
     let namespace = vs
         .namespace()
@@ -232,15 +313,28 @@ async fn sync(
         .as_deref()
         .unwrap_or(DEFAULT_SERVICE_ACCOUNT);
 
-    // observe
-    let secret =
-        read_as_service_account(ctx, &namespace, service_account, &spec.path, version).await?;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    // observe: the vault value (shared with VaultSecrets reading the same path as the same
+    // ServiceAccount in this refresh window) and the Secret from the watch.
+    let read_key = ReadKey {
+        namespace: namespace.clone(),
+        service_account: service_account.to_owned(),
+        path: spec.path.clone(),
+        version,
+    };
+    let schedule = {
+        let mut h = DefaultHasher::new();
+        read_key.hash(&mut h);
+        h.finish()
+    };
+    let secret = ctx
+        .reads
+        .get_or_read(read_key, shared_reads::max_age(refresh), || async {
+            ctx.metrics.vault_reads.inc();
+            read_as_service_account(ctx, &namespace, service_account, &spec.path, version).await
+        })
+        .await?;
     let target = &spec.target;
-    let existing = secrets
-        .get_opt(&target.name)
-        .await
-        .map_err(kube_err(format!("reading Secret {}", target.name)))?;
+    let existing = observe_target(ctx, &namespace, &target.name).await?;
     if let Some(existing) = &existing
         && !owned_by(existing, &uid)
     {
@@ -253,14 +347,9 @@ async fn sync(
     let type_name = render::type_name(target.r#type);
     let data = render::render(target.r#type, target.template.as_ref(), &secret.data)?;
     let desired_mac = ctx.mac_key.mac(type_name, &data);
-    let current_mac = existing.as_ref().map(|s| {
-        let ty = s.type_.as_deref().unwrap_or("Opaque");
-        ctx.mac_key.mac(ty, &data_of(s))
-    });
-    let (change, restart) = plan(previous_mac, current_mac.as_deref(), &desired_mac);
+    let current_mac = existing.as_deref().and_then(cached_mac);
+    let (change, restart) = plan(previous_mac, current_mac, &desired_mac);
 
-    // apply: always, so label/annotation/owner changes land too; an unchanged apply
-    // does not even bump the resourceVersion.
     let mut labels = target.labels.clone();
     labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned());
     let desired = Secret {
@@ -276,18 +365,29 @@ async fn sync(
         data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
         ..Secret::default()
     };
-    let mut apply = serde_json::to_value(&desired)
-        .map_err(|e| Error::InvalidSpec(format!("encoding the Secret failed at {}", e.line())))?;
-    apply["apiVersion"] = json!("v1");
-    apply["kind"] = json!("Secret");
-    secrets
-        .patch(
-            &target.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&apply),
-        )
-        .await
-        .map_err(kube_err(format!("applying Secret {}", target.name)))?;
+    // apply only when something would change: the data, or a spec not applied yet (a
+    // removed label is only dropped by an apply of the new generation).
+    let up_to_date = change == Change::Unchanged
+        && applied_generation.is_some()
+        && applied_generation == vs.metadata.generation
+        && existing
+            .as_deref()
+            .is_some_and(|e| metadata_applied(e, &desired));
+    if !up_to_date {
+        let mut apply = serde_json::to_value(&desired).map_err(|e| {
+            Error::InvalidSpec(format!("encoding the Secret failed at {}", e.line()))
+        })?;
+        apply["apiVersion"] = json!("v1");
+        apply["kind"] = json!("Secret");
+        Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+            .patch(
+                &target.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&apply),
+            )
+            .await
+            .map_err(kube_err(format!("applying Secret {}", target.name)))?;
+    }
     if change != Change::Unchanged {
         ctx.metrics
             .secret_writes
@@ -303,6 +403,7 @@ async fn sync(
         version: secret.version,
         mac: desired_mac,
         change,
+        schedule,
     })
 }
 
@@ -387,25 +488,70 @@ async fn patch_status(
     Ok(())
 }
 
+/// The generation whose spec the Secret was last applied for: ours from memory, else (after
+/// a restart) the `observedGeneration` of a `Ready=True`.
+fn applied_generation(vs: &VaultSecret, last: Option<&LastSync>) -> Option<i64> {
+    match last {
+        Some(last) => last.generation,
+        None => {
+            vs.status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| {
+                    c.r#type == crate::crd::CONDITION_READY && c.status == ConditionStatus::True
+                })?
+                .observed_generation
+        }
+    }
+}
+
+/// Nothing to do, decided without any I/O: the spec was applied, the refresh is not due
+/// and the Secret is as last written. What a reconcile triggered by our own Secret write,
+/// or a resync, comes to: no vault read, no apiserver request.
+pub fn not_due(vs: &VaultSecret, ctx: &Context) -> Option<Action> {
+    let uid = vs.metadata.uid.as_deref()?;
+    let last = ctx.last_sync(uid)?;
+    if last.generation != vs.metadata.generation || last.target != vs.spec.target.name {
+        return None;
+    }
+    let left = last.next_refresh.checked_duration_since(Instant::now())?;
+    if left.is_zero() {
+        return None;
+    }
+    let namespace = vs.namespace()?;
+    let secret = ctx
+        .secrets
+        .get(&ObjectRef::new(&vs.spec.target.name).within(&namespace))?;
+    (owned_by(&secret, uid) && cached_mac(&secret) == last.status.secret_mac.as_deref())
+        .then(|| Action::requeue(left))
+}
+
 /// The reconciler given to the Controller.
 pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let key = object_key(vs.as_ref());
-    let mut previous = vs.status.clone().unwrap_or_default();
     let uid = vs.metadata.uid.clone().unwrap_or_default();
+    let last = ctx.last_sync(&uid);
     // Our own last write wins over a possibly stale cached status.
-    if let Some(last) = ctx.last_sync(&uid) {
-        previous.secret_mac = Some(last.mac);
-        previous.synced_version = last.version;
-        previous.last_synced_at = last.at;
-    }
+    let previous = match &last {
+        Some(last) => last.status.clone(),
+        None => vs.status.clone().unwrap_or_default(),
+    };
+    let applied = applied_generation(&vs, last.as_ref());
     let generation = vs.metadata.generation;
-    match sync(&vs, &ctx, previous.secret_mac.as_deref()).await {
+    match sync(&vs, &ctx, previous.secret_mac.as_deref(), applied).await {
         Ok(synced) => {
             let message = format!(
                 "synced version {} of {} into Secret {}",
                 synced.version, vs.spec.path, vs.spec.target.name
             );
+            // `lastSyncedAt` is when the Secret's data was last written: a refresh that
+            // finds nothing new changes no field, so it writes nothing.
+            let last_synced_at = match (synced.change, &previous.last_synced_at) {
+                (Change::Unchanged, Some(at)) => Some(at.clone()),
+                _ => Some(Time(Timestamp::now())),
+            };
             let status = VaultSecretStatus {
                 conditions: vec![conditions::ready(
                     &previous.conditions,
@@ -415,17 +561,24 @@ pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action
                     generation,
                 )],
                 synced_version: i64::try_from(synced.version).ok(),
-                last_synced_at: Some(Time(Timestamp::now())),
+                last_synced_at,
                 secret_mac: Some(synced.mac.clone()),
             };
-            let written = patch_status(&vs, &ctx, &status).await;
+            let written = if vs.status.as_ref() == Some(&status) {
+                Ok(())
+            } else {
+                patch_status(&vs, &ctx, &status).await
+            };
+            let wait =
+                duration::until_next_refresh(synced.schedule, synced.refresh, ctx.epoch.elapsed());
             if written.is_ok() {
                 ctx.remember_sync(
                     &uid,
                     LastSync {
-                        mac: synced.mac,
-                        version: status.synced_version,
-                        at: status.last_synced_at.clone(),
+                        status,
+                        generation,
+                        target: vs.spec.target.name.clone(),
+                        next_refresh: Instant::now() + wait,
                     },
                 );
             }
@@ -453,10 +606,14 @@ pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action
                     .reconciled(KIND, started.elapsed(), Some(e.reason()));
                 return Err(e);
             }
-            tracing::info!(vaultsecret = %key, version = synced.version, change = ?synced.change, "synced");
+            if synced.change == Change::Unchanged {
+                tracing::debug!(vaultsecret = %key, version = synced.version, "up to date");
+            } else {
+                tracing::info!(vaultsecret = %key, version = synced.version, change = ?synced.change, "synced");
+            }
             ctx.secret_backoff.succeeded(&key);
             ctx.metrics.reconciled(KIND, started.elapsed(), None);
-            Ok(Action::requeue(duration::jitter(synced.refresh)))
+            Ok(Action::requeue(wait))
         }
         Err(e) => {
             tracing::warn!(vaultsecret = %key, reason = e.reason(), error = %e, "sync failed");
@@ -500,11 +657,23 @@ pub fn error_policy(
     Action::requeue(ctx.secret_backoff.failed(&object_key(obj.as_ref())))
 }
 
+/// The Controller's entry point: waits its namespace's turn at the fair gate, then
+/// reconciles. The work is boxed so a waiting reconcile stays a few bytes: thousands
+/// wait at once on a cold start.
 pub async fn reconcile_guarded(
     obj: Arc<DeserializeGuard<VaultSecret>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    reconcile_parsed(obj, ctx, KIND, reconcile).await
+    if let Ok(vs) = &obj.0
+        && let Some(action) = not_due(vs, &ctx)
+    {
+        return Ok(action);
+    }
+    // A cold start would GET every target Secret before the watch has listed them.
+    let _ = ctx.secrets.wait_until_ready().await;
+    let namespace = obj.namespace().unwrap_or_default();
+    let _permit = ctx.gate.acquire(&namespace).await;
+    Box::pin(reconcile_parsed(obj, ctx, KIND, reconcile)).await
 }
 
 #[cfg(test)]

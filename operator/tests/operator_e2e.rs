@@ -1000,6 +1000,113 @@ async fn hundred_vault_secrets_become_ready() {
     );
 }
 
+/// Counts the VaultSecrets of `ns` whose `Ready` is `True`.
+async fn ready_count(client: &Client, ns: &str) -> usize {
+    Api::<VaultSecret>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter(|vs| matches!(ready(vs), Some((ConditionStatus::True, _, _))))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Leadership taken away while 300 VaultSecrets are being synced: a deleted Lease is
+/// simply recreated by the leader, but a Lease overwritten by another holder makes the
+/// leader stop writing and exit non-zero at once, saying why (never an idle process that
+/// still answers /healthz). Its restart waits for the thief's lease to expire, takes over,
+/// and every VaultSecret becomes Ready.
+#[tokio::test]
+async fn leadership_taken_away_under_load_exits_and_the_restart_finishes_the_sync() {
+    const N: usize = 300;
+    let (shared, client, ns) = start("vs-steal").await;
+    let vault = shared.vault.root();
+    service_account(&client, &ns, "app").await;
+    grant_read(&vault, &ns, "app", &format!("apps/{ns}")).await;
+    let writes = (0..N).map(|i| {
+        let vault = vault.clone();
+        let path = format!("apps/{ns}/s{i}");
+        async move { write(&vault, &path, json!({"value": format!("v{i}")})).await }
+    });
+    futures::future::join_all(writes).await;
+    let mut op = Operator::start(shared, &ns, "op-a", &[]);
+    op.wait_leader().await;
+    let leases = Api::<Lease>::namespaced(client.clone(), &ns);
+    let holder = |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
+
+    // A deleted Lease is recreated by the leader, which keeps leading.
+    leases
+        .delete("scaivault-operator", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        "the leader to recreate its Lease",
+        Duration::from_secs(10),
+        || async {
+            let lease = leases.get_opt("scaivault-operator").await.ok()??;
+            (holder(&lease).as_deref() == Some("op-a")).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(op.metric("scaivault_operator_leader ").await, Some(1.0));
+
+    let creates = (0..N).map(|i| {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            create_vault_secret(&client, &ns, &format!("s{i}"), json!({
+                "path": format!("apps/{ns}/s{i}"), "serviceAccountName": "app", "target": {"name": format!("s{i}")},
+            }))
+            .await
+        }
+    });
+    futures::future::join_all(creates).await;
+    // Steal the lease while the sync is under way: another holder, freshly renewed, for 3 s.
+    let mut lease = leases.get("scaivault-operator").await.unwrap();
+    let spec = lease.spec.as_mut().unwrap();
+    spec.holder_identity = Some("thief".into());
+    spec.lease_duration_seconds = Some(3);
+    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    leases
+        .replace("scaivault-operator", &PostParams::default(), &lease)
+        .await
+        .unwrap();
+    let stolen = Instant::now();
+    let before = ready_count(&client, &ns).await;
+    // Renew interval 1 s: the next round sees the thief, and the process exits.
+    let status = op.wait_exit(Duration::from_secs(10));
+    let noticed = stolen.elapsed();
+    assert!(!status.success(), "exited {status} after losing the lease");
+    let logs = op.logs();
+    assert!(
+        logs.contains("lost the leader lease") && logs.contains("thief"),
+        "no reason in the log:\n{logs}"
+    );
+    eprintln!(
+        "MEASURED: exited ({status}) {:.2} s after the lease was stolen, {before} of {N} Ready by then",
+        noticed.as_secs_f64()
+    );
+
+    // Its restart (what the pod's restart policy does) waits out the thief's lease,
+    // takes over and finishes the sync.
+    op.spawn();
+    op.wait_leader().await;
+    wait_for(
+        &format!("{N} VaultSecrets Ready after the restart"),
+        Duration::from_secs(120),
+        || async { (ready_count(&client, &ns).await == N).then_some(()) },
+    )
+    .await;
+    let lease = leases.get("scaivault-operator").await.unwrap();
+    assert_eq!(holder(&lease).as_deref(), Some("op-a"));
+    assert!(lease.spec.unwrap().lease_transitions.unwrap_or(0) >= 1);
+}
+
 /// Applies the RBAC objects of `examples/operator.yaml` (not the Deployment: no kubelet
 /// here) and runs the operator binary as its ServiceAccount, so a missing permission in
 /// the example fails this test.

@@ -427,7 +427,8 @@ impl Operator {
         op
     }
 
-    fn spawn(&mut self) {
+    /// Starts the process again with the same arguments (after it exited on its own).
+    pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -486,6 +487,24 @@ impl Operator {
                 panic!("operator did not stop on SIGTERM in 20 s:\n{}", self.logs());
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit on its own within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("operator running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "operator still running after {timeout:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
