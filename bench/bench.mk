@@ -7,7 +7,7 @@
 BENCH_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 SCAIVAULT_RELEASE_BIN := $(CARGO_TARGET_DIR)/release/scaivault-server
 
-.PHONY: bench bench-deps test-bench-smoke
+.PHONY: bench bench-deps test-bench-smoke bench-operator
 
 bench-deps:
 	@bash $(BENCH_DIR)/install-deps.sh
@@ -26,3 +26,12 @@ test-bench-smoke: build bench-deps
 	bash $(BENCH_DIR)/run.sh
 
 TEST_PARTS += test-bench-smoke
+
+# The operator at scale (bench/README.md, "Operator at scale"): release builds, the real
+# kube-apiserver of e2e/, VaultSecrets across 10 namespaces; cold sync, steady-state
+# apiserver requests, RSS, restart. Never part of `make test`.
+#   make bench-operator BENCH_OPERATOR_SIZES="1000 10000"
+BENCH_OPERATOR_SIZES ?= 1000 10000
+bench-operator: e2e-env
+	$(CARGO) build --release -p scaivault-server
+	BENCH_OPERATOR_SIZES="$(BENCH_OPERATOR_SIZES)" CARGO="$(CARGO)" bash $(BENCH_DIR)/operator/run.sh

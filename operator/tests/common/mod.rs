@@ -253,6 +253,11 @@ pub struct VaultServer {
 
 impl VaultServer {
     pub fn start(kubeconfig: &Path) -> VaultServer {
+        VaultServer::start_with(kubeconfig, &[])
+    }
+
+    /// With extra `scaivault-server dev` flags.
+    pub fn start_with(kubeconfig: &Path, extra: &[&str]) -> VaultServer {
         let dir = tempfile::Builder::new()
             .prefix("scaivault-op-vault-")
             .tempdir()
@@ -272,6 +277,7 @@ impl VaultServer {
             .arg(dir.path().join("data"))
             .arg("--kubernetes-kubeconfig")
             .arg(kubeconfig)
+            .args(extra)
             .env("SCAIVAULT_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -338,12 +344,17 @@ pub struct Shared {
 static SHARED: tokio::sync::OnceCell<Shared> = tokio::sync::OnceCell::const_new();
 
 pub async fn shared() -> &'static Shared {
+    shared_with(&[]).await
+}
+
+/// `shared()`, the vault started with `vault_args` by whichever test comes first.
+pub async fn shared_with(vault_args: &'static [&'static str]) -> &'static Shared {
     SHARED
         .get_or_init(|| async {
             let env = TestEnv::start();
             let client = env.client().await;
             install_crds(&client).await;
-            let vault = VaultServer::start(&env.kubeconfig());
+            let vault = VaultServer::start_with(&env.kubeconfig(), vault_args);
             let script = format!(
                 "while kill -0 {test} 2>/dev/null; do sleep 0.5; done; kill {vault} 2>/dev/null; \
                  bash {root}/e2e/testenv.sh stop {dir} >/dev/null 2>&1; rm -rf {dir} {vdir}",
@@ -392,11 +403,6 @@ impl Operator {
         identity: &str,
         extra: &[&str],
     ) -> Operator {
-        let log_path = shared
-            .env
-            .dir
-            .path()
-            .join(format!("operator-{ns}-{identity}.log"));
         let mut args: Vec<String> = vec![
             "--vault-addr".into(),
             shared.vault.address.clone(),
@@ -416,6 +422,22 @@ impl Operator {
             "1s".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        Operator::start_args(shared, &format!("{ns}-{identity}"), identity, args)
+    }
+
+    /// With exactly `args` (plus a port-0 metrics address); the log goes to
+    /// `operator-<log_name>.log` in the test environment's directory.
+    pub fn start_args(
+        shared: &Shared,
+        log_name: &str,
+        identity: &str,
+        args: Vec<String>,
+    ) -> Operator {
+        let log_path = shared
+            .env
+            .dir
+            .path()
+            .join(format!("operator-{log_name}.log"));
         let mut op = Operator {
             child: None,
             identity: identity.to_owned(),
@@ -524,6 +546,11 @@ impl Operator {
             self.logs()
         );
         self.spawn();
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn logs(&self) -> String {
