@@ -19,6 +19,13 @@ pub mod reason {
     pub const KUBERNETES_ERROR: &str = "KubernetesError";
 }
 
+/// Now, in whole seconds: what a `Time` is once stored (RFC 3339 without fractions), so
+/// a status compares equal to itself read back, and an unchanged one is not rewritten.
+pub fn now() -> Time {
+    let now = Timestamp::now();
+    Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
 /// The new `Ready` condition, keeping the previous `lastTransitionTime` when the status
 /// did not change.
 pub fn ready(
@@ -32,7 +39,7 @@ pub fn ready(
         .iter()
         .find(|c| c.r#type == CONDITION_READY && c.status == status)
         .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| Time(Timestamp::now()));
+        .unwrap_or_else(now);
     Condition {
         r#type: CONDITION_READY.to_owned(),
         status,
@@ -78,6 +85,7 @@ mod tests {
         );
         assert_ne!(flipped.last_transition_time, old);
         assert!(is_ready(&prev));
+        assert_eq!(now().0.subsec_nanosecond(), 0);
         assert!(!is_ready(&[flipped]));
     }
 }

@@ -46,6 +46,9 @@ pub struct Context {
     /// The owned Secrets as the watch sees them, values replaced by their MAC
     /// (`vault_secret::project`): the target is observed here, not by a GET per refresh.
     pub secrets: Store<Secret>,
+    /// Turns true once `secrets` holds the first full list. (Many reconciles wait for it:
+    /// `Store::wait_until_ready` wakes only one of several concurrent waiters.)
+    pub secrets_ready: tokio::sync::watch::Receiver<bool>,
     /// Vault reads shared by VaultSecrets naming the same path.
     pub reads: SharedReads,
     /// Origin of the refresh grid (`duration::until_next_refresh`).

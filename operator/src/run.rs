@@ -187,10 +187,12 @@ async fn run_controllers(
     args: &Args,
     ctx: Arc<Context>,
     secret_writer: reflector::store::Writer<Secret>,
+    secrets_ready: watch::Sender<bool>,
     stop: watch::Receiver<bool>,
 ) {
     let client = ctx.client.clone();
     let ctx_for_purge = ctx.clone();
+    let ctx_for_ready = ctx.clone();
     let (vs_api, vp_api, secret_api) = match &args.watch_namespace {
         Some(ns) => (
             Api::<DeserializeGuard<VaultSecret>>::namespaced(client.clone(), ns),
@@ -266,7 +268,16 @@ async fn run_controllers(
             }
         }
     };
-    futures::join!(secrets, policies, purge);
+    // One waiter on the store (it wakes only one), many on the watch channel.
+    let ready = {
+        let store = ctx_for_ready.secrets.clone();
+        async move {
+            if store.wait_until_ready().await.is_ok() {
+                secrets_ready.send_replace(true);
+            }
+        }
+    };
+    futures::join!(secrets, policies, purge, ready);
 }
 
 /// Resolves on SIGTERM or ctrl-c.
@@ -367,6 +378,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let mac_key =
                 Arc::new(mac_key(&client, &args.operator_namespace, &args.mac_key_secret).await?);
             let (secrets, secret_writer) = reflector::store();
+            let (secrets_ready_tx, secrets_ready) = watch::channel(false);
             let recorder = Recorder::new(
                 client.clone(),
                 Reporter {
@@ -393,10 +405,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 last_synced: Default::default(),
                 gate: FairGate::new(usize::from(args.reconcile_concurrency)),
                 secrets,
+                secrets_ready,
                 reads: Default::default(),
                 epoch: std::time::Instant::now(),
             });
-            run_controllers(&args, ctx, secret_writer, stop_rx.clone()).await;
+            run_controllers(&args, ctx, secret_writer, secrets_ready_tx, stop_rx.clone()).await;
             anyhow::Ok(())
         };
         tokio::select! {

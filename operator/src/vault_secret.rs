@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams};
 use kube::core::DeserializeGuard;
@@ -550,7 +550,7 @@ pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action
             // finds nothing new changes no field, so it writes nothing.
             let last_synced_at = match (synced.change, &previous.last_synced_at) {
                 (Change::Unchanged, Some(at)) => Some(at.clone()),
-                _ => Some(Time(Timestamp::now())),
+                _ => Some(conditions::now()),
             };
             let status = VaultSecretStatus {
                 conditions: vec![conditions::ready(
@@ -670,7 +670,7 @@ pub async fn reconcile_guarded(
         return Ok(action);
     }
     // A cold start would GET every target Secret before the watch has listed them.
-    let _ = ctx.secrets.wait_until_ready().await;
+    let _ = ctx.secrets_ready.clone().wait_for(|ready| *ready).await;
     let namespace = obj.namespace().unwrap_or_default();
     let _permit = ctx.gate.acquire(&namespace).await;
     Box::pin(reconcile_parsed(obj, ctx, KIND, reconcile)).await

@@ -1064,18 +1064,23 @@ async fn leadership_taken_away_under_load_exits_and_the_restart_finishes_the_syn
         }
     });
     futures::future::join_all(creates).await;
-    // Steal the lease while the sync is under way: another holder, freshly renewed, for 3 s.
-    let mut lease = leases.get("scaivault-operator").await.unwrap();
-    let spec = lease.spec.as_mut().unwrap();
-    spec.holder_identity = Some("thief".into());
-    spec.lease_duration_seconds = Some(3);
-    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-        k8s_openapi::jiff::Timestamp::now(),
-    ));
-    leases
-        .replace("scaivault-operator", &PostParams::default(), &lease)
-        .await
-        .unwrap();
+    // Steal the lease while the sync is under way: another holder, freshly renewed, for
+    // 3 s (read-modify-write, again if the leader's renewal got in between).
+    wait_for("the lease stolen", Duration::from_secs(10), || async {
+        let mut lease = leases.get("scaivault-operator").await.ok()?;
+        let spec = lease.spec.as_mut()?;
+        spec.holder_identity = Some("thief".into());
+        spec.lease_duration_seconds = Some(3);
+        spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        leases
+            .replace("scaivault-operator", &PostParams::default(), &lease)
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
     let stolen = Instant::now();
     let before = ready_count(&client, &ns).await;
     // Renew interval 1 s: the next round sees the thief, and the process exits.
