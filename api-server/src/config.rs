@@ -81,6 +81,14 @@ pub struct RuntimeArgs {
     /// checkpoint that keeps the rest verifiable. Unset: keep forever.
     #[arg(long, env = "SCAIVAULT_AUDIT_RETENTION", value_parser = parse_interval)]
     pub audit_retention: Option<Duration>,
+    /// Sign a checkpoint of the audit chain after this many new records (at least 1).
+    #[arg(long, env = "SCAIVAULT_AUDIT_CHECKPOINT_RECORDS", default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_checkpoint_records: u64,
+    /// ...or this long after a record no checkpoint covers yet. Together they bound what a
+    /// truncation of the log's tail can remove undetected.
+    #[arg(long, env = "SCAIVAULT_AUDIT_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    pub audit_checkpoint_interval: Duration,
     #[command(flatten)]
     pub kubernetes: KubernetesArgs,
     /// Log output format (logs go to stderr).

@@ -12,8 +12,9 @@ use scaivault_api::auth::IdentityType;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 
+use crate::audit::checkpoint::{Cadence, Checkpoints, apply_retention};
 use crate::audit::export::Exporter;
-use crate::audit::{AuditService, AuditWriter};
+use crate::audit::{AuditService, AuditWriter, stored_tail};
 use crate::auth::kubernetes::KubernetesAuth;
 use crate::config::{
     AUDIT_DB_FILE, Cli, Command, DB_FILE, DevArgs, InitArgs, LOCK_FILE, LogFormat, MasterKeyArgs,
@@ -323,23 +324,51 @@ async fn run_server(
         SqliteAuditStore::open(&data_dir.join(AUDIT_DB_FILE), runtime.audit_sync)
             .context("opening the audit database")?,
     );
+    let tail = stored_tail(audit_store.as_ref())
+        .await
+        .context("reading the audit log")?;
+    let checkpoints = Arc::new(
+        Checkpoints::open(
+            Arc::clone(&vault.store),
+            Arc::clone(&vault.audit_signer),
+            audit_store.as_ref(),
+            vault.audit_signer_is_new,
+            &tail,
+        )
+        .await
+        .context("writing the audit checkpoint")?,
+    );
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut job_handles = Arc::clone(&jobs).spawn(shutdown_rx.clone());
     let writer = if runtime.audit_disable {
         tracing::warn!("the audit log is disabled: requests leave no trace");
         None
     } else {
-        Some(
-            AuditWriter::start(Arc::clone(&audit_store))
-                .await
-                .context("starting the audit log")?,
+        let (writer, tail) = AuditWriter::start(
+            Arc::clone(&audit_store),
+            crate::audit::record::ChainKey::new(&vault.audit_chain_key),
+            tail,
         )
+        .context("starting the audit log")?;
+        let cadence = Cadence {
+            records: runtime.audit_checkpoint_records,
+            interval: runtime.audit_checkpoint_interval,
+        };
+        job_handles.push(Arc::clone(&checkpoints).spawn(tail, cadence, shutdown_rx.clone()));
+        Some(writer)
     };
-    let audit = AuditService::new(Arc::clone(&audit_store), writer, &vault.audit_hmac_key);
+    let audit = AuditService::new(
+        Arc::clone(&audit_store),
+        writer,
+        Arc::clone(&checkpoints),
+        &vault.audit_hmac_key,
+        &vault.audit_chain_key,
+    );
     let exporter = Exporter::new(Arc::clone(&audit_store), runtime.audit_export_dir.clone());
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut job_handles = Arc::clone(&jobs).spawn(shutdown_rx.clone());
     if let Some(retention) = runtime.audit_retention {
         job_handles.push(spawn_audit_retention(
             Arc::clone(&audit_store),
+            checkpoints,
             retention,
             shutdown_rx.clone(),
         ));
@@ -399,16 +428,17 @@ async fn run_server(
     served.context("server error")
 }
 
-/// Removes records past the retention period every hour, behind a checkpoint.
+/// Removes records past the retention period every hour, behind a signed checkpoint.
 fn spawn_audit_retention(
     store: Arc<dyn AuditStore>,
+    checkpoints: Arc<Checkpoints>,
     retention: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let cutoff = time::OffsetDateTime::now_utc() - retention;
-            match store.purge_before(cutoff).await {
+            match apply_retention(store.as_ref(), &checkpoints, cutoff).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(records = n, "audit retention removed old records"),
                 Err(e) => tracing::warn!(error = %e, "audit retention failed"),

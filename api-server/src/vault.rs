@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 use crate::auth::TokenService;
 use crate::authz::{Engine, PolicyService};
 use crate::crypto::cursor::CursorKey;
+use crate::crypto::signing::CheckpointSigner;
 use crate::crypto::token::{TokenHasher, random_bytes};
 use crate::crypto::{Barrier, MasterKey};
 use crate::error::{Error, Result};
@@ -19,6 +20,7 @@ use crate::store::{KeyRow, Store};
 
 const META_INITIALIZED_AT: &str = "initialized_at";
 const META_TOKEN_HMAC_KEY: &str = "token_hmac_key";
+const META_AUDIT_SIGNING_KEY: &str = "audit_signing_key";
 pub const ROOT_IDENTITY: &str = "root";
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,14 @@ pub struct Vault {
     pub audit_hmac_key: Zeroizing<Vec<u8>>,
     /// Seals list cursors; derived from the token key like the audit key, never stored.
     pub cursors: CursorKey,
+    /// Key of the audit hash chain (HMAC-SHA256), derived like `audit_hmac_key` under its
+    /// own label: never stored, so whoever can write `audit.db` cannot re-hash the chain.
+    pub audit_chain_key: Zeroizing<Vec<u8>>,
+    /// Signs audit checkpoints; sealed under the master key in the data store.
+    pub audit_signer: Arc<CheckpointSigner>,
+    /// The signing key was created by this start (a new vault, or one from before signed
+    /// checkpoints): the audit log has no checkpoint under it yet.
+    pub audit_signer_is_new: bool,
     rotation_lock: Mutex<()>,
 }
 
@@ -94,7 +104,8 @@ impl Vault {
             .wrap_internal(META_TOKEN_HMAC_KEY, hmac_key.as_ref())
             .map_err(|e| BootstrapError::Other(e.to_string()))?;
         store.put_meta(META_TOKEN_HMAC_KEY, wrapped).await?;
-        let vault = Self::assemble(store, barrier, hmac_key.as_ref(), limits)?;
+        let signer = new_audit_signer(store.as_ref(), &barrier).await?;
+        let vault = Self::assemble(store, barrier, hmac_key.as_ref(), (signer, true), limits)?;
         let root = vault
             .tokens
             .issue(
@@ -138,7 +149,19 @@ impl Vault {
         let hmac_key = barrier
             .unwrap_internal(META_TOKEN_HMAC_KEY, &wrapped)
             .map_err(|_| BootstrapError::WrongMasterKey)?;
-        let vault = Self::assemble(store, barrier, &hmac_key, limits)?;
+        let signer = match store.get_meta(META_AUDIT_SIGNING_KEY).await? {
+            Some(wrapped) => {
+                let pkcs8 = barrier
+                    .unwrap_internal(META_AUDIT_SIGNING_KEY, &wrapped)
+                    .map_err(|_| BootstrapError::WrongMasterKey)?;
+                let signer = CheckpointSigner::from_pkcs8(&pkcs8)
+                    .map_err(|e| BootstrapError::Other(e.to_string()))?;
+                (signer, false)
+            }
+            // A vault from before signed audit checkpoints.
+            None => (new_audit_signer(store.as_ref(), &barrier).await?, true),
+        };
+        let vault = Self::assemble(store, barrier, &hmac_key, signer, limits)?;
         // Bindings made before this start must hold from the first request on.
         vault.policies.reload().await?;
         Ok(vault)
@@ -148,6 +171,7 @@ impl Vault {
         store: Arc<dyn Store>,
         barrier: Barrier,
         token_key: &[u8],
+        (audit_signer, audit_signer_is_new): (CheckpointSigner, bool),
         limits: Limits,
     ) -> Result<Vault, BootstrapError> {
         let hasher = TokenHasher::new(token_key);
@@ -156,6 +180,7 @@ impl Vault {
                 .map_err(|e| BootstrapError::Other(e.to_string()))?;
         // HMAC-SHA256 under the token key of a fixed label: the token hasher computes it.
         let audit_hmac_key = Zeroizing::new(hasher.hash("scaivault/audit-hmac/v1").to_vec());
+        let audit_chain_key = Zeroizing::new(hasher.hash("scaivault/audit-chain/v1").to_vec());
         let barrier = Arc::new(barrier);
         let access = Arc::new(AccessCounter::default());
         let authz = Arc::new(Engine::default());
@@ -174,6 +199,9 @@ impl Vault {
             access,
             audit_hmac_key,
             cursors,
+            audit_chain_key,
+            audit_signer: Arc::new(audit_signer),
+            audit_signer_is_new,
             rotation_lock: Mutex::new(()),
         })
     }
@@ -194,4 +222,18 @@ impl Vault {
         tracing::info!(key_id = next.key_id, "data key rotated");
         Ok((next.key_id, created_at))
     }
+}
+
+/// Generates the audit checkpoint signing key and stores it sealed under the master key.
+async fn new_audit_signer(
+    store: &dyn Store,
+    barrier: &Barrier,
+) -> Result<CheckpointSigner, BootstrapError> {
+    let (pkcs8, signer) =
+        CheckpointSigner::generate().map_err(|e| BootstrapError::Other(e.to_string()))?;
+    let wrapped = barrier
+        .wrap_internal(META_AUDIT_SIGNING_KEY, &pkcs8)
+        .map_err(|e| BootstrapError::Other(e.to_string()))?;
+    store.put_meta(META_AUDIT_SIGNING_KEY, wrapped).await?;
+    Ok(signer)
 }

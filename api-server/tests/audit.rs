@@ -31,6 +31,17 @@ async fn all_logs(s: &Server) -> Vec<Value> {
     }
 }
 
+/// The records queries show of an exported (or stored) sequence: every record except the
+/// request records that a response record answers.
+fn as_queried(records: &[Value]) -> Vec<Value> {
+    let answered: Vec<&Value> = records.iter().map(|r| &r["request_seq"]).collect();
+    records
+        .iter()
+        .filter(|r| !(r["phase"] == "request" && answered.contains(&&r["seq"])))
+        .cloned()
+        .collect()
+}
+
 fn db(s: &Server) -> rusqlite::Connection {
     rusqlite::Connection::open(s.data_path().join("audit.db")).unwrap()
 }
@@ -146,8 +157,20 @@ async fn every_request_leaves_one_record_including_refused_ones() {
     // The batch answered 200, but its missing path is recorded with its own 404.
     assert_eq!(logs[6]["status"], 404, "{}", logs[6]);
     assert_eq!(logs[5]["status"], 200, "{}", logs[5]);
+    // A write is a mutation: its request record (durable before the change) is hidden from
+    // queries once its response record follows, which links back to it.
+    assert_eq!(logs[0]["phase"], "response", "{}", logs[0]);
+    assert_eq!(logs[0]["request_seq"], 1, "{}", logs[0]);
+    assert_eq!(logs[0]["seq"], 2);
+    assert!(
+        logs[1].get("phase").is_none(),
+        "reads stay single-phase: {}",
+        logs[1]
+    );
     for (i, record) in logs.iter().enumerate() {
-        assert_eq!(record["seq"], i as u64 + 1);
+        if i > 0 {
+            assert!(record["seq"].as_u64() > logs[i - 1]["seq"].as_u64());
+        }
         for field in [
             "id",
             "timestamp",
@@ -451,9 +474,10 @@ async fn export_to_a_file_holds_every_record() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(exported.len() >= before.len());
+    let queried = as_queried(&exported);
+    assert!(queried.len() >= before.len());
     assert_eq!(
-        &exported[..before.len()],
+        &queried[..before.len()],
         &before[..],
         "every record, byte for byte the same content"
     );
@@ -535,7 +559,7 @@ async fn export_to_s3_writes_every_record_of_the_range() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(
-        &exported[..expected.len()],
+        &as_queried(&exported)[..expected.len()],
         &expected[..],
         "every record of the range, unchanged"
     );
@@ -626,29 +650,537 @@ async fn writes_of_clients_that_hang_up_are_still_audited() {
         .unwrap();
         drop(socket);
     }
-    // Whether a request got as far as its handler before the hang-up is up to timing;
-    // every write that did run must have finished with its audit record.
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let mut written = Vec::new();
+    // Each request is authenticated and its request record written before its body is
+    // read; whether the body still arrives after the hang-up is up to timing. Either way
+    // every request must end with its response record, and every applied write with a
+    // successful one.
+    let conn = db(&s);
+    let answered = || {
+        conn.query_row(
+            "SELECT COUNT(*) FROM audit_log r JOIN audit_log a ON a.request_seq = r.seq \
+             WHERE r.phase = 'request' AND r.path LIKE 'hangup/%'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap_or(0)
+    };
+    wait_until("a response record for every hung-up request", || {
+        let done = answered() == paths.len() as i64;
+        async move { done }
+    })
+    .await;
+    let logs = all_logs(&s).await;
     for path in &paths {
         let (status, _) = s
             .call(Method::GET, &format!("/v1/secrets/{path}"), None)
             .await;
+        let outcome = logs
+            .iter()
+            .find(|r| r["action"] == "secrets.write" && r["path"] == path.as_str())
+            .map(|r| r["outcome"].as_str().unwrap().to_owned());
         if status == StatusCode::OK {
-            written.push(path.clone());
+            assert_eq!(outcome.as_deref(), Some("success"), "{path} was written");
+        } else {
+            assert_eq!(
+                outcome.as_deref(),
+                Some("failure"),
+                "{path} was not written"
+            );
         }
     }
-    assert!(
-        !written.is_empty(),
-        "no write of a hung-up client ran: nothing to check"
-    );
-    let logs = all_logs(&s).await;
-    for path in &written {
+}
+
+/// Every stored record, request records included, in `seq` order.
+fn stored(conn: &rusqlite::Connection) -> Vec<Value> {
+    let mut st = conn
+        .prepare("SELECT body FROM audit_log ORDER BY seq")
+        .unwrap();
+    st.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|b| serde_json::from_str(&b.unwrap()).unwrap())
+        .collect()
+}
+
+async fn verify(s: &Server) -> Value {
+    let (status, v) = s.call(Method::GET, "/v1/audit/verify", None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v
+}
+
+/// Polls `condition` every 20 ms until it holds, for at most 10 s.
+async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
         assert!(
-            logs.iter().any(|r| r["action"] == "secrets.write"
-                && r["path"] == path.as_str()
-                && r["outcome"] == "success"),
-            "{path} was written but has no audit record"
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What an attacker with `audit.db` but not the master key can do: rewrite a record and
+/// re-hash it and every later one with the chain's published rule, plain SHA-256.
+fn rewrite_with_sha256(
+    conn: &rusqlite::Connection,
+    (from_seq, to_seq): (i64, i64),
+    edit: impl Fn(&mut Value),
+) {
+    let mut prev: String = conn
+        .query_row(
+            "SELECT hash FROM audit_log WHERE seq < ?1 ORDER BY seq DESC LIMIT 1",
+            [from_seq],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|_| "0".repeat(64));
+    let rows: Vec<(i64, String)> = conn
+        .prepare("SELECT seq, body FROM audit_log WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq")
+        .unwrap()
+        .query_map([from_seq, to_seq], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (seq, body) in rows {
+        let mut value: Value = serde_json::from_str(&body).unwrap();
+        if seq == from_seq {
+            edit(&mut value);
+        }
+        let mut record: scaivault_api::audit::AuditRecord = serde_json::from_value(value).unwrap();
+        record.prev_hash = prev.clone();
+        record.hash = String::new();
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        digest.update(record.prev_hash.as_bytes());
+        digest.update(b"\n");
+        digest.update(&serde_json::to_vec(&record).unwrap());
+        record.hash = digest
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        conn.execute(
+            "UPDATE audit_log SET body = ?1, hash = ?2, identity_id = ?3 WHERE seq = ?4",
+            rusqlite::params![
+                serde_json::to_string(&record).unwrap(),
+                record.hash,
+                record.identity_id,
+                seq
+            ],
+        )
+        .unwrap();
+        prev = record.hash;
+    }
+}
+
+fn snapshot(conn: &rusqlite::Connection) -> Vec<(i64, String, String, Option<String>)> {
+    conn.prepare("SELECT seq, body, hash, identity_id FROM audit_log ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn restore(conn: &rusqlite::Connection, rows: &[(i64, String, String, Option<String>)]) {
+    for (seq, body, hash, identity) in rows {
+        conn.execute(
+            "UPDATE audit_log SET body = ?1, hash = ?2, identity_id = ?3 WHERE seq = ?4",
+            rusqlite::params![body, hash, identity, seq],
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_mutation_is_recorded_before_it_is_applied_and_linked_to_its_outcome() {
+    let s = Server::start(&[]);
+    s.write("phases/a", json!({"data": {"v": 1}})).await;
+    let (status, _) = s
+        .call(Method::POST, "/v1/policies", Some(json!({"name": "p1", "rules": [{"path_pattern": "phases/**", "permissions": ["read"]}]})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let _ = s.call(Method::GET, "/v1/secrets/phases/a", None).await;
+
+    let all = stored(&db(&s));
+    let phases: Vec<(&str, &str, Option<u64>)> = all
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap(),
+                r["phase"].as_str().unwrap_or("-"),
+                r["request_seq"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        vec![
+            ("secrets.write", "request", None),
+            ("secrets.write", "response", Some(1)),
+            ("policies.create", "request", None),
+            ("policies.create", "response", Some(3)),
+            ("secrets.read", "-", None),
+        ],
+        "each mutation: a request record first, then its outcome linked to it"
+    );
+    assert_eq!(all[0]["outcome"], "unknown");
+    assert_eq!(all[0]["status"], 0);
+    assert_eq!(
+        all[0]["identity_id"], "root",
+        "the caller is known before the change"
+    );
+    assert_eq!(all[0]["path"], "phases/a");
+    assert_eq!(all[1]["outcome"], "success");
+    assert_eq!(all[0]["request_id"], all[1]["request_id"]);
+
+    // Queries show one record per request; nothing is left `unknown`.
+    let logs = all_logs(&s).await;
+    assert_eq!(
+        logs.iter()
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![2, 4, 5]
+    );
+    let (_, unknown) = s
+        .call(Method::GET, "/v1/audit/logs?outcome=unknown", None)
+        .await;
+    assert_eq!(unknown["logs"], json!([]), "{unknown}");
+    let v = verify(&s).await;
+    assert_eq!(v["verified"], true, "{v}");
+    assert_eq!(v["legacy_unkeyed"], 0, "{v}");
+    assert!(v["keyed"].as_u64().unwrap() >= 5, "{v}");
+}
+
+/// 6b: the audit store fails while a mutation is under way; the mutation is refused and
+/// nothing changes.
+#[tokio::test]
+async fn an_audit_store_failing_during_a_write_applies_nothing() {
+    let s = Server::start(&[]);
+    s.write("locked/existing", json!({"data": {"v": "kept"}}))
+        .await;
+    // Another process holds audit.db's write lock: the server's group commit fails (after
+    // its 5 s busy timeout), as it would on a full or read-only disk.
+    let locker = db(&s);
+    locker.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    let put = send(
+        s.req(Method::PUT, "/v1/secrets/locked/new")
+            .json(&json!({"data": {"v": "never-stored"}})),
+    );
+    let delete = send(s.req(Method::DELETE, "/v1/secrets/locked/existing?destroy=true"));
+    let policy = send(s.req(Method::POST, "/v1/policies").json(
+        &json!({"name": "while-locked", "rules": [{"path_pattern": "**", "permissions": ["admin"]}]}),
+    ));
+    let (put, delete, policy) = tokio::join!(put, delete, policy);
+    for (what, (status, body)) in [("write", put), ("destroy", delete), ("policy", policy)] {
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
+            "{what}: {body}"
         );
     }
+    locker.execute_batch("ROLLBACK;").unwrap();
+    drop(locker);
+
+    let (status, _) = s.call(Method::GET, "/v1/secrets/locked/new", None).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the refused write was not applied"
+    );
+    let (status, kept) = s
+        .call(Method::GET, "/v1/secrets/locked/existing", None)
+        .await;
+    assert_eq!(
+        (status, kept["data"]["v"].as_str()),
+        (StatusCode::OK, Some("kept")),
+        "the refused destroy was not applied"
+    );
+    let (_, policies) = s.call(Method::GET, "/v1/policies", None).await;
+    assert!(
+        !policies.to_string().contains("while-locked"),
+        "the refused policy was not created: {policies}"
+    );
+    let v = verify(&s).await;
+    assert_eq!(v["verified"], true, "{v}");
+}
+
+/// A crash after the request record and before the response record: the request shows
+/// as `unknown`, the chain still verifies.
+#[tokio::test]
+async fn a_crash_between_request_and_response_leaves_an_unknown_outcome() {
+    use std::io::Write;
+
+    let mut s = Server::start(&[]);
+    let host = s.address.strip_prefix("http://").unwrap().to_owned();
+    // Headers and half the body: authentication and the request record happen, then the
+    // handler waits for the rest of the body while the server is killed.
+    let body = r#"{"data":{"v":"half-sent"}}"#;
+    let mut socket = std::net::TcpStream::connect(&host).unwrap();
+    write!(
+        socket,
+        "PUT /v1/secrets/crash/x HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        s.token,
+        body.len(),
+        &body[..10]
+    )
+    .unwrap();
+    socket.flush().unwrap();
+    let conn = db(&s);
+    wait_until("the request record", || {
+        let found = conn
+            .query_row(
+                "SELECT COUNT(*) FROM audit_log WHERE phase = 'request' AND path = 'crash/x'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0)
+            == 1;
+        async move { found }
+    })
+    .await;
+    drop(conn);
+    s.crash_and_restart();
+    drop(socket);
+
+    let (status, _) = s.call(Method::GET, "/v1/secrets/crash/x", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, unknown) = s
+        .call(Method::GET, "/v1/audit/logs?outcome=unknown", None)
+        .await;
+    let logs = unknown["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 1, "{unknown}");
+    assert_eq!(logs[0]["action"], "secrets.write");
+    assert_eq!(logs[0]["path"], "crash/x");
+    assert_eq!(logs[0]["phase"], "request");
+    assert_eq!(logs[0]["identity_id"], "root");
+    let v = verify(&s).await;
+    assert_eq!(v["verified"], true, "{v}");
+}
+
+#[tokio::test]
+async fn verify_reports_rewrites_an_attacker_without_the_key_can_make() {
+    let mut s = Server::start(&["--audit-checkpoint-records", "1"]);
+    for i in 0..6 {
+        s.write(&format!("t/{i}"), json!({"data": {"i": i}})).await;
+    }
+    let conn = db(&s);
+    let original = snapshot(&conn);
+
+    // 1. An edit without re-hashing.
+    conn.execute(
+        "UPDATE audit_log SET body = replace(body, '\"t/2\"', '\"t/elsewhere\"'), path = 't/elsewhere' WHERE path = 't/2' AND phase = 'response'",
+        [],
+    )
+    .unwrap();
+    let edited: i64 = conn
+        .query_row(
+            "SELECT seq FROM audit_log WHERE path = 't/elsewhere'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let v = verify(&s).await;
+    assert_eq!(
+        (v["verified"].clone(), v["first_broken"]["seq"].as_i64()),
+        (json!(false), Some(edited)),
+        "{v}"
+    );
+    conn.execute("UPDATE audit_log SET path = 't/2' WHERE seq = ?1", [edited])
+        .unwrap();
+    restore(&conn, &original);
+    assert_eq!(verify(&s).await["verified"], true);
+
+    // 2. The same edit, and every later record re-hashed with plain SHA-256.
+    let original = snapshot(&conn);
+    rewrite_with_sha256(&conn, (5, i64::MAX), |r| {
+        r["identity_id"] = json!("user:mallory@evil.example")
+    });
+    let v = verify(&s).await;
+    assert_eq!(v["first_broken"]["seq"], 5, "{v}");
+    assert!(
+        v["first_broken"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("keyed hash"),
+        "{v}"
+    );
+    restore(&conn, &original);
+
+    // 3. The whole log re-hashed (a downgrade to the unkeyed rule).
+    let original = snapshot(&conn);
+    rewrite_with_sha256(&conn, (1, i64::MAX), |_| {});
+    let v = verify(&s).await;
+    assert_eq!(v["first_broken"]["seq"], 1, "{v}");
+    restore(&conn, &original);
+
+    // 4. A record deleted in the middle.
+    conn.execute_batch(
+        "CREATE TEMP TABLE saved AS SELECT * FROM audit_log WHERE seq = 4; \
+         DELETE FROM audit_log WHERE seq = 4;",
+    )
+    .unwrap();
+    let v = verify(&s).await;
+    assert_eq!(v["first_broken"]["seq"], 5, "{v}");
+    assert!(
+        v["first_broken"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("missing"),
+        "{v}"
+    );
+    conn.execute_batch("INSERT INTO audit_log SELECT * FROM saved;")
+        .unwrap();
+    assert_eq!(verify(&s).await["verified"], true, "restored");
+
+    // 5. The tail truncated while the server is down: the signed checkpoint in the data
+    //    store still names the last record.
+    wait_until("a checkpoint of the tail", || async {
+        let v = verify(&s).await;
+        v["checkpoint"]["seq"] == v["last_seq"]
+    })
+    .await;
+    assert!(s.stop_gracefully().success());
+    let covered: i64 = conn
+        .query_row("SELECT MAX(seq) FROM audit_log", [], |r| r.get(0))
+        .unwrap();
+    conn.execute("DELETE FROM audit_log WHERE seq > ?1", [covered - 3])
+        .unwrap();
+    drop(conn);
+    s.crash_and_restart();
+    let v = verify(&s).await;
+    assert_eq!(v["verified"], false, "{v}");
+    assert!(
+        v["first_broken"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("tail truncated"),
+        "{v}"
+    );
+    assert_eq!(
+        v["checkpoint"]["seq"].as_i64(),
+        Some(covered),
+        "the server did not re-sign over the gap: {v}"
+    );
+
+    // 6. The checkpoint removed from the data store.
+    let data = rusqlite::Connection::open(s.data_path().join("scaivault.db")).unwrap();
+    data.execute("DELETE FROM meta WHERE key = 'audit_checkpoint'", [])
+        .unwrap();
+    let v = verify(&s).await;
+    assert_eq!(v["verified"], false, "{v}");
+    assert!(
+        v["first_broken"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no signed checkpoint"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_forged_checkpoint_is_reported() {
+    let s = Server::start(&["--audit-checkpoint-records", "1"]);
+    s.write("f/a", json!({"data": {"v": 1}})).await;
+    wait_until("a checkpoint", || async {
+        verify(&s).await["checkpoint"]["seq"].as_u64() >= Some(2)
+    })
+    .await;
+    let v = verify(&s).await;
+    assert_eq!(v["verified"], true, "{v}");
+    let checkpoint = &v["checkpoint"];
+    assert_eq!(checkpoint["public_key"].as_str().unwrap().len(), 64);
+    assert_eq!(checkpoint["signature"].as_str().unwrap().len(), 128);
+    assert_eq!(checkpoint["keyed_from"], 1);
+    // The checkpoint moved back (to hide a truncated tail), its signature kept.
+    let data = rusqlite::Connection::open(s.data_path().join("scaivault.db")).unwrap();
+    let mut forged = checkpoint.clone();
+    forged["seq"] = json!(1);
+    data.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'audit_checkpoint'",
+        [serde_json::to_vec(&forged).unwrap()],
+    )
+    .unwrap();
+    let v = verify(&s).await;
+    assert_eq!(v["verified"], false, "{v}");
+    assert!(
+        v["first_broken"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("signature"),
+        "{v}"
+    );
+}
+
+/// A log written before keyed chaining (plain SHA-256, no checkpoint, no signing key)
+/// stays verifiable after the upgrade; its part is reported as unkeyed, and from the
+/// upgrade on the keyed chain protects it too.
+#[tokio::test]
+async fn a_log_from_before_keyed_chaining_stays_verifiable() {
+    let mut s = Server::start(&[]);
+    for i in 0..3 {
+        let _ = s
+            .call(Method::GET, &format!("/v1/secrets/legacy/{i}"), None)
+            .await;
+    }
+    assert!(s.stop_gracefully().success());
+    // Turn the data directory into what the previous release left: unkeyed records in the
+    // old form (no phases), audit.db at schema version 1, no signing key or checkpoint.
+    let conn = rusqlite::Connection::open(s.data_path().join("audit.db")).unwrap();
+    conn.execute("DELETE FROM audit_log WHERE phase IS NOT NULL", [])
+        .unwrap();
+    conn.execute_batch(
+        "DROP INDEX audit_by_request; ALTER TABLE audit_log DROP COLUMN phase; \
+         ALTER TABLE audit_log DROP COLUMN request_seq; PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    // rewrite_with_sha256 writes the columns the old schema has.
+    rewrite_with_sha256(&conn, (1, i64::MAX), |_| {});
+    let legacy: i64 = conn
+        .query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))
+        .unwrap();
+    assert!(legacy >= 3);
+    let data = rusqlite::Connection::open(s.data_path().join("scaivault.db")).unwrap();
+    data.execute(
+        "DELETE FROM meta WHERE key IN ('audit_checkpoint', 'audit_signing_key')",
+        [],
+    )
+    .unwrap();
+    drop(data);
+
+    s.crash_and_restart();
+    let _ = s
+        .call(Method::GET, "/v1/secrets/legacy/after-upgrade", None)
+        .await;
+    let v = verify(&s).await;
+    assert_eq!(v["verified"], true, "{v}");
+    assert_eq!(v["legacy_unkeyed"].as_i64(), Some(legacy), "{v}");
+    assert_eq!(
+        v["checkpoint"]["keyed_from"].as_i64(),
+        Some(legacy + 1),
+        "{v}"
+    );
+    assert!(v["keyed"].as_u64().unwrap() >= 1, "{v}");
+
+    // Re-hashing the legacy part now breaks the link the first keyed record holds.
+    rewrite_with_sha256(&conn, (2, legacy), |r| r["path"] = json!("legacy/hidden"));
+    conn.execute(
+        "UPDATE audit_log SET path = 'legacy/hidden' WHERE seq = 2",
+        [],
+    )
+    .unwrap();
+    let v = verify(&s).await;
+    assert_eq!(v["verified"], false, "{v}");
+    assert_eq!(v["first_broken"]["seq"].as_i64(), Some(legacy + 1), "{v}");
+    assert!(
+        v["first_broken"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("previous-hash"),
+        "{v}"
+    );
 }

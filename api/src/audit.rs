@@ -30,9 +30,37 @@ pub struct AuditRecord {
     /// HMAC-SHA256 of the token accessor used, so an auditor holding an accessor can find
     /// its requests without the log revealing accessors.
     pub accessor_hmac: Option<String>,
+    /// Set on the two records of a mutating request: `request`, written before the change
+    /// is applied, and `response`, its outcome. Absent on a read (one record per request).
+    /// Absent fields are not serialized, so records from before phases hash as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<AuditPhase>,
+    /// On a `response` record: the `seq` of its `request` record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_seq: Option<u64>,
     pub prev_hash: String,
     #[serde(default)]
     pub hash: String,
+}
+
+/// Which of a mutating request's two records this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditPhase {
+    /// Durable before the change is applied; its `outcome` is `unknown`. Queries show it
+    /// only while no response record follows it (the server stopped in between).
+    Request,
+    /// The outcome, linked by `request_seq`.
+    Response,
+}
+
+impl AuditPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditPhase::Request => "request",
+            AuditPhase::Response => "response",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -73,6 +101,56 @@ pub struct VerifyResponse {
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
     pub first_broken: Option<BrokenRecord>,
+    /// Records checked under the keyed chain (HMAC-SHA256 under a key the database does
+    /// not hold).
+    #[serde(default)]
+    pub keyed: u64,
+    /// Records checked that were written before keyed chaining (plain SHA-256): anyone who
+    /// could write the database then could have re-hashed them undetected.
+    #[serde(default)]
+    pub legacy_unkeyed: u64,
+    /// The newest signed checkpoint, checked against its signature and the stored records.
+    #[serde(default)]
+    pub checkpoint: Option<AuditCheckpoint>,
+}
+
+/// A signed statement of the chain's tail, written every N records / M seconds into the
+/// data store (not `audit.db`). Ed25519 over [`AuditCheckpoint::signed_bytes`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditCheckpoint {
+    /// The newest record covered (0: none yet).
+    pub seq: u64,
+    /// Its chain hash.
+    pub hash: String,
+    /// First record of the keyed chain; records before it are legacy unkeyed ones.
+    pub keyed_from: u64,
+    /// The last record removed by retention (0: none) and its hash: the anchor of what
+    /// remains.
+    pub purged_seq: u64,
+    pub purged_hash: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Hex Ed25519 public key (32 bytes) the signature verifies under.
+    pub public_key: String,
+    /// Hex Ed25519 signature (64 bytes).
+    pub signature: String,
+}
+
+impl AuditCheckpoint {
+    /// The exact bytes signed: one field per line after a version tag, so an exported
+    /// checkpoint can be checked with any Ed25519 implementation.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        format!(
+            "scaivault-audit-checkpoint/v1\n{}\n{}\n{}\n{}\n{}\n{}\n",
+            self.seq,
+            self.hash,
+            self.keyed_from,
+            self.purged_seq,
+            self.purged_hash,
+            self.created_at.unix_timestamp_nanos() / 1_000_000,
+        )
+        .into_bytes()
+    }
 }
 
 /// Where an export goes.

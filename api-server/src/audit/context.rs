@@ -17,6 +17,8 @@ pub struct AuditContext {
     /// Per-path HTTP-equivalent status of a multi-path request whose items can fail
     /// on their own (a batch read's missing secret is a 404 inside a 200).
     pub item_statuses: Vec<(String, u16)>,
+    /// `seq` of the request record a mutating request wrote before its handler ran.
+    pub request_seq: Option<u64>,
 }
 
 tokio::task_local! {
@@ -39,6 +41,25 @@ pub fn note_check(permission: Permission, path: &str, allowed: bool) {
             .checks
             .push((permission, path.to_owned(), allowed))
     });
+}
+
+/// Notes the `seq` of the request record, so the response record can link to it.
+pub fn note_request_seq(seq: u64) {
+    let _ = AUDIT.try_with(|ctx| ctx.borrow_mut().request_seq = Some(seq));
+}
+
+/// The caller as noted so far: (identity id, identity type, accessor).
+pub fn noted_caller() -> (Option<String>, Option<String>, Option<String>) {
+    AUDIT
+        .try_with(|ctx| {
+            let ctx = ctx.borrow();
+            (
+                ctx.identity_id.clone(),
+                ctx.identity_type.clone(),
+                ctx.accessor.clone(),
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// Records that one path of a multi-path request ended with `status`.

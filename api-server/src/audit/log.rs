@@ -11,9 +11,9 @@ use std::time::Instant;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::record::{AuditRecord, GENESIS_HASH, seal_with_body};
+use super::record::{AuditRecord, ChainKey, GENESIS_HASH, seal_with_body};
 use crate::store::{AuditRow, AuditStore, StoreError};
 
 /// Most records committed in one transaction.
@@ -29,9 +29,13 @@ pub static COMMIT_SECONDS: LazyLock<Histogram> =
 pub static BATCH_RECORDS: LazyLock<Histogram> =
     LazyLock::new(|| Histogram::new(exponential_buckets(1.0, 2.0, 12)));
 
+/// The newest durable record: (seq, hash).
+pub type Tail = (u64, String);
+
 struct Pending {
     records: Vec<AuditRecord>,
-    reply: oneshot::Sender<Result<(), String>>,
+    /// The `seq` of the first record, once durable.
+    reply: oneshot::Sender<Result<u64, String>>,
 }
 
 #[derive(Clone)]
@@ -39,17 +43,29 @@ pub struct AuditWriter {
     tx: mpsc::Sender<Pending>,
 }
 
+/// The newest stored record, or the genesis of an empty log.
+pub async fn stored_tail(store: &dyn AuditStore) -> crate::store::Result<Tail> {
+    Ok(store
+        .last_record()
+        .await?
+        .unwrap_or((0, GENESIS_HASH.to_owned())))
+}
+
 impl AuditWriter {
-    /// Continues the chain from the newest stored record.
-    pub async fn start(store: Arc<dyn AuditStore>) -> crate::store::Result<Self> {
-        let last = store.last_record().await?;
+    /// Continues the chain from `tail` (the newest stored record), keyed by `key`; every
+    /// commit publishes the new tail on the returned channel (checkpoints follow it).
+    pub fn start(
+        store: Arc<dyn AuditStore>,
+        key: ChainKey,
+        tail: Tail,
+    ) -> crate::store::Result<(Self, watch::Receiver<Tail>)> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let chain = last.unwrap_or((0, GENESIS_HASH.to_owned()));
+        let (tail_tx, tail_rx) = watch::channel(tail.clone());
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || run(store.as_ref(), rx, chain))
+            .spawn(move || run(store.as_ref(), &key, rx, tail, &tail_tx))
             .map_err(|e| StoreError::Unavailable(format!("audit writer thread: {e}")))?;
-        Ok(AuditWriter { tx })
+        Ok((AuditWriter { tx }, tail_rx))
     }
 
     /// Whether the writer thread still takes records (readiness).
@@ -57,8 +73,9 @@ impl AuditWriter {
         !self.tx.is_closed()
     }
 
-    /// Returns once the records are durable, or an error: then the request must fail.
-    pub async fn write(&self, records: Vec<AuditRecord>) -> Result<(), String> {
+    /// Returns the first record's `seq` once the records are durable, or an error: then the
+    /// request must fail.
+    pub async fn write(&self, records: Vec<AuditRecord>) -> Result<u64, String> {
         let (reply, done) = oneshot::channel();
         self.tx
             .send(Pending { records, reply })
@@ -69,7 +86,13 @@ impl AuditWriter {
 }
 
 /// Ends when every `AuditWriter` is dropped.
-fn run(store: &dyn AuditStore, mut rx: mpsc::Receiver<Pending>, mut last: (u64, String)) {
+fn run(
+    store: &dyn AuditStore,
+    key: &ChainKey,
+    mut rx: mpsc::Receiver<Pending>,
+    mut last: Tail,
+    tail: &watch::Sender<Tail>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         let mut count = batch[0].records.len();
@@ -84,13 +107,15 @@ fn run(store: &dyn AuditStore, mut rx: mpsc::Receiver<Pending>, mut last: (u64, 
         }
         let (mut seq, mut prev) = last.clone();
         let mut rows = Vec::with_capacity(count);
+        let mut firsts = Vec::with_capacity(batch.len());
         for pending in &mut batch {
+            firsts.push(seq + 1);
             for record in &mut pending.records {
                 seq += 1;
                 record.seq = seq;
                 record.id = format!("aud_{seq:012}");
                 record.prev_hash = std::mem::take(&mut prev);
-                let body = seal_with_body(record);
+                let body = seal_with_body(record, key);
                 prev = record.hash.clone();
                 // The record is not used after this: its columns move into the row.
                 rows.push(AuditRow {
@@ -100,6 +125,8 @@ fn run(store: &dyn AuditStore, mut rx: mpsc::Receiver<Pending>, mut last: (u64, 
                     path: record.path.take(),
                     action: std::mem::take(&mut record.action),
                     outcome: std::mem::take(&mut record.outcome),
+                    phase: record.phase.map(|p| p.as_str().to_owned()),
+                    request_seq: record.request_seq,
                     body,
                     hash: std::mem::take(&mut record.hash),
                 });
@@ -112,13 +139,16 @@ fn run(store: &dyn AuditStore, mut rx: mpsc::Receiver<Pending>, mut last: (u64, 
         match &result {
             // Only durable records advance the chain; after a failure the next batch
             // reuses the same sequence numbers.
-            Ok(()) => last = (seq, prev),
+            Ok(()) => {
+                last = (seq, prev);
+                tail.send_replace(last.clone());
+            }
             Err(e) => {
                 tracing::error!(error = %e, records = count, "audit write failed; failing the requests")
             }
         }
-        for pending in batch {
-            let _ = pending.reply.send(result.clone());
+        for (pending, first) in batch.into_iter().zip(firsts) {
+            let _ = pending.reply.send(result.clone().map(|()| first));
         }
     }
 }
@@ -140,6 +170,8 @@ pub fn unsealed(now: OffsetDateTime) -> AuditRecord {
         source_ip: None,
         user_agent: None,
         accessor_hmac: None,
+        phase: None,
+        request_seq: None,
         prev_hash: String::new(),
         hash: String::new(),
     }

@@ -12,14 +12,21 @@ use scaivault_api::audit::{
 use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime, Time};
 
-use super::log::AuditWriter;
-use super::record::{Chained, GENESIS_HASH};
+use super::checkpoint::{Checkpoints, checkpoint_problem};
+use super::log::{AuditWriter, Tail};
+use super::record::{Chain, ChainKey, Chained, GENESIS_HASH, UNKNOWN_OUTCOME};
 use crate::crypto::token::hex;
 use crate::error::{Error, Result};
 use crate::store::{AuditQuery, AuditRow, AuditStore};
 
 /// The values `outcome` takes.
-pub const OUTCOMES: [&str; 4] = ["success", "denied", "unauthenticated", "failure"];
+pub const OUTCOMES: [&str; 5] = [
+    "success",
+    "denied",
+    "unauthenticated",
+    "failure",
+    UNKNOWN_OUTCOME,
+];
 
 /// Most records an identity summary reads (its `logs` hold the first page only).
 const SUMMARY_SCAN_LIMIT: usize = 100_000;
@@ -31,7 +38,9 @@ const VERIFY_PAGE: usize = 2000;
 pub struct AuditService {
     pub store: Arc<dyn AuditStore>,
     pub writer: Option<AuditWriter>,
+    pub checkpoints: Arc<Checkpoints>,
     hmac_key: hmac::Key,
+    chain_key: ChainKey,
 }
 
 /// Filters of `GET /v1/audit/logs`, already parsed.
@@ -73,11 +82,19 @@ fn decode(row: &AuditRow) -> Result<AuditRecord> {
 }
 
 impl AuditService {
-    pub fn new(store: Arc<dyn AuditStore>, writer: Option<AuditWriter>, hmac_key: &[u8]) -> Self {
+    pub fn new(
+        store: Arc<dyn AuditStore>,
+        writer: Option<AuditWriter>,
+        checkpoints: Arc<Checkpoints>,
+        hmac_key: &[u8],
+        chain_key: &[u8],
+    ) -> Self {
         AuditService {
             store,
             writer,
+            checkpoints,
             hmac_key: hmac::Key::new(hmac::HMAC_SHA256, hmac_key),
+            chain_key: ChainKey::new(chain_key),
         }
     }
 
@@ -129,6 +146,7 @@ impl AuditService {
                 outcome: f.outcome,
                 after_seq,
                 to_seq: None,
+                hide_answered_requests: true,
                 limit: limit + 1,
             })
             .await?;
@@ -200,18 +218,37 @@ impl AuditService {
         })
     }
 
-    /// Re-computes the chain over a range and reports the first record that does not fit.
+    /// Re-computes the chain over a range and reports the first record that does not fit,
+    /// then checks the newest signed checkpoint: its signature, and that the records it
+    /// covers are all still there with the hash it signed.
     pub async fn verify(
         &self,
         from: Option<OffsetDateTime>,
         to: Option<OffsetDateTime>,
     ) -> Result<VerifyResponse> {
-        let mut checked = 0u64;
-        let mut first_seq = None;
-        let mut last_seq = None;
-        let mut expected: Option<(u64, String)> = None;
+        let checkpoint = self.checkpoints.latest().await?;
+        let problem = checkpoint
+            .as_ref()
+            .and_then(|c| checkpoint_problem(c, &self.checkpoints.public_key()));
+        let trusted = checkpoint.as_ref().filter(|_| problem.is_none());
+        // Without a trusted checkpoint every record must be keyed and nothing was purged.
+        let keyed_from = trusted.map_or(1, |c| c.keyed_from);
+        let purged: Tail = trusted.map_or((0, GENESIS_HASH.to_owned()), |c| {
+            (c.purged_seq, c.purged_hash.clone())
+        });
+        let mut report = VerifyResponse {
+            verified: true,
+            checked: 0,
+            first_seq: None,
+            last_seq: None,
+            first_broken: None,
+            keyed: 0,
+            legacy_unkeyed: 0,
+            checkpoint: checkpoint.clone(),
+        };
+        let mut expected: Option<Tail> = None;
         let mut after_seq = None;
-        loop {
+        'pages: loop {
             let rows = self
                 .store
                 .query(AuditQuery {
@@ -225,55 +262,116 @@ impl AuditService {
             let Some(last_row) = rows.last() else { break };
             after_seq = Some(last_row.seq);
             for row in &rows {
+                // Retention signed these away; their deletion had not happened yet.
+                if row.seq <= purged.0 {
+                    continue;
+                }
                 let (prev_seq, prev_hash) = match expected.take() {
                     Some(e) => e,
-                    None => self.anchor(row.seq).await?,
+                    None => self.anchor(row.seq, &purged).await?,
                 };
-                if let Some(reason) = check(row, prev_seq, &prev_hash) {
-                    return Ok(VerifyResponse {
-                        verified: false,
-                        checked,
-                        first_seq,
-                        last_seq,
-                        first_broken: Some(BrokenRecord {
-                            seq: row.seq,
-                            reason,
-                        }),
+                let keyed = row.seq >= keyed_from;
+                let chain = if keyed {
+                    Chain::Keyed(&self.chain_key)
+                } else {
+                    Chain::Unkeyed
+                };
+                if let Some(reason) = check(row, prev_seq, &prev_hash, chain) {
+                    report.first_broken = Some(BrokenRecord {
+                        seq: row.seq,
+                        reason,
                     });
+                    break 'pages;
                 }
-                checked += 1;
-                first_seq.get_or_insert(row.seq);
-                last_seq = Some(row.seq);
+                report.checked += 1;
+                if keyed {
+                    report.keyed += 1;
+                } else {
+                    report.legacy_unkeyed += 1;
+                }
+                report.first_seq.get_or_insert(row.seq);
+                report.last_seq = Some(row.seq);
                 expected = Some((row.seq, row.hash.clone()));
             }
             if rows.len() < VERIFY_PAGE {
                 break;
             }
         }
-        Ok(VerifyResponse {
-            verified: true,
-            checked,
-            first_seq,
-            last_seq,
-            first_broken: None,
+        if report.first_broken.is_none() {
+            report.first_broken = self
+                .checkpoint_break(checkpoint.as_ref(), problem, &purged)
+                .await?;
+        }
+        report.verified = report.first_broken.is_none();
+        Ok(report)
+    }
+
+    /// What the newest checkpoint says is wrong with the stored log, if anything.
+    async fn checkpoint_break(
+        &self,
+        checkpoint: Option<&scaivault_api::audit::AuditCheckpoint>,
+        problem: Option<String>,
+        purged: &Tail,
+    ) -> Result<Option<BrokenRecord>> {
+        let last = self.store.last_record().await?;
+        let Some(checkpoint) = checkpoint else {
+            return Ok(last.map(|_| BrokenRecord {
+                seq: purged.0 + 1,
+                reason: "no signed checkpoint in the data store: the log's anchor was removed"
+                    .into(),
+            }));
+        };
+        if let Some(reason) = problem {
+            return Ok(Some(BrokenRecord {
+                seq: checkpoint.seq,
+                reason,
+            }));
+        }
+        if checkpoint.seq <= purged.0 {
+            return Ok(None);
+        }
+        let newest = last.map_or(0, |(seq, _)| seq);
+        if newest < checkpoint.seq {
+            return Ok(Some(BrokenRecord {
+                seq: newest + 1,
+                reason: format!(
+                    "records {}..{} are missing: the signed checkpoint of {} covers them (tail truncated)",
+                    newest + 1,
+                    checkpoint.seq,
+                    checkpoint.created_at.format(&Rfc3339).unwrap_or_default(),
+                ),
+            }));
+        }
+        let at = self
+            .store
+            .record_before(checkpoint.seq + 1)
+            .await?
+            .filter(|r| r.seq == checkpoint.seq);
+        Ok(match at {
+            None => Some(BrokenRecord {
+                seq: checkpoint.seq,
+                reason: "the record the signed checkpoint names is missing".into(),
+            }),
+            Some(row) if row.hash != checkpoint.hash => Some(BrokenRecord {
+                seq: checkpoint.seq,
+                reason: "record hash differs from the signed checkpoint (rewritten)".into(),
+            }),
+            Some(_) => None,
         })
     }
 
-    /// What precedes the first verified record: the stored record before it, the
-    /// retention checkpoint, or the genesis hash.
-    async fn anchor(&self, seq: u64) -> Result<(u64, String)> {
+    /// What precedes the first verified record: the stored record before it, the signed
+    /// retention point, or the genesis hash.
+    async fn anchor(&self, seq: u64, purged: &Tail) -> Result<Tail> {
         if let Some(before) = self.store.record_before(seq).await? {
             return Ok((before.seq, before.hash));
         }
-        if let Some(checkpoint) = self.store.checkpoint().await? {
-            return Ok(checkpoint);
-        }
-        Ok((0, GENESIS_HASH.to_owned()))
+        Ok(purged.clone())
     }
 }
 
 /// Why a stored row breaks the chain, if it does.
-fn check(row: &AuditRow, prev_seq: u64, prev_hash: &str) -> Option<String> {
+fn check(row: &AuditRow, prev_seq: u64, prev_hash: &str, chain: Chain<'_>) -> Option<String> {
     if row.seq != prev_seq + 1 {
         return Some(format!(
             "records {}..{} are missing",
@@ -290,13 +388,20 @@ fn check(row: &AuditRow, prev_seq: u64, prev_hash: &str) -> Option<String> {
     if record.prev_hash != prev_hash {
         return Some("previous-hash link does not match the record before it".into());
     }
-    if record.compute_hash() != record.hash || record.hash != row.hash {
-        return Some("record content does not match its hash (edited)".into());
+    if record.compute_hash(chain) != record.hash || record.hash != row.hash {
+        return Some(match chain {
+            Chain::Keyed(_) => {
+                "record content does not match its keyed hash (edited or re-hashed)".into()
+            }
+            Chain::Unkeyed => "record content does not match its hash (edited)".into(),
+        });
     }
     if record.identity_id != row.identity_id
         || record.path != row.path
         || record.action != row.action
         || record.outcome != row.outcome
+        || record.phase.map(|p| p.as_str()) != row.phase.as_deref()
+        || record.request_seq != row.request_seq
     {
         return Some("indexed columns differ from the hashed record (edited)".into());
     }
@@ -309,6 +414,17 @@ pub fn audit_unavailable(detail: &str) -> Error {
     Error {
         code: ErrorCode::AuditUnavailable,
         message: "the audit log cannot be written; the request was refused (fail closed)".into(),
+        retry_after: Some(crate::error::STORAGE_RETRY_AFTER_SECS),
+    }
+}
+
+/// The response record of a mutation could not be written: its request record is durable,
+/// so the change is attributed, but the caller cannot be told that it succeeded.
+pub fn audit_outcome_unavailable(detail: &str) -> Error {
+    tracing::error!(error = %detail, "audit log unavailable after a recorded request; its outcome is unknown");
+    Error {
+        code: ErrorCode::AuditUnavailable,
+        message: "the audit log cannot record this request's outcome; the request was recorded before it ran and may have been applied".into(),
         retry_after: Some(crate::error::STORAGE_RETRY_AFTER_SECS),
     }
 }

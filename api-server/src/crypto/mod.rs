@@ -3,6 +3,7 @@
 pub mod barrier;
 pub mod cursor;
 pub mod master_key;
+pub mod signing;
 pub mod token;
 
 pub use barrier::{Barrier, BarrierError};

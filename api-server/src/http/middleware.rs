@@ -19,9 +19,11 @@ use time::OffsetDateTime;
 use tracing::Instrument as _;
 
 use super::SharedState;
-use crate::audit::context::{AUDIT, AuditContext};
-use crate::audit::record::{action_of, outcome_of};
-use crate::audit::service::audit_unavailable;
+use crate::audit::context::{AUDIT, AuditContext, note_request_seq, noted_caller};
+use crate::audit::record::{
+    AuditPhase, AuditRecord, UNKNOWN_OUTCOME, action_of, mutates, outcome_of,
+};
+use crate::audit::service::{audit_outcome_unavailable, audit_unavailable};
 use crate::audit::unsealed;
 use crate::crypto::token::{hex, random_bytes};
 use crate::error::Error;
@@ -68,7 +70,11 @@ fn inbound_request_id(headers: &HeaderMap) -> Option<String> {
     plain.then(|| id.to_owned())
 }
 
-pub async fn observe(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+pub async fn observe(
+    State(state): State<SharedState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let request_id = inbound_request_id(request.headers()).unwrap_or_else(new_request_id);
     let method = request.method().clone();
@@ -79,8 +85,12 @@ pub async fn observe(State(state): State<SharedState>, request: Request, next: N
         .unwrap_or_else(|| "unmatched".to_owned());
     // The path names a secret but never holds its value; the query string is not logged.
     let path = request.uri().path().to_owned();
-    let facts =
-        (state.audit.enabled() && is_audited(&path)).then(|| RequestFacts::of(&request, &route));
+    let facts = (state.audit.enabled() && is_audited(&path))
+        .then(|| Arc::new(RequestFacts::of(&request, &route)));
+    if let Some(facts) = &facts {
+        // For the request record of a mutation, written further in (`record_request`).
+        request.extensions_mut().insert(Arc::clone(facts));
+    }
     // The span carries what identifies the request, never its query string or body.
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
@@ -197,13 +207,12 @@ fn is_audited(path: &str) -> bool {
         && !matches!(path, "/v1/health" | "/v1/health/ready" | "/v1/openapi.json")
 }
 
-/// What the audit record needs from the request, taken before the handler consumes it.
+/// What the audit records need from the request, taken before the handler consumes it.
 struct RequestFacts {
-    method: String,
-    route: String,
-    action_word: Option<String>,
+    action: String,
+    /// A mutation leaves a request record before its handler runs, and a response record.
+    mutates: bool,
     secret_path: Option<String>,
-    destroy: bool,
     source_ip: Option<String>,
     user_agent: Option<String>,
 }
@@ -218,15 +227,15 @@ impl RequestFacts {
             Some((p, a)) => (Some(p.to_owned()), a.map(str::to_owned)),
             None => (None, None),
         };
+        let method = request.method().as_str();
+        let destroy = request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "destroy=true"));
         RequestFacts {
-            method: request.method().to_string(),
-            route: route.to_owned(),
-            action_word,
+            action: action_of(method, route, action_word.as_deref(), destroy),
+            mutates: mutates(method, route),
             secret_path,
-            destroy: request
-                .uri()
-                .query()
-                .is_some_and(|q| q.split('&').any(|kv| kv == "destroy=true")),
             source_ip: request
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
@@ -240,12 +249,73 @@ impl RequestFacts {
     }
 }
 
-/// Writes the request's records and waits until they are durable; if that fails the
-/// caller gets 503 instead of the handler's answer (fail closed).
+impl RequestFacts {
+    /// A record of this request, with the caller noted so far.
+    fn record(
+        &self,
+        state: &SharedState,
+        request_id: &str,
+        (identity_id, identity_type, accessor): (Option<String>, Option<String>, Option<String>),
+    ) -> AuditRecord {
+        let mut record = unsealed(OffsetDateTime::now_utc());
+        record.request_id = request_id.to_owned();
+        record.identity_id = identity_id;
+        record.identity_type = identity_type;
+        record.action = self.action.clone();
+        record.source_ip = self.source_ip.clone();
+        record.user_agent = self.user_agent.clone();
+        record.accessor_hmac = accessor.as_deref().map(|a| state.audit.hmac(a));
+        record.path = self.secret_path.clone();
+        record
+    }
+}
+
+/// Audit before change: a mutating request's request record is durable before its handler
+/// runs, or the request is refused and nothing changes. Called once the caller is known
+/// (by `authenticate`, and as a layer on the unauthenticated login route).
+async fn record_request_first(
+    state: &SharedState,
+    facts: Option<Arc<RequestFacts>>,
+) -> Result<(), Response> {
+    let (Some(facts), Some(writer)) = (facts, state.audit.writer.as_ref()) else {
+        return Ok(());
+    };
+    if !facts.mutates {
+        return Ok(());
+    }
+    let request_id = REQUEST_ID.try_with(String::clone).unwrap_or_default();
+    let mut record = facts.record(state, &request_id, noted_caller());
+    record.phase = Some(AuditPhase::Request);
+    record.outcome = UNKNOWN_OUTCOME.to_owned();
+    match writer.write(vec![record]).await {
+        Ok(seq) => {
+            note_request_seq(seq);
+            Ok(())
+        }
+        Err(detail) => Err(audit_unavailable(&detail).into_response()),
+    }
+}
+
+/// `record_request_first` as a layer, for routes without `authenticate`.
+pub async fn record_request(
+    State(state): State<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let facts = request.extensions().get::<Arc<RequestFacts>>().cloned();
+    match record_request_first(&state, facts).await {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused,
+    }
+}
+
+/// Writes the request's response records (linked to its request record, if it wrote one)
+/// and waits until they are durable; if that fails the caller gets 503 instead of the
+/// handler's answer (fail closed).
 async fn audit_response(
     state: &SharedState,
     request_id: &str,
-    facts: RequestFacts,
+    facts: Arc<RequestFacts>,
     context: AuditContext,
     response: Response,
 ) -> Response {
@@ -253,23 +323,18 @@ async fn audit_response(
         return response;
     };
     let status = response.status().as_u16();
-    let action = action_of(
-        &facts.method,
-        &facts.route,
-        facts.action_word.as_deref(),
-        facts.destroy,
+    let request_seq = context.request_seq;
+    let mut base = facts.record(
+        state,
+        request_id,
+        (context.identity_id, context.identity_type, context.accessor),
     );
-    let mut base = unsealed(OffsetDateTime::now_utc());
-    base.request_id = request_id.to_owned();
-    base.identity_id = context.identity_id;
-    base.identity_type = context.identity_type;
-    base.action = action;
     base.status = status;
     base.outcome = outcome_of(status).to_owned();
-    base.source_ip = facts.source_ip;
-    base.user_agent = facts.user_agent;
-    base.accessor_hmac = context.accessor.as_deref().map(|a| state.audit.hmac(a));
-    base.path = facts.secret_path;
+    if request_seq.is_some() {
+        base.phase = Some(AuditPhase::Response);
+        base.request_seq = request_seq;
+    }
     let records = if context.checks.is_empty() {
         vec![base]
     } else {
@@ -295,11 +360,14 @@ async fn audit_response(
             .collect()
     };
     match writer.write(records).await {
-        Ok(()) => response,
+        Ok(_) => response,
         Err(detail) => {
             REQUEST_ID
                 .scope(request_id.to_owned(), async {
-                    audit_unavailable(&detail).into_response()
+                    match request_seq {
+                        Some(_) => audit_outcome_unavailable(&detail).into_response(),
+                        None => audit_unavailable(&detail).into_response(),
+                    }
                 })
                 .await
         }
@@ -334,8 +402,9 @@ fn rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
     }
 }
 
-/// Resolves the bearer token to a caller, applies the caller's rate limit and adds the
-/// `X-RateLimit-*` headers to whatever the handler answers.
+/// Resolves the bearer token to a caller, applies the caller's rate limit, writes a
+/// mutation's request record before the handler runs, and adds the `X-RateLimit-*` headers
+/// to whatever the handler answers.
 pub async fn authenticate(
     State(state): State<SharedState>,
     mut request: Request,
@@ -371,6 +440,10 @@ pub async fn authenticate(
         return response;
     }
     crate::audit::context::note_caller(&caller);
+    let facts = request.extensions().get::<Arc<RequestFacts>>().cloned();
+    if let Err(refused) = record_request_first(&state, facts).await {
+        return refused;
+    }
     request.extensions_mut().insert(Arc::clone(&caller));
     let mut response = next.run(request).await;
     if let Some(decision) = decision {

@@ -92,7 +92,12 @@ pub fn app(state: SharedState) -> Router {
         ));
     let api = Router::new()
         .merge(authenticated)
-        .merge(auth::login_router())
+        .merge(
+            auth::login_router().route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                middleware::record_request,
+            )),
+        )
         .route("/v1/openapi.json", get(openapi::serve))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -318,6 +318,10 @@ pub struct AuditRow {
     pub path: Option<String>,
     pub action: String,
     pub outcome: String,
+    /// `request` / `response` for the two records of a mutating request, else `None`.
+    pub phase: Option<String>,
+    /// On a response record: its request record's `seq`.
+    pub request_seq: Option<u64>,
     pub body: String,
     pub hash: String,
 }
@@ -334,6 +338,9 @@ pub struct AuditQuery {
     /// Records with `seq` strictly greater (cursor paging, ascending order).
     pub after_seq: Option<u64>,
     pub to_seq: Option<u64>,
+    /// Leaves out request records that a response record follows: queries show one
+    /// record per request, verification and export every record.
+    pub hide_answered_requests: bool,
     pub limit: usize,
 }
 
@@ -350,10 +357,13 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn query(&self, query: AuditQuery) -> Result<Vec<AuditRow>>;
     /// The record just before `seq` (its hash anchors a verification that starts mid-chain).
     async fn record_before(&self, seq: u64) -> Result<Option<AuditRow>>;
-    /// The last record removed by retention: the anchor of the remaining chain.
+    /// The last record removed by retention, as `audit.db` notes it (unsigned: the signed
+    /// checkpoint in the data store is what verification trusts).
     async fn checkpoint(&self) -> Result<Option<(u64, String)>>;
-    /// Removes records older than `before`, recording the last removed one as checkpoint.
-    async fn purge_before(&self, before: OffsetDateTime) -> Result<u64>;
+    /// The newest record older than `before`: (seq, hash), what retention would remove up to.
+    async fn purge_point(&self, before: OffsetDateTime) -> Result<Option<(u64, String)>>;
+    /// Removes records up to `seq` and notes (seq, hash) as the retention point.
+    async fn purge_through(&self, seq: u64, hash: String) -> Result<u64>;
     async fn save_export(&self, id: &str, body: String) -> Result<()>;
     async fn get_export(&self, id: &str) -> Result<Option<String>>;
 }

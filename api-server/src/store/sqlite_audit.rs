@@ -74,7 +74,8 @@ impl SqliteAuditStore {
     }
 }
 
-const COLUMNS: &str = "seq, timestamp, identity_id, path, action, outcome, body, hash";
+const COLUMNS: &str =
+    "seq, timestamp, identity_id, path, action, outcome, body, hash, phase, request_seq";
 
 fn row_of(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
     Ok(AuditRow {
@@ -86,6 +87,8 @@ fn row_of(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
         outcome: r.get(5)?,
         body: r.get(6)?,
         hash: r.get(7)?,
+        phase: r.get(8)?,
+        request_seq: r.get::<_, Option<i64>>(9)?.map(|s| s as u64),
     })
 }
 
@@ -96,7 +99,7 @@ fn insert_rows(c: &mut Connection, rows: &[AuditRow]) -> Result<()> {
     {
         let mut st = tx
             .prepare_cached(&format!(
-                "INSERT INTO audit_log ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                "INSERT INTO audit_log ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
             ))
             .map_err(map_err)?;
         for r in rows {
@@ -108,7 +111,9 @@ fn insert_rows(c: &mut Connection, rows: &[AuditRow]) -> Result<()> {
                 r.action,
                 r.outcome,
                 r.body,
-                r.hash
+                r.hash,
+                r.phase,
+                r.request_seq.map(|s| s as i64)
             ])
             .map_err(map_err)?;
         }
@@ -147,7 +152,9 @@ impl AuditStore for SqliteAuditStore {
                  (?1 IS NULL OR timestamp >= ?1) AND (?2 IS NULL OR timestamp <= ?2) AND \
                  (?3 IS NULL OR identity_id = ?3) AND (?4 IS NULL OR path = ?4) AND \
                  (?5 IS NULL OR action = ?5) AND (?6 IS NULL OR outcome = ?6) AND \
-                 (?7 IS NULL OR seq > ?7) AND (?8 IS NULL OR seq <= ?8) \
+                 (?7 IS NULL OR seq > ?7) AND (?8 IS NULL OR seq <= ?8) AND \
+                 (?10 = 0 OR phase IS NOT 'request' OR NOT EXISTS \
+                    (SELECT 1 FROM audit_log answer WHERE answer.request_seq = audit_log.seq)) \
                  ORDER BY seq LIMIT ?9"
             );
             let mut st = c.prepare_cached(&sql).map_err(map_err)?;
@@ -162,7 +169,8 @@ impl AuditStore for SqliteAuditStore {
                         q.outcome,
                         q.after_seq.map(|s| s as i64),
                         q.to_seq.map(|s| s as i64),
-                        q.limit as i64
+                        q.limit as i64,
+                        q.hide_answered_requests
                     ],
                     row_of,
                 )
@@ -200,25 +208,29 @@ impl AuditStore for SqliteAuditStore {
         .await
     }
 
-    async fn purge_before(&self, before: OffsetDateTime) -> Result<u64> {
+    async fn purge_point(&self, before: OffsetDateTime) -> Result<Option<(u64, String)>> {
+        Self::with(&self.reader, move |c| {
+            c.query_row(
+                "SELECT seq, hash FROM audit_log WHERE timestamp < ?1 ORDER BY seq DESC LIMIT 1",
+                [to_millis(before)],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn purge_through(&self, seq: u64, hash: String) -> Result<u64> {
         Self::with(&self.writer, move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
-            let last: Option<(i64, String)> = tx
-                .query_row(
-                    "SELECT seq, hash FROM audit_log WHERE timestamp < ?1 ORDER BY seq DESC LIMIT 1",
-                    [to_millis(before)],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
+            let removed = tx
+                .execute("DELETE FROM audit_log WHERE seq <= ?1", [seq as i64])
                 .map_err(map_err)?;
-            let Some((seq, hash)) = last else {
-                return Ok(0);
-            };
-            let removed = tx.execute("DELETE FROM audit_log WHERE seq <= ?1", [seq]).map_err(map_err)?;
             tx.execute(
                 "INSERT INTO audit_checkpoint (id, seq, hash, created_at) VALUES (1, ?1, ?2, ?3) \
                  ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, created_at = excluded.created_at",
-                params![seq, hash, to_millis(OffsetDateTime::now_utc())],
+                params![seq as i64, hash, to_millis(OffsetDateTime::now_utc())],
             )
             .map_err(map_err)?;
             tx.commit().map_err(map_err)?;

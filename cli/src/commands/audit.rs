@@ -294,6 +294,9 @@ fn render_verify(v: &VerifyResponse) -> String {
         ("checked", v.checked.to_string()),
         ("first_seq", opt(v.first_seq)),
         ("last_seq", opt(v.last_seq)),
+        ("keyed", v.keyed.to_string()),
+        ("legacy_unkeyed", v.legacy_unkeyed.to_string()),
+        ("checkpoint_seq", opt(v.checkpoint.as_ref().map(|c| c.seq))),
         (
             "first_broken",
             v.first_broken

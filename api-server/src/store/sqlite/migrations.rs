@@ -125,6 +125,14 @@ pub const AUDIT_MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE audit_exports (id TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at INTEGER NOT NULL);
     "#,
+    // 2: a mutating request leaves a request record before its change and a response
+    // record after it; queries hide request records that were answered. Older rows keep
+    // NULL (single-phase), which is what their bodies say.
+    r#"
+    ALTER TABLE audit_log ADD COLUMN phase TEXT;
+    ALTER TABLE audit_log ADD COLUMN request_seq INTEGER;
+    CREATE INDEX audit_by_request ON audit_log (request_seq) WHERE request_seq IS NOT NULL;
+    "#,
 ];
 
 pub fn run(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<()> {

@@ -342,9 +342,11 @@ class IdentityList:
 class AuditRecord:
     """One request as the audit log keeps it (hash-chained: ``prev_hash`` -> ``hash``).
 
-    ``outcome`` is ``success``, ``denied``, ``unauthenticated`` or ``failure``;
+    ``outcome`` is ``success``, ``denied``, ``unauthenticated``, ``failure`` or ``unknown``;
     ``action`` reads like ``secrets.read``; ``accessor_hmac`` is the HMAC of the token
-    accessor used (see ``audit.hmac``).
+    accessor used (see ``audit.hmac``). A mutation leaves a ``phase="request"`` record
+    before its change and a ``phase="response"`` record (``request_seq`` links them);
+    queries show the request record only when no response followed (outcome ``unknown``).
     """
 
     id: str
@@ -362,6 +364,8 @@ class AuditRecord:
     source_ip: str | None = None
     user_agent: str | None = None
     accessor_hmac: str | None = None
+    phase: str | None = None
+    request_seq: int | None = None
     hash: str = ""
 
 
@@ -409,14 +413,35 @@ class BrokenRecord:
 
 
 @dataclass(frozen=True)
+class AuditCheckpoint:
+    """The newest signed checkpoint of the chain (Ed25519, hex ``public_key``/``signature``)."""
+
+    seq: int
+    hash: str
+    keyed_from: int
+    purged_seq: int
+    purged_hash: str
+    created_at: datetime
+    public_key: str
+    signature: str
+
+
+@dataclass(frozen=True)
 class VerifyResult:
-    """Hash-chain check of a range: ``verified`` or the ``first_broken`` record and why."""
+    """Chain and checkpoint check of a range: ``verified`` or the ``first_broken`` record and why.
+
+    ``keyed`` records are chained under a key the database does not hold;
+    ``legacy_unkeyed`` ones predate keyed chaining.
+    """
 
     verified: bool
     checked: int
     first_seq: int | None = None
     last_seq: int | None = None
     first_broken: BrokenRecord | None = None
+    keyed: int = 0
+    legacy_unkeyed: int = 0
+    checkpoint: AuditCheckpoint | None = None
 
 
 @dataclass(frozen=True)
