@@ -650,43 +650,43 @@ async fn writes_of_clients_that_hang_up_are_still_audited() {
         .unwrap();
         drop(socket);
     }
-    // Each request is authenticated and its request record written before its body is
-    // read; whether the body still arrives after the hang-up is up to timing. Either way
-    // every request must end with its response record, and every applied write with a
-    // successful one.
+    // Whether the server reads a request before noticing the hang-up, and whether its
+    // body still arrives, is up to timing. What must hold: every request record ends with
+    // its response record, and every applied write has a successful one.
     let conn = db(&s);
-    let answered = || {
+    let counts = || {
         conn.query_row(
-            "SELECT COUNT(*) FROM audit_log r JOIN audit_log a ON a.request_seq = r.seq \
+            "SELECT COUNT(*), COUNT(a.seq) FROM audit_log r LEFT JOIN audit_log a ON a.request_seq = r.seq \
              WHERE r.phase = 'request' AND r.path LIKE 'hangup/%'",
             [],
-            |r| r.get::<_, i64>(0),
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
         )
-        .unwrap_or(0)
+        .unwrap_or((0, 0))
     };
-    wait_until("a response record for every hung-up request", || {
-        let done = answered() == paths.len() as i64;
-        async move { done }
-    })
-    .await;
-    let logs = all_logs(&s).await;
+    let balanced = || {
+        let (requests, answered) = counts();
+        async move { answered == requests }
+    };
+    wait_until("every request record to be answered", &balanced).await;
+    let mut written = Vec::new();
     for path in &paths {
         let (status, _) = s
             .call(Method::GET, &format!("/v1/secrets/{path}"), None)
             .await;
-        let outcome = logs
-            .iter()
-            .find(|r| r["action"] == "secrets.write" && r["path"] == path.as_str())
-            .map(|r| r["outcome"].as_str().unwrap().to_owned());
         if status == StatusCode::OK {
-            assert_eq!(outcome.as_deref(), Some("success"), "{path} was written");
-        } else {
-            assert_eq!(
-                outcome.as_deref(),
-                Some("failure"),
-                "{path} was not written"
-            );
+            written.push(path.clone());
         }
+    }
+    // A write seen above may still be finishing its response record.
+    wait_until("every request record to be answered", &balanced).await;
+    let logs = all_logs(&s).await;
+    for path in &written {
+        assert!(
+            logs.iter().any(|r| r["action"] == "secrets.write"
+                && r["path"] == path.as_str()
+                && r["outcome"] == "success"),
+            "{path} was written but has no audit record"
+        );
     }
 }
 
@@ -707,13 +707,14 @@ async fn verify(s: &Server) -> Value {
     v
 }
 
-/// Polls `condition` every 20 ms until it holds, for at most 10 s.
+/// Polls `condition` every 20 ms until it holds, for at most 60 s (a loaded CI machine
+/// takes its time over an fsync).
 async fn wait_until<F, Fut>(what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !condition().await {
         assert!(
             std::time::Instant::now() < deadline,
