@@ -1085,7 +1085,7 @@ async fn verify_reports_rewrites_an_attacker_without_the_key_can_make() {
 
 #[tokio::test]
 async fn a_forged_checkpoint_is_reported() {
-    let s = Server::start(&["--audit-checkpoint-records", "1"]);
+    let mut s = Server::start(&["--audit-checkpoint-records", "1"]);
     s.write("f/a", json!({"data": {"v": 1}})).await;
     wait_until("a checkpoint", || async {
         verify(&s).await["checkpoint"]["seq"].as_u64() >= Some(2)
@@ -1097,7 +1097,21 @@ async fn a_forged_checkpoint_is_reported() {
     assert_eq!(checkpoint["public_key"].as_str().unwrap().len(), 64);
     assert_eq!(checkpoint["signature"].as_str().unwrap().len(), 128);
     assert_eq!(checkpoint["keyed_from"], 1);
-    // The checkpoint moved back (to hide a truncated tail), its signature kept.
+    // The checkpoint moved back (to hide a truncated tail), its signature kept, while the
+    // server is down (a running server overwrites it with the next real checkpoint).
+    assert!(s.stop_gracefully().success());
+    let v = {
+        let data = rusqlite::Connection::open(s.data_path().join("scaivault.db")).unwrap();
+        let body: Vec<u8> = data
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'audit_checkpoint'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        serde_json::from_slice::<Value>(&body).unwrap()
+    };
+    let checkpoint = &v;
     let data = rusqlite::Connection::open(s.data_path().join("scaivault.db")).unwrap();
     let mut forged = checkpoint.clone();
     forged["seq"] = json!(1);
@@ -1106,6 +1120,8 @@ async fn a_forged_checkpoint_is_reported() {
         [serde_json::to_vec(&forged).unwrap()],
     )
     .unwrap();
+    drop(data);
+    s.crash_and_restart();
     let v = verify(&s).await;
     assert_eq!(v["verified"], false, "{v}");
     assert!(
