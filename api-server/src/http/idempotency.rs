@@ -30,25 +30,11 @@ use scaivault_api::idempotency::{
 
 use super::SharedState;
 use super::extract::ApiBytes;
+use crate::audit::record::mutates;
 use crate::auth::Caller;
 use crate::crypto::barrier::Context;
 use crate::error::Error;
 use crate::store::{ClaimOutcome, IdempotencyClaim, StoredAnswer, now_millis};
-
-/// POST endpoints that change nothing: a key sent to them is ignored, like on a GET.
-///
-/// To be unified at merge with the `mutates` rule next to `audit::record::action_of`,
-/// so which requests mutate is declared once.
-const READ_ONLY_POSTS: &[&str] = &["/v1/batch/read", "/v1/policies/test", "/v1/audit/hmac"];
-
-fn mutates(method: &Method, route: &str) -> bool {
-    let read_only = match *method {
-        Method::GET | Method::HEAD | Method::OPTIONS => true,
-        Method::POST => READ_ONLY_POSTS.contains(&route),
-        _ => false,
-    };
-    !read_only
-}
 
 /// Runs a keyed mutation at most once per caller and key (see the module docs). Sits
 /// inside authentication: it needs the caller.
@@ -62,7 +48,8 @@ pub async fn deduplicate(
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    if !mutates(request.method(), &route) {
+    // A key sent with a read is ignored, like on a GET.
+    if !mutates(request.method().as_str(), &route) {
         return next.run(request).await;
     }
     let key = match presented_key(request.headers()) {
@@ -247,26 +234,6 @@ fn replay(state: &SharedState, scope: &str, key: &str, answer: StoredAnswer) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_and_read_only_posts_do_not_mutate() {
-        for (method, route, expected) in [
-            (Method::GET, "/v1/secrets/{*tail}", false),
-            (Method::HEAD, "/v1/secrets/{*tail}", false),
-            (Method::POST, "/v1/batch/read", false),
-            (Method::POST, "/v1/policies/test", false),
-            (Method::POST, "/v1/audit/hmac", false),
-            (Method::PUT, "/v1/secrets/{*tail}", true),
-            (Method::POST, "/v1/secrets/{*tail}", true),
-            (Method::PATCH, "/v1/secrets/{*tail}", true),
-            (Method::DELETE, "/v1/secrets/{*tail}", true),
-            (Method::POST, "/v1/auth/tokens", true),
-            (Method::POST, "/v1/sys/keys/rotate", true),
-            (Method::POST, "/v1/audit/export", true),
-        ] {
-            assert_eq!(mutates(&method, route), expected, "{method} {route}");
-        }
-    }
 
     #[test]
     fn fingerprints_cover_method_path_query_and_body() {
