@@ -78,16 +78,25 @@ where
 #[tokio::test]
 async fn a_flood_beyond_the_limit_is_shed_with_503_and_probes_still_answer() {
     let s = Server::start(&["--max-concurrent-requests", "1"]);
-    let _held = stalled_write(&s).await;
-    // The stalled request holds the only slot once the server has read its headers.
-    let shed = eventually(|| async {
-        s.req(Method::GET, "/v1/auth/whoami")
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE)
-    })
-    .await;
-    assert!(shed, "a request beyond the limit was not shed");
+    // The stalled request holds the only slot once the server has dispatched it; if a
+    // probe got there first, the stalled one was shed itself: open it again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut held = stalled_write(&s).await;
+    loop {
+        let probe = s.req(Method::GET, "/v1/auth/whoami").send().await.unwrap();
+        if probe.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a request beyond the limit was not shed"
+        );
+        let mut byte = [0u8; 1];
+        let answered = tokio::time::timeout(Duration::from_millis(50), held.read(&mut byte)).await;
+        if answered.is_ok() {
+            held = stalled_write(&s).await;
+        }
+    }
     let resp = s.req(Method::GET, "/v1/auth/whoami").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -118,7 +127,7 @@ async fn a_flood_beyond_the_limit_is_shed_with_503_and_probes_still_answer() {
     );
 
     // The slot frees when the stalled client goes away.
-    drop(_held);
+    drop(held);
     let recovered = eventually(|| async {
         s.req(Method::GET, "/v1/auth/whoami")
             .send()
