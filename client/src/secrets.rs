@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 use scaivault_api::ErrorCode;
-use scaivault_api::limits::{MAX_BATCH_PATHS, MAX_LIST_LIMIT};
+use scaivault_api::limits::MAX_BATCH_PATHS;
 use scaivault_api::path::validate_prefix;
 use scaivault_api::secrets::{
     BatchReadRequest, BatchReadResponse, ListSecretsResponse, SecretListItem, SecretMetadataInput,
@@ -12,6 +12,7 @@ use scaivault_api::secrets::{
 
 use crate::client::{Client, check_path};
 use crate::error::{Error, Result};
+use crate::paging::PageOptions;
 use crate::retry::Retry;
 
 /// Query of one page of [`Client::list`].
@@ -37,18 +38,11 @@ impl ListOptions {
                 .map_err(|e| Error::invalid(ErrorCode::InvalidPath, format!("prefix: {e}")))?;
             query.push(("prefix", prefix.clone()));
         }
-        if let Some(limit) = self.limit {
-            if !(1..=MAX_LIST_LIMIT).contains(&(limit as usize)) {
-                return Err(Error::invalid(
-                    ErrorCode::InvalidRequest,
-                    format!("limit must be between 1 and {MAX_LIST_LIMIT}"),
-                ));
-            }
-            query.push(("limit", limit.to_string()));
-        }
-        if let Some(cursor) = &self.cursor {
-            query.push(("cursor", cursor.clone()));
-        }
+        let page = PageOptions {
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        };
+        query.extend(page.query()?);
         if self.include_metadata {
             query.push(("include_metadata", "true".to_owned()));
         }
