@@ -597,6 +597,11 @@ async fn bad_input_gets_clear_4xx_and_loses_nothing() {
         ),
         (
             raw(Method::POST, "/v1/secrets/app/keep/rotate", ""),
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+        ),
+        (
+            raw(Method::POST, "/v1/secrets/app/keep/destroy", ""),
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
         ),
@@ -606,7 +611,7 @@ async fn bad_input_gets_clear_4xx_and_loses_nothing() {
             "not_found",
         ),
         (
-            raw(Method::GET, "/v1/secrets/app%2Fkeep", ""),
+            raw(Method::GET, "/v1/secrets/app%2F..%2Fkeep", ""),
             StatusCode::BAD_REQUEST,
             "invalid_path",
         ),
@@ -635,6 +640,17 @@ async fn bad_input_gets_clear_4xx_and_loses_nothing() {
     }
     let (_, read) = s.call(Method::GET, "/v1/secrets/app/keep", None).await;
     assert_eq!(read["data"]["k"], "original");
+    // A path parameter may be percent-encoded, as OpenAPI clients send it: one secret.
+    let (status, encoded) = s.call(Method::GET, "/v1/secrets/app%2Fkeep", None).await;
+    assert_eq!((status, &encoded["data"]), (StatusCode::OK, &read["data"]));
+    let (status, body) = s
+        .call(Method::GET, "/v1/secrets/app%2Fkeep%2Fmetadata", None)
+        .await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "reserved_path"),
+        "an encoded `/` never makes an action word: {body}"
+    );
     assert_eq!(read["version"], 1, "no bad request created a version");
     // Reserved action words as a last segment are explained.
     let (status, body) = s

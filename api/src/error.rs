@@ -51,6 +51,8 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// The first request with this `Idempotency-Key` is still running: retry later.
     IdempotencyKeyInFlight,
+    /// The operation is part of the API but this server does not carry it out yet.
+    NotImplemented,
     /// A code this client version does not know yet.
     #[serde(other)]
     Unknown,
@@ -83,6 +85,7 @@ impl ErrorCode {
             StorageUnavailable | AuditUnavailable | UpstreamUnavailable | Overloaded | Sealed => {
                 503
             }
+            NotImplemented => 501,
             RequestTimeout => 504,
             Internal | Unknown => 500,
         }
@@ -126,6 +129,7 @@ impl ErrorCode {
             InvalidIdempotencyKey => "invalid_idempotency_key",
             IdempotencyKeyReused => "idempotency_key_reused",
             IdempotencyKeyInFlight => "idempotency_key_in_flight",
+            NotImplemented => "not_implemented",
             Unknown => "unknown",
         }
     }
@@ -193,5 +197,6 @@ mod tests {
         assert_eq!(ErrorCode::StorageUnavailable.status(), 503);
         assert_eq!(ErrorCode::Overloaded.status(), 503);
         assert_eq!(ErrorCode::RequestTimeout.status(), 504);
+        assert_eq!(ErrorCode::NotImplemented.status(), 501);
     }
 }

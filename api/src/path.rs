@@ -9,8 +9,75 @@
 
 use crate::limits::{MAX_PATH_BYTES, MAX_PATH_DEPTH};
 
+/// An action of the API on a secret, written after its path (`{path}/metadata`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Metadata,
+    Versions,
+    Restore,
+    Rotate,
+    Destroy,
+}
+
+impl Action {
+    pub const ALL: [Action; 5] = [
+        Action::Metadata,
+        Action::Versions,
+        Action::Restore,
+        Action::Rotate,
+        Action::Destroy,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Metadata => "metadata",
+            Action::Versions => "versions",
+            Action::Restore => "restore",
+            Action::Rotate => "rotate",
+            Action::Destroy => "destroy",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == word)
+    }
+}
+
 /// Words that may follow a secret path in a route, so no path may end with them.
-pub const ACTION_WORDS: &[&str] = &["metadata", "versions", "restore", "rotate", "destroy"];
+pub const ACTION_WORDS: &[&str] = &[
+    Action::Metadata.as_str(),
+    Action::Versions.as_str(),
+    Action::Restore.as_str(),
+    Action::Rotate.as_str(),
+    Action::Destroy.as_str(),
+];
+
+/// The grammar as an ECMA-262 regular expression, for JSON Schema `pattern` (with
+/// `maxLength` = [`MAX_PATH_BYTES`] beside it): so a client generated from the OpenAPI
+/// document, or a fuzzer, sends only paths the server accepts.
+pub fn secret_path_pattern() -> String {
+    const SEGMENT: &str = "[A-Za-z0-9._-]+";
+    format!(
+        "^(?!({roots})(/|$))(?!(.*/)?[.]{{1,2}}(/|$))(?!(.*/)?({words})$){SEGMENT}(/{SEGMENT}){{0,{more}}}$",
+        roots = RESERVED_ROOTS.join("|"),
+        words = ACTION_WORDS.join("|"),
+        more = MAX_PATH_DEPTH - 1,
+    )
+}
+
+/// The CEL rule (Kubernetes `x-kubernetes-validations`) that rejects a path ending with
+/// an action word, for CRD fields that name a secret path.
+pub fn ends_with_action_word_cel() -> String {
+    format!("!self.matches('(^|/)({})$')", ACTION_WORDS.join("|"))
+}
+
+/// The message of [`ends_with_action_word_cel`].
+pub fn ends_with_action_word_message() -> String {
+    format!(
+        "a path may not end with an action word ({})",
+        ACTION_WORDS.join(", ")
+    )
+}
 
 /// First segments kept for the vault's own resources.
 pub const RESERVED_ROOTS: &[&str] = &["sys"];
@@ -189,6 +256,18 @@ mod tests {
         assert_eq!(
             validate_secret_path(&["a"; 17].join("/")),
             Err(PathError::TooDeep)
+        );
+    }
+
+    #[test]
+    fn action_words_are_the_actions() {
+        assert_eq!(ACTION_WORDS.len(), Action::ALL.len());
+        for action in Action::ALL {
+            assert_eq!(Action::parse(action.as_str()), Some(action));
+        }
+        assert_eq!(
+            ends_with_action_word_cel(),
+            "!self.matches('(^|/)(metadata|versions|restore|rotate|destroy)$')"
         );
     }
 

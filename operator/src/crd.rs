@@ -173,8 +173,8 @@ pub struct VaultSecretSpec {
             .message("path segments '.' and '..' are not allowed"),
         validation = kube::core::Rule::new("!self.matches('^sys(/|$)')")
             .message("paths under sys/ are reserved for the vault's own resources"),
-        validation = kube::core::Rule::new("!self.matches('(^|/)(metadata|versions|restore|rotate|destroy)$')")
-            .message("a path may not end with an action word (metadata, versions, restore, rotate, destroy)")
+        validation = kube::core::Rule::new(scaivault_api::path::ends_with_action_word_cel())
+            .message(scaivault_api::path::ends_with_action_word_message().as_str())
     )]
     pub path: String,
     /// Pin a version; unset follows the latest.

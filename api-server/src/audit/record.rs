@@ -91,18 +91,6 @@ pub fn seal_with_body(record: &mut AuditRecord, key: &ChainKey) -> String {
 /// server stopped between the two).
 pub const UNKNOWN_OUTCOME: &str = "unknown";
 
-/// Whether a request may change state, so that its request record must be durable before
-/// its handler runs. The one place that decides it (until each operation is declared
-/// once, issue 11). A route not listed as read-only counts as mutating: fail safe.
-pub fn mutates(method: &str, route: &str) -> bool {
-    const READ_ONLY_POSTS: [&str; 3] = ["/v1/batch/read", "/v1/policies/test", "/v1/audit/hmac"];
-    match method {
-        "GET" | "HEAD" | "OPTIONS" => false,
-        "POST" => !READ_ONLY_POSTS.contains(&route),
-        _ => true,
-    }
-}
-
 /// Outcome class of an HTTP status.
 pub fn outcome_of(status: u16) -> &'static str {
     match status {
@@ -110,58 +98,6 @@ pub fn outcome_of(status: u16) -> &'static str {
         403 => "denied",
         s if s < 400 => "success",
         _ => "failure",
-    }
-}
-
-/// A stable action name for a request.
-pub fn action_of(method: &str, route: &str, action_word: Option<&str>, destroy: bool) -> String {
-    let known = match (method, route, action_word) {
-        ("GET", "/v1/secrets/{*tail}", None) => "secrets.read",
-        ("GET", "/v1/secrets/{*tail}", Some("metadata")) => "secrets.read_metadata",
-        ("GET", "/v1/secrets/{*tail}", Some("versions")) => "secrets.versions",
-        ("PUT" | "POST", "/v1/secrets/{*tail}", None) => "secrets.write",
-        ("POST", "/v1/secrets/{*tail}", Some("restore")) => "secrets.restore",
-        ("PATCH", "/v1/secrets/{*tail}", Some("metadata")) => "secrets.update_metadata",
-        ("DELETE", "/v1/secrets/{*tail}", None) if destroy => "secrets.destroy",
-        ("DELETE", "/v1/secrets/{*tail}", None) => "secrets.delete",
-        ("GET", "/v1/secrets", _) => "secrets.list",
-        ("POST", "/v1/batch/read", _) => "secrets.read",
-        ("GET", "/v1/auth/whoami", _) => "auth.whoami",
-        ("POST", "/v1/auth/tokens", _) => "tokens.create",
-        ("GET", "/v1/auth/tokens", _) => "tokens.list",
-        ("DELETE", "/v1/auth/tokens/{accessor}", _) => "tokens.revoke",
-        ("POST", "/v1/auth/kubernetes/login", _) => "auth.kubernetes_login",
-        ("POST", "/v1/policies", _) => "policies.create",
-        ("GET", "/v1/policies", _) => "policies.list",
-        ("POST", "/v1/policies/test", _) => "policies.test",
-        ("GET", "/v1/policies/{id}", _) => "policies.read",
-        ("PUT", "/v1/policies/{id}", _) => "policies.update",
-        ("DELETE", "/v1/policies/{id}", _) => "policies.delete",
-        ("POST", "/v1/policies/{id}/bindings", _) => "policies.bind",
-        ("GET", "/v1/policies/{id}/bindings", _) => "policies.bindings",
-        ("DELETE", "/v1/policies/{id}/bindings/{*identity_id}", _) => "policies.unbind",
-        ("POST", "/v1/identities", _) => "identities.create",
-        ("GET", "/v1/identities", _) => "identities.list",
-        ("GET", "/v1/identities/{*id}", _) => "identities.read",
-        ("POST", "/v1/sys/keys/rotate", _) => "keys.rotate",
-        ("GET", "/v1/sys/keys", _) => "keys.list",
-        ("GET", "/v1/health/detailed", _) => "health.detailed",
-        _ => "",
-    };
-    if known.is_empty() {
-        if route.starts_with("/v1/audit") {
-            return format!(
-                "audit.{}",
-                route
-                    .trim_start_matches("/v1/audit/")
-                    .split('/')
-                    .next()
-                    .unwrap_or("query")
-            );
-        }
-        format!("{method} {route}")
-    } else {
-        known.to_owned()
     }
 }
 
@@ -240,24 +176,6 @@ mod tests {
     }
 
     #[test]
-    fn only_reads_are_single_phase() {
-        for (method, route, mutating) in [
-            ("GET", "/v1/secrets/{*tail}", false),
-            ("PUT", "/v1/secrets/{*tail}", true),
-            ("DELETE", "/v1/policies/{id}", true),
-            ("PATCH", "/v1/secrets/{*tail}", true),
-            ("POST", "/v1/batch/read", false),
-            ("POST", "/v1/policies/test", false),
-            ("POST", "/v1/audit/hmac", false),
-            ("POST", "/v1/audit/export", true),
-            ("POST", "/v1/auth/kubernetes/login", true),
-            ("POST", "/v1/some/future/route", true),
-        ] {
-            assert_eq!(mutates(method, route), mutating, "{method} {route}");
-        }
-    }
-
-    #[test]
     fn sealing_with_the_body_matches_the_two_step_form() {
         for (user_agent, prev) in [(None, GENESIS_HASH), (Some("a \"quoted\" agent\n"), "ab")] {
             let mut r = record(7, prev);
@@ -270,23 +188,10 @@ mod tests {
     }
 
     #[test]
-    fn outcomes_and_actions() {
+    fn outcomes() {
         assert_eq!(outcome_of(200), "success");
         assert_eq!(outcome_of(401), "unauthenticated");
         assert_eq!(outcome_of(403), "denied");
         assert_eq!(outcome_of(404), "failure");
-        assert_eq!(
-            action_of("GET", "/v1/secrets/{*tail}", Some("metadata"), false),
-            "secrets.read_metadata"
-        );
-        assert_eq!(
-            action_of("DELETE", "/v1/secrets/{*tail}", None, true),
-            "secrets.destroy"
-        );
-        assert_eq!(
-            action_of("GET", "/v1/audit/logs", None, false),
-            "audit.logs"
-        );
-        assert_eq!(action_of("GET", "/v1/nope", None, false), "GET /v1/nope");
     }
 }

@@ -1,11 +1,8 @@
 //! `/v1/audit/...`: queries, verification, HMAC lookup and export.
 
-use std::sync::Arc;
-
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
 use scaivault_api::ErrorBody;
 use scaivault_api::audit::{
     AuditLogsResponse, ExportDestination, ExportJob, ExportRequest, IdentityAuditResponse,
@@ -15,25 +12,24 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::SharedState;
+use super::authorize::Authorized;
 use super::extract::{ApiJson, ApiQuery};
+use super::operations::{self as ops, Routes};
 use super::pagination::Pager;
 use crate::audit::service::{LogFilters, parse_time};
-use crate::auth::Caller;
-use crate::authz::{Permission, resource};
+use crate::authz::Permission;
 use crate::error::Result;
 
-pub fn router() -> Router<SharedState> {
-    Router::new()
-        .route("/v1/audit/logs", get(logs))
-        .route("/v1/audit/secrets/{*path}", get(for_secret))
-        .route("/v1/audit/identities/{*identity}", get(for_identity))
-        .route("/v1/audit/verify", get(verify))
-        .route("/v1/audit/hmac", post(hmac))
-        .route("/v1/audit/export", post(export))
-        .route("/v1/audit/exports/{id}", get(export_status))
+pub fn routes(routes: Routes) -> Routes {
+    routes
+        .serve(&[&ops::AUDIT_LOGS], logs)
+        .serve(&[&ops::AUDIT_FOR_SECRET], for_secret)
+        .serve(&[&ops::AUDIT_FOR_IDENTITY], for_identity)
+        .serve(&[&ops::AUDIT_VERIFY], verify)
+        .serve(&[&ops::AUDIT_HMAC], hmac)
+        .serve(&[&ops::AUDIT_EXPORT], export)
+        .serve(&[&ops::AUDIT_EXPORT_STATUS], export_status)
 }
-
-type CallerExt = Extension<Arc<Caller>>;
 
 fn time_opt(text: Option<&str>, end_of_day: bool) -> Result<Option<time::OffsetDateTime>> {
     text.map(|t| parse_time(t, end_of_day)).transpose()
@@ -56,17 +52,15 @@ pub struct LogsQuery {
 }
 
 /// Query the log (ascending by sequence number, cursor paging).
-#[utoipa::path(get, path = "/v1/audit/logs", tag = "audit", params(LogsQuery),
-    responses((status = 200, body = AuditLogsResponse), (status = 400, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:read on sys/audit"))))]
+#[utoipa::path(get, path = ops::AUDIT_LOGS.path, tag = "audit", params(LogsQuery),
+    responses((status = 200, body = AuditLogsResponse), (status = 400, body = ErrorBody)))]
 pub async fn logs(
     State(state): State<SharedState>,
-    Extension(caller): CallerExt,
+    auth: Authorized,
     ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> Result<Json<AuditLogsResponse>> {
-    state.authorize(&caller, Permission::Read, resource::AUDIT)?;
     // The service pages by sequence number; clients only ever see it sealed.
-    let pager = Pager::new(&state.vault.cursors, "audit/logs", &caller)
+    let pager = Pager::new(&state.vault.cursors, "audit/logs", &auth.caller)
         .bind("from", q.from.as_deref())
         .bind("to", q.to.as_deref())
         .bind("identity", q.identity.as_deref())
@@ -109,17 +103,15 @@ pub struct SecretLogsQuery {
 }
 
 /// Who touched a secret, oldest first from `from`, paged by `cursor`.
-#[utoipa::path(get, path = "/v1/audit/secrets/{path}", tag = "audit", params(("path" = String, Path, description = "Secret path"), SecretLogsQuery),
-    responses((status = 200, body = AuditLogsResponse)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:read on sys/audit"))))]
+#[utoipa::path(get, path = ops::AUDIT_FOR_SECRET.path, tag = "audit", params(("path" = String, Path, description = "Secret path"), SecretLogsQuery),
+    responses((status = 200, body = AuditLogsResponse)))]
 pub async fn for_secret(
     State(state): State<SharedState>,
-    Extension(caller): CallerExt,
+    auth: Authorized,
     Path(path): Path<String>,
     ApiQuery(q): ApiQuery<SecretLogsQuery>,
 ) -> Result<Json<AuditLogsResponse>> {
-    state.authorize(&caller, Permission::Read, resource::AUDIT)?;
-    let pager = Pager::new(&state.vault.cursors, "audit/secrets", &caller)
+    let pager = Pager::new(&state.vault.cursors, "audit/secrets", &auth.caller)
         .bind("path", Some(&path))
         .bind("from", q.from.as_deref())
         .bind("to", q.to.as_deref());
@@ -138,31 +130,27 @@ pub async fn for_secret(
 
 /// What an identity did: the first 1000 records from `from`, and a summary (actions,
 /// resources accessed, first/last seen) over all of them.
-#[utoipa::path(get, path = "/v1/audit/identities/{identity}", tag = "audit", params(("identity" = String, Path, description = "e.g. user:alice@acme.example"), RangeQuery),
-    responses((status = 200, body = IdentityAuditResponse)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:read on sys/audit"))))]
+#[utoipa::path(get, path = ops::AUDIT_FOR_IDENTITY.path, tag = "audit", params(("identity" = String, Path, description = "e.g. user:alice@acme.example"), RangeQuery),
+    responses((status = 200, body = IdentityAuditResponse)))]
 pub async fn for_identity(
     State(state): State<SharedState>,
-    Extension(caller): CallerExt,
+    _auth: Authorized,
     Path(identity): Path<String>,
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<Json<IdentityAuditResponse>> {
-    state.authorize(&caller, Permission::Read, resource::AUDIT)?;
     let from = time_opt(q.from.as_deref(), false)?;
     let to = time_opt(q.to.as_deref(), true)?;
     Ok(Json(state.audit.for_identity(&identity, from, to).await?))
 }
 
 /// Re-compute the hash chain over a range; reports the first broken record.
-#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", params(RangeQuery),
-    responses((status = 200, body = VerifyResponse)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:read on sys/audit"))))]
+#[utoipa::path(get, path = ops::AUDIT_VERIFY.path, tag = "audit", params(RangeQuery),
+    responses((status = 200, body = VerifyResponse)))]
 pub async fn verify(
     State(state): State<SharedState>,
-    Extension(caller): CallerExt,
+    _auth: Authorized,
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<Json<VerifyResponse>> {
-    state.authorize(&caller, Permission::Read, resource::AUDIT)?;
     let from = time_opt(q.from.as_deref(), false)?;
     let to = time_opt(q.to.as_deref(), true)?;
     Ok(Json(state.audit.verify(from, to).await?))
@@ -181,36 +169,32 @@ pub struct HmacResponse {
 }
 
 /// The HMAC of a value as it would appear in audit records.
-#[utoipa::path(post, path = "/v1/audit/hmac", tag = "audit", request_body = HmacRequest,
-    responses((status = 200, body = HmacResponse)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:read on sys/audit"))))]
+#[utoipa::path(post, path = ops::AUDIT_HMAC.path, tag = "audit", request_body = HmacRequest,
+    responses((status = 200, body = HmacResponse)))]
 pub async fn hmac(
     State(state): State<SharedState>,
-    Extension(caller): CallerExt,
+    _auth: Authorized,
     ApiJson(body): ApiJson<HmacRequest>,
 ) -> Result<Json<HmacResponse>> {
-    state.authorize(&caller, Permission::Read, resource::AUDIT)?;
     Ok(Json(HmacResponse {
         hmac: state.audit.hmac(&body.input),
     }))
 }
 
 /// Start an export job (JSONL to S3 or to a file under `--audit-export-dir`).
-#[utoipa::path(post, path = "/v1/audit/export", tag = "audit", request_body = ExportRequest,
-    responses((status = 202, body = ExportJob), (status = 400, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:admin on sys/audit, and secrets:read on the credentials secret"))))]
+#[utoipa::path(post, path = ops::AUDIT_EXPORT.path, tag = "audit", request_body = ExportRequest,
+    responses((status = 202, body = ExportJob), (status = 400, body = ErrorBody)))]
 pub async fn export(
     State(state): State<SharedState>,
-    Extension(caller): CallerExt,
+    auth: Authorized,
     ApiJson(request): ApiJson<ExportRequest>,
 ) -> Result<(StatusCode, Json<ExportJob>)> {
-    state.authorize(&caller, Permission::Admin, resource::AUDIT)?;
     let credentials = match &request.destination {
         ExportDestination::S3 {
             credentials_path, ..
         } => {
             // The caller must be able to read the credentials themselves: no confused deputy.
-            state.authorize(&caller, Permission::Read, credentials_path)?;
+            state.authorize(&auth.caller, Permission::Read, credentials_path)?;
             Some(state.vault.secrets.read(credentials_path, None).await?.data)
         }
         ExportDestination::File { .. } => None,
@@ -220,14 +204,12 @@ pub async fn export(
 }
 
 /// Progress of an export and the objects written.
-#[utoipa::path(get, path = "/v1/audit/exports/{id}", tag = "audit", params(("id" = String, Path, description = "exp_...")),
-    responses((status = 200, body = ExportJob), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:read on sys/audit"))))]
+#[utoipa::path(get, path = ops::AUDIT_EXPORT_STATUS.path, tag = "audit", params(("id" = String, Path, description = "exp_...")),
+    responses((status = 200, body = ExportJob), (status = 404, body = ErrorBody)))]
 pub async fn export_status(
     State(state): State<SharedState>,
-    Extension(caller): CallerExt,
+    _auth: Authorized,
     Path(id): Path<String>,
 ) -> Result<Json<ExportJob>> {
-    state.authorize(&caller, Permission::Read, resource::AUDIT)?;
     Ok(Json(state.exporter.get(&id).await?))
 }

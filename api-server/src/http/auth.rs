@@ -1,13 +1,10 @@
 //! `/v1/auth/...`: whoami, tokens and logins.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::routing::{delete, get};
-use axum::{Extension, Json, Router};
 use scaivault_api::auth::{
     CreateTokenRequest, CreateTokenResponse, KubernetesLoginRequest, ListTokensResponse,
     WhoAmIResponse,
@@ -15,23 +12,21 @@ use scaivault_api::auth::{
 use scaivault_api::{ErrorBody, ErrorCode};
 
 use super::SharedState;
+use super::authorize::Authorized;
 use super::extract::{ApiJson, ApiQuery};
+use super::operations::{self as ops, Routes};
 use super::pagination::{PageQuery, Pager};
 use crate::auth::Caller;
 use crate::auth::kubernetes;
-use crate::authz::{Permission, resource};
 use crate::error::{Error, Result};
 
-pub fn router() -> Router<SharedState> {
-    Router::new()
-        .route("/v1/auth/whoami", get(whoami))
-        .route("/v1/auth/tokens", get(list_tokens).post(create_token))
-        .route("/v1/auth/tokens/{accessor}", delete(revoke_token))
-}
-
-/// Routes that hand out tokens and so cannot require one.
-pub fn login_router() -> Router<SharedState> {
-    Router::new().route("/v1/auth/kubernetes/login", post(kubernetes_login))
+pub fn routes(routes: Routes) -> Routes {
+    routes
+        .serve(&[&ops::WHOAMI], whoami)
+        .serve(&[&ops::LIST_TOKENS], list_tokens)
+        .serve(&[&ops::CREATE_TOKEN], create_token)
+        .serve(&[&ops::REVOKE_TOKEN], revoke_token)
+        .serve(&[&ops::KUBERNETES_LOGIN], kubernetes_login)
 }
 
 /// Exchange a Kubernetes ServiceAccount token for a vault token of `k8s:<ns>/<sa>`.
@@ -39,11 +34,10 @@ pub fn login_router() -> Router<SharedState> {
 /// The token is verified with the cluster's TokenReview API for the server's audience
 /// (`--kubernetes-audience`, default `scaivault`). The vault token lives
 /// `--kubernetes-token-ttl` (default 1h), never longer than the presented token.
-#[utoipa::path(post, path = "/v1/auth/kubernetes/login", tag = "auth", request_body = KubernetesLoginRequest,
+#[utoipa::path(post, path = ops::KUBERNETES_LOGIN.path, tag = "auth", request_body = KubernetesLoginRequest,
     responses((status = 200, body = CreateTokenResponse), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, description = "auth_method_disabled", body = ErrorBody),
-        (status = 429, body = ErrorBody), (status = 503, description = "upstream_unavailable", body = ErrorBody)),
-    extensions(("x-scope" = json!("none: the ServiceAccount token is the credential"))))]
+        (status = 429, body = ErrorBody), (status = 503, description = "upstream_unavailable", body = ErrorBody)))]
 pub async fn kubernetes_login(
     State(state): State<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -78,14 +72,11 @@ pub async fn kubernetes_login(
 }
 
 /// The identity behind the presented token.
-#[utoipa::path(get, path = "/v1/auth/whoami", tag = "auth",
-    responses((status = 200, body = WhoAmIResponse), (status = 401, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("any valid token"))))]
-pub async fn whoami(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Arc<Caller>>,
-) -> Json<WhoAmIResponse> {
+#[utoipa::path(get, path = ops::WHOAMI.path, tag = "auth",
+    responses((status = 200, body = WhoAmIResponse), (status = 401, body = ErrorBody)))]
+pub async fn whoami(State(state): State<SharedState>, auth: Authorized) -> Json<WhoAmIResponse> {
     // The token's own policies (root) plus those bound to its identity right now.
+    let caller = &auth.caller;
     let mut policies = caller.policies.clone();
     policies.extend(state.vault.authz.policy_names(&caller.identity_id));
     Json(WhoAmIResponse {
@@ -100,31 +91,27 @@ pub async fn whoami(
 }
 
 /// Issue a token for an identity (`user:...`, `sa:...`, `k8s:ns/sa`). Shown once.
-#[utoipa::path(post, path = "/v1/auth/tokens", tag = "auth", request_body = CreateTokenRequest,
-    responses((status = 201, body = CreateTokenResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:admin on sys/tokens"))))]
+#[utoipa::path(post, path = ops::CREATE_TOKEN.path, tag = "auth", request_body = CreateTokenRequest,
+    responses((status = 201, body = CreateTokenResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn create_token(
     State(state): State<SharedState>,
-    Extension(caller): Extension<Arc<Caller>>,
+    _auth: Authorized,
     ApiJson(body): ApiJson<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<CreateTokenResponse>)> {
-    state.authorize(&caller, Permission::Admin, resource::TOKENS)?;
     let created = state.vault.tokens.create(body).await?;
     tracing::info!(accessor = %created.accessor, identity = %created.identity_id, "token issued");
     Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// Active tokens (accessors only; token values are never stored), oldest first, paged.
-#[utoipa::path(get, path = "/v1/auth/tokens", tag = "auth", params(PageQuery),
-    responses((status = 200, body = ListTokensResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:admin on sys/tokens"))))]
+#[utoipa::path(get, path = ops::LIST_TOKENS.path, tag = "auth", params(PageQuery),
+    responses((status = 200, body = ListTokensResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list_tokens(
     State(state): State<SharedState>,
-    Extension(caller): Extension<Arc<Caller>>,
+    auth: Authorized,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<ListTokensResponse>> {
-    state.authorize(&caller, Permission::Admin, resource::TOKENS)?;
-    let pager = Pager::new(&state.vault.cursors, "tokens", &caller);
+    let pager = Pager::new(&state.vault.cursors, "tokens", &auth.caller);
     let tokens = state.vault.tokens.list().await?;
     // Issue time, then the unique accessor: the order the list always had.
     let page = pager.page(tokens, q.limit, q.cursor.as_deref(), |t| {
@@ -137,19 +124,16 @@ pub async fn list_tokens(
 }
 
 /// Revoke a token by accessor; it stops working at once.
-#[utoipa::path(delete, path = "/v1/auth/tokens/{accessor}", tag = "auth",
+#[utoipa::path(delete, path = ops::REVOKE_TOKEN.path, tag = "auth",
     params(("accessor" = String, Path, description = "Token accessor (acc_...)")),
-    responses((status = 204, description = "revoked"), (status = 404, description = "token_not_found", body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:admin on sys/tokens, or the token's own accessor"))))]
+    responses((status = 204, description = "revoked"), (status = 404, description = "token_not_found", body = ErrorBody)))]
 pub async fn revoke_token(
     State(state): State<SharedState>,
-    Extension(caller): Extension<Arc<Caller>>,
+    auth: Authorized,
     Path(accessor): Path<String>,
 ) -> Result<StatusCode> {
-    // Any token may revoke itself (logout); other tokens need admin.
-    if accessor != caller.accessor {
-        state.authorize(&caller, Permission::Admin, resource::TOKENS)?;
-    }
+    // Any token may revoke itself (logout); other tokens need the declared permission.
+    auth.authorize_token(&state, &accessor)?;
     state.vault.tokens.revoke(&accessor).await?;
     tracing::info!(accessor = %accessor, "token revoked");
     Ok(StatusCode::NO_CONTENT)

@@ -1,7 +1,7 @@
 //! Extractors whose rejections use the API's error shape and never echo secret values.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use scaivault_api::ErrorCode;
 use serde::de::DeserializeOwned;
@@ -115,33 +115,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
                     "invalid query string: {}",
                     redact_values(&e.body_text())
                 ))
-            })
-    }
-}
-
-/// The `{*tail}` of a secret route, percent-decoded.
-pub struct Tail(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for Tail {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        // Valid paths never need percent-encoding; decoding `a%2Fb` into `a/b` would give
-        // one secret two names.
-        if parts.uri.path().contains('%') {
-            return Err(Error::new(
-                ErrorCode::InvalidPath,
-                "path has percent-encoded characters; segments are [A-Za-z0-9._-]",
-            ));
-        }
-        Path::<String>::from_request_parts(parts, state)
-            .await
-            .map(|Path(tail)| Tail(tail))
-            .map_err(|_| {
-                Error::new(
-                    ErrorCode::InvalidPath,
-                    "path is not valid UTF-8 after percent-decoding",
-                )
             })
     }
 }

@@ -1,35 +1,32 @@
 //! Health endpoints and Prometheus metrics.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
 use scaivault_api::health::{
     ComponentHealth, DetailedHealthResponse, HealthResponse, HealthStatus,
 };
 
+use super::authorize::Authorized;
+use super::operations::{self as ops, Routes};
 use super::{AppState, SharedState};
-use crate::auth::Caller;
-use crate::authz::{Permission, resource};
 use crate::crypto::barrier::Context;
 use crate::error::Result;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// What `/metrics` serves (prometheus-client's encoder writes OpenMetrics text).
+const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-pub fn public_router() -> Router<SharedState> {
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/health/ready", get(ready))
-        .route("/metrics", get(metrics))
-}
-
-pub fn authenticated_router() -> Router<SharedState> {
-    Router::new().route("/v1/health/detailed", get(health_detailed))
+pub fn routes(routes: Routes) -> Routes {
+    routes
+        .serve(&[&ops::HEALTH], health)
+        .serve(&[&ops::READY], ready)
+        .serve(&[&ops::METRICS], metrics)
+        .serve(&[&ops::HEALTH_DETAILED], health_detailed)
 }
 
 /// How long one readiness verdict is reused.
@@ -69,7 +66,7 @@ fn health_document(status: HealthStatus, state: &AppState) -> Json<HealthRespons
 
 /// Liveness: the process answers. It touches no storage and no lock, so a busy or
 /// briefly blocked database never gets a healthy server restarted.
-#[utoipa::path(get, path = "/v1/health", tag = "health",
+#[utoipa::path(get, path = ops::HEALTH.path, tag = "health",
     responses((status = 200, body = HealthResponse)))]
 pub async fn health(State(state): State<SharedState>) -> impl IntoResponse {
     health_document(HealthStatus::Ok, &state)
@@ -77,7 +74,7 @@ pub async fn health(State(state): State<SharedState>) -> impl IntoResponse {
 
 /// Readiness: storage answers a read and a write transaction, and the audit log can be
 /// written (without it every request would be refused). No authentication.
-#[utoipa::path(get, path = "/v1/health/ready", tag = "health",
+#[utoipa::path(get, path = ops::READY.path, tag = "health",
     responses((status = 200, body = HealthResponse), (status = 503, body = HealthResponse)))]
 pub async fn ready(State(state): State<SharedState>) -> impl IntoResponse {
     if state.readiness.check(&state).await {
@@ -111,14 +108,12 @@ fn component(
 }
 
 /// Storage, barrier and background jobs, each with status and latency.
-#[utoipa::path(get, path = "/v1/health/detailed", tag = "health",
-    responses((status = 200, body = DetailedHealthResponse), (status = 503, body = DetailedHealthResponse)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:read on sys/health"))))]
+#[utoipa::path(get, path = ops::HEALTH_DETAILED.path, tag = "health",
+    responses((status = 200, body = DetailedHealthResponse), (status = 503, body = DetailedHealthResponse)))]
 pub async fn health_detailed(
     State(state): State<SharedState>,
-    Extension(caller): Extension<Arc<Caller>>,
+    _auth: Authorized,
 ) -> Result<impl IntoResponse> {
-    state.authorize(&caller, Permission::Read, resource::HEALTH)?;
     let mut components = BTreeMap::new();
 
     let started = Instant::now();
@@ -198,13 +193,10 @@ pub async fn health_detailed(
 }
 
 /// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(get, path = ops::METRICS.path, tag = "health", responses((status = 200, description = "OpenMetrics text format", content_type = METRICS_CONTENT_TYPE, body = String)))]
 pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
         state.metrics.encode(),
     )
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use aws_lc_rs::digest::{Context as Digest, SHA256};
 use axum::body::HttpBody as _;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -30,7 +30,7 @@ use scaivault_api::idempotency::{
 
 use super::SharedState;
 use super::extract::ApiBytes;
-use crate::audit::record::mutates;
+use super::operations::Resolved;
 use crate::auth::Caller;
 use crate::crypto::barrier::Context;
 use crate::error::Error;
@@ -43,13 +43,12 @@ pub async fn deduplicate(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
     // A key sent with a read is ignored, like on a GET.
-    if !mutates(request.method().as_str(), &route) {
+    let mutates = request
+        .extensions()
+        .get::<Resolved>()
+        .is_some_and(|r| r.op.mutates);
+    if !mutates {
         return next.run(request).await;
     }
     let key = match presented_key(request.headers()) {

@@ -13,16 +13,14 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use scaivault_api::ErrorCode;
-use scaivault_api::path::split_action;
 use secrecy::SecretString;
 use time::OffsetDateTime;
 use tracing::Instrument as _;
 
 use super::SharedState;
+use super::operations::{Guard, Resolved, Resource, resolve};
 use crate::audit::context::{AUDIT, AuditContext, note_request_seq, noted_caller};
-use crate::audit::record::{
-    AuditPhase, AuditRecord, UNKNOWN_OUTCOME, action_of, mutates, outcome_of,
-};
+use crate::audit::record::{AuditPhase, AuditRecord, UNKNOWN_OUTCOME, outcome_of};
 use crate::audit::service::{audit_outcome_unavailable, audit_unavailable};
 use crate::audit::unsealed;
 use crate::crypto::token::{hex, random_bytes};
@@ -85,8 +83,17 @@ pub async fn observe(
         .unwrap_or_else(|| "unmatched".to_owned());
     // The path names a secret but never holds its value; the query string is not logged.
     let path = request.uri().path().to_owned();
-    let facts = (state.audit.enabled() && is_audited(&path))
-        .then(|| Arc::new(RequestFacts::of(&request, &route)));
+    // The one place a request is matched to its declared operation.
+    let resolved = resolve(&method, &route, &path);
+    let audited = match &resolved {
+        Some(r) => r.op.guard != Guard::Public,
+        None => path.starts_with("/v1/"),
+    };
+    let facts = (state.audit.enabled() && audited)
+        .then(|| Arc::new(RequestFacts::of(&request, &route, resolved.as_ref())));
+    if let Some(resolved) = resolved {
+        request.extensions_mut().insert(resolved);
+    }
     if let Some(facts) = &facts {
         // For the request record of a mutation, written further in (`record_request`).
         request.extensions_mut().insert(Arc::clone(facts));
@@ -200,13 +207,6 @@ pub async fn shed(state: SharedState, error: tower::BoxError) -> Response {
     }
 }
 
-/// Liveness probes, metrics scrapes and the API description touch no data; auditing them
-/// would bury the records that matter.
-fn is_audited(path: &str) -> bool {
-    path.starts_with("/v1/")
-        && !matches!(path, "/v1/health" | "/v1/health/ready" | "/v1/openapi.json")
-}
-
 /// What the audit records need from the request, taken before the handler consumes it.
 struct RequestFacts {
     action: String,
@@ -218,23 +218,19 @@ struct RequestFacts {
 }
 
 impl RequestFacts {
-    fn of(request: &Request, route: &str) -> Self {
-        let uri_path = request.uri().path();
-        let tail = uri_path
-            .strip_prefix("/v1/secrets/")
-            .filter(|_| route == "/v1/secrets/{*tail}");
-        let (secret_path, action_word) = match tail.map(split_action) {
-            Some((p, a)) => (Some(p.to_owned()), a.map(str::to_owned)),
-            None => (None, None),
+    /// Public operations are not audited; a request no operation serves is recorded as
+    /// its method and route (it changes nothing).
+    fn of(request: &Request, route: &str, resolved: Option<&Resolved>) -> Self {
+        let action = match resolved {
+            Some(r) => r.op.action_for(request.uri().query()).to_owned(),
+            None => format!("{} {route}", request.method()),
         };
-        let method = request.method().as_str();
-        let destroy = request
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|kv| kv == "destroy=true"));
+        let secret_path = resolved
+            .filter(|r| matches!(r.op.guard, Guard::Permission(_, Resource::SecretPath)))
+            .and_then(|r| r.tail.clone());
         RequestFacts {
-            action: action_of(method, route, action_word.as_deref(), destroy),
-            mutates: mutates(method, route),
+            action,
+            mutates: resolved.is_some_and(|r| r.op.mutates),
             secret_path,
             source_ip: request
                 .extensions()

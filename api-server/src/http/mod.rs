@@ -2,12 +2,14 @@
 
 mod audit;
 mod auth;
+mod authorize;
 mod error;
 mod extract;
 mod health;
 mod idempotency;
 mod middleware;
 pub mod openapi;
+pub mod operations;
 mod pagination;
 mod policies;
 mod secrets;
@@ -19,7 +21,6 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -71,17 +72,25 @@ impl AppState {
     }
 }
 
-/// The whole API. Probes (`/v1/health`, `/v1/health/ready`, `/metrics`) are outside the
+/// Every operation's route, each registered through its declaration.
+fn routes() -> operations::Routes {
+    let routes = operations::Routes::default();
+    let routes = secrets::routes(routes);
+    let routes = auth::routes(routes);
+    let routes = sys::routes(routes);
+    let routes = policies::routes(routes);
+    let routes = audit::routes(routes);
+    let routes = health::routes(routes);
+    openapi::routes(routes)
+}
+
+/// The whole API. Public operations (probes, metrics, the document) are outside the
 /// concurrency limit: a flood must not make the kubelet restart a server that is only busy.
 pub fn app(state: SharedState) -> Router {
     let limits = state.limits;
-    let authenticated = Router::new()
-        .merge(secrets::router())
-        .merge(auth::router())
-        .merge(sys::router())
-        .merge(policies::router())
-        .merge(audit::router())
-        .merge(health::authenticated_router())
+    let routes = routes();
+    let authenticated = routes
+        .token
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             idempotency::deduplicate,
@@ -93,12 +102,13 @@ pub fn app(state: SharedState) -> Router {
     let api = Router::new()
         .merge(authenticated)
         .merge(
-            auth::login_router().route_layer(axum::middleware::from_fn_with_state(
-                Arc::clone(&state),
-                middleware::record_request,
-            )),
+            routes
+                .credential
+                .route_layer(axum::middleware::from_fn_with_state(
+                    Arc::clone(&state),
+                    middleware::record_request,
+                )),
         )
-        .route("/v1/openapi.json", get(openapi::serve))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -120,9 +130,9 @@ pub fn app(state: SharedState) -> Router {
                     limits.max_concurrent_requests,
                 )),
         );
-    let probes = health::public_router().layer(axum::middleware::from_fn_with_state(
+    let public = routes.public.layer(axum::middleware::from_fn_with_state(
         Arc::clone(&state),
         middleware::observe,
     ));
-    Router::new().merge(probes).merge(api).with_state(state)
+    Router::new().merge(public).merge(api).with_state(state)
 }

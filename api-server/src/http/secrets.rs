@@ -3,16 +3,12 @@
 //! One wildcard route serves a path and its actions (`{path}/metadata`, `{path}/restore`,
 //! ...): the path grammar forbids action words as a last segment, so the split is exact.
 
-use std::sync::Arc;
-
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
 use scaivault_api::ErrorBody;
 use scaivault_api::ErrorCode;
-use scaivault_api::path::split_action;
 use scaivault_api::secrets::{
     BatchReadRequest, BatchReadResponse, ListSecretsResponse, SecretMetadataResponse,
     SecretResponse, UpdateMetadataRequest, VersionsResponse, WriteSecretRequest,
@@ -22,40 +18,39 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::SharedState;
-use super::extract::{ApiBytes, ApiJson, ApiQuery, Tail};
+use super::authorize::Authorized;
+use super::extract::{ApiBytes, ApiJson, ApiQuery};
+use super::operations::{self as ops, Routes};
 use super::pagination::{self, Pager};
-use crate::auth::Caller;
-use crate::authz::Permission;
 use crate::error::{Error, Result};
 use crate::secrets::ListParams;
 
-pub fn router() -> Router<SharedState> {
-    Router::new()
-        .route("/v1/secrets", get(list_secrets))
-        .route(
-            "/v1/secrets/{*tail}",
-            get(get_route)
-                .put(put_route)
-                .post(post_route)
-                .patch(patch_route)
-                .delete(delete_route),
+pub fn routes(routes: Routes) -> Routes {
+    routes
+        .serve(&[&ops::LIST_SECRETS], list_secrets)
+        .serve(
+            &[&ops::READ_SECRET, &ops::READ_METADATA, &ops::LIST_VERSIONS],
+            get_route,
         )
-        .route("/v1/batch/read", post(batch_read))
-}
-
-type CallerExt = Extension<Arc<Caller>>;
-
-fn no_such_action(action: &str) -> Error {
-    Error::new(
-        ErrorCode::MethodNotAllowed,
-        format!("`{action}` is not available with this method"),
-    )
+        .serve(&[&ops::WRITE_SECRET], put_route)
+        .serve(
+            &[
+                &ops::WRITE_SECRET_POST,
+                &ops::RESTORE_SECRET,
+                &ops::ROTATE_SECRET,
+            ],
+            post_route,
+        )
+        .serve(&[&ops::UPDATE_METADATA], patch_route)
+        .serve(&[&ops::DELETE_SECRET], delete_route)
+        .serve(&[&ops::BATCH_READ], batch_read)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReadParams {
     /// Version to read (default: current).
+    #[param(value_type = Option<u64>, minimum = 1)]
     version: Option<String>,
 }
 
@@ -71,65 +66,51 @@ fn parse_version(raw: Option<&str>) -> Result<Option<u64>> {
     .transpose()
 }
 
+// The wildcard route serves a path and its actions; each handler below dispatches on the
+// operation the request was resolved to (`operations::resolve`).
+
 async fn get_route(
     State(state): State<SharedState>,
-    Extension(caller): CallerExt,
-    Tail(tail): Tail,
+    auth: Authorized,
     ApiQuery(params): ApiQuery<ReadParams>,
 ) -> Result<Response> {
-    match split_action(&tail) {
-        (path, None) => {
-            read_secret(
-                &state,
-                &caller,
-                path,
-                parse_version(params.version.as_deref())?,
-            )
-            .await
-        }
-        (path, Some("metadata")) => read_metadata(&state, &caller, path).await,
-        (path, Some("versions")) => list_versions(&state, &caller, path).await,
-        (_, Some(action)) => Err(no_such_action(action)),
+    if auth.is(&ops::READ_METADATA) {
+        read_metadata(&state, &auth).await
+    } else if auth.is(&ops::LIST_VERSIONS) {
+        list_versions(&state, &auth).await
+    } else {
+        read_secret(&state, &auth, parse_version(params.version.as_deref())?).await
     }
 }
 
 async fn put_route(
     State(state): State<SharedState>,
-    Extension(caller): CallerExt,
-    Tail(tail): Tail,
+    auth: Authorized,
     ApiJson(body): ApiJson<WriteSecretRequest>,
 ) -> Result<Response> {
-    match split_action(&tail) {
-        (path, None) => write_secret(&state, &caller, path, body).await,
-        (_, Some(action)) => Err(no_such_action(action)),
-    }
+    write_secret(&state, &auth, body).await
 }
 
 async fn post_route(
     State(state): State<SharedState>,
-    Extension(caller): CallerExt,
-    Tail(tail): Tail,
+    auth: Authorized,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response> {
-    match split_action(&tail) {
-        (path, None) => {
-            write_secret(&state, &caller, path, super::extract::parse_json(&body)?).await
-        }
-        (path, Some("restore")) => restore_secret(&state, &caller, path).await,
-        (_, Some(action)) => Err(no_such_action(action)),
+    if auth.is(&ops::RESTORE_SECRET) {
+        restore_secret(&state, &auth).await
+    } else if auth.is(&ops::ROTATE_SECRET) {
+        Err(rotate_secret().await)
+    } else {
+        write_secret(&state, &auth, super::extract::parse_json(&body)?).await
     }
 }
 
 async fn patch_route(
     State(state): State<SharedState>,
-    Extension(caller): CallerExt,
-    Tail(tail): Tail,
+    auth: Authorized,
     ApiJson(body): ApiJson<UpdateMetadataRequest>,
 ) -> Result<Response> {
-    match split_action(&tail) {
-        (path, Some("metadata")) => update_metadata(&state, &caller, path, body).await,
-        (_, action) => Err(no_such_action(action.unwrap_or("PATCH"))),
-    }
+    update_metadata(&state, &auth, body).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -142,131 +123,120 @@ pub struct DeleteParams {
 
 async fn delete_route(
     State(state): State<SharedState>,
-    Extension(caller): CallerExt,
-    Tail(tail): Tail,
+    auth: Authorized,
     ApiQuery(params): ApiQuery<DeleteParams>,
 ) -> Result<Response> {
-    match split_action(&tail) {
-        (path, None) => delete_secret(&state, &caller, path, params.destroy).await,
-        (_, Some(action)) => Err(no_such_action(action)),
-    }
+    delete_secret(&state, &auth, params.destroy).await
 }
 
 /// Read a secret (current or `?version=N`).
-#[utoipa::path(get, path = "/v1/secrets/{path}", tag = "secrets",
+#[utoipa::path(get, path = ops::READ_SECRET.path, tag = "secrets",
     params(("path" = String, Path, description = "Secret path, e.g. app/db/password"), ReadParams),
     responses(
         (status = 200, body = SecretResponse),
-        (status = 404, description = "secret_not_found, secret_expired, secret_deleted, version_not_found", body = ErrorBody),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:read"))))]
+        (status = 404, description = "secret_not_found, secret_expired, secret_deleted, version_not_found", body = ErrorBody)))]
 pub async fn read_secret(
     state: &SharedState,
-    caller: &Caller,
-    path: &str,
+    auth: &Authorized,
     version: Option<u64>,
 ) -> Result<Response> {
-    state.authorize(caller, Permission::Read, path)?;
-    Ok(Json(state.vault.secrets.read(path, version).await?).into_response())
+    Ok(Json(state.vault.secrets.read(auth.path(), version).await?).into_response())
 }
 
 /// Metadata of a secret: versions, tags, rotation status; never the value.
-#[utoipa::path(get, path = "/v1/secrets/{path}/metadata", tag = "secrets",
+#[utoipa::path(get, path = ops::READ_METADATA.path, tag = "secrets",
     params(("path" = String, Path, description = "Secret path")),
-    responses((status = 200, body = SecretMetadataResponse), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:list"))))]
-pub async fn read_metadata(state: &SharedState, caller: &Caller, path: &str) -> Result<Response> {
-    state.authorize(caller, Permission::List, path)?;
-    Ok(Json(state.vault.secrets.metadata(path).await?).into_response())
+    responses((status = 200, body = SecretMetadataResponse), (status = 404, body = ErrorBody)))]
+pub async fn read_metadata(state: &SharedState, auth: &Authorized) -> Result<Response> {
+    Ok(Json(state.vault.secrets.metadata(auth.path()).await?).into_response())
 }
 
 /// Versions of a secret that are still retained.
-#[utoipa::path(get, path = "/v1/secrets/{path}/versions", tag = "secrets",
+#[utoipa::path(get, path = ops::LIST_VERSIONS.path, tag = "secrets",
     params(("path" = String, Path, description = "Secret path")),
-    responses((status = 200, body = VersionsResponse), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:list"))))]
-pub async fn list_versions(state: &SharedState, caller: &Caller, path: &str) -> Result<Response> {
-    state.authorize(caller, Permission::List, path)?;
-    let versions = state.vault.secrets.versions(path).await?;
+    responses((status = 200, body = VersionsResponse), (status = 404, body = ErrorBody)))]
+pub async fn list_versions(state: &SharedState, auth: &Authorized) -> Result<Response> {
+    let versions = state.vault.secrets.versions(auth.path()).await?;
     Ok(Json(VersionsResponse { versions }).into_response())
 }
 
 /// Write a new version (`PUT` or `POST`).
-#[utoipa::path(method(put, post), path = "/v1/secrets/{path}", tag = "secrets",
+#[utoipa::path(method(put, post), path = ops::WRITE_SECRET.path, tag = "secrets",
     params(("path" = String, Path, description = "Secret path")),
     request_body = WriteSecretRequest,
     responses(
         (status = 200, body = WriteSecretResponse),
-        (status = 400, body = ErrorBody), (status = 409, description = "cas_mismatch", body = ErrorBody),
-        (status = 413, description = "value_too_large, payload_too_large", body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:write"))))]
+        (status = 409, description = "cas_mismatch", body = ErrorBody),
+        (status = 413, description = "value_too_large, payload_too_large", body = ErrorBody)))]
 pub async fn write_secret(
     state: &SharedState,
-    caller: &Caller,
-    path: &str,
+    auth: &Authorized,
     body: WriteSecretRequest,
 ) -> Result<Response> {
-    state.authorize(caller, Permission::Write, path)?;
     Ok(Json(
         state
             .vault
             .secrets
-            .write(&caller.identity_id, path, body)
+            .write(&auth.caller.identity_id, auth.path(), body)
             .await?,
     )
     .into_response())
 }
 
 /// Undo a soft delete.
-#[utoipa::path(post, path = "/v1/secrets/{path}/restore", tag = "secrets",
+#[utoipa::path(post, path = ops::RESTORE_SECRET.path, tag = "secrets",
     params(("path" = String, Path, description = "Secret path")),
     responses((status = 200, body = SecretMetadataResponse), (status = 404, body = ErrorBody),
-        (status = 409, description = "not_deleted", body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:delete"))))]
-pub async fn restore_secret(state: &SharedState, caller: &Caller, path: &str) -> Result<Response> {
-    state.authorize(caller, Permission::Delete, path)?;
-    Ok(Json(state.vault.secrets.restore(path).await?).into_response())
+        (status = 409, description = "not_deleted", body = ErrorBody)))]
+pub async fn restore_secret(state: &SharedState, auth: &Authorized) -> Result<Response> {
+    Ok(Json(state.vault.secrets.restore(auth.path()).await?).into_response())
+}
+
+/// Rotate a secret now. Not available yet: the server answers `501 not_implemented`
+/// (after authentication and the `secrets:rotate` check) and changes nothing.
+#[utoipa::path(post, path = ops::ROTATE_SECRET.path, tag = "secrets",
+    params(("path" = String, Path, description = "Secret path")),
+    responses((status = 501, description = "not_implemented: rotation is not available yet", body = ErrorBody)))]
+pub async fn rotate_secret() -> Error {
+    Error::new(
+        ErrorCode::NotImplemented,
+        "rotation is not available yet; write a new version to rotate by hand",
+    )
 }
 
 /// Replace tags and/or description.
-#[utoipa::path(patch, path = "/v1/secrets/{path}/metadata", tag = "secrets",
+#[utoipa::path(patch, path = ops::UPDATE_METADATA.path, tag = "secrets",
     params(("path" = String, Path, description = "Secret path")),
     request_body = UpdateMetadataRequest,
-    responses((status = 200, body = SecretMetadataResponse), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:write"))))]
+    responses((status = 200, body = SecretMetadataResponse), (status = 404, body = ErrorBody)))]
 pub async fn update_metadata(
     state: &SharedState,
-    caller: &Caller,
-    path: &str,
+    auth: &Authorized,
     body: UpdateMetadataRequest,
 ) -> Result<Response> {
-    state.authorize(caller, Permission::Write, path)?;
     Ok(Json(
         state
             .vault
             .secrets
-            .update_metadata(path, body.into_input())
+            .update_metadata(auth.path(), body.into_input())
             .await?,
     )
     .into_response())
 }
 
 /// Soft delete, or with `?destroy=true` erase every version.
-#[utoipa::path(delete, path = "/v1/secrets/{path}", tag = "secrets",
+#[utoipa::path(delete, path = ops::DELETE_SECRET.path, tag = "secrets",
     params(("path" = String, Path, description = "Secret path"), DeleteParams),
-    responses((status = 204, description = "deleted"), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:delete"))))]
+    responses((status = 204, description = "deleted"), (status = 404, body = ErrorBody)))]
 pub async fn delete_secret(
     state: &SharedState,
-    caller: &Caller,
-    path: &str,
+    auth: &Authorized,
     destroy: bool,
 ) -> Result<Response> {
-    state.authorize(caller, Permission::Delete, path)?;
     if destroy {
-        state.vault.secrets.destroy(path).await?;
+        state.vault.secrets.destroy(auth.path()).await?;
     } else {
-        state.vault.secrets.soft_delete(path).await?;
+        state.vault.secrets.soft_delete(auth.path()).await?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -290,18 +260,17 @@ pub struct ListParamsQuery {
 
 /// List secrets by prefix, paged. Only paths the caller may list are read and returned;
 /// `next_cursor` is sealed to the caller, `prefix` and `include_deleted`.
-#[utoipa::path(get, path = "/v1/secrets", tag = "secrets", params(ListParamsQuery),
+#[utoipa::path(get, path = ops::LIST_SECRETS.path, tag = "secrets", params(ListParamsQuery),
     responses((status = 200, body = ListSecretsResponse),
-        (status = 400, description = "invalid_request, invalid_path, invalid_cursor", body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:list (only paths the caller may list)"))))]
+        (status = 400, description = "invalid_request, invalid_path, invalid_cursor", body = ErrorBody)))]
 pub async fn list_secrets(
     State(state): State<SharedState>,
-    Extension(caller): CallerExt,
+    auth: Authorized,
     ApiQuery(q): ApiQuery<ListParamsQuery>,
 ) -> Result<Json<ListSecretsResponse>> {
     let limit = pagination::limit(q.limit)?;
     let prefix = q.prefix.unwrap_or_default();
-    let pager = Pager::new(&state.vault.cursors, "secrets", &caller)
+    let pager = Pager::new(&state.vault.cursors, "secrets", &auth.caller)
         .bind("prefix", Some(&prefix))
         .bind(
             "include_deleted",
@@ -309,7 +278,7 @@ pub async fn list_secrets(
         );
     let after = pager.open(q.cursor.as_deref())?;
     // Authorisation narrows the query itself; every row read is checked again exactly.
-    let scope = state.vault.authz.scope(&caller, Permission::List);
+    let scope = auth.scope(&state)?;
     let listed = state
         .vault
         .secrets
@@ -332,21 +301,17 @@ pub async fn list_secrets(
 }
 
 /// Read many secrets; each path is authorised and reported on its own.
-#[utoipa::path(post, path = "/v1/batch/read", tag = "secrets", request_body = BatchReadRequest,
-    responses((status = 200, description = "partial success: secrets and per-path errors", body = BatchReadResponse),
-        (status = 400, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:read (per path)"))))]
+#[utoipa::path(post, path = ops::BATCH_READ.path, tag = "secrets", request_body = BatchReadRequest,
+    responses((status = 200, description = "partial success: secrets and per-path errors", body = BatchReadResponse)))]
 pub async fn batch_read(
     State(state): State<SharedState>,
-    Extension(caller): CallerExt,
+    auth: Authorized,
     ApiJson(body): ApiJson<BatchReadRequest>,
 ) -> Result<Json<BatchReadResponse>> {
     let response = state
         .vault
         .secrets
-        .batch_read(body.paths, |path| {
-            state.authorize(&caller, Permission::Read, path)
-        })
+        .batch_read(body.paths, |path| auth.authorize_item(&state, path))
         .await?;
     for (path, error) in &response.errors {
         crate::audit::context::note_item_status(path, error.code.status());

@@ -1,46 +1,38 @@
 //! `/v1/sys/...`: the keyring.
 
-use std::sync::Arc;
-
+use axum::Json;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
-use scaivault_api::ErrorBody;
 use scaivault_api::sys::{KeyInfo, KeysResponse};
 
 use super::SharedState;
-use crate::auth::Caller;
-use crate::authz::{Permission, resource};
+use super::authorize::Authorized;
+use super::operations::{self as ops, Routes};
 use crate::error::Result;
 
-pub fn router() -> Router<SharedState> {
-    Router::new()
-        .route("/v1/sys/keys", get(list_keys))
-        .route("/v1/sys/keys/rotate", post(rotate_key))
+pub fn routes(routes: Routes) -> Routes {
+    routes
+        .serve(&[&ops::LIST_KEYS], list_keys)
+        .serve(&[&ops::ROTATE_KEY], rotate_key)
 }
 
 /// Add a new data key for new writes; older versions stay readable with their keys.
-#[utoipa::path(post, path = "/v1/sys/keys/rotate", tag = "sys",
-    responses((status = 200, body = KeyInfo), (status = 403, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:admin on sys/keys"))))]
+#[utoipa::path(post, path = ops::ROTATE_KEY.path, tag = "sys",
+    responses((status = 200, body = KeyInfo)))]
 pub async fn rotate_key(
     State(state): State<SharedState>,
-    Extension(caller): Extension<Arc<Caller>>,
+    _auth: Authorized,
 ) -> Result<Json<KeyInfo>> {
-    state.authorize(&caller, Permission::Admin, resource::KEYS)?;
     let (key_id, created_at) = state.vault.rotate_data_key().await?;
     Ok(Json(KeyInfo { key_id, created_at }))
 }
 
 /// The keyring: key ids and when they were created (never key material).
-#[utoipa::path(get, path = "/v1/sys/keys", tag = "sys",
-    responses((status = 200, body = KeysResponse), (status = 403, body = ErrorBody)),
-    security(("bearer" = [])), extensions(("x-scope" = json!("secrets:admin on sys/keys"))))]
+#[utoipa::path(get, path = ops::LIST_KEYS.path, tag = "sys",
+    responses((status = 200, body = KeysResponse)))]
 pub async fn list_keys(
     State(state): State<SharedState>,
-    Extension(caller): Extension<Arc<Caller>>,
+    _auth: Authorized,
 ) -> Result<Json<KeysResponse>> {
-    state.authorize(&caller, Permission::Admin, resource::KEYS)?;
     let keys = state.vault.store.list_keys().await?;
     Ok(Json(KeysResponse {
         active_key_id: state.vault.barrier.active_key_id(),
