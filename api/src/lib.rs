@@ -15,6 +15,7 @@ pub mod pattern;
 pub mod policy;
 pub mod secrets;
 pub mod sys;
+pub mod whole;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 

@@ -76,10 +76,18 @@ pub struct WriteOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in: Option<String>,
     /// Check-and-set: `0` = only create; `N` = only if the current version is `N`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::option"
+    )]
     pub cas: Option<u64>,
     /// Versions to keep (1..=100, default 10); older ones are erased.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::option"
+    )]
     pub max_versions: Option<u32>,
 }
 

@@ -17,7 +17,7 @@ token=svt_schemathesis_$(python3 -c 'import secrets; print(secrets.token_hex(16)
 # Rate limiting is part of the contract (429 is documented) but would make every later
 # case of a run a 429; the run tests the operations themselves.
 SCAIVAULT_DEV_ROOT_TOKEN=$token "$server" dev --listen "127.0.0.1:$port" --data-dir "$work/data" \
-  --rate-limit-per-minute 0 >"$work/server.log" 2>&1 &
+  --rate-limit-per-minute 0 --audit-export-dir "$work/exports" >"$work/server.log" 2>&1 &
 pid=$!
 base=http://127.0.0.1:$port
 for _ in $(seq 1 300); do
@@ -27,8 +27,8 @@ for _ in $(seq 1 300); do
 done
 cd "$(dirname "$0")"
 rc=0
-"$st" run "$base/v1/openapi.json" --url "$base" \
-  -H "Authorization: Bearer $token" --checks all --max-examples 30 \
+"$st" --config-file schemathesis.toml run "$base/v1/openapi.json" --url "$base" \
+  -H "Authorization: Bearer $token" --checks all \
   --phases examples,coverage,fuzzing,stateful --seed "${SCHEMATHESIS_SEED:-1}" "$@" || rc=$?
 if [[ $rc != 0 ]]; then echo "server log: $work/server.log (kept with KEEP=1)"; fi
 exit $rc

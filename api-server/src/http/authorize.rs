@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
-use scaivault_api::ErrorCode;
+use axum::response::{IntoResponse, Response};
 
 use super::SharedState;
 use super::operations::{Guard, Operation, Resolved, Resource};
@@ -60,17 +60,27 @@ impl Authorized {
 }
 
 impl FromRequestParts<SharedState> for Authorized {
-    type Rejection = Error;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self> {
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Response> {
         // A wildcard route reached with an action word its method does not have.
-        let resolved = parts.extensions.get::<Resolved>().cloned().ok_or_else(|| {
-            Error::new(
-                ErrorCode::MethodNotAllowed,
-                "this method is not available on this path (a path's last segment may be \
-                 an action word); see /v1/openapi.json",
-            )
-        })?;
+        let Some(resolved) = parts.extensions.get::<Resolved>().cloned() else {
+            return Err(method_not_allowed(parts));
+        };
+        Self::check(parts, state, resolved).map_err(IntoResponse::into_response)
+    }
+}
+
+fn method_not_allowed(parts: &Parts) -> Response {
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    super::error::method_not_allowed_at(route.unwrap_or_default(), parts.uri.path())
+}
+
+impl Authorized {
+    fn check(parts: &Parts, state: &SharedState, resolved: Resolved) -> Result<Self> {
         let caller = parts
             .extensions
             .get::<Arc<Caller>>()

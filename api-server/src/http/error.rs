@@ -1,6 +1,7 @@
 //! Errors as HTTP responses: `{"error": {"code", "message", "request_id"}}`.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::MatchedPath;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use scaivault_api::{ApiError, ErrorBody, ErrorCode};
 
@@ -36,11 +37,24 @@ pub async fn not_found() -> Error {
     )
 }
 
-pub async fn method_not_allowed() -> Error {
-    Error::new(
+pub async fn method_not_allowed(route: Option<MatchedPath>, uri: Uri) -> Response {
+    method_not_allowed_at(route.as_ref().map_or("", MatchedPath::as_str), uri.path())
+}
+
+/// 405 with the `Allow` header RFC 9110 asks for, listing the methods that have a
+/// declared operation for this path (a wildcard route's methods depend on its action word).
+pub fn method_not_allowed_at(route: &str, path: &str) -> Response {
+    let allow = super::operations::allowed_methods(route, path).join(", ");
+    let mut response = Error::new(
         ErrorCode::MethodNotAllowed,
-        "method not allowed on this endpoint; see /v1/openapi.json",
+        "method not allowed on this path (a path's last segment may be an action word); \
+         see /v1/openapi.json",
     )
+    .into_response();
+    if let Ok(value) = HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }
 
 /// A panic is a bug: answer 500 in the usual shape and keep the payload out of the body

@@ -3,6 +3,7 @@
 mod audit;
 mod auth;
 mod authorize;
+mod constraints;
 mod error;
 mod extract;
 mod health;

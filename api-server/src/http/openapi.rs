@@ -6,13 +6,11 @@ use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use scaivault_api::idempotency::{MAX_KEY_CHARS, MIN_KEY_CHARS};
-use scaivault_api::limits::MAX_PATH_BYTES;
-use scaivault_api::path::secret_path_pattern;
 use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::constraints;
 use super::operations::{self as ops, Guard, OPERATIONS, Operation, Resource, Routes};
 use super::{audit, auth, health, policies, secrets, sys};
 
@@ -57,6 +55,7 @@ pub struct ApiDoc;
 
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    constraints::apply(&mut doc);
     for op in OPERATIONS {
         if let Some(operation) = doc.pointer_mut(&pointer(op)) {
             complete(operation, op);
@@ -125,32 +124,31 @@ fn complete(operation: &mut Value, op: &Operation) {
         Some(Value::Array(list)) => list,
         _ => Vec::new(),
     };
-    for parameter in &mut parameters {
-        if on_secret_path && parameter["in"] == "path" && parameter["name"] == "path" {
-            parameter["schema"] = json!({
-                "type": "string",
-                "pattern": secret_path_pattern(),
-                "minLength": 1,
-                "maxLength": MAX_PATH_BYTES,
-            });
-            parameter["description"] = json!(
-                "Secret path: 1 to 16 segments of [A-Za-z0-9._-] joined by `/`; `/` may be sent as is or as %2F"
-            );
-        }
-    }
     if op.mutates {
         parameters.push(json!({
             "name": "Idempotency-Key",
             "in": "header",
             "required": false,
             "description": "Run this mutation at most once: a repeat with the same key, method, path and body gets the first answer back (with `Idempotency-Replayed: true`).",
-            "schema": {
-                "type": "string",
-                "pattern": "^[A-Za-z0-9._:-]+$",
-                "minLength": MIN_KEY_CHARS,
-                "maxLength": MAX_KEY_CHARS,
-            }
         }));
+    }
+    for parameter in &mut parameters {
+        let name = parameter["name"].as_str().unwrap_or_default().to_owned();
+        let name = name.as_str();
+        let rule = if name == "path" && parameter["in"] == "path" {
+            // A secret path, or (for audit queries) any path a record may name.
+            on_secret_path.then(constraints::secret_path)
+        } else {
+            constraints::parameter(op, name)
+        };
+        if let Some(rule) = rule {
+            parameter["schema"] = rule;
+        }
+        if on_secret_path && name == "path" {
+            parameter["description"] = json!(
+                "Secret path: 1 to 16 segments of [A-Za-z0-9._-] joined by `/`, which may be sent as is or as %2F"
+            );
+        }
     }
     let has_input = !parameters.is_empty() || operation.get("requestBody").is_some();
     let has_body = operation.get("requestBody").is_some();

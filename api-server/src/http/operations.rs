@@ -662,9 +662,15 @@ pub fn resolve(method: &Method, route: &str, uri_path: &str) -> Option<Resolved>
     let Some(prefix) = route.split_once("{*").map(|(prefix, _)| prefix) else {
         return candidates.first().map(|op| Resolved { op, tail: None });
     };
-    let rest = uri_path.strip_prefix(prefix)?;
-    // Only a route with actions after its wildcard has action words to split off.
-    let (tail, word) = if candidates.iter().any(|op| op.action_word().is_some()) {
+    // The wildcard starts after as many segments as its route has before it.
+    let before = prefix.matches('/').count();
+    let rest = uri_path.splitn(before + 1, '/').nth(before)?;
+    // Only a route with actions after its wildcard (for any method) has action words to
+    // split off: `PUT /v1/secrets/a/restore` is the restore action with the wrong method.
+    let has_actions = OPERATIONS
+        .iter()
+        .any(|op| op.action_word().is_some() && op.route() == route);
+    let (tail, word) = if has_actions {
         split_action(rest)
     } else {
         (rest, None)
@@ -678,6 +684,22 @@ pub fn resolve(method: &Method, route: &str, uri_path: &str) -> Option<Resolved>
         op,
         tail: Some(tail.into_owned()),
     })
+}
+
+/// The methods that have an operation for this path of a route, for the `Allow` header
+/// of a 405.
+pub fn allowed_methods(route: &str, uri_path: &str) -> Vec<&'static str> {
+    [
+        (Method::GET, "GET"),
+        (Method::PUT, "PUT"),
+        (Method::POST, "POST"),
+        (Method::PATCH, "PATCH"),
+        (Method::DELETE, "DELETE"),
+    ]
+    .into_iter()
+    .filter(|(method, _)| resolve(method, route, uri_path).is_some())
+    .map(|(_, name)| name)
+    .collect()
 }
 
 /// Who a router serves: the guard decides which middleware stack an operation gets.
@@ -797,6 +819,19 @@ mod tests {
         );
         assert_eq!(r(&get, secrets, "/v1/secrets/app/restore"), None);
         assert_eq!(r(&Method::PATCH, secrets, "/v1/secrets/app"), None);
+        assert_eq!(r(&Method::PUT, secrets, "/v1/secrets/app/restore"), None);
+        assert_eq!(
+            r(
+                &Method::DELETE,
+                "/v1/policies/{id}/bindings/{*identity_id}",
+                "/v1/policies/pol_1/bindings/k8s:ns/sa"
+            ),
+            Some(("remove_binding", Some("k8s:ns/sa".into())))
+        );
+        assert_eq!(
+            allowed_methods(secrets, "/v1/secrets/a/metadata"),
+            ["GET", "PATCH"]
+        );
         assert_eq!(
             r(&get, secrets, "/v1/secrets/app%2Fdb%2Fmetadata"),
             Some(("read_secret", Some("app/db/metadata".into())))

@@ -1,0 +1,219 @@
+//! The input rules the server enforces, stated in the OpenAPI document so that a request
+//! valid by the document is one the server takes (and a client generated from it, or a
+//! fuzzer, can tell). Each rule comes from the limit or grammar it states.
+
+use scaivault_api::idempotency::{MAX_KEY_CHARS, MIN_KEY_CHARS};
+use scaivault_api::limits::{
+    MAX_BATCH_PATHS, MAX_CURSOR_CHARS, MAX_DESCRIPTION_CHARS, MAX_LIST_LIMIT, MAX_MAX_VERSIONS,
+    MAX_PATH_BYTES, MAX_PATH_DEPTH, MAX_TAG_CHARS, MAX_TAGS,
+};
+use scaivault_api::path::secret_path_pattern;
+use serde_json::{Value, json};
+
+use scaivault_api::pattern::MAX_PATTERN_SEGMENTS;
+
+use super::operations::Operation;
+
+const AUDIT_PATHS: &str = "/v1/audit/";
+use crate::authz::MAX_RULES;
+
+const SEGMENT: &str = "[A-Za-z0-9._-]+";
+
+pub fn secret_path() -> Value {
+    json!({"type": "string", "pattern": secret_path_pattern(), "maxLength": MAX_PATH_BYTES})
+}
+
+/// A list prefix: whole segments ending with `/`, then possibly part of one.
+fn prefix() -> Value {
+    json!({
+        "type": "string",
+        "pattern": format!("^(?!(.*/)?[.]{{1,2}}/)({SEGMENT}/){{0,{}}}[A-Za-z0-9._-]*$", MAX_PATH_DEPTH - 1),
+        "maxLength": MAX_PATH_BYTES,
+    })
+}
+
+/// A path a policy rule or test names: a secret path or a `sys/...` resource.
+fn resource_path() -> Value {
+    json!({
+        "type": "string",
+        "pattern": format!("^(?!(.*/)?[.]{{1,2}}(/|$)){SEGMENT}(/{SEGMENT}){{0,{}}}$", MAX_PATH_DEPTH - 1),
+        "maxLength": MAX_PATH_BYTES,
+    })
+}
+
+/// `user:<email>`, `sa:<name>` or `k8s:<namespace>/<serviceaccount>`.
+pub fn identity_id() -> Value {
+    json!({
+        "type": "string",
+        "pattern": "^(user:[A-Za-z0-9._@+-]{1,253}|sa:[A-Za-z0-9._-]{1,253}|k8s:[A-Za-z0-9._-]+/[A-Za-z0-9._-]+)$",
+        "maxLength": 257,
+    })
+}
+
+/// RFC 3339 time or `YYYY-MM-DD`.
+fn time_or_date() -> Value {
+    json!({"type": "string", "anyOf": [{"format": "date-time"}, {"format": "date"}]})
+}
+
+/// `<n><unit>` groups, e.g. `30m`, `1h30m`, `7d`; at least 1s.
+fn duration() -> Value {
+    json!({"type": "string", "pattern": "^(0*[1-9][0-9]{0,2}[smhd])$"})
+}
+
+/// A token lifetime: a duration of at most 30 days.
+fn token_ttl() -> Value {
+    json!({"type": "string", "pattern": "^0*([1-9][0-9]{0,2}[sm]|[1-9][0-9]?h|[1-9]d)$"})
+}
+
+fn policy_name() -> Value {
+    json!({"type": "string", "pattern": "^[A-Za-z0-9._:-]+$", "minLength": 1, "maxLength": 128})
+}
+
+/// A policy rule's path pattern: segments of `[A-Za-z0-9._-]` mixed with `*`, or `**`.
+fn path_pattern() -> Value {
+    let segment = r"(\*\*|(?![.]{1,2}(/|$))(\*?[A-Za-z0-9._-])+\*?|\*)";
+    json!({
+        "type": "string",
+        "pattern": format!("^{segment}(/{segment}){{0,{}}}$", MAX_PATTERN_SEGMENTS - 1),
+        "maxLength": MAX_PATH_BYTES,
+    })
+}
+
+/// Rules for a path, query or header parameter of an operation, by name. Audit queries
+/// take any identity and path: records name `root` and what no longer exists.
+pub fn parameter(op: &Operation, name: &str) -> Option<Value> {
+    Some(match name {
+        "limit" => json!({"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT}),
+        "cursor" => json!({"type": "string", "maxLength": MAX_CURSOR_CHARS}),
+        "from" | "to" => time_or_date(),
+        "prefix" => prefix(),
+        "accessor" => json!({"type": "string", "pattern": "^acc_[A-Za-z0-9]+$", "maxLength": 64}),
+        "identity" | "identity_id" if !op.path.starts_with(AUDIT_PATHS) => identity_id(),
+        "Idempotency-Key" => json!({
+            "type": "string",
+            "pattern": "^[A-Za-z0-9._:-]+$",
+            "minLength": MIN_KEY_CHARS,
+            "maxLength": MAX_KEY_CHARS,
+        }),
+        _ => return None,
+    })
+}
+
+/// Rules for fields of request bodies: (schema, field) -> rule.
+fn fields() -> Vec<(&'static str, &'static str, Value)> {
+    let tag = json!({"type": "string", "pattern": "^[A-Za-z0-9._:/=-]+$", "minLength": 1, "maxLength": MAX_TAG_CHARS});
+    vec![
+        (
+            "SecretMetadataInput",
+            "tags",
+            json!({"type": ["array", "null"], "items": tag, "maxItems": MAX_TAGS}),
+        ),
+        (
+            "SecretMetadataInput",
+            "description",
+            json!({"type": ["string", "null"], "maxLength": MAX_DESCRIPTION_CHARS}),
+        ),
+        ("WriteOptions", "expires_in", duration()),
+        (
+            "WriteOptions",
+            "max_versions",
+            json!({"type": ["integer", "null"], "minimum": 1, "maximum": MAX_MAX_VERSIONS}),
+        ),
+        // Each path is checked on its own and reported in `errors`: any string is taken.
+        (
+            "BatchReadRequest",
+            "paths",
+            json!({"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_BATCH_PATHS}),
+        ),
+        ("CreateTokenRequest", "identity_id", identity_id()),
+        ("CreateTokenRequest", "ttl", token_ttl()),
+        ("IdentityInput", "id", identity_id()),
+        ("PolicyInput", "name", policy_name()),
+        (
+            "PolicyInput",
+            "rules",
+            json!({"type": "array", "items": {"$ref": "#/components/schemas/PolicyRule"}, "minItems": 1, "maxItems": MAX_RULES}),
+        ),
+        ("PolicyRule", "path_pattern", path_pattern()),
+        (
+            "PolicyRule",
+            "permissions",
+            json!({"type": "array", "items": {"$ref": "#/components/schemas/Permission"}, "minItems": 1}),
+        ),
+        ("PolicyTestRequest", "path", resource_path()),
+        ("ExportRequest", "from", time_or_date()),
+        ("ExportRequest", "to", time_or_date()),
+        (
+            "ExportRequest",
+            "format",
+            json!({"type": "string", "enum": ["jsonl"]}),
+        ),
+    ]
+}
+
+/// States the body rules on the document's component schemas.
+pub fn apply(doc: &mut Value) {
+    for (schema, field, rule) in fields() {
+        if let Some(slot) =
+            doc.pointer_mut(&format!("/components/schemas/{schema}/properties/{field}"))
+        {
+            // Keep what the type already says (description, examples), tighten the rest.
+            match (slot.as_object_mut(), rule) {
+                (Some(existing), Value::Object(rule)) => {
+                    existing.remove("oneOf");
+                    existing.remove("allOf");
+                    existing.remove("$ref");
+                    existing.extend(rule);
+                }
+                (_, rule) => *slot = rule,
+            }
+        }
+    }
+    let schemas = &mut doc["components"]["schemas"];
+    // At least one of the two, not null: an update with nothing in it is refused.
+    let tag = fields()
+        .into_iter()
+        .find(|(s, f, _)| (*s, *f) == ("SecretMetadataInput", "tags"))
+        .map(|(_, _, rule)| rule["items"].clone())
+        .unwrap_or_default();
+    let update = json!({
+        "type": "object",
+        "properties": {
+            "tags": {"type": "array", "items": tag, "maxItems": MAX_TAGS},
+            "description": {"type": "string", "maxLength": MAX_DESCRIPTION_CHARS},
+        },
+        "minProperties": 1,
+        "additionalProperties": false,
+    });
+    schemas["UpdateMetadataRequest"] = json!({
+        "description": "The new tags and/or description, given as is or under `metadata`.",
+        "oneOf": [
+            {"type": "object", "required": ["metadata"], "properties": {"metadata": update}, "additionalProperties": false},
+            update,
+        ]
+    });
+    // An identity, a draft policy, or both.
+    schemas["PolicyTestRequest"]["anyOf"] = json!([
+        {"required": ["identity_id"], "properties": {"identity_id": identity_id()}},
+        {"required": ["policy"], "properties": {"policy": {"$ref": "#/components/schemas/PolicyInput"}}},
+    ]);
+    schemas["PolicyTestRequest"]["properties"]["identity_id"] =
+        json!({"anyOf": [identity_id(), {"type": "null"}]});
+    // The identity type is the prefix of the identity id.
+    let kinds = [
+        ("user", "user:[A-Za-z0-9._@+-]{1,253}"),
+        ("service_account", "sa:[A-Za-z0-9._-]{1,253}"),
+        ("kubernetes", "k8s:[A-Za-z0-9._-]+/[A-Za-z0-9._-]+"),
+    ];
+    schemas["BindingInput"] = json!({
+        "oneOf": kinds.map(|(kind, id)| json!({
+            "type": "object",
+            "required": ["identity_type", "identity_id"],
+            "properties": {
+                "identity_type": {"type": "string", "enum": [kind]},
+                "identity_id": {"type": "string", "pattern": format!("^{id}$"), "maxLength": 257},
+            },
+            "additionalProperties": false,
+        }))
+    });
+}
