@@ -1,5 +1,6 @@
 # ScaiVault developer commands. `make dev` starts a dev server, `make test` runs every test.
-# Each part of the tree brings its own make fragment (e2e/, operator/, sdk/python/, bench/) included below.
+# Each part of the tree brings its own make fragment (e2e/, operator/, sdk/python/, bench/,
+# tests/schemathesis/) included below.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -48,6 +49,7 @@ TEST_PARTS :=
 -include operator/operator.mk
 -include sdk/python/sdk.mk
 -include bench/bench.mk
+-include tests/schemathesis/schemathesis.mk
 
 .PHONY: test-parts
 test-parts: $(TEST_PARTS)
