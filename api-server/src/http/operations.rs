@@ -231,356 +231,79 @@ impl Operation {
     }
 }
 
-use Guard::{Credential, Public, Token};
-use Permission::{Admin, Delete, List, Read, Rotate, Write};
-use Resource::{EachPath, ListedPaths, OtherTokens, SecretPath, Sys};
-use Verb::{Get, Patch, Post, Put};
+// The declarations, one line each (kept unformatted so they read as a table):
+// id, method, documented path, guard, audit action, mutates.
+#[rustfmt::skip]
+mod declared {
+    use super::{Operation, Guard, Resource, resource};
+    use crate::authz::Permission::{Admin, Delete, List, Read, Rotate, Write};
+    use Guard::{Credential, Public, Token};
+    use Resource::{EachPath, ListedPaths, OtherTokens, SecretPath};
+    use super::Verb::{self, Get, Patch, Post, Put};
 
-const fn on_secret(p: Permission) -> Guard {
-    Guard::Permission(p, SecretPath)
+    const fn on_secret(p: crate::authz::Permission) -> Guard { Guard::Permission(p, SecretPath) }
+    const fn on_sys(p: crate::authz::Permission, r: &'static str) -> Guard { Guard::Permission(p, Resource::Sys(r)) }
+    const SECRET: &str = "/v1/secrets/{path}";
+    const POLICIES: &str = resource::POLICIES;
+    const IDENTITIES: &str = resource::IDENTITIES;
+    const AUDIT: &str = resource::AUDIT;
+    // Secrets.
+    pub static READ_SECRET: Operation = Operation::new("read_secret", Get, SECRET, on_secret(Read), "secrets.read", false);
+    pub static READ_METADATA: Operation = Operation::new("read_metadata", Get, "/v1/secrets/{path}/metadata", on_secret(List), "secrets.read_metadata", false);
+    pub static LIST_VERSIONS: Operation = Operation::new("list_versions", Get, "/v1/secrets/{path}/versions", on_secret(List), "secrets.versions", false);
+    pub static WRITE_SECRET: Operation = Operation::new("write_secret", Put, SECRET, on_secret(Write), "secrets.write", true);
+    pub static WRITE_SECRET_POST: Operation = Operation::new("write_secret_post", Post, SECRET, on_secret(Write), "secrets.write", true);
+    pub static RESTORE_SECRET: Operation = Operation::new("restore_secret", Post, "/v1/secrets/{path}/restore", on_secret(Delete), "secrets.restore", true);
+    /// Declared so the answer is an honest 501 until rotation lands; it changes nothing yet.
+    pub static ROTATE_SECRET: Operation = Operation::new("rotate_secret", Post, "/v1/secrets/{path}/rotate", on_secret(Rotate), "secrets.rotate", false);
+    pub static UPDATE_METADATA: Operation = Operation::new("update_metadata", Patch, "/v1/secrets/{path}/metadata", on_secret(Write), "secrets.update_metadata", true);
+    pub static DELETE_SECRET: Operation = Operation::new("delete_secret", Verb::Delete, SECRET, on_secret(Delete), "secrets.delete", true).with_flag_action("destroy", "secrets.destroy");
+    pub static LIST_SECRETS: Operation = Operation::new("list_secrets", Get, "/v1/secrets", Guard::Permission(List, ListedPaths), "secrets.list", false);
+    pub static BATCH_READ: Operation = Operation::new("batch_read", Post, "/v1/batch/read", Guard::Permission(Read, EachPath), "secrets.read", false);
+
+    // Auth and tokens.
+    pub static WHOAMI: Operation = Operation::new("whoami", Get, "/v1/auth/whoami", Token, "auth.whoami", false);
+    pub static CREATE_TOKEN: Operation = Operation::new("create_token", Post, "/v1/auth/tokens", on_sys(Admin, resource::TOKENS), "tokens.create", true);
+    pub static LIST_TOKENS: Operation = Operation::new("list_tokens", Get, "/v1/auth/tokens", on_sys(Admin, resource::TOKENS), "tokens.list", false);
+    pub static REVOKE_TOKEN: Operation = Operation::new("revoke_token", Verb::Delete, "/v1/auth/tokens/{accessor}", Guard::Permission(Admin, OtherTokens), "tokens.revoke", true);
+    pub static KUBERNETES_LOGIN: Operation = Operation::new("kubernetes_login", Post, "/v1/auth/kubernetes/login", Credential("the ServiceAccount token is the credential"), "auth.kubernetes_login", true);
+
+    // The keyring.
+    pub static ROTATE_KEY: Operation = Operation::new("rotate_key", Post, "/v1/sys/keys/rotate", on_sys(Admin, resource::KEYS), "keys.rotate", true);
+    pub static LIST_KEYS: Operation = Operation::new("list_keys", Get, "/v1/sys/keys", on_sys(Admin, resource::KEYS), "keys.list", false);
+
+    // Policies and identities.
+    pub static CREATE_POLICY: Operation = Operation::new("create_policy", Post, "/v1/policies", on_sys(Admin, POLICIES), "policies.create", true);
+    pub static LIST_POLICIES: Operation = Operation::new("list_policies", Get, "/v1/policies", on_sys(List, POLICIES), "policies.list", false);
+    pub static TEST_POLICY: Operation = Operation::new("test_policy", Post, "/v1/policies/test", on_sys(Read, POLICIES), "policies.test", false);
+    pub static GET_POLICY: Operation = Operation::new("get_policy", Get, "/v1/policies/{id}", on_sys(Read, POLICIES), "policies.read", false);
+    pub static UPDATE_POLICY: Operation = Operation::new("update_policy", Put, "/v1/policies/{id}", on_sys(Admin, POLICIES), "policies.update", true);
+    pub static DELETE_POLICY: Operation = Operation::new("delete_policy", Verb::Delete, "/v1/policies/{id}", on_sys(Admin, POLICIES), "policies.delete", true);
+    pub static ADD_BINDING: Operation = Operation::new("add_binding", Post, "/v1/policies/{id}/bindings", on_sys(Admin, POLICIES), "policies.bind", true);
+    pub static LIST_BINDINGS: Operation = Operation::new("list_bindings", Get, "/v1/policies/{id}/bindings", on_sys(Read, POLICIES), "policies.bindings", false);
+    pub static REMOVE_BINDING: Operation = Operation::new("remove_binding", Verb::Delete, "/v1/policies/{id}/bindings/{identity_id}", on_sys(Admin, POLICIES), "policies.unbind", true);
+    pub static CREATE_IDENTITY: Operation = Operation::new("create_identity", Post, "/v1/identities", on_sys(Admin, IDENTITIES), "identities.create", true);
+    pub static LIST_IDENTITIES: Operation = Operation::new("list_identities", Get, "/v1/identities", on_sys(List, IDENTITIES), "identities.list", false);
+    pub static GET_IDENTITY: Operation = Operation::new("get_identity", Get, "/v1/identities/{identity}", on_sys(Read, IDENTITIES), "identities.read", false);
+
+    // Audit.
+    pub static AUDIT_LOGS: Operation = Operation::new("audit_logs", Get, "/v1/audit/logs", on_sys(Read, AUDIT), "audit.logs", false);
+    pub static AUDIT_FOR_SECRET: Operation = Operation::new("audit_for_secret", Get, "/v1/audit/secrets/{path}", on_sys(Read, AUDIT), "audit.secrets", false);
+    pub static AUDIT_FOR_IDENTITY: Operation = Operation::new("audit_for_identity", Get, "/v1/audit/identities/{identity}", on_sys(Read, AUDIT), "audit.identities", false);
+    pub static AUDIT_VERIFY: Operation = Operation::new("audit_verify", Get, "/v1/audit/verify", on_sys(Read, AUDIT), "audit.verify", false);
+    pub static AUDIT_HMAC: Operation = Operation::new("audit_hmac", Post, "/v1/audit/hmac", on_sys(Read, AUDIT), "audit.hmac", false);
+    pub static AUDIT_EXPORT: Operation = Operation::new("audit_export", Post, "/v1/audit/export", on_sys(Admin, AUDIT), "audit.export", true).also("secrets:read on the credentials secret");
+    pub static AUDIT_EXPORT_STATUS: Operation = Operation::new("audit_export_status", Get, "/v1/audit/exports/{id}", on_sys(Read, AUDIT), "audit.exports", false);
+
+    // Health, metrics and the API description.
+    pub static HEALTH: Operation = Operation::new("health", Get, "/v1/health", Public, "health.live", false);
+    pub static READY: Operation = Operation::new("ready", Get, "/v1/health/ready", Public, "health.ready", false);
+    pub static HEALTH_DETAILED: Operation = Operation::new("health_detailed", Get, "/v1/health/detailed", on_sys(Read, resource::HEALTH), "health.detailed", false);
+    pub static METRICS: Operation = Operation::new("metrics", Get, "/metrics", Public, "metrics", false);
+    pub static OPENAPI: Operation = Operation::new("openapi", Get, "/v1/openapi.json", Public, "openapi", false);
 }
 
-const fn on_sys(p: Permission, r: &'static str) -> Guard {
-    Guard::Permission(p, Sys(r))
-}
-
-const SECRET: &str = "/v1/secrets/{path}";
-
-// Secrets.
-pub static READ_SECRET: Operation = Operation::new(
-    "read_secret",
-    Get,
-    SECRET,
-    on_secret(Read),
-    "secrets.read",
-    false,
-);
-pub static READ_METADATA: Operation = Operation::new(
-    "read_metadata",
-    Get,
-    "/v1/secrets/{path}/metadata",
-    on_secret(List),
-    "secrets.read_metadata",
-    false,
-);
-pub static LIST_VERSIONS: Operation = Operation::new(
-    "list_versions",
-    Get,
-    "/v1/secrets/{path}/versions",
-    on_secret(List),
-    "secrets.versions",
-    false,
-);
-pub static WRITE_SECRET: Operation = Operation::new(
-    "write_secret",
-    Put,
-    SECRET,
-    on_secret(Write),
-    "secrets.write",
-    true,
-);
-pub static WRITE_SECRET_POST: Operation = Operation::new(
-    "write_secret_post",
-    Post,
-    SECRET,
-    on_secret(Write),
-    "secrets.write",
-    true,
-);
-pub static RESTORE_SECRET: Operation = Operation::new(
-    "restore_secret",
-    Post,
-    "/v1/secrets/{path}/restore",
-    on_secret(Delete),
-    "secrets.restore",
-    true,
-);
-/// Declared so the answer is an honest 501 until rotation lands; it changes nothing yet.
-pub static ROTATE_SECRET: Operation = Operation::new(
-    "rotate_secret",
-    Post,
-    "/v1/secrets/{path}/rotate",
-    on_secret(Rotate),
-    "secrets.rotate",
-    false,
-);
-pub static UPDATE_METADATA: Operation = Operation::new(
-    "update_metadata",
-    Patch,
-    "/v1/secrets/{path}/metadata",
-    on_secret(Write),
-    "secrets.update_metadata",
-    true,
-);
-pub static DELETE_SECRET: Operation = Operation::new(
-    "delete_secret",
-    Verb::Delete,
-    SECRET,
-    on_secret(Delete),
-    "secrets.delete",
-    true,
-)
-.with_flag_action("destroy", "secrets.destroy");
-pub static LIST_SECRETS: Operation = Operation::new(
-    "list_secrets",
-    Get,
-    "/v1/secrets",
-    Guard::Permission(List, ListedPaths),
-    "secrets.list",
-    false,
-);
-pub static BATCH_READ: Operation = Operation::new(
-    "batch_read",
-    Post,
-    "/v1/batch/read",
-    Guard::Permission(Read, EachPath),
-    "secrets.read",
-    false,
-);
-
-// Auth and tokens.
-pub static WHOAMI: Operation = Operation::new(
-    "whoami",
-    Get,
-    "/v1/auth/whoami",
-    Token,
-    "auth.whoami",
-    false,
-);
-pub static CREATE_TOKEN: Operation = Operation::new(
-    "create_token",
-    Post,
-    "/v1/auth/tokens",
-    on_sys(Admin, resource::TOKENS),
-    "tokens.create",
-    true,
-);
-pub static LIST_TOKENS: Operation = Operation::new(
-    "list_tokens",
-    Get,
-    "/v1/auth/tokens",
-    on_sys(Admin, resource::TOKENS),
-    "tokens.list",
-    false,
-);
-pub static REVOKE_TOKEN: Operation = Operation::new(
-    "revoke_token",
-    Verb::Delete,
-    "/v1/auth/tokens/{accessor}",
-    Guard::Permission(Admin, OtherTokens),
-    "tokens.revoke",
-    true,
-);
-pub static KUBERNETES_LOGIN: Operation = Operation::new(
-    "kubernetes_login",
-    Post,
-    "/v1/auth/kubernetes/login",
-    Credential("the ServiceAccount token is the credential"),
-    "auth.kubernetes_login",
-    true,
-);
-
-// The keyring.
-pub static ROTATE_KEY: Operation = Operation::new(
-    "rotate_key",
-    Post,
-    "/v1/sys/keys/rotate",
-    on_sys(Admin, resource::KEYS),
-    "keys.rotate",
-    true,
-);
-pub static LIST_KEYS: Operation = Operation::new(
-    "list_keys",
-    Get,
-    "/v1/sys/keys",
-    on_sys(Admin, resource::KEYS),
-    "keys.list",
-    false,
-);
-
-// Policies and identities.
-const POLICIES: &str = resource::POLICIES;
-const IDENTITIES: &str = resource::IDENTITIES;
-pub static CREATE_POLICY: Operation = Operation::new(
-    "create_policy",
-    Post,
-    "/v1/policies",
-    on_sys(Admin, POLICIES),
-    "policies.create",
-    true,
-);
-pub static LIST_POLICIES: Operation = Operation::new(
-    "list_policies",
-    Get,
-    "/v1/policies",
-    on_sys(List, POLICIES),
-    "policies.list",
-    false,
-);
-pub static TEST_POLICY: Operation = Operation::new(
-    "test_policy",
-    Post,
-    "/v1/policies/test",
-    on_sys(Read, POLICIES),
-    "policies.test",
-    false,
-);
-pub static GET_POLICY: Operation = Operation::new(
-    "get_policy",
-    Get,
-    "/v1/policies/{id}",
-    on_sys(Read, POLICIES),
-    "policies.read",
-    false,
-);
-pub static UPDATE_POLICY: Operation = Operation::new(
-    "update_policy",
-    Put,
-    "/v1/policies/{id}",
-    on_sys(Admin, POLICIES),
-    "policies.update",
-    true,
-);
-pub static DELETE_POLICY: Operation = Operation::new(
-    "delete_policy",
-    Verb::Delete,
-    "/v1/policies/{id}",
-    on_sys(Admin, POLICIES),
-    "policies.delete",
-    true,
-);
-pub static ADD_BINDING: Operation = Operation::new(
-    "add_binding",
-    Post,
-    "/v1/policies/{id}/bindings",
-    on_sys(Admin, POLICIES),
-    "policies.bind",
-    true,
-);
-pub static LIST_BINDINGS: Operation = Operation::new(
-    "list_bindings",
-    Get,
-    "/v1/policies/{id}/bindings",
-    on_sys(Read, POLICIES),
-    "policies.bindings",
-    false,
-);
-pub static REMOVE_BINDING: Operation = Operation::new(
-    "remove_binding",
-    Verb::Delete,
-    "/v1/policies/{id}/bindings/{identity_id}",
-    on_sys(Admin, POLICIES),
-    "policies.unbind",
-    true,
-);
-pub static CREATE_IDENTITY: Operation = Operation::new(
-    "create_identity",
-    Post,
-    "/v1/identities",
-    on_sys(Admin, IDENTITIES),
-    "identities.create",
-    true,
-);
-pub static LIST_IDENTITIES: Operation = Operation::new(
-    "list_identities",
-    Get,
-    "/v1/identities",
-    on_sys(List, IDENTITIES),
-    "identities.list",
-    false,
-);
-pub static GET_IDENTITY: Operation = Operation::new(
-    "get_identity",
-    Get,
-    "/v1/identities/{identity}",
-    on_sys(Read, IDENTITIES),
-    "identities.read",
-    false,
-);
-
-// Audit.
-const AUDIT: &str = resource::AUDIT;
-pub static AUDIT_LOGS: Operation = Operation::new(
-    "audit_logs",
-    Get,
-    "/v1/audit/logs",
-    on_sys(Read, AUDIT),
-    "audit.logs",
-    false,
-);
-pub static AUDIT_FOR_SECRET: Operation = Operation::new(
-    "audit_for_secret",
-    Get,
-    "/v1/audit/secrets/{path}",
-    on_sys(Read, AUDIT),
-    "audit.secrets",
-    false,
-);
-pub static AUDIT_FOR_IDENTITY: Operation = Operation::new(
-    "audit_for_identity",
-    Get,
-    "/v1/audit/identities/{identity}",
-    on_sys(Read, AUDIT),
-    "audit.identities",
-    false,
-);
-pub static AUDIT_VERIFY: Operation = Operation::new(
-    "audit_verify",
-    Get,
-    "/v1/audit/verify",
-    on_sys(Read, AUDIT),
-    "audit.verify",
-    false,
-);
-pub static AUDIT_HMAC: Operation = Operation::new(
-    "audit_hmac",
-    Post,
-    "/v1/audit/hmac",
-    on_sys(Read, AUDIT),
-    "audit.hmac",
-    false,
-);
-pub static AUDIT_EXPORT: Operation = Operation::new(
-    "audit_export",
-    Post,
-    "/v1/audit/export",
-    on_sys(Admin, AUDIT),
-    "audit.export",
-    true,
-)
-.also("secrets:read on the credentials secret");
-pub static AUDIT_EXPORT_STATUS: Operation = Operation::new(
-    "audit_export_status",
-    Get,
-    "/v1/audit/exports/{id}",
-    on_sys(Read, AUDIT),
-    "audit.exports",
-    false,
-);
-
-// Health, metrics and the API description.
-pub static HEALTH: Operation =
-    Operation::new("health", Get, "/v1/health", Public, "health.live", false);
-pub static READY: Operation = Operation::new(
-    "ready",
-    Get,
-    "/v1/health/ready",
-    Public,
-    "health.ready",
-    false,
-);
-pub static HEALTH_DETAILED: Operation = Operation::new(
-    "health_detailed",
-    Get,
-    "/v1/health/detailed",
-    on_sys(Read, resource::HEALTH),
-    "health.detailed",
-    false,
-);
-pub static METRICS: Operation =
-    Operation::new("metrics", Get, "/metrics", Public, "metrics", false);
-pub static OPENAPI: Operation =
-    Operation::new("openapi", Get, "/v1/openapi.json", Public, "openapi", false);
+pub use declared::*;
 
 /// Every operation; the tests check that the router serves exactly these.
 pub static OPERATIONS: &[&Operation] = &[
