@@ -26,7 +26,8 @@ dev:
 build:
 	$(CARGO) build --workspace --bins
 
-# System packages the tests use (jq and curl for the cookbook recipes, openssl for TLS tests).
+# System packages the tests use (jq and curl for the cookbook recipes, openssl for the
+# Python SDK's TLS test; the Rust tests mint their certificates with rcgen).
 deps:
 	@bash scripts/install-deps.sh
 

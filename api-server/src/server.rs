@@ -319,7 +319,7 @@ async fn run_server(
             token_purge: Duration::from_secs(3600),
         },
     });
-    let kubernetes = KubernetesAuth::from_args(&runtime.kubernetes)?;
+    let kubernetes = KubernetesAuth::from_args(&runtime.kubernetes).await?;
     let audit_store: Arc<dyn AuditStore> = Arc::new(
         SqliteAuditStore::open(&data_dir.join(AUDIT_DB_FILE), runtime.audit_sync)
             .context("opening the audit database")?,

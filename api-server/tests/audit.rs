@@ -520,7 +520,7 @@ async fn export_to_s3_writes_every_record_of_the_range() {
     )
     .with_endpoint(moto.endpoint.clone());
     let s3 = S3Client::new().unwrap();
-    s3.create_bucket(&bucket).await.unwrap();
+    moto.create_bucket("acme-audit", "us-east-1").await;
 
     let s = Server::start(&[]);
     s.write(

@@ -105,7 +105,7 @@ async fn kubernetes_login_against_a_real_cluster() {
     let jwt = cluster.service_account_token(&ns, "web", AUDIENCE).await;
     let before = OffsetDateTime::now_utc();
     let (status, issued) = login(&server, json!({"jwt": jwt, "role": "web-app"})).await;
-    assert_eq!(status, StatusCode::OK, "{issued}");
+    assert_eq!(status, StatusCode::OK, "{issued}\n{}", server.logs());
     assert_eq!(issued["identity_id"], identity);
     assert_eq!(issued["identity_type"], "kubernetes");
     let token = issued["token"].as_str().unwrap();

@@ -159,7 +159,8 @@ impl AuditCheckpoint {
 pub enum ExportDestination {
     /// Objects `<prefix>part-NNNNN.jsonl` in a bucket; credentials from the secret at
     /// `credentials_path` (fields `access_key_id`, `secret_access_key`, optional
-    /// `session_token`, `endpoint`, `region`).
+    /// `session_token`, `endpoint`, `region`; without the key fields, the server's own AWS
+    /// credential chain: environment, web identity / IRSA, pod identity, instance metadata).
     S3 {
         bucket: String,
         #[serde(default)]

@@ -5,9 +5,13 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 /// The kind of principal behind a token, derived from the identity id's prefix.
+// The JSON Schema (feature `schemars`, for the operator's CRDs) lists only the kinds a
+// policy can be bound to: root holds every permission and has no identity id to bind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum IdentityType {
+    #[cfg_attr(feature = "schemars", schemars(skip))]
     Root,
     User,
     ServiceAccount,

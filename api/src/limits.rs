@@ -26,6 +26,12 @@ pub const MAX_CURSOR_CHARS: usize = 1024;
 /// Most rows one list request examines to fill a page: past it the page comes back short,
 /// with a `next_cursor` to go on from (rows the caller may not list cost scanning too).
 pub const MAX_LIST_SCAN_ROWS: usize = 10 * MAX_LIST_LIMIT;
+/// Most rules one policy may hold.
+pub const MAX_POLICY_RULES: usize = 100;
+/// Longest policy name.
+pub const MAX_POLICY_NAME_CHARS: usize = 128;
+/// Longest display name of an identity.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 128;
 /// Version retention bounds.
 pub const DEFAULT_MAX_VERSIONS: u32 = 10;
 pub const MAX_MAX_VERSIONS: u32 = 100;

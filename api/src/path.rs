@@ -79,6 +79,11 @@ pub fn ends_with_action_word_message() -> String {
     )
 }
 
+/// The segment grammar and depth of a path as a JSON Schema `pattern` (for the CRDs, whose
+/// schema the apiserver checks): 1..=[`MAX_PATH_DEPTH`] segments of `[A-Za-z0-9._-]`. The
+/// byte limit, dot segments and reserved words need rules of their own.
+pub const PATH_REGEX: &str = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){0,15}$";
+
 /// First segments kept for the vault's own resources.
 pub const RESERVED_ROOTS: &[&str] = &["sys"];
 
@@ -208,6 +213,12 @@ pub fn split_action(tail: &str) -> (&str, Option<&str>) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_regex_allows_the_depth_of_the_grammar() {
+        let repeat = format!("{{0,{}}}$", MAX_PATH_DEPTH - 1);
+        assert!(PATH_REGEX.ends_with(&repeat), "{PATH_REGEX} vs {repeat}");
+    }
 
     #[test]
     fn accepts_the_cookbook_paths() {

@@ -28,7 +28,7 @@ impl Backoff {
             // A poisoned map only loses counts; fall back to the cap's neighbourhood.
             Err(_) => 8,
         };
-        crate::duration::jitter(delay(n))
+        crate::schedule::jitter(delay(n))
     }
 
     pub fn succeeded(&self, key: &str) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s).map_err(|e| e.to_string())
+    scaivault_api::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// Kubernetes operator of ScaiVault: syncs VaultSecrets into Secrets (read as each

@@ -51,7 +51,7 @@ pub struct Context {
     pub secrets_ready: tokio::sync::watch::Receiver<bool>,
     /// Vault reads shared by VaultSecrets naming the same path.
     pub reads: SharedReads,
-    /// Origin of the refresh grid (`duration::until_next_refresh`).
+    /// Origin of the refresh grid (`schedule::until_next_refresh`).
     pub epoch: Instant,
 }
 

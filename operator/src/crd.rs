@@ -9,19 +9,24 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
+use scaivault_api::limits::{MAX_PATH_BYTES, MAX_POLICY_NAME_CHARS, MAX_POLICY_RULES};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
+
+// The vault's own enums, so a value the CRD admits is one the vault understands.
+pub use scaivault_api::auth::IdentityType;
+pub use scaivault_api::policy::{Effect, Permission};
 
 /// API group of every ScaiVault resource.
 pub const GROUP: &str = "scaivault.io";
 /// The only served (and stored) version so far.
 pub const VERSION: &str = "v1alpha1";
 
-/// One secret path: 1..=16 segments of `[A-Za-z0-9._-]`, joined by `/` (the vault's
-/// grammar, see `scaivault_api::path`). `.`/`..`, a leading `sys` and a trailing action
-/// word are rejected by CEL rules on the field.
-pub const PATH_PATTERN: &str = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){0,15}$";
-/// `<n><unit>` groups with unit s, m, h or d: `30s`, `15m`, `1h30m`, `7d`.
+/// One secret path: the vault's segment grammar and depth (`scaivault_api::path`).
+/// `.`/`..`, a leading `sys` and a trailing action word are rejected by CEL rules on the field.
+pub const PATH_PATTERN: &str = scaivault_api::path::PATH_REGEX;
+/// `<n><unit>` groups with unit s, m, h or d: `30s`, `15m`, `1h30m`, `7d`; the grammar of
+/// `scaivault_api::duration`, which the controller parses the value with.
 pub const DURATION_PATTERN: &str = r"^([0-9]{1,6}[smhd]){1,4}$";
 
 /// Condition type set when the object is fully reconciled.
@@ -167,7 +172,7 @@ fn default_refresh_interval() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct VaultSecretSpec {
     /// Vault secret path, e.g. `apps/web/db`.
-    #[schemars(length(min = 1, max = 512), regex(pattern = PATH_PATTERN))]
+    #[schemars(length(min = 1, max = MAX_PATH_BYTES), regex(pattern = PATH_PATTERN))]
     #[x_kube(
         validation = kube::core::Rule::new("!self.matches('(^|/)[.]{1,2}(/|$)')")
             .message("path segments '.' and '..' are not allowed"),
@@ -215,48 +220,18 @@ pub struct VaultSecretStatus {
     pub secret_mac: Option<String>,
 }
 
-/// A permission of a vault policy rule.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Permission {
-    Read,
-    Write,
-    List,
-    Delete,
-    Rotate,
-    Admin,
-}
-
-/// Whether a rule grants or denies.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Effect {
-    #[default]
-    Allow,
-    Deny,
-}
-
 /// One rule of a vault policy.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyRule {
     /// Exact segments, `*` inside one segment, `**` across segments.
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = MAX_PATH_BYTES))]
     pub path_pattern: String,
-    #[schemars(length(min = 1, max = 6))]
+    #[schemars(length(min = 1, max = Permission::ALL.len()))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub permissions: Vec<Permission>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effect: Option<Effect>,
-}
-
-/// Vault identity kinds a policy can be bound to.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum IdentityType {
-    User,
-    ServiceAccount,
-    Kubernetes,
 }
 
 /// Binds the policy to an existing vault identity.
@@ -308,9 +283,9 @@ pub struct ServiceAccountRef {
 pub struct VaultPolicySpec {
     /// Policy name in the vault; unset uses `<namespace>-<metadata.name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = MAX_POLICY_NAME_CHARS))]
     pub name: Option<String>,
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = MAX_POLICY_RULES))]
     #[x_kube(validation = kube::core::Rule::new("size(self) > 0").message("rules must not be empty"))]
     pub rules: Vec<PolicyRule>,
     #[serde(default)]

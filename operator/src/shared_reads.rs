@@ -1,6 +1,6 @@
 //! One vault read per (namespace, ServiceAccount, path, version) per refresh window:
 //! VaultSecrets naming the same path as the same ServiceAccount share it. Their refreshes
-//! fall on the same instants (`duration::until_next_refresh` keys the schedule by the
+//! fall on the same instants (`schedule::until_next_refresh` keys the schedule by the
 //! same tuple), so a window of a few seconds is enough, and values stay in memory for
 //! no longer than that.
 

@@ -12,19 +12,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::{Api, Resource, ResourceExt};
-use scaivault_client::api::auth::IdentityType as ApiIdentityType;
-use scaivault_client::api::policy::{
-    BindingInput, Effect as ApiEffect, Permission as ApiPermission, Policy, PolicyInput,
-    PolicyRule as ApiRule,
-};
+use scaivault_client::api::policy::{BindingInput, Policy, PolicyInput, PolicyRule as ApiRule};
 use serde_json::json;
 
 use crate::conditions::{self, reason};
 use crate::context::{Context, FIELD_MANAGER, object_key, reconcile_parsed};
-use crate::crd::{
-    ConditionStatus, Effect, IdentityType, Permission, VaultPolicy, VaultPolicySpec,
-    VaultPolicyStatus,
-};
+use crate::crd::{ConditionStatus, IdentityType, VaultPolicy, VaultPolicySpec, VaultPolicyStatus};
 
 pub const KIND: &str = "VaultPolicy";
 pub const FINALIZER: &str = "scaivault.io/policy";
@@ -101,25 +94,6 @@ pub fn policy_name(namespace: &str, name: &str, spec: &VaultPolicySpec) -> Strin
         .unwrap_or_else(|| format!("{namespace}-{name}"))
 }
 
-fn permission(p: Permission) -> ApiPermission {
-    match p {
-        Permission::Read => ApiPermission::Read,
-        Permission::Write => ApiPermission::Write,
-        Permission::List => ApiPermission::List,
-        Permission::Delete => ApiPermission::Delete,
-        Permission::Rotate => ApiPermission::Rotate,
-        Permission::Admin => ApiPermission::Admin,
-    }
-}
-
-fn identity_type(t: IdentityType) -> ApiIdentityType {
-    match t {
-        IdentityType::User => ApiIdentityType::User,
-        IdentityType::ServiceAccount => ApiIdentityType::ServiceAccount,
-        IdentityType::Kubernetes => ApiIdentityType::Kubernetes,
-    }
-}
-
 /// The policy document the spec asks for (pure).
 pub fn desired_policy(name: String, uid: &str, spec: &VaultPolicySpec) -> PolicyInput {
     PolicyInput {
@@ -130,11 +104,8 @@ pub fn desired_policy(name: String, uid: &str, spec: &VaultPolicySpec) -> Policy
             .iter()
             .map(|r| ApiRule {
                 path_pattern: r.path_pattern.clone(),
-                permissions: r.permissions.iter().copied().map(permission).collect(),
-                effect: match r.effect.unwrap_or_default() {
-                    Effect::Allow => ApiEffect::Allow,
-                    Effect::Deny => ApiEffect::Deny,
-                },
+                permissions: r.permissions.clone(),
+                effect: r.effect.unwrap_or_default(),
             })
             .collect(),
     }
@@ -142,14 +113,14 @@ pub fn desired_policy(name: String, uid: &str, spec: &VaultPolicySpec) -> Policy
 
 /// Identity ids the policy should be bound to: `bindings` plus `serviceAccounts` as
 /// `k8s:<namespace>/<name>` (pure).
-pub fn desired_bindings(spec: &VaultPolicySpec) -> BTreeMap<String, ApiIdentityType> {
+pub fn desired_bindings(spec: &VaultPolicySpec) -> BTreeMap<String, IdentityType> {
     spec.bindings
         .iter()
-        .map(|b| (b.identity_id.clone(), identity_type(b.identity_type)))
+        .map(|b| (b.identity_id.clone(), b.identity_type))
         .chain(spec.service_accounts.iter().map(|sa| {
             (
                 format!("k8s:{}/{}", sa.namespace, sa.name),
-                ApiIdentityType::Kubernetes,
+                IdentityType::Kubernetes,
             )
         }))
         .collect()
@@ -365,7 +336,7 @@ async fn apply_and_report(vp: Arc<VaultPolicy>, ctx: &Context) -> Result<Action,
                 .await;
             }
             // Re-check now and then: someone may edit the policy in the vault directly.
-            Ok(Action::requeue(crate::duration::jitter(
+            Ok(Action::requeue(crate::schedule::jitter(
                 std::time::Duration::from_secs(600),
             )))
         }
@@ -447,7 +418,7 @@ pub async fn reconcile_guarded(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::crd::{PolicyBinding, PolicyRule, ServiceAccountRef};
+    use crate::crd::{Effect, Permission, PolicyBinding, PolicyRule, ServiceAccountRef};
 
     #[test]
     fn desired_state() {
@@ -469,11 +440,8 @@ mod tests {
         };
         assert_eq!(policy_name("web", "readers", &spec), "web-readers");
         let p = desired_policy("web-readers".into(), "u1", &spec);
-        assert_eq!(
-            p.rules[0].permissions,
-            [ApiPermission::Read, ApiPermission::List]
-        );
-        assert_eq!(p.rules[0].effect, ApiEffect::Deny);
+        assert_eq!(p.rules[0].permissions, [Permission::Read, Permission::List]);
+        assert_eq!(p.rules[0].effect, Effect::Deny);
         assert_eq!(
             p.description.as_deref(),
             Some("managed by scaivault-operator for VaultPolicy uid=u1")

@@ -20,6 +20,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
+use scaivault_api::duration::parse_duration;
 use serde_json::json;
 
 use crate::conditions::{self, reason};
@@ -30,7 +31,7 @@ use crate::context::{
 use crate::crd::{ConditionStatus, RolloutKind, VaultSecret, VaultSecretStatus};
 use crate::mac::MacKey;
 use crate::shared_reads::{self, ReadKey};
-use crate::{duration, render, vault_auth};
+use crate::{render, schedule, vault_auth};
 
 pub const KIND: &str = "VaultSecret";
 /// Pod-template annotation patched to restart a workload (what `kubectl rollout restart`
@@ -302,8 +303,8 @@ async fn sync(
         .clone()
         .ok_or_else(|| Error::InvalidSpec("object has no uid".into()))?;
     let spec = &vs.spec;
-    let refresh =
-        duration::parse(&spec.refresh_interval).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let refresh = parse_duration(&spec.refresh_interval)
+        .map_err(|e| Error::InvalidSpec(format!("refreshInterval: {e}")))?;
     let version = spec
         .version
         .map(|v| u64::try_from(v).map_err(|_| Error::InvalidSpec("version must be >= 1".into())))
@@ -570,7 +571,7 @@ pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action
                 patch_status(&vs, &ctx, &status).await
             };
             let wait =
-                duration::until_next_refresh(synced.schedule, synced.refresh, ctx.epoch.elapsed());
+                schedule::until_next_refresh(synced.schedule, synced.refresh, ctx.epoch.elapsed());
             if written.is_ok() {
                 ctx.remember_sync(
                     &uid,

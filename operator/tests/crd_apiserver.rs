@@ -10,6 +10,7 @@ mod common;
 use common::{TestEnv, install_crds, namespace, repo_root};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
+use scaivault_api::limits::MAX_POLICY_RULES;
 use scaivault_operator::crd::{VaultPolicy, VaultSecret};
 use serde_json::{Value, json};
 
@@ -360,6 +361,28 @@ async fn vault_policy_rules(client: &Client) {
             json!({"bindings": [{"identityType": "root", "identityId": "root"}]}),
         ),
         &["spec.bindings[0].identityType", "Unsupported value"],
+    )
+    .await;
+    // The vault's own rule limit: a policy the apiserver admits is one the vault takes.
+    let rule = json!({"pathPattern": "apps/**", "permissions": ["read"]});
+    accepted(
+        &api,
+        &vp(
+            "most-rules",
+            json!({"rules": vec![rule.clone(); MAX_POLICY_RULES]}),
+        ),
+    )
+    .await;
+    rejected(
+        &api,
+        &vp(
+            "too-many-rules",
+            json!({"rules": vec![rule; MAX_POLICY_RULES + 1]}),
+        ),
+        &[
+            "spec.rules",
+            &format!("must have at most {MAX_POLICY_RULES} items"),
+        ],
     )
     .await;
     rejected(

@@ -25,7 +25,8 @@ pub struct Exporter {
 /// Where a running job writes, with credentials resolved at submission.
 enum Sink {
     S3 {
-        client: S3Client,
+        // Boxed: the client's options are far larger than the file variant.
+        client: Box<S3Client>,
         target: S3Target,
         prefix: String,
     },
@@ -39,22 +40,36 @@ fn field(data: &serde_json::Map<String, serde_json::Value>, name: &str) -> Optio
 }
 
 /// Builds S3 credentials from a secret's fields; names missing fields, never values.
+/// A secret with neither key field means the server's own AWS credential chain
+/// (environment, web identity / IRSA, pod identity, instance metadata).
 pub fn credentials_from_secret(
     data: &serde_json::Map<String, serde_json::Value>,
-) -> Result<(S3Credentials, Option<String>, Option<String>)> {
-    let (Some(key_id), Some(secret)) = (
+) -> Result<(Option<S3Credentials>, Option<String>, Option<String>)> {
+    let credentials = match (
         field(data, "access_key_id"),
         field(data, "secret_access_key"),
-    ) else {
-        return Err(Error::invalid(
-            "the credentials secret needs fields access_key_id and secret_access_key",
-        ));
+    ) {
+        (Some(key_id), Some(secret)) => {
+            let mut c = S3Credentials::new(key_id, SecretString::from(secret));
+            if let Some(token) = field(data, "session_token") {
+                c = c.with_session_token(SecretString::from(token));
+            }
+            Some(c)
+        }
+        (None, None) if field(data, "session_token").is_none() => None,
+        _ => {
+            return Err(Error::invalid(
+                "the credentials secret needs both fields access_key_id and secret_access_key \
+                 (or neither, for the server's own AWS credentials)",
+            ));
+        }
     };
-    let mut credentials = S3Credentials::new(key_id, SecretString::from(secret));
-    if let Some(token) = field(data, "session_token") {
-        credentials = credentials.with_session_token(SecretString::from(token));
-    }
     Ok((credentials, field(data, "endpoint"), field(data, "region")))
+}
+
+/// `<prefix>part-NNNNN.jsonl`.
+fn object_key(prefix: &str, part: usize) -> String {
+    format!("{prefix}part-{part:05}.jsonl")
 }
 
 /// A relative path without `..`, so an export can never write outside its directory.
@@ -101,20 +116,21 @@ impl Exporter {
                 ..
             } => {
                 validate_bucket_name(bucket).map_err(|e| Error::invalid(e.to_string()))?;
-                if !prefix.is_empty() {
-                    validate_key(prefix).map_err(|e| Error::invalid(e.to_string()))?;
-                }
+                // The longest key the job will write, checked before it starts.
+                validate_key(&object_key(prefix, 99_999))
+                    .map_err(|e| Error::invalid(format!("prefix: {e}")))?;
                 let data =
                     credentials.ok_or_else(|| Error::invalid("credentials_path is required"))?;
                 let (creds, secret_endpoint, secret_region) = credentials_from_secret(&data)?;
-                let mut target = S3Target::new(bucket.clone(), creds);
+                let mut target = S3Target::ambient(bucket.clone());
+                target.credentials = creds;
                 if let Some(region) = region.clone().or(secret_region) {
                     target = target.with_region(region);
                 }
                 if let Some(endpoint) = endpoint.clone().or(secret_endpoint) {
                     target = target.with_endpoint(endpoint);
                 }
-                let client = S3Client::new().map_err(Error::internal)?;
+                let client = Box::new(S3Client::new().map_err(Error::internal)?);
                 Sink::S3 {
                     client,
                     target,
@@ -238,7 +254,7 @@ async fn run(store: &Arc<dyn AuditStore>, job: &mut ExportJob, sink: Sink) -> Re
                 },
                 _,
             ) => {
-                let key = format!("{prefix}part-{part:05}.jsonl");
+                let key = object_key(prefix, part);
                 client
                     .put_object(target, &key, body, "application/x-ndjson")
                     .await

@@ -1,39 +1,41 @@
-//! A small S3 client for the audit export: put, get, list and create-bucket.
+//! S3 for the audit export, on the `object_store` crate (its AWS backend): SigV4 signing,
+//! retries with backoff, multipart upload for large objects, and the standard credential
+//! chain (environment, web identity / IRSA, ECS/EKS pod identity, instance metadata) when no
+//! static keys are given. Path-style URLs are used whenever an endpoint is given (moto,
+//! MinIO, Ceph); against AWS the virtual-hosted style is used unless the bucket name holds
+//! a dot (which would break the TLS wildcard certificate).
 //!
-//! Requests are signed with AWS Signature V4 by `rusty-s3` (sans-IO, presigned URLs, hashing
-//! through aws-lc-rs) and sent with `reqwest`. Path-style URLs are used whenever an endpoint is
-//! given (moto, MinIO, Ceph); against AWS itself the virtual-hosted style is used unless the
-//! bucket name holds a dot (which would break the TLS wildcard certificate).
-//!
-//! Every request carries a timeout and never follows redirects (a presigned URL must not be
-//! replayed to another host). Error messages carry the operation, the HTTP status and the S3
-//! error code, never credentials, signed URLs or object bodies.
+//! What stays here is the vault's own part: checking names before any request (so a bad
+//! request is a 4xx, not a failed job), credentials typed as secrets, and errors that say
+//! which operation failed with the S3 code, never credentials or object bodies.
 
-use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::StatusCode;
-use rusty_s3::actions::{ListObjectsV2, S3Action};
-use rusty_s3::{Bucket, Credentials, UrlStyle};
+use futures::TryStreamExt as _;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::{
+    Attribute, Attributes, BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt as _,
+    PutMultipartOptions, PutOptions, PutPayload, RetryConfig, WriteMultipart,
+};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-/// The region used when none is configured.
+/// The region used when none is configured (nor `AWS_REGION` for the ambient chain).
 pub const DEFAULT_REGION: &str = "us-east-1";
 /// The default time limit for one request, from connecting to the end of the body.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest S3 key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
-
-/// How long a signature stays valid; requests are sent right after signing.
-const SIGNATURE_TTL: Duration = Duration::from_secs(300);
-/// At most this much of an error response is read.
-const MAX_ERROR_BODY: usize = 16 * 1024;
-/// At most this much of the service's error message is kept.
-const MAX_ERROR_MESSAGE: usize = 300;
-/// Safety bound on list pagination (1000 keys a page).
-const MAX_LIST_PAGES: usize = 10_000;
+/// Objects larger than this go up as a multipart upload of parts this size (S3's minimum
+/// part is 5 MiB); smaller ones in one PUT.
+pub const PART_BYTES: usize = 8 * 1024 * 1024;
+/// Attempts after the first for a failed request (5xx, throttling, timeouts, resets).
+const MAX_RETRIES: usize = 4;
+/// Parts of one multipart upload in flight at once.
+const PART_CONCURRENCY: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
@@ -41,79 +43,64 @@ pub enum S3Error {
     InvalidBucket(String),
     #[error("invalid S3 object key: {0}")]
     InvalidKey(String),
-    /// A bad endpoint or region.
+    /// A bad endpoint or region, or a client that could not be configured.
     #[error("invalid S3 target: {0}")]
     InvalidTarget(String),
-    /// The HTTP client could not be built.
-    #[error("S3 client setup failed: {0}")]
-    Client(String),
-    #[error("S3 {operation} timed out after {}s", timeout.as_secs_f32())]
-    Timeout {
+    /// The request failed after its retries: the service's answer (shown as its S3 code
+    /// and message) or a transport failure.
+    #[error("S3 {operation} failed: {}", summary(source))]
+    Store {
         operation: &'static str,
-        timeout: Duration,
-    },
-    /// Connection-level failure: DNS, TCP, TLS, a broken body.
-    #[error("S3 {operation} request failed: {detail}")]
-    Transport {
-        operation: &'static str,
-        detail: String,
-    },
-    /// The service answered with an error status.
-    #[error(
-        "S3 {operation} failed: HTTP {status}, code {code}: {message}{}",
-        request_id.as_deref().map(|id| format!(" (request id {id})")).unwrap_or_default()
-    )]
-    Service {
-        operation: &'static str,
-        status: u16,
-        /// The S3 error code (`NoSuchBucket`, `AccessDenied`, ...), or `Unknown`.
-        code: String,
-        message: String,
-        request_id: Option<String>,
-    },
-    /// A success status with a body that could not be understood.
-    #[error("S3 {operation} returned a malformed response: {detail}")]
-    InvalidResponse {
-        operation: &'static str,
-        detail: String,
+        #[source]
+        source: object_store::Error,
     },
 }
 
 impl S3Error {
+    fn store(operation: &'static str) -> impl FnOnce(object_store::Error) -> S3Error {
+        move |source| S3Error::Store { operation, source }
+    }
+
     /// The S3 error code of a service error (`NoSuchBucket`, `AccessDenied`, ...).
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<String> {
         match self {
-            S3Error::Service { code, .. } => Some(code),
+            S3Error::Store { source, .. } => xml_text(&source.to_string(), "Code"),
             _ => None,
         }
     }
 
-    /// The HTTP status of a service error.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            S3Error::Service { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
-    /// Whether trying again later may succeed (timeouts, connection failures, 5xx, throttling).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            S3Error::Timeout { .. } | S3Error::Transport { .. } => true,
-            S3Error::Service { status, code, .. } => {
-                *status >= 500
-                    || *status == 429
-                    || matches!(
-                        code.as_str(),
-                        "SlowDown" | "Throttling" | "RequestTimeout" | "RequestTimeTooSkewed"
-                    )
+    /// Whether the bucket or the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            S3Error::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
             }
-            _ => false,
-        }
+        )
     }
 }
 
-/// Access keys for S3. `Debug` shows the access key id only.
+/// The text of `<tag>` in an S3 error document inside `text`.
+fn xml_text(text: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = text.find(&open)? + open.len();
+    let len = text.get(start..)?.find(&format!("</{tag}>"))?;
+    text.get(start..start + len).map(|t| t.trim().to_owned())
+}
+
+/// A service error as its S3 code and message (not the whole XML document); anything
+/// else (a transport failure after the retries) as object_store tells it.
+fn summary(source: &object_store::Error) -> String {
+    let text = source.to_string();
+    match (xml_text(&text, "Code"), xml_text(&text, "Message")) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code,
+        _ => text,
+    }
+}
+
+/// Static access keys for S3. `Debug` shows the access key id only.
 #[derive(Clone)]
 pub struct S3Credentials {
     pub access_key_id: String,
@@ -135,33 +122,6 @@ impl S3Credentials {
         self.session_token = Some(token);
         self
     }
-
-    fn signer(&self) -> Credentials {
-        match &self.session_token {
-            Some(token) => Credentials::new_with_token(
-                self.access_key_id.clone(),
-                self.secret_access_key.expose_secret(),
-                token.expose_secret(),
-            ),
-            None => Credentials::new(
-                self.access_key_id.clone(),
-                self.secret_access_key.expose_secret(),
-            ),
-        }
-    }
-
-    /// Replaces any occurrence of the secret key or session token in `text`.
-    fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        let secrets = std::iter::once(self.secret_access_key.expose_secret())
-            .chain(self.session_token.as_ref().map(|t| t.expose_secret()));
-        for secret in secrets {
-            if !secret.is_empty() && out.contains(secret) {
-                out = out.replace(secret, "[redacted]");
-            }
-        }
-        out
-    }
 }
 
 impl fmt::Debug for S3Credentials {
@@ -181,27 +141,37 @@ impl fmt::Debug for S3Credentials {
 #[derive(Debug, Clone)]
 pub struct S3Target {
     pub bucket: String,
-    /// Defaults to [`DEFAULT_REGION`].
-    pub region: String,
+    /// Unset: `AWS_REGION`/`AWS_DEFAULT_REGION` for the ambient chain, else [`DEFAULT_REGION`].
+    pub region: Option<String>,
     /// A base URL such as `http://127.0.0.1:9000` for S3-compatible servers (path-style
     /// addressing); `None` means AWS at `https://s3.<region>.amazonaws.com`.
     pub endpoint: Option<String>,
-    pub credentials: S3Credentials,
+    /// `None`: the standard AWS chain of the server's environment (env, web identity,
+    /// container or pod identity, instance metadata).
+    pub credentials: Option<S3Credentials>,
 }
 
 impl S3Target {
-    /// A target on AWS in [`DEFAULT_REGION`].
+    /// A target on AWS with static keys.
     pub fn new(bucket: impl Into<String>, credentials: S3Credentials) -> Self {
         S3Target {
+            credentials: Some(credentials),
+            ..Self::ambient(bucket)
+        }
+    }
+
+    /// A target on AWS whose credentials come from the server's environment.
+    pub fn ambient(bucket: impl Into<String>) -> Self {
+        S3Target {
             bucket: bucket.into(),
-            region: DEFAULT_REGION.to_owned(),
+            region: None,
             endpoint: None,
-            credentials,
+            credentials: None,
         }
     }
 
     pub fn with_region(mut self, region: impl Into<String>) -> Self {
-        self.region = region.into();
+        self.region = Some(region.into());
         self
     }
 
@@ -210,26 +180,51 @@ impl S3Target {
         self
     }
 
-    /// Checks the bucket name, region and endpoint and builds the addressing.
-    fn bucket(&self) -> Result<Bucket, S3Error> {
+    /// Checks the names and builds the store (no request is made).
+    fn store(&self, client: &S3Client) -> Result<AmazonS3, S3Error> {
         validate_bucket_name(&self.bucket)?;
-        validate_region(&self.region)?;
-        let (endpoint, style) = match &self.endpoint {
-            Some(endpoint) => (parse_endpoint(endpoint)?, UrlStyle::Path),
-            None => {
-                let url = Url::parse(&format!("https://s3.{}.amazonaws.com/", self.region))
-                    .map_err(|e| S3Error::InvalidTarget(format!("region: {e}")))?;
-                // Dots in a virtual-hosted name do not match the `*.s3...` certificate.
-                let style = if self.bucket.contains('.') {
-                    UrlStyle::Path
-                } else {
-                    UrlStyle::VirtualHost
-                };
-                (url, style)
+        let mut builder = match &self.credentials {
+            // Static keys: nothing of the environment mixes in.
+            Some(c) => {
+                let b = AmazonS3Builder::new()
+                    .with_access_key_id(&c.access_key_id)
+                    .with_secret_access_key(c.secret_access_key.expose_secret());
+                match &c.session_token {
+                    Some(token) => b.with_token(token.expose_secret()),
+                    None => b,
+                }
             }
+            None => AmazonS3Builder::from_env(),
         };
-        Bucket::new(endpoint, style, self.bucket.clone(), self.region.clone())
-            .map_err(|e| S3Error::InvalidTarget(format!("endpoint: {e}")))
+        let region = match &self.region {
+            Some(region) => Some(region.clone()),
+            None if self.credentials.is_some() => Some(DEFAULT_REGION.to_owned()),
+            None => None,
+        };
+        if let Some(region) = region {
+            validate_region(&region)?;
+            builder = builder.with_region(region);
+        }
+        let mut options = client.options.clone();
+        match &self.endpoint {
+            Some(endpoint) => {
+                let url = parse_endpoint(endpoint)?;
+                options = options.with_allow_http(url.scheme() == "http");
+                builder = builder
+                    .with_endpoint(url.as_str().trim_end_matches('/'))
+                    .with_virtual_hosted_style_request(false);
+            }
+            // Dots in a virtual-hosted name do not match the `*.s3...` certificate.
+            None => {
+                builder = builder.with_virtual_hosted_style_request(!self.bucket.contains('.'));
+            }
+        }
+        builder
+            .with_bucket_name(&self.bucket)
+            .with_client_options(options)
+            .with_retry(client.retry.clone())
+            .build()
+            .map_err(|e| S3Error::InvalidTarget(e.to_string()))
     }
 }
 
@@ -264,8 +259,13 @@ pub fn validate_bucket_name(name: &str) -> Result<(), S3Error> {
     Ok(())
 }
 
-/// S3 key rules, plus what keeps the request URL unambiguous.
+/// S3 key rules, plus what `object_store` paths need: `/`-separated non-empty segments,
+/// none of them `.` or `..` (a URL would resolve those and address another object).
 pub fn validate_key(key: &str) -> Result<(), S3Error> {
+    key_path(key).map(|_| ())
+}
+
+fn key_path(key: &str) -> Result<Path, S3Error> {
     let shown: String = key.chars().take(80).collect();
     let bad = |why: &str| Err(S3Error::InvalidKey(format!("{shown:?}: {why}")));
     if key.is_empty() {
@@ -280,26 +280,24 @@ pub fn validate_key(key: &str) -> Result<(), S3Error> {
     if key.chars().any(char::is_control) {
         return bad("must not hold control characters");
     }
-    if key.starts_with('/') {
-        return bad("must not begin with '/'");
+    if key.starts_with('/') || key.ends_with('/') || key.contains("//") {
+        return bad("must not begin or end with '/' or hold an empty segment");
     }
-    // URL path normalisation would resolve these and address another object.
     if key
         .split('/')
         .any(|segment| segment == "." || segment == "..")
     {
         return bad("must not hold '.' or '..' path segments");
     }
-    Ok(())
+    Path::parse(key).or_else(|e| bad(&e.to_string()))
 }
 
-fn validate_prefix(prefix: &str) -> Result<(), S3Error> {
-    if prefix.len() > MAX_KEY_BYTES || prefix.chars().any(char::is_control) {
-        return Err(S3Error::InvalidKey(
-            "list prefix: at most 1024 bytes, no control characters".into(),
-        ));
+/// A key prefix that ends at a segment boundary (`scaivault/2026-04/`), or `""`.
+fn prefix_path(prefix: &str) -> Result<Option<Path>, S3Error> {
+    match prefix.trim_end_matches('/') {
+        "" => Ok(None),
+        p => key_path(p).map(Some),
     }
-    Ok(())
 }
 
 fn validate_region(region: &str) -> Result<(), S3Error> {
@@ -319,7 +317,7 @@ fn validate_region(region: &str) -> Result<(), S3Error> {
 
 fn parse_endpoint(endpoint: &str) -> Result<Url, S3Error> {
     let bad = |why: &str| Err(S3Error::InvalidTarget(format!("endpoint: {why}")));
-    let Ok(mut url) = Url::parse(endpoint) else {
+    let Ok(url) = Url::parse(endpoint) else {
         return bad("not a valid URL");
     };
     if !matches!(url.scheme(), "http" | "https") {
@@ -334,18 +332,14 @@ fn parse_endpoint(endpoint: &str) -> Result<Url, S3Error> {
     if url.query().is_some() || url.fragment().is_some() {
         return bad("must not hold a query or fragment");
     }
-    // Joining "<bucket>/" onto "http://host/base" would drop "base".
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
     Ok(url)
 }
 
-/// An S3 client: one connection pool, shared by clones.
+/// Timeouts and retries of every request; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct S3Client {
-    http: reqwest::Client,
+    options: ClientOptions,
+    retry: RetryConfig,
     timeout: Duration,
 }
 
@@ -355,22 +349,29 @@ impl S3Client {
         Self::with_timeout(DEFAULT_TIMEOUT)
     }
 
-    /// A client whose every request, connection to last body byte, must end within `timeout`.
+    /// A client whose every request, connection to last body byte, must end within
+    /// `timeout`; retries of one request end within four times that.
     pub fn with_timeout(timeout: Duration) -> Result<Self, S3Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| S3Error::Client(e.without_url().to_string()))?;
-        Ok(S3Client { http, timeout })
+        let options = ClientOptions::new()
+            .with_timeout(timeout)
+            .with_connect_timeout(timeout.min(Duration::from_secs(10)));
+        let retry = RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: MAX_RETRIES,
+            retry_timeout: timeout * 4,
+        };
+        Ok(S3Client {
+            options,
+            retry,
+            timeout,
+        })
     }
 
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
 
-    /// Uploads one object (single PUT; S3 allows up to 5 GiB).
+    /// Uploads one object: one PUT up to [`PART_BYTES`], a multipart upload above.
     #[tracing::instrument(skip(self, target, body), fields(bucket = %target.bucket, bytes = body.len()))]
     pub async fn put_object(
         &self,
@@ -379,235 +380,87 @@ impl S3Client {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<(), S3Error> {
-        const OP: &str = "PutObject";
-        validate_key(key)?;
-        let bucket = target.bucket()?;
-        let credentials = target.credentials.signer();
-        let url = bucket
-            .put_object(Some(&credentials), key)
-            .sign(SIGNATURE_TTL);
-        let request = self
-            .http
-            .put(url)
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            // hyper leaves the length out of an empty body, and S3 answers 411 without it.
-            .header(reqwest::header::CONTENT_LENGTH, body.len())
-            .body(body);
-        self.send(target, OP, request).await?;
+        let path = key_path(key)?;
+        let store = target.store(self)?;
+        let attributes = Attributes::from_iter([(Attribute::ContentType, content_type.to_owned())]);
+        if body.len() <= PART_BYTES {
+            let opts = PutOptions {
+                attributes,
+                ..Default::default()
+            };
+            store
+                .put_opts(&path, PutPayload::from(body), opts)
+                .await
+                .map_err(S3Error::store("PutObject"))?;
+            return Ok(());
+        }
+        let opts = PutMultipartOptions {
+            attributes,
+            ..Default::default()
+        };
+        let upload = store
+            .put_multipart_opts(&path, opts)
+            .await
+            .map_err(S3Error::store("CreateMultipartUpload"))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        for chunk in body.chunks(PART_BYTES) {
+            if let Err(e) = writer.wait_for_capacity(PART_CONCURRENCY).await {
+                // Best effort: S3 keeps an abandoned upload's parts until it is aborted.
+                let _ = writer.abort().await;
+                return Err(S3Error::store("UploadPart")(e));
+            }
+            writer.write(chunk);
+        }
+        writer
+            .finish()
+            .await
+            .map_err(S3Error::store("CompleteMultipartUpload"))?;
         Ok(())
     }
 
     /// Downloads one object whole.
     #[tracing::instrument(skip(self, target), fields(bucket = %target.bucket))]
     pub async fn get_object(&self, target: &S3Target, key: &str) -> Result<Vec<u8>, S3Error> {
-        const OP: &str = "GetObject";
-        validate_key(key)?;
-        let bucket = target.bucket()?;
-        let credentials = target.credentials.signer();
-        let url = bucket
-            .get_object(Some(&credentials), key)
-            .sign(SIGNATURE_TTL);
-        let response = self.send(target, OP, self.http.get(url)).await?;
-        let body = response
-            .bytes()
+        let path = key_path(key)?;
+        let store = target.store(self)?;
+        let result = store
+            .get(&path)
             .await
-            .map_err(|e| self.transport(target, OP, e))?;
-        Ok(body.to_vec())
+            .map_err(S3Error::store("GetObject"))?;
+        let bytes = result.bytes().await.map_err(S3Error::store("GetObject"))?;
+        Ok(bytes.to_vec())
     }
 
-    /// All keys that begin with `prefix` (every page), in S3's (lexicographic) order.
+    /// The ETag S3 gives an object; a multipart object's ends with `-<parts>`.
+    pub async fn object_etag(&self, target: &S3Target, key: &str) -> Result<String, S3Error> {
+        let path = key_path(key)?;
+        let meta = target
+            .store(self)?
+            .head(&path)
+            .await
+            .map_err(S3Error::store("HeadObject"))?;
+        Ok(meta.e_tag.unwrap_or_default())
+    }
+
+    /// All keys under `prefix` (every page), in S3's (lexicographic) order. The prefix ends
+    /// at a segment boundary: `a/b/` and `a/b` both list `a/b/...`, never `a/bc`.
     #[tracing::instrument(skip(self, target), fields(bucket = %target.bucket))]
     pub async fn list_objects(
         &self,
         target: &S3Target,
         prefix: &str,
     ) -> Result<Vec<String>, S3Error> {
-        const OP: &str = "ListObjectsV2";
-        validate_prefix(prefix)?;
-        let bucket = target.bucket()?;
-        let credentials = target.credentials.signer();
-        let mut keys = Vec::new();
-        let mut continuation: Option<String> = None;
-        for _ in 0..MAX_LIST_PAGES {
-            let mut action = bucket.list_objects_v2(Some(&credentials));
-            if !prefix.is_empty() {
-                action.with_prefix(prefix);
-            }
-            if let Some(token) = &continuation {
-                action.with_continuation_token(token.as_str());
-            }
-            let url = action.sign(SIGNATURE_TTL);
-            let response = self.send(target, OP, self.http.get(url)).await?;
-            let text = response
-                .text()
-                .await
-                .map_err(|e| self.transport(target, OP, e))?;
-            let page =
-                ListObjectsV2::parse_response(&text).map_err(|e| S3Error::InvalidResponse {
-                    operation: OP,
-                    detail: format!("list XML: {e}"),
-                })?;
-            keys.extend(page.contents.into_iter().map(|c| c.key));
-            match page.next_continuation_token {
-                Some(token) if !token.is_empty() => continuation = Some(token),
-                _ => return Ok(keys),
-            }
-        }
-        Err(S3Error::InvalidResponse {
-            operation: OP,
-            detail: format!("more than {MAX_LIST_PAGES} pages"),
-        })
-    }
-
-    /// Creates the bucket, in the target's region.
-    #[tracing::instrument(skip(self, target), fields(bucket = %target.bucket))]
-    pub async fn create_bucket(&self, target: &S3Target) -> Result<(), S3Error> {
-        const OP: &str = "CreateBucket";
-        let bucket = target.bucket()?;
-        let credentials = target.credentials.signer();
-        let url = bucket.create_bucket(&credentials).sign(SIGNATURE_TTL);
-        // us-east-1 takes no location constraint; every other region requires one.
-        let body = if target.region == DEFAULT_REGION {
-            String::new()
-        } else {
-            format!(
-                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
-                 <LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
-                target.region
-            )
-        };
-        let request = self
-            .http
-            .put(url)
-            .header(reqwest::header::CONTENT_LENGTH, body.len())
-            .body(body);
-        self.send(target, OP, request).await?;
-        Ok(())
-    }
-
-    /// Sends a request; a non-2xx answer becomes [`S3Error::Service`].
-    async fn send(
-        &self,
-        target: &S3Target,
-        operation: &'static str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, S3Error> {
-        let response = request
-            .timeout(self.timeout)
-            .send()
+        let prefix = prefix_path(prefix)?;
+        let store: Arc<dyn ObjectStore> = Arc::new(target.store(self)?);
+        let objects: Vec<_> = store
+            .list(prefix.as_ref())
+            .try_collect()
             .await
-            .map_err(|e| self.transport(target, operation, e))?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        Err(self.service_error(target, operation, response).await)
+            .map_err(S3Error::store("ListObjectsV2"))?;
+        let mut keys: Vec<String> = objects.into_iter().map(|o| o.location.into()).collect();
+        keys.sort();
+        Ok(keys)
     }
-
-    async fn service_error(
-        &self,
-        target: &S3Target,
-        operation: &'static str,
-        mut response: reqwest::Response,
-    ) -> S3Error {
-        let status = response.status();
-        let header_request_id = response
-            .headers()
-            .get("x-amz-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let mut body = Vec::new();
-        // A failure while reading the error body leaves what was read.
-        while body.len() < MAX_ERROR_BODY {
-            match response.chunk().await {
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                _ => break,
-            }
-        }
-        body.truncate(MAX_ERROR_BODY);
-        let text = String::from_utf8_lossy(&body);
-        let code = xml_text(&text, "Code")
-            .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'))
-            .map_or_else(|| fallback_code(status).to_owned(), str::to_owned);
-        let message = xml_text(&text, "Message")
-            .map(|m| {
-                unescape_xml(m)
-                    .chars()
-                    .take(MAX_ERROR_MESSAGE)
-                    .collect::<String>()
-            })
-            .unwrap_or_else(|| status.canonical_reason().unwrap_or("no message").to_owned());
-        let request_id = xml_text(&text, "RequestId")
-            .map(str::to_owned)
-            .or(header_request_id)
-            .map(|id| id.chars().take(128).collect::<String>());
-        let credentials = &target.credentials;
-        S3Error::Service {
-            operation,
-            status: status.as_u16(),
-            code,
-            message: credentials.scrub(&message),
-            request_id: request_id.map(|id| credentials.scrub(&id)),
-        }
-    }
-
-    fn transport(&self, target: &S3Target, operation: &'static str, e: reqwest::Error) -> S3Error {
-        if e.is_timeout() {
-            return S3Error::Timeout {
-                operation,
-                timeout: self.timeout,
-            };
-        }
-        // The URL is presigned (access key id, signature, session token): drop it.
-        let e = e.without_url();
-        let mut detail = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            detail.push_str(": ");
-            detail.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        S3Error::Transport {
-            operation,
-            detail: target.credentials.scrub(&detail),
-        }
-    }
-}
-
-/// S3 leaves the body empty for HEAD and some proxies answer without XML.
-fn fallback_code(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        301 | 307 => "PermanentRedirect",
-        400 => "BadRequest",
-        403 => "AccessDenied",
-        404 => "NotFound",
-        409 => "Conflict",
-        411 => "MissingContentLength",
-        500 => "InternalError",
-        503 => "ServiceUnavailable",
-        _ => "Unknown",
-    }
-}
-
-/// The text of the first `<tag>...</tag>`; enough for S3's flat `<Error>` document.
-fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let len = xml.get(start..)?.find(&close)?;
-    xml.get(start..start + len).map(str::trim)
-}
-
-fn unescape_xml(text: &str) -> Cow<'_, str> {
-    if !text.contains('&') {
-        return Cow::Borrowed(text);
-    }
-    Cow::Owned(
-        text.replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&"),
-    )
 }
 
 #[cfg(test)]
@@ -655,6 +508,7 @@ mod tests {
             &"k".repeat(1024),
         ] {
             assert!(validate_key(ok).is_ok(), "{ok}");
+            assert_eq!(key_path(ok).unwrap().as_ref(), ok, "stored as given");
         }
         for bad in [
             "",
@@ -663,6 +517,8 @@ mod tests {
             "a/../b",
             "./a",
             "a/..",
+            "a//b",
+            "dir/",
             "line\nbreak",
             "nul\0",
         ] {
@@ -671,18 +527,14 @@ mod tests {
         }
         // A multi-byte key is measured in bytes.
         assert!(validate_key(&"é".repeat(513)).is_err());
+        assert_eq!(prefix_path("").unwrap(), None);
+        assert_eq!(prefix_path("a/b/").unwrap(), Some(Path::from("a/b")));
     }
 
     #[test]
     fn endpoints() {
-        assert_eq!(
-            parse_endpoint("http://127.0.0.1:9000").unwrap().as_str(),
-            "http://127.0.0.1:9000/"
-        );
-        assert_eq!(
-            parse_endpoint("https://minio.local/s3").unwrap().as_str(),
-            "https://minio.local/s3/"
-        );
+        assert!(parse_endpoint("http://127.0.0.1:9000").is_ok());
+        assert!(parse_endpoint("https://minio.local/s3").is_ok());
         for bad in ["ftp://x", "not a url", "http://u:p@host", "http://h/?q=1"] {
             assert!(matches!(
                 parse_endpoint(bad),
@@ -692,38 +544,40 @@ mod tests {
     }
 
     #[test]
-    fn addressing() {
-        let path = S3Target::new("audit", creds()).with_endpoint("http://127.0.0.1:9000/s3");
-        assert_eq!(
-            path.bucket().unwrap().base_url().as_str(),
-            "http://127.0.0.1:9000/s3/audit/"
-        );
-        let aws = S3Target::new("audit", creds()).with_region("eu-west-1");
-        assert_eq!(
-            aws.bucket().unwrap().base_url().as_str(),
-            "https://audit.s3.eu-west-1.amazonaws.com/"
-        );
-        let dotted = S3Target::new("audit.example", creds());
-        assert_eq!(
-            dotted.bucket().unwrap().base_url().as_str(),
-            "https://s3.us-east-1.amazonaws.com/audit.example/"
-        );
+    fn targets_are_checked_before_any_request() {
+        let client = S3Client::new().unwrap();
+        let ok = S3Target::new("audit", creds()).with_endpoint("http://127.0.0.1:9000/s3");
+        assert!(ok.store(&client).is_ok());
         let bad_region = S3Target::new("audit", creds()).with_region("evil.com/x");
         assert!(matches!(
-            bad_region.bucket(),
+            bad_region.store(&client),
             Err(S3Error::InvalidTarget(_))
+        ));
+        let bad_bucket = S3Target::new("Bad_Bucket", creds());
+        assert!(matches!(
+            bad_bucket.store(&client),
+            Err(S3Error::InvalidBucket(_))
         ));
     }
 
     #[test]
-    fn signed_url_carries_the_session_token() {
-        let target = S3Target::new("audit", creds()).with_endpoint("http://127.0.0.1:9000");
-        let bucket = target.bucket().unwrap();
-        let signer = target.credentials.signer();
-        let url = bucket.get_object(Some(&signer), "k").sign(SIGNATURE_TTL);
-        let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-        assert!(query.contains(&("X-Amz-Security-Token".into(), "session-TOKEN-value".into())));
-        assert!(!url.as_str().contains("s3cr3t-KEY-value"));
+    fn service_errors_show_their_code_and_message() {
+        let xml = "Error performing PUT http://h/b/k - 404: <?xml version=\"1.0\"?><Error>\
+                   <Code>NoSuchBucket</Code><Message>The bucket does not exist</Message></Error>";
+        assert_eq!(xml_text(xml, "Code").as_deref(), Some("NoSuchBucket"));
+        assert_eq!(xml_text(xml, "Missing"), None);
+        let err = S3Error::Store {
+            operation: "PutObject",
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: xml.into(),
+            },
+        };
+        assert_eq!(
+            err.to_string(),
+            "S3 PutObject failed: NoSuchBucket: The bucket does not exist"
+        );
+        assert_eq!(err.code().as_deref(), Some("NoSuchBucket"));
     }
 
     #[test]
@@ -732,31 +586,5 @@ mod tests {
         assert!(shown.contains("AKIDEXAMPLE"));
         assert!(!shown.contains("s3cr3t-KEY-value"));
         assert!(!shown.contains("session-TOKEN-value"));
-    }
-
-    #[test]
-    fn scrub_and_error_xml() {
-        let xml = "<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code>\
-                   <Message>bad &amp; s3cr3t-KEY-value</Message><RequestId>r1</RequestId></Error>";
-        assert_eq!(xml_text(xml, "Code"), Some("SignatureDoesNotMatch"));
-        let message = unescape_xml(xml_text(xml, "Message").unwrap());
-        assert_eq!(creds().scrub(&message), "bad & [redacted]");
-        assert_eq!(xml_text(xml, "Missing"), None);
-    }
-
-    #[test]
-    fn retryable() {
-        let service = |status, code: &str| S3Error::Service {
-            operation: "PutObject",
-            status,
-            code: code.into(),
-            message: String::new(),
-            request_id: None,
-        };
-        assert!(service(503, "SlowDown").is_retryable());
-        assert!(service(400, "RequestTimeout").is_retryable());
-        assert!(!service(404, "NoSuchBucket").is_retryable());
-        assert!(!S3Error::InvalidKey("x".into()).is_retryable());
-        assert_eq!(service(404, "NoSuchBucket").code(), Some("NoSuchBucket"));
     }
 }

@@ -5,15 +5,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use scaivault_api::ErrorCode;
+use scaivault_api::limits::MAX_POLICY_RULES;
 use scaivault_api::pattern::PathPattern;
 use scaivault_api::policy::{Effect, Permission, PolicyRule};
 
 use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::store::{BindingRow, PolicyRow};
-
-/// Most rules one policy may hold.
-pub const MAX_RULES: usize = 100;
 
 struct CompiledRule {
     pattern: PathPattern,
@@ -53,9 +51,9 @@ pub fn validate_rules(rules: &[PolicyRule]) -> Result<Vec<(PathPattern, PolicyRu
     if rules.is_empty() {
         return Err(Error::invalid("a policy needs at least one rule"));
     }
-    if rules.len() > MAX_RULES {
+    if rules.len() > MAX_POLICY_RULES {
         return Err(Error::invalid(format!(
-            "a policy may hold at most {MAX_RULES} rules"
+            "a policy may hold at most {MAX_POLICY_RULES} rules"
         )));
     }
     rules

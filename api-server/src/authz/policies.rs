@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use scaivault_api::ErrorCode;
 use scaivault_api::auth::{IdentityType, identity_type_of};
-use scaivault_api::limits::MAX_DESCRIPTION_CHARS;
+use scaivault_api::limits::{MAX_DESCRIPTION_CHARS, MAX_DISPLAY_NAME_CHARS, MAX_POLICY_NAME_CHARS};
 use scaivault_api::policy::{
     Binding, BindingInput, Identity, IdentityInput, MatchedRule, Policy, PolicyInput, PolicyRule,
     PolicyTestRequest, PolicyTestResponse,
@@ -15,8 +15,6 @@ use super::engine::{CompiledPolicy, Engine, validate_rules};
 use crate::crypto::token::{hex, random_bytes};
 use crate::error::{Error, Result};
 use crate::store::{BindingRow, IdentityRow, PolicyRow, Store, now_millis};
-
-const MAX_NAME_CHARS: usize = 128;
 
 pub struct PolicyService {
     store: Arc<dyn Store>,
@@ -33,7 +31,7 @@ fn policy_not_found(id: &str) -> Error {
 
 fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
-        && name.chars().count() <= MAX_NAME_CHARS
+        && name.chars().count() <= MAX_POLICY_NAME_CHARS
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
@@ -41,7 +39,7 @@ fn check_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "name must be 1..={MAX_NAME_CHARS} characters of [A-Za-z0-9._:-]"
+            "name must be 1..={MAX_POLICY_NAME_CHARS} characters of [A-Za-z0-9._:-]"
         )))
     }
 }
@@ -314,10 +312,10 @@ impl PolicyService {
         if input
             .display_name
             .as_ref()
-            .is_some_and(|d| d.chars().count() > MAX_NAME_CHARS)
+            .is_some_and(|d| d.chars().count() > MAX_DISPLAY_NAME_CHARS)
         {
             return Err(Error::invalid(format!(
-                "display_name is longer than {MAX_NAME_CHARS} characters"
+                "display_name is longer than {MAX_DISPLAY_NAME_CHARS} characters"
             )));
         }
         let row = IdentityRow {

@@ -24,8 +24,10 @@ mod idempotency;
 pub(crate) mod migrations;
 
 const READERS: usize = 4;
-/// Current versions kept in memory: ~0.5 KiB each, so at most a few MiB.
+/// Current versions kept in memory: ~0.5 KiB each typically, bounded in bytes because a
+/// value may be up to 64 KiB.
 const CACHED_SECRETS: usize = 16_384;
+const CACHED_BYTES: u64 = 32 * 1024 * 1024;
 /// Paths are ASCII below 0x7f, so `prefix + DEL` bounds every path that starts with prefix.
 const PREFIX_UPPER_BOUND: char = '\u{7f}';
 
@@ -111,7 +113,7 @@ impl SqliteStore {
             writer,
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
-            cache: Arc::new(ReadCache::new(CACHED_SECRETS)),
+            cache: Arc::new(ReadCache::new(CACHED_SECRETS, CACHED_BYTES)),
             checkpointer: Arc::new(checkpointer),
         })
     }

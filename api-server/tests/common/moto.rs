@@ -74,6 +74,29 @@ impl Moto {
         }
     }
 
+    /// Creates a bucket (moto takes unsigned requests; the vault itself never creates one).
+    pub async fn create_bucket(&self, bucket: &str, region: &str) {
+        let body = if region == "us-east-1" {
+            String::new()
+        } else {
+            format!(
+                "<CreateBucketConfiguration><LocationConstraint>{region}</LocationConstraint>\
+                 </CreateBucketConfiguration>"
+            )
+        };
+        let response = reqwest::Client::new()
+            .put(format!("{}/{bucket}", self.endpoint))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "create bucket {bucket}: {}",
+            response.status()
+        );
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }

@@ -14,7 +14,7 @@ use scaivault_api::auth::{CreateTokenResponse, IdentityType, KubernetesLoginRequ
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
-pub use cluster::{ClusterConfig, ClusterConfigError};
+pub use cluster::ClusterConfigError;
 pub use review::{ReviewError, ReviewedAccount, TokenReviewer};
 
 use super::TokenService;
@@ -42,13 +42,13 @@ impl KubernetesAuth {
     /// The login method the flags ask for: a kubeconfig when given, the pod's own
     /// ServiceAccount when running in a cluster, none otherwise. A configuration that is
     /// asked for but unusable stops the server rather than silently disabling logins.
-    pub fn from_args(args: &KubernetesArgs) -> anyhow::Result<Option<KubernetesAuth>> {
+    pub async fn from_args(args: &KubernetesArgs) -> anyhow::Result<Option<KubernetesAuth>> {
         if args.kubernetes_disable {
             return Ok(None);
         }
         let cluster = match &args.kubernetes_kubeconfig {
-            Some(path) => ClusterConfig::from_kubeconfig(path)?,
-            None => match ClusterConfig::in_cluster() {
+            Some(path) => cluster::from_kubeconfig(path).await?,
+            None => match cluster::in_cluster() {
                 Ok(cluster) => cluster,
                 Err(ClusterConfigError::NotInCluster) => return Ok(None),
                 Err(e) => {
@@ -58,7 +58,7 @@ impl KubernetesAuth {
                 }
             },
         };
-        let server = cluster.server.clone();
+        let server = cluster.cluster_url.clone();
         let reviewer = TokenReviewer::new(cluster, args.kubernetes_audience.clone())
             .map_err(|e| anyhow::anyhow!("kubernetes login: {e}"))?;
         tracing::info!(%server, audience = %args.kubernetes_audience, "kubernetes login enabled");

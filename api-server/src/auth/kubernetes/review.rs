@@ -8,13 +8,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
-use url::Url;
-
-use super::cluster::{ClusterConfig, Credential};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
-/// A TokenReview answer is a few hundred bytes; anything much larger is not one.
-const MAX_ANSWER_BYTES: usize = 256 * 1024;
+const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
 
 #[derive(Debug, thiserror::Error)]
@@ -41,61 +37,47 @@ impl ReviewedAccount {
 }
 
 pub struct TokenReviewer {
-    http: reqwest::Client,
-    url: Url,
-    credential: Credential,
+    /// kube's client: TLS against the cluster's CA only, and the credential of the
+    /// configuration (refreshed token files, exec plugins, client certificates).
+    client: kube::Client,
+    /// A token file is read here on every call rather than by kube, which sends the file
+    /// as it is: a trailing newline (as `echo` writes one) makes the header invalid.
+    token_file: Option<std::path::PathBuf>,
     audience: String,
 }
 
 impl TokenReviewer {
-    pub fn new(cluster: ClusterConfig, audience: String) -> Result<TokenReviewer, String> {
-        let mut http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .connect_timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("scaivault-server/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &cluster.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| format!("cluster CA: {e}"))?;
-            if certs.is_empty() {
-                return Err("cluster CA: no certificate in the PEM".into());
-            }
-            // Only the cluster's CA: a public CA has no say over who the API server is.
-            http = http.tls_certs_only(certs);
-        }
-        if let Credential::ClientCertificate { pem } = &cluster.credential {
-            let identity = reqwest::Identity::from_pem(pem.expose_secret().as_bytes())
-                .map_err(|e| format!("client certificate: {e}"))?;
-            http = http.identity(identity);
-        }
-        let http = http.build().map_err(|e| e.to_string())?;
-        let url = cluster
-            .server
-            .join("apis/authentication.k8s.io/v1/tokenreviews")
-            .map_err(|e| e.to_string())?;
+    pub fn new(mut cluster: kube::Config, audience: String) -> Result<TokenReviewer, String> {
+        cluster.connect_timeout = Some(TIMEOUT);
+        cluster.read_timeout = Some(TIMEOUT);
+        cluster.write_timeout = Some(TIMEOUT);
+        // kube prefers an inline token to the file, so the file counts only without one.
+        let token_file = match cluster.auth_info.token {
+            None => cluster.auth_info.token_file.take().map(Into::into),
+            Some(_) => None,
+        };
+        let client = kube::Client::try_from(cluster).map_err(|e| e.to_string())?;
         Ok(TokenReviewer {
-            http,
-            url,
-            credential: cluster.credential,
+            client,
+            token_file,
             audience,
         })
     }
 
-    pub fn audience(&self) -> &str {
-        &self.audience
+    /// The token of the token file, read now: projected ServiceAccount tokens are rotated
+    /// by the kubelet, so a copy taken at start would expire.
+    async fn file_token(&self) -> Result<Option<SecretString>, ReviewError> {
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| ReviewError::Unavailable(format!("reading {}: {e}", path.display())))?;
+        Ok(Some(SecretString::from(text.trim().to_owned())))
     }
 
-    async fn bearer(&self) -> Result<Option<SecretString>, ReviewError> {
-        match &self.credential {
-            Credential::Token(token) => Ok(Some(token.clone())),
-            Credential::TokenFile(path) => {
-                let text = tokio::fs::read_to_string(path).await.map_err(|e| {
-                    ReviewError::Unavailable(format!("reading {}: {e}", path.display()))
-                })?;
-                Ok(Some(SecretString::from(text.trim().to_owned())))
-            }
-            Credential::ClientCertificate { .. } => Ok(None),
-        }
+    pub fn audience(&self) -> &str {
+        &self.audience
     }
 
     /// Asks the API server whether `jwt` is a live token for our audience.
@@ -105,37 +87,28 @@ impl TokenReviewer {
             "kind": "TokenReview",
             "spec": {"token": jwt.expose_secret(), "audiences": [self.audience]},
         });
-        let mut request = self.http.post(self.url.clone()).json(&body);
-        if let Some(bearer) = self.bearer().await? {
-            request = request.bearer_auth(bearer.expose_secret());
+        let mut request = http::Request::post(TOKEN_REVIEWS)
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if let Some(token) = self.file_token().await? {
+            request = request.header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", token.expose_secret()),
+            );
         }
-        let response = request
-            .send()
-            .await
+        let request = request
+            .body(body.to_string().into_bytes())
             .map_err(|e| ReviewError::Unavailable(format!("TokenReview request: {e}")))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ReviewError::Unavailable(format!("TokenReview answer: {e}")))?;
-        if !status.is_success() {
+        let review: TokenReview = self.client.request(request).await.map_err(|e| match e {
             // 401/403 here mean the vault's own credential lacks `create tokenreviews`.
-            return Err(ReviewError::Unavailable(format!(
-                "TokenReview answered HTTP {status}{}",
-                if matches!(status.as_u16(), 401 | 403) {
-                    " (the vault's cluster credential needs create on tokenreviews.authentication.k8s.io)"
-                } else {
-                    ""
-                }
-            )));
-        }
-        if bytes.len() > MAX_ANSWER_BYTES {
-            return Err(ReviewError::Unavailable(
-                "TokenReview answer too large".into(),
-            ));
-        }
-        let review: TokenReview = serde_json::from_slice(&bytes)
-            .map_err(|e| ReviewError::Unavailable(format!("TokenReview answer: {e}")))?;
+            kube::Error::Api(status) if matches!(status.code, 401 | 403) => {
+                ReviewError::Unavailable(format!(
+                    "TokenReview answered HTTP {} (the vault's cluster credential needs create \
+                     on tokenreviews.authentication.k8s.io)",
+                    status.code
+                ))
+            }
+            other => ReviewError::Unavailable(format!("TokenReview: {other}")),
+        })?;
         interpret(review, &self.audience)
     }
 }
