@@ -192,13 +192,25 @@ pub fn apply(doc: &mut Value) {
             update,
         ]
     });
-    // An identity, a draft policy, or both.
-    schemas["PolicyTestRequest"]["anyOf"] = json!([
-        {"required": ["identity_id"], "properties": {"identity_id": identity_id()}},
-        {"required": ["policy"], "properties": {"policy": {"$ref": "#/components/schemas/PolicyInput"}}},
-    ]);
-    schemas["PolicyTestRequest"]["properties"]["identity_id"] =
-        json!({"anyOf": [identity_id(), {"type": "null"}]});
+    // An identity, a draft policy, or both: two shapes of the one object.
+    let mut test = schemas["PolicyTestRequest"].take();
+    test["properties"]["identity_id"] = json!({"anyOf": [identity_id(), {"type": "null"}]});
+    let shape = |field: &str, rule: Value| {
+        let mut shape = test.clone();
+        shape["properties"][field] = rule;
+        if let Some(required) = shape["required"].as_array_mut() {
+            required.push(json!(field));
+        } else {
+            shape["required"] = json!([field]);
+        }
+        shape
+    };
+    schemas["PolicyTestRequest"] = json!({
+        "anyOf": [
+            shape("identity_id", identity_id()),
+            shape("policy", json!({"$ref": "#/components/schemas/PolicyInput"})),
+        ]
+    });
     // The identity type is the prefix of the identity id.
     let kinds = [
         ("user", "user:[A-Za-z0-9._@+-]{1,253}"),

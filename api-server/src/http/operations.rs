@@ -38,7 +38,8 @@ pub enum Verb {
 impl Verb {
     pub fn of(method: &Method) -> Option<Verb> {
         Some(match *method {
-            Method::GET => Verb::Get,
+            // HEAD is GET without the body (axum answers it with the GET handler).
+            Method::GET | Method::HEAD => Verb::Get,
             Method::PUT => Verb::Put,
             Method::POST => Verb::Post,
             Method::PATCH => Verb::Patch,
@@ -568,7 +569,11 @@ mod tests {
             Some("get_policy")
         );
         assert_eq!(
-            r(&Method::HEAD, "/v1/policies/{id}", "/v1/policies/x"),
+            r(&Method::HEAD, "/v1/policies/{id}", "/v1/policies/x").map(|r| r.0),
+            Some("get_policy")
+        );
+        assert_eq!(
+            r(&Method::OPTIONS, "/v1/policies/{id}", "/v1/policies/x"),
             None
         );
         assert_eq!(
