@@ -32,6 +32,6 @@ TEST_PARTS += test-bench-smoke
 # apiserver requests, RSS, restart. Never part of `make test`.
 #   make bench-operator BENCH_OPERATOR_SIZES="1000 10000"
 BENCH_OPERATOR_SIZES ?= 1000 10000
-bench-operator: e2e-env
+bench-operator: e2e-env bench-deps
 	$(CARGO) build --release -p scaivault-server
 	BENCH_OPERATOR_SIZES="$(BENCH_OPERATOR_SIZES)" CARGO="$(CARGO)" bash $(BENCH_DIR)/operator/run.sh

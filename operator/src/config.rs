@@ -83,7 +83,7 @@ pub struct Args {
     pub reconcile_concurrency: u16,
     /// Most requests per second the controllers send to the apiserver (client-side
     /// limit, like client-go's QPS; the lease has its own, unlimited connection).
-    #[arg(long, env = "SCAIVAULT_KUBE_QPS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "SCAIVAULT_KUBE_QPS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     pub kube_qps: u64,
     /// Log as JSON lines instead of plain text.
     #[arg(long, env = "SCAIVAULT_LOG_JSON")]

