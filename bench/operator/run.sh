@@ -27,5 +27,5 @@ for size in ${BENCH_OPERATOR_SIZES:-1000 10000}; do
     echo "operator bench failed for $size (log: $out/operator-$size.log)" >&2
     exit 1
   }
-  grep -E '^BENCH-OPERATOR ' "$out/operator-$size.log"
+  grep -oE 'BENCH-OPERATOR .*' "$out/operator-$size.log"
 done

@@ -287,11 +287,21 @@ pub fn eso_counts(text: &str) -> EsoCounts {
     EsoCounts {
         kube_requests: all,
         kube_writes: all - reads,
-        reconciles_ok: sum_where(
-            text,
-            "controller_runtime_reconcile_total",
-            &["controller=\"externalsecret\"", "result=\"success\""],
-        ),
+        // ESO ends a good reconcile with RequeueAfter (its refresh interval), which
+        // controller-runtime counts as `requeue_after`, not `success`.
+        reconciles_ok: ["success", "requeue_after"]
+            .iter()
+            .map(|result| {
+                sum_where(
+                    text,
+                    "controller_runtime_reconcile_total",
+                    &[
+                        "controller=\"externalsecret\"",
+                        &format!("result=\"{result}\""),
+                    ],
+                )
+            })
+            .sum(),
     }
 }
 
