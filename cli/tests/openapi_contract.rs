@@ -48,7 +48,7 @@ fn the_client_uses_the_documented_routes() {
         ("post", "/v1/policies/test", "200", &[]),
         ("post", "/v1/identities", "201", &[]),
         ("get", "/v1/identities", "200", &[]),
-        ("get", "/v1/identities/{id}", "200", &[]),
+        ("get", "/v1/identities/{identity}", "200", &[]),
         (
             "get",
             "/v1/audit/logs",
