@@ -11,7 +11,7 @@
 mod engine;
 mod policies;
 
-pub use engine::{Decision, Engine, MAX_RULES, Matched, Scope, validate_rules};
+pub use engine::{Decision, Engine, Matched, Scope, validate_rules};
 pub use policies::PolicyService;
 pub use scaivault_api::policy::Permission;
 

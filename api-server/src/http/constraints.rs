@@ -5,7 +5,8 @@
 use scaivault_api::idempotency::{MAX_KEY_CHARS, MIN_KEY_CHARS};
 use scaivault_api::limits::{
     MAX_BATCH_PATHS, MAX_CURSOR_CHARS, MAX_DESCRIPTION_CHARS, MAX_LIST_LIMIT, MAX_MAX_VERSIONS,
-    MAX_PATH_BYTES, MAX_PATH_DEPTH, MAX_TAG_CHARS, MAX_TAGS,
+    MAX_PATH_BYTES, MAX_PATH_DEPTH, MAX_POLICY_NAME_CHARS, MAX_POLICY_RULES, MAX_TAG_CHARS,
+    MAX_TAGS,
 };
 use scaivault_api::path::secret_path_pattern;
 use serde_json::{Value, json};
@@ -15,7 +16,6 @@ use scaivault_api::pattern::MAX_PATTERN_SEGMENTS;
 use super::operations::Operation;
 
 const AUDIT_PATHS: &str = "/v1/audit/";
-use crate::authz::MAX_RULES;
 
 const SEGMENT: &str = "[A-Za-z0-9._-]+";
 
@@ -66,7 +66,7 @@ fn token_ttl() -> Value {
 }
 
 fn policy_name() -> Value {
-    json!({"type": "string", "pattern": "^[A-Za-z0-9._:-]+$", "minLength": 1, "maxLength": 128})
+    json!({"type": "string", "pattern": "^[A-Za-z0-9._:-]+$", "minLength": 1, "maxLength": MAX_POLICY_NAME_CHARS})
 }
 
 /// A policy rule's path pattern: segments of `[A-Za-z0-9._-]` mixed with `*`, or `**`.
@@ -132,7 +132,7 @@ fn fields() -> Vec<(&'static str, &'static str, Value)> {
         (
             "PolicyInput",
             "rules",
-            json!({"type": "array", "items": {"$ref": "#/components/schemas/PolicyRule"}, "minItems": 1, "maxItems": MAX_RULES}),
+            json!({"type": "array", "items": {"$ref": "#/components/schemas/PolicyRule"}, "minItems": 1, "maxItems": MAX_POLICY_RULES}),
         ),
         ("PolicyRule", "path_pattern", path_pattern()),
         (
