@@ -16,10 +16,10 @@ mod eso;
 
 use std::time::{Duration, Instant};
 
-use common::{Operator, namespace, service_account, shared_with, wait_for};
+use common::{Operator, count_listed, namespace, service_account, shared_with, wait_for};
 use futures::{StreamExt, stream};
 use kube::Client;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use scaivault_client::api::policy::{Permission, PolicyInput, PolicyRule};
 use scaivault_client::api::secrets::WriteSecretRequest;
 use scaivault_operator::crd::{ConditionStatus, VaultSecret};
@@ -110,25 +110,14 @@ async fn ready_total(client: &Client, namespaces: &[String]) -> usize {
     let mut n = 0;
     for ns in namespaces {
         let api = Api::<VaultSecret>::namespaced(client.clone(), ns);
-        let mut params = ListParams::default().limit(500);
-        loop {
-            let page = api.list(&params).await.expect("list VaultSecrets");
-            n += page
-                .items
-                .iter()
-                .filter(|vs| {
-                    vs.status.as_ref().is_some_and(|s| {
-                        s.conditions
-                            .iter()
-                            .any(|c| c.r#type == "Ready" && c.status == ConditionStatus::True)
-                    })
-                })
-                .count();
-            match page.metadata.continue_ {
-                Some(c) if !c.is_empty() => params = params.continue_token(&c),
-                _ => break,
-            }
-        }
+        n += count_listed(&api, |vs| {
+            vs.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.r#type == "Ready" && c.status == ConditionStatus::True)
+            })
+        })
+        .await;
     }
     n
 }

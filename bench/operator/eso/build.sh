@@ -12,7 +12,6 @@
 # Prints two lines, `ESO_BIN=...` and `ESO_CRDS=...`. The binary is cached under
 # ESO_CACHE keyed on the version and this script, like e2e/build.sh.
 set -euo pipefail
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 version=${ESO_VERSION:-v0.16.2}
 module=github.com/external-secrets/external-secrets
 cache=${ESO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scaivault/eso}

@@ -208,6 +208,23 @@ pub async fn install_crds(client: &Client) {
     }
 }
 
+/// How many objects of `api` satisfy `keep`, listed in pages of 500 (a bench lists 10,000).
+pub async fn count_listed<K>(api: &Api<K>, mut keep: impl FnMut(&K) -> bool) -> usize
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let mut n = 0;
+    let mut params = kube::api::ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await.expect("list objects");
+        n += page.items.iter().filter(|o| keep(o)).count();
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => params = params.continue_token(&c),
+            _ => return n,
+        }
+    }
+}
+
 /// Polls `probe` every 100 ms until it returns `Some`, or panics after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
 where

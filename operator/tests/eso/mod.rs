@@ -16,11 +16,11 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
 use serde_json::{Value, json};
 
-use super::common::{namespace, wait_for};
+use super::common::{count_listed, namespace, wait_for};
 
 const ROOT_TOKEN: &str = "bench-root";
 const FIELD_MANAGER: &str = "scaivault-bench";
@@ -385,24 +385,13 @@ pub async fn ready_total(client: &Client, namespaces: &[String]) -> usize {
     for ns in namespaces {
         let api =
             Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource("ExternalSecret"));
-        let mut params = ListParams::default().limit(500);
-        loop {
-            let page = api.list(&params).await.expect("list ExternalSecrets");
-            n += page
-                .items
-                .iter()
-                .filter(|es| {
-                    es.data["status"]["conditions"].as_array().is_some_and(|c| {
-                        c.iter()
-                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                    })
-                })
-                .count();
-            match page.metadata.continue_ {
-                Some(c) if !c.is_empty() => params = params.continue_token(&c),
-                _ => break,
-            }
-        }
+        n += count_listed(&api, |es| {
+            es.data["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        })
+        .await;
     }
     n
 }
