@@ -370,10 +370,26 @@ impl Resolved {
 
 /// Operations by (method, route): a wildcard route serves several, told apart by the
 /// action word after the wildcard.
-static BY_ROUTE: LazyLock<HashMap<(Verb, String), Vec<&'static Operation>>> = LazyLock::new(|| {
-    let mut map: HashMap<(Verb, String), Vec<&'static Operation>> = HashMap::new();
+/// The operations of one axum route, with what `resolve` needs of them worked out once
+/// (it runs on every request).
+struct RouteOps {
+    /// By method: each operation with its action word.
+    by_verb: HashMap<Verb, Vec<(&'static Operation, Option<&'static str>)>>,
+    /// Whether any operation of the route (for any method) has an action word after the
+    /// wildcard: only then is one split off.
+    has_actions: bool,
+}
+
+static BY_ROUTE: LazyLock<HashMap<String, RouteOps>> = LazyLock::new(|| {
+    let mut map: HashMap<String, RouteOps> = HashMap::new();
     for op in OPERATIONS {
-        map.entry((op.verb, op.route())).or_default().push(op);
+        let route = map.entry(op.route()).or_insert_with(|| RouteOps {
+            by_verb: HashMap::new(),
+            has_actions: false,
+        });
+        let word = op.action_word();
+        route.has_actions |= word.is_some();
+        route.by_verb.entry(op.verb).or_default().push((op, word));
     }
     map
 });
@@ -382,24 +398,24 @@ static BY_ROUTE: LazyLock<HashMap<(Verb, String), Vec<&'static Operation>>> = La
 /// `None` for a request no operation serves (such as an action word sent with a method
 /// that has no operation for it).
 pub fn resolve(method: &Method, route: &str, uri_path: &str) -> Option<Resolved> {
-    let candidates = BY_ROUTE.get(&(Verb::of(method)?, route.to_owned()))?;
+    let route_ops = BY_ROUTE.get(route)?;
+    let candidates = route_ops.by_verb.get(&Verb::of(method)?)?;
     let Some(prefix) = route.split_once("{*").map(|(prefix, _)| prefix) else {
-        return candidates.first().map(|op| Resolved { op, tail: None });
+        return candidates
+            .first()
+            .map(|(op, _)| Resolved { op, tail: None });
     };
     // The wildcard starts after as many segments as its route has before it.
     let before = prefix.matches('/').count();
     let rest = uri_path.splitn(before + 1, '/').nth(before)?;
     // Only a route with actions after its wildcard (for any method) has action words to
     // split off: `PUT /v1/secrets/a/restore` is the restore action with the wrong method.
-    let has_actions = OPERATIONS
-        .iter()
-        .any(|op| op.action_word().is_some() && op.route() == route);
-    let (tail, word) = if has_actions {
+    let (tail, word) = if route_ops.has_actions {
         split_action(rest)
     } else {
         (rest, None)
     };
-    let op = candidates.iter().find(|op| op.action_word() == word)?;
+    let (op, _) = candidates.iter().find(|(_, action)| *action == word)?;
     // Decoded after the action word is split off: `a%2Fmetadata` is the path
     // `a/metadata` (which the grammar then refuses), never the metadata of `a`. OpenAPI
     // clients encode `/` in a path parameter; the grammar is checked on the decoded path.
