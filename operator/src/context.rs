@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 
 use crate::crd::VaultSecretStatus;
@@ -26,7 +26,7 @@ pub const MANAGED_BY_VALUE: &str = "scaivault-operator";
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: crate::events::Events,
     pub metrics: Arc<Metrics>,
     pub vault_auth: VaultAuth,
     /// Admin vault client for VaultPolicy; `None` disables that controller.
@@ -115,14 +115,11 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, reference).await {
+        if let Err(e) = self
+            .events
+            .publish(reference, type_, reason, action, note)
+            .await
+        {
             tracing::warn!(error = %e, reason, "publishing an event failed");
         }
     }

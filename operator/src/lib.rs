@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod config;
 pub mod context;
 pub mod crd;
+pub mod events;
 pub mod fair;
 pub mod lease;
 pub mod mac;

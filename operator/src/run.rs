@@ -16,7 +16,7 @@ use kube::client::ClientBuilder;
 use kube::client::retry::RetryPolicy;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::DeserializeGuard;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::watch;
@@ -390,7 +390,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Arc::new(mac_key(&client, &args.operator_namespace, &args.mac_key_secret).await?);
             let (secrets, secret_writer) = reflector::store();
             let (secrets_ready_tx, secrets_ready) = watch::channel(false);
-            let recorder = Recorder::new(
+            let events = crate::events::Events::new(
                 client.clone(),
                 Reporter {
                     controller: FIELD_MANAGER.to_owned(),
@@ -399,7 +399,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             );
             let ctx = Arc::new(Context {
                 client: client.clone(),
-                recorder,
+                events,
                 metrics: metrics.clone(),
                 vault_auth: VaultAuth::new(
                     client.clone(),
