@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::Limits;
 use crate::store::sqlite::SqliteStore;
-use crate::store::sqlite_audit::SqliteAuditStore;
+use crate::store::sqlite::audit::SqliteAuditStore;
 use crate::store::{AuditStore, Store};
 use crate::vault::{ROOT_IDENTITY, Vault};
 

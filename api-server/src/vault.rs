@@ -89,13 +89,12 @@ impl Vault {
         }
         let first = Barrier::generate_wrapped_key(master, 1)
             .map_err(|e| BootstrapError::Other(e.to_string()))?;
-        store
-            .insert_key(KeyRow {
-                key_id: 1,
-                wrapped: first.wrapped.clone(),
-                created_at: OffsetDateTime::now_utc(),
-            })
-            .await?;
+        let first_key = KeyRow {
+            key_id: 1,
+            wrapped: first.wrapped.clone(),
+            created_at: OffsetDateTime::now_utc(),
+        };
+        store.apply(|u| u.keyring().insert_key(first_key)).await?;
         let barrier = Barrier::unseal(master, &[(1, first.wrapped)])
             .map_err(|e| BootstrapError::Other(e.to_string()))?;
         let hmac_key =
@@ -103,7 +102,9 @@ impl Vault {
         let wrapped = barrier
             .wrap_internal(META_TOKEN_HMAC_KEY, hmac_key.as_ref())
             .map_err(|e| BootstrapError::Other(e.to_string()))?;
-        store.put_meta(META_TOKEN_HMAC_KEY, wrapped).await?;
+        store
+            .apply(|u| u.keyring().put_meta(META_TOKEN_HMAC_KEY, wrapped))
+            .await?;
         let signer = new_audit_signer(store.as_ref(), &barrier).await?;
         let vault = Self::assemble(store, barrier, hmac_key.as_ref(), (signer, true), limits)?;
         let root = vault
@@ -121,7 +122,7 @@ impl Vault {
             .unwrap_or_default();
         vault
             .store
-            .put_meta(META_INITIALIZED_AT, now.into_bytes())
+            .apply(|u| u.keyring().put_meta(META_INITIALIZED_AT, now.into_bytes()))
             .await?;
         Ok((vault, SecretString::from(root.token)))
     }
@@ -211,13 +212,12 @@ impl Vault {
         let _guard = self.rotation_lock.lock().await;
         let next = self.barrier.next_key().map_err(Error::internal)?;
         let created_at = OffsetDateTime::now_utc();
-        self.store
-            .insert_key(KeyRow {
-                key_id: next.key_id,
-                wrapped: next.wrapped.clone(),
-                created_at,
-            })
-            .await?;
+        let key = KeyRow {
+            key_id: next.key_id,
+            wrapped: next.wrapped.clone(),
+            created_at,
+        };
+        self.store.apply(|u| u.keyring().insert_key(key)).await?;
         self.barrier.install(&next).map_err(Error::internal)?;
         tracing::info!(key_id = next.key_id, "data key rotated");
         Ok((next.key_id, created_at))
@@ -234,6 +234,8 @@ async fn new_audit_signer(
     let wrapped = barrier
         .wrap_internal(META_AUDIT_SIGNING_KEY, &pkcs8)
         .map_err(|e| BootstrapError::Other(e.to_string()))?;
-    store.put_meta(META_AUDIT_SIGNING_KEY, wrapped).await?;
+    store
+        .apply(|u| u.keyring().put_meta(META_AUDIT_SIGNING_KEY, wrapped))
+        .await?;
     Ok(signer)
 }

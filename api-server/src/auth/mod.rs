@@ -199,18 +199,17 @@ impl TokenService {
         let accessor = generate_accessor().map_err(|_| Error::internal("rng failure"))?;
         let now = OffsetDateTime::now_utc();
         let expires_at = ttl.map(|d| now + d);
-        self.store
-            .insert_token(TokenRow {
-                hash: self.hasher.hash(token.expose_secret()),
-                accessor: accessor.clone(),
-                identity_id: identity_id.clone(),
-                identity_type: identity_type.as_str().to_owned(),
-                policies,
-                display_name,
-                issued_at: now,
-                expires_at,
-            })
-            .await?;
+        let row = TokenRow {
+            hash: self.hasher.hash(token.expose_secret()),
+            accessor: accessor.clone(),
+            identity_id: identity_id.clone(),
+            identity_type: identity_type.as_str().to_owned(),
+            policies,
+            display_name,
+            issued_at: now,
+            expires_at,
+        };
+        self.store.apply(|u| u.tokens().insert(row)).await?;
         Ok(CreateTokenResponse {
             token: token.expose_secret().to_owned(),
             accessor,
@@ -239,7 +238,11 @@ impl TokenService {
         if !accessor.starts_with("acc_") || accessor.len() > 64 {
             return Err(Error::invalid("accessor must look like acc_<hex>"));
         }
-        let hash = self.store.revoke_token(accessor).await?.ok_or_else(|| {
+        let revoked = self
+            .store
+            .apply(|u| u.tokens().revoke(accessor, OffsetDateTime::now_utc()))
+            .await?;
+        let hash = revoked.ok_or_else(|| {
             Error::new(
                 ErrorCode::TokenNotFound,
                 format!("no active token with accessor {accessor}"),

@@ -78,7 +78,12 @@ pub async fn deduplicate(
         abandoned_before: now - Duration::from_secs(IN_FLIGHT_LEASE_SECS),
     };
     let (scope, key) = (claim.scope.clone(), claim.key.clone());
-    match state.vault.store.claim_idempotency(claim).await {
+    match state
+        .vault
+        .store
+        .apply(|u| u.idempotency().claim(claim))
+        .await
+    {
         Err(e) => Error::from(e).into_response(),
         Ok(ClaimOutcome::Mismatch) => Error::new(
             ErrorCode::IdempotencyKeyReused,
@@ -147,7 +152,7 @@ fn is_final(status: StatusCode) -> bool {
 async fn keep_answer(state: &SharedState, scope: &str, key: &str, response: Response) -> Response {
     let store = &state.vault.store;
     if !is_final(response.status()) {
-        if let Err(e) = store.release_idempotency(scope, key).await {
+        if let Err(e) = store.apply(|u| u.idempotency().release(scope, key)).await {
             // The key stays in flight until its lease ends; retries get 409 until then.
             tracing::warn!(error = %e, "could not release an idempotency key");
         }
@@ -189,7 +194,10 @@ async fn keep_answer(state: &SharedState, scope: &str, key: &str, response: Resp
     };
     // The change is applied whatever happens here: the caller gets its answer, and a
     // later repeat finds the key in flight until the lease ends.
-    if let Err(e) = store.complete_idempotency(scope, key, answer).await {
+    if let Err(e) = store
+        .apply(|u| u.idempotency().complete(scope, key, answer))
+        .await
+    {
         tracing::warn!(error = %e, "could not keep an idempotent answer");
     }
     Response::from_parts(parts, bytes)

@@ -153,7 +153,10 @@ impl Jobs {
         loop {
             let purged = self
                 .store
-                .purge_expired(OffsetDateTime::now_utc(), PURGE_BATCH)
+                .apply(|u| {
+                    u.maintenance()
+                        .purge_expired_secrets(OffsetDateTime::now_utc(), PURGE_BATCH)
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             for path in &purged {
@@ -171,12 +174,21 @@ impl Jobs {
     pub async fn flush_access_counts(&self) -> Result<(), String> {
         let counts = self.access.drain();
         let today = OffsetDateTime::now_utc().unix_timestamp() / 86_400;
-        if let Err(e) = self.store.add_access_counts(today, counts.clone()).await {
-            self.access.restore(counts);
-            return Err(e.to_string());
+        if !counts.is_empty() {
+            let added = self
+                .store
+                .apply(|u| u.maintenance().add_access_counts(today, counts.clone()))
+                .await;
+            if let Err(e) = added {
+                self.access.restore(counts);
+                return Err(e.to_string());
+            }
         }
         self.store
-            .prune_access_counts(today - ACCESS_WINDOW_DAYS)
+            .apply(|u| {
+                u.maintenance()
+                    .prune_access_counts(today - ACCESS_WINDOW_DAYS)
+            })
             .await
             .map_err(|e| e.to_string())
     }
@@ -186,7 +198,10 @@ impl Jobs {
         loop {
             let purged = self
                 .store
-                .purge_expired_idempotency(OffsetDateTime::now_utc(), PURGE_BATCH)
+                .apply(|u| {
+                    u.maintenance()
+                        .purge_expired_idempotency(OffsetDateTime::now_utc(), PURGE_BATCH)
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             if purged < PURGE_BATCH as u64 {
@@ -197,7 +212,10 @@ impl Jobs {
 
     async fn purge_tokens(&self) -> Result<(), String> {
         self.store
-            .purge_expired_tokens(OffsetDateTime::now_utc())
+            .apply(|u| {
+                u.maintenance()
+                    .purge_expired_tokens(OffsetDateTime::now_utc())
+            })
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

@@ -1,10 +1,12 @@
 //! Idempotency keys in SQLite: one row per (caller identity, key), claimed and
 //! completed in write transactions, so two requests with one key never both run.
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
 use super::map_err;
+use crate::store::idempotency::IdempotencyChange;
+use crate::store::unit_of_work::Applied;
 use crate::store::{ClaimOutcome, IdempotencyClaim, Result, StoredAnswer, to_millis};
 
 struct Entry {
@@ -16,11 +18,22 @@ struct Entry {
     body: Option<Vec<u8>>,
 }
 
-pub(super) fn claim(c: &mut Connection, claim: &IdempotencyClaim) -> Result<ClaimOutcome> {
-    let tx = c
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(map_err)?;
-    let entry = tx
+/// Applies one change inside the unit's transaction.
+pub(super) fn apply(c: &Connection, change: IdempotencyChange) -> Result<Applied> {
+    match change {
+        IdempotencyChange::Claim(request) => claim(c, &request).map(Applied::Claim),
+        IdempotencyChange::Complete { scope, key, answer } => {
+            complete(c, &scope, &key, &answer).map(|()| Applied::Done)
+        }
+        IdempotencyChange::Release { scope, key } => {
+            release(c, &scope, &key).map(|()| Applied::Done)
+        }
+    }
+}
+
+/// Looks the key up and takes it when free; the unit's transaction makes the two one step.
+fn claim(c: &Connection, claim: &IdempotencyClaim) -> Result<ClaimOutcome> {
+    let entry = c
         .query_row(
             "SELECT fingerprint, started_at, expires_at, status, content_type, body \
              FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
@@ -60,7 +73,7 @@ pub(super) fn claim(c: &mut Connection, claim: &IdempotencyClaim) -> Result<Clai
             let expires_at = found.map_or(to_millis(claim.expires_at), |e| {
                 e.expires_at.min(to_millis(claim.expires_at))
             });
-            tx.execute(
+            c.execute(
                 "INSERT INTO idempotency_keys (scope, key, fingerprint, started_at, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
@@ -78,16 +91,10 @@ pub(super) fn claim(c: &mut Connection, claim: &IdempotencyClaim) -> Result<Clai
             ClaimOutcome::Claimed
         }
     };
-    tx.commit().map_err(map_err)?;
     Ok(outcome)
 }
 
-pub(super) fn complete(
-    c: &mut Connection,
-    scope: &str,
-    key: &str,
-    answer: &StoredAnswer,
-) -> Result<()> {
+fn complete(c: &Connection, scope: &str, key: &str, answer: &StoredAnswer) -> Result<()> {
     c.execute(
         "UPDATE idempotency_keys SET status = ?3, content_type = ?4, body = ?5 \
          WHERE scope = ?1 AND key = ?2 AND status IS NULL",
@@ -103,7 +110,7 @@ pub(super) fn complete(
     .map_err(map_err)
 }
 
-pub(super) fn release(c: &mut Connection, scope: &str, key: &str) -> Result<()> {
+fn release(c: &Connection, scope: &str, key: &str) -> Result<()> {
     c.execute(
         "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND status IS NULL",
         params![scope, key],
@@ -112,7 +119,7 @@ pub(super) fn release(c: &mut Connection, scope: &str, key: &str) -> Result<()> 
     .map_err(map_err)
 }
 
-pub(super) fn purge_expired(c: &mut Connection, now: OffsetDateTime, limit: usize) -> Result<u64> {
+pub(super) fn purge_expired(c: &Connection, now: OffsetDateTime, limit: usize) -> Result<u64> {
     c.execute(
         "DELETE FROM idempotency_keys WHERE rowid IN \
          (SELECT rowid FROM idempotency_keys WHERE expires_at <= ?1 LIMIT ?2)",
@@ -153,7 +160,7 @@ mod tests {
         }
     }
 
-    fn outcome(c: &mut Connection, claim: &IdempotencyClaim) -> String {
+    fn outcome(c: &Connection, claim: &IdempotencyClaim) -> String {
         match super::claim(c, claim) {
             Ok(ClaimOutcome::Replay(a)) => format!("replay {} {:?}", a.status, a.sealed_body),
             Ok(other) => format!("{other:?}"),
@@ -163,44 +170,44 @@ mod tests {
 
     #[test]
     fn a_key_runs_once_then_replays_and_refuses_other_requests() {
-        let mut c = db();
+        let c = db();
         let t0 = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
-        assert_eq!(outcome(&mut c, &claim_at("root", 1, t0)), "Claimed");
-        assert_eq!(outcome(&mut c, &claim_at("root", 1, t0)), "InFlight");
-        assert_eq!(outcome(&mut c, &claim_at("root", 2, t0)), "Mismatch");
+        assert_eq!(outcome(&c, &claim_at("root", 1, t0)), "Claimed");
+        assert_eq!(outcome(&c, &claim_at("root", 1, t0)), "InFlight");
+        assert_eq!(outcome(&c, &claim_at("root", 2, t0)), "Mismatch");
         // Another identity's same key is another entry.
-        assert_eq!(outcome(&mut c, &claim_at("sa:ci", 2, t0)), "Claimed");
-        assert!(complete(&mut c, "root", "key-0001", &answer()).is_ok());
+        assert_eq!(outcome(&c, &claim_at("sa:ci", 2, t0)), "Claimed");
+        assert!(complete(&c, "root", "key-0001", &answer()).is_ok());
         assert_eq!(
-            outcome(&mut c, &claim_at("root", 1, t0 + Duration::hours(23))),
+            outcome(&c, &claim_at("root", 1, t0 + Duration::hours(23))),
             "replay 201 Some([1, 2, 3])"
         );
-        assert_eq!(outcome(&mut c, &claim_at("root", 2, t0)), "Mismatch");
+        assert_eq!(outcome(&c, &claim_at("root", 2, t0)), "Mismatch");
         // Released only while in flight: a completed answer stays.
-        assert!(release(&mut c, "root", "key-0001").is_ok());
+        assert!(release(&c, "root", "key-0001").is_ok());
         assert_eq!(
-            outcome(&mut c, &claim_at("root", 1, t0)),
+            outcome(&c, &claim_at("root", 1, t0)),
             "replay 201 Some([1, 2, 3])"
         );
         // After 24 h the key is free again, for any request, and purged.
         let t1 = t0 + Duration::hours(24);
-        assert_eq!(purge_expired(&mut c, t1, 100).ok(), Some(2));
-        assert_eq!(outcome(&mut c, &claim_at("root", 2, t1)), "Claimed");
+        assert_eq!(purge_expired(&c, t1, 100).ok(), Some(2));
+        assert_eq!(outcome(&c, &claim_at("root", 2, t1)), "Claimed");
     }
 
     #[test]
     fn released_and_abandoned_claims_can_be_taken_again() {
-        let mut c = db();
+        let c = db();
         let t0 = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
-        assert_eq!(outcome(&mut c, &claim_at("root", 1, t0)), "Claimed");
-        assert!(release(&mut c, "root", "key-0001").is_ok());
-        assert_eq!(outcome(&mut c, &claim_at("root", 1, t0)), "Claimed");
+        assert_eq!(outcome(&c, &claim_at("root", 1, t0)), "Claimed");
+        assert!(release(&c, "root", "key-0001").is_ok());
+        assert_eq!(outcome(&c, &claim_at("root", 1, t0)), "Claimed");
         // Still in flight 4 minutes later; abandoned after 5.
         let later = t0 + Duration::minutes(4);
-        assert_eq!(outcome(&mut c, &claim_at("root", 1, later)), "InFlight");
+        assert_eq!(outcome(&c, &claim_at("root", 1, later)), "InFlight");
         let later = t0 + Duration::minutes(6);
-        assert_eq!(outcome(&mut c, &claim_at("root", 2, later)), "Mismatch");
-        assert_eq!(outcome(&mut c, &claim_at("root", 1, later)), "Claimed");
+        assert_eq!(outcome(&c, &claim_at("root", 2, later)), "Mismatch");
+        assert_eq!(outcome(&c, &claim_at("root", 1, later)), "Claimed");
         // The takeover keeps the first use's expiry.
         let expires: i64 = c
             .query_row("SELECT expires_at FROM idempotency_keys", [], |r| r.get(0))

@@ -8,10 +8,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use time::OffsetDateTime;
 
-use super::sqlite::migrations::{AUDIT_MIGRATIONS, run};
-use super::sqlite::{map_err, open_connection};
-use super::wal_checkpoint::{AUDIT_PAUSE_SECONDS, Checkpointer, NO_AUTOCHECKPOINT};
-use super::{AuditQuery, AuditRow, AuditStore, Result, StoreError, from_millis, to_millis};
+use super::migrations::{AUDIT_MIGRATIONS, run};
+use super::{map_err, open_connection};
+use crate::store::wal_checkpoint::{AUDIT_PAUSE_SECONDS, Checkpointer, NO_AUTOCHECKPOINT};
+use crate::store::{AuditQuery, AuditRow, AuditStore, Result, StoreError, from_millis, to_millis};
 
 pub struct SqliteAuditStore {
     writer: Arc<Mutex<Connection>>,
