@@ -22,6 +22,9 @@ pub mod tokens;
 pub mod unit_of_work;
 mod wal_checkpoint;
 
+#[cfg(test)]
+pub(crate) mod contract;
+
 pub use audit::{AuditQuery, AuditRow, AuditStore};
 pub use idempotency::{ClaimOutcome, IdempotencyClaim, StoredAnswer};
 pub use keyring::{KeyRow, KeyringReads};
@@ -48,7 +51,8 @@ pub enum StoreError {
     /// Sealing the value inside the write transaction failed.
     #[error("sealing failed: {0}")]
     Seal(String),
-    /// A unique name or key is taken.
+    /// A unique name or key is taken: every constraint violation of a write, so a race
+    /// or a duplicate answers 409, never 500.
     #[error("already exists")]
     Conflict,
     /// Stored data does not decode: corruption or a bug, never user input.

@@ -69,6 +69,12 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
         {
             StoreError::Unavailable(e.to_string())
         }
+        // UNIQUE, PRIMARY KEY, FOREIGN KEY, CHECK, NOT NULL: the write met rows it may not
+        // coexist with (a taken name, a duplicate key); the contract suite holds every
+        // backend to this.
+        rusqlite::Error::SqliteFailure(f, _) if f.code == C::ConstraintViolation => {
+            StoreError::Conflict
+        }
         _ => StoreError::Corrupt(e.to_string()),
     }
 }
@@ -261,4 +267,25 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+#[cfg(test)]
+mod contract_tests {
+    use std::sync::Arc;
+
+    use super::SqliteStore;
+    use crate::store::contract::{Fresh, store_contract_tests};
+    use crate::store::{Result, StoreError};
+
+    /// A new database file in its own temporary directory.
+    fn fresh() -> Result<Fresh> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let store = SqliteStore::open(&dir.path().join("vault.db"))?;
+        Ok(Fresh {
+            store: Arc::new(store),
+            keep: Box::new(dir),
+        })
+    }
+
+    store_contract_tests!(super::fresh());
 }

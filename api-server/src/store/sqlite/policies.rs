@@ -44,18 +44,6 @@ fn identity_from_row(r: &Row<'_>) -> rusqlite::Result<IdentityRow> {
     })
 }
 
-fn is_constraint(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
-}
-
-fn conflict_or(e: rusqlite::Error) -> StoreError {
-    if is_constraint(&e) {
-        StoreError::Conflict
-    } else {
-        map_err(e)
-    }
-}
-
 /// Applies one change inside the unit's transaction.
 pub(super) fn apply(c: &Connection, change: PolicyChange) -> Result<Applied> {
     match change {
@@ -65,14 +53,14 @@ pub(super) fn apply(c: &Connection, change: PolicyChange) -> Result<Applied> {
                 params![p.id, p.name, p.description, p.rules_json, to_millis(p.created_at), to_millis(p.updated_at)],
             )
             .map(|_| Applied::Done)
-            .map_err(conflict_or),
+            .map_err(map_err),
         PolicyChange::UpdatePolicy(p) => c
             .execute(
                 "UPDATE policies SET name = ?2, description = ?3, rules = ?4, updated_at = ?5 WHERE id = ?1",
                 params![p.id, p.name, p.description, p.rules_json, to_millis(p.updated_at)],
             )
             .map(|n| Applied::Found(n > 0))
-            .map_err(conflict_or),
+            .map_err(map_err),
         PolicyChange::DeletePolicy { id } => c
             .execute("DELETE FROM policies WHERE id = ?1", [id])
             .map(|n| Applied::Found(n > 0))
@@ -94,7 +82,7 @@ pub(super) fn apply(c: &Connection, change: PolicyChange) -> Result<Applied> {
                 params![i.id, i.identity_type, i.display_name, to_millis(i.created_at)],
             )
             .map(|_| Applied::Done)
-            .map_err(conflict_or),
+            .map_err(map_err),
     }
 }
 
