@@ -196,6 +196,29 @@ impl TokenService {
         display_name: Option<String>,
         ttl: Option<Duration>,
     ) -> Result<CreateTokenResponse> {
+        let (row, issued) = self.prepare(
+            token,
+            identity_id,
+            identity_type,
+            policies,
+            display_name,
+            ttl,
+        )?;
+        self.store.apply(|u| u.tokens().insert(row)).await?;
+        Ok(issued)
+    }
+
+    /// The row to store for a token and the answer that hands it out, for a caller that
+    /// commits the row with other changes (bootstrap's unit of work).
+    pub fn prepare(
+        &self,
+        token: SecretString,
+        identity_id: String,
+        identity_type: IdentityType,
+        policies: Vec<String>,
+        display_name: Option<String>,
+        ttl: Option<Duration>,
+    ) -> Result<(TokenRow, CreateTokenResponse)> {
         let accessor = generate_accessor().map_err(|_| Error::internal("rng failure"))?;
         let now = OffsetDateTime::now_utc();
         let expires_at = ttl.map(|d| now + d);
@@ -209,15 +232,15 @@ impl TokenService {
             issued_at: now,
             expires_at,
         };
-        self.store.apply(|u| u.tokens().insert(row)).await?;
-        Ok(CreateTokenResponse {
+        let issued = CreateTokenResponse {
             token: token.expose_secret().to_owned(),
             accessor,
             identity_id,
             identity_type,
             issued_at: now,
             expires_at,
-        })
+        };
+        Ok((row, issued))
     }
 
     /// Whether a token with this exact value exists (dev-mode bootstrap).

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::metrics::{JobLabels, Metrics};
 use crate::secrets::AccessCounter;
-use crate::store::Store;
+use crate::store::{Store, UnitOfWork};
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct JobStatus {
@@ -169,28 +169,23 @@ impl Jobs {
         }
     }
 
-    /// Moves in-memory read counts into per-day rows; on failure they are kept for the
-    /// next run, so no read goes uncounted.
+    /// Moves in-memory read counts into per-day rows and drops the days out of the window,
+    /// in one transaction; on failure the counts are kept for the next run, so no read
+    /// goes uncounted.
     pub async fn flush_access_counts(&self) -> Result<(), String> {
         let counts = self.access.drain();
         let today = OffsetDateTime::now_utc().unix_timestamp() / 86_400;
+        let mut unit = UnitOfWork::new();
         if !counts.is_empty() {
-            let added = self
-                .store
-                .apply(|u| u.maintenance().add_access_counts(today, counts.clone()))
-                .await;
-            if let Err(e) = added {
-                self.access.restore(counts);
-                return Err(e.to_string());
-            }
+            unit.maintenance().add_access_counts(today, counts.clone());
         }
-        self.store
-            .apply(|u| {
-                u.maintenance()
-                    .prune_access_counts(today - ACCESS_WINDOW_DAYS)
-            })
-            .await
-            .map_err(|e| e.to_string())
+        unit.maintenance()
+            .prune_access_counts(today - ACCESS_WINDOW_DAYS);
+        if let Err(e) = self.store.commit(unit).await {
+            self.access.restore(counts);
+            return Err(e.to_string());
+        }
+        Ok(())
     }
 
     /// Forgets idempotency keys (and their sealed answers) older than their 24 h.

@@ -83,8 +83,8 @@ impl FromApplied for () {
     }
 }
 
-/// Where one change's result will be in [`Committed`]; taken once.
-#[must_use = "a slot is how the change's result is read back"]
+/// Where one change's result will be in [`Committed`]; taken once, or dropped when the
+/// caller needs only the commit.
 #[derive(Debug)]
 pub struct Slot<T> {
     index: usize,

@@ -319,9 +319,8 @@ pub(crate) async fn cached_reads_follow_writes(store: Arc<dyn Store>) -> Result<
     assert_eq!(current(s, "c/x").await?.as_deref(), Some("two@2"));
     // A unit that writes and then fails leaves the value as it was.
     let mut unit = crate::store::UnitOfWork::new();
-    let _ = unit.secrets().write_version(version("c/x"), sealed("lost"));
-    let _ = unit
-        .secrets()
+    unit.secrets().write_version(version("c/x"), sealed("lost"));
+    unit.secrets()
         .write_version(with_cas("c/x", 1), sealed("lost"));
     assert!(store.commit(unit).await.is_err());
     assert_eq!(current(s, "c/x").await?.as_deref(), Some("two@2"));

@@ -41,14 +41,14 @@ pub(crate) async fn changes_across_aggregates_commit_together(store: Arc<dyn Sto
 
 pub(crate) async fn first_error_rolls_back_the_unit(store: Arc<dyn Store>) -> Result<()> {
     let mut unit = UnitOfWork::new();
-    let _ = unit.secrets().write_version(version("r/x"), sealed("v"));
-    let _ = unit.keyring().put_meta("initialized_at", b"now".to_vec());
+    unit.secrets().write_version(version("r/x"), sealed("v"));
+    unit.keyring().put_meta("initialized_at", b"now".to_vec());
     let stale = NewVersion {
         cas: Some(7),
         ..version("r/y")
     };
-    let _ = unit.secrets().write_version(stale, sealed("v"));
-    let _ = unit.tokens().insert(token("acc_never"));
+    unit.secrets().write_version(stale, sealed("v"));
+    unit.tokens().insert(token("acc_never"));
     let refused = store.commit(unit).await;
     assert!(
         matches!(refused, Err(StoreError::CasMismatch { current: 0 })),
@@ -70,8 +70,8 @@ pub(crate) async fn constraint_violation_rolls_back_as_conflict(
     };
     store.apply(|u| u.keyring().insert_key(key(1))).await?;
     let mut unit = UnitOfWork::new();
-    let _ = unit.tokens().insert(token("acc_1"));
-    let _ = unit.keyring().insert_key(key(1));
+    unit.tokens().insert(token("acc_1"));
+    unit.keyring().insert_key(key(1));
     let refused = store.commit(unit).await;
     assert!(matches!(refused, Err(StoreError::Conflict)), "{refused:?}");
     assert!(store.list_tokens(at(0)).await?.is_empty());
