@@ -1,5 +1,12 @@
 //! Idempotency keys: one entry per (caller identity, key), claimed before a keyed
 //! request runs and completed with its answer, so a repeat is applied once.
+//!
+//! The answer is kept in a transaction of its own, after the request's change: the answer
+//! is the HTTP response, known only once the change committed. So that a crash between
+//! the two cannot let a retry apply the change again, the request runs [`while_held`]:
+//! every unit of work it commits also marks its key applied, in the same transaction.
+
+use std::future::Future;
 
 use time::OffsetDateTime;
 
@@ -51,6 +58,37 @@ pub enum ClaimOutcome {
     InFlight,
     /// The key was used for a different request.
     Mismatch,
+    /// The same request changed the vault but its server stopped before keeping the
+    /// answer: it must not run again, and there is no answer to replay.
+    AppliedWithoutAnswer,
+}
+
+/// The key a running request holds.
+#[derive(Debug, Clone)]
+pub struct HeldKey {
+    pub scope: String,
+    pub key: String,
+}
+
+tokio::task_local! {
+    static HELD_KEY: HeldKey;
+}
+
+/// Runs a keyed request: units of work it commits (in this task) mark `held` applied.
+pub async fn while_held<F: Future>(held: HeldKey, request: F) -> F::Output {
+    HELD_KEY.scope(held, request).await
+}
+
+/// The change that marks the running request's key applied, if it holds one.
+pub(super) fn held_key_change() -> Option<Change> {
+    HELD_KEY
+        .try_with(|held| {
+            Change::Idempotency(IdempotencyChange::MarkApplied {
+                scope: held.scope.clone(),
+                key: held.key.clone(),
+            })
+        })
+        .ok()
 }
 
 /// Writes to idempotency entries; build them with [`UnitOfWork::idempotency`]. A claim
@@ -64,6 +102,11 @@ pub enum IdempotencyChange {
         answer: StoredAnswer,
     },
     Release {
+        scope: String,
+        key: String,
+    },
+    /// Added by [`UnitOfWork::into_changes`] while a keyed request runs.
+    MarkApplied {
         scope: String,
         key: String,
     },
@@ -96,8 +139,8 @@ impl IdempotencyWrites<'_> {
         })
     }
 
-    /// Frees a key whose request ended without a final answer (nothing was applied), so
-    /// a retry runs again. A completed answer stays.
+    /// Frees a key whose request ended without a final answer, so a retry runs again. A
+    /// completed answer stays, and so does a key whose request applied a change.
     pub fn release(self, scope: &str, key: &str) -> Slot<()> {
         self.push(IdempotencyChange::Release {
             scope: scope.to_owned(),

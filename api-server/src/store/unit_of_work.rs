@@ -119,9 +119,17 @@ impl UnitOfWork {
         &self.changes
     }
 
-    /// For backends: the changes to apply, in order.
+    /// For backends: the changes to apply, in order. Call it in the task that commits:
+    /// while a keyed request runs it adds the change that marks its idempotency key
+    /// applied ([`super::idempotency::while_held`]).
     pub fn into_changes(self) -> Vec<Change> {
-        self.changes
+        let mut changes = self.changes;
+        if !changes.is_empty()
+            && let Some(mark) = super::idempotency::held_key_change()
+        {
+            changes.push(mark);
+        }
+        changes
     }
 }
 

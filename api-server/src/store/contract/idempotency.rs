@@ -5,8 +5,16 @@ use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 
-use super::at;
-use crate::store::{ClaimOutcome, IdempotencyClaim, Result, Store, StoredAnswer};
+use super::{at, version, write};
+use crate::store::idempotency::{HeldKey, while_held};
+use crate::store::{ClaimOutcome, IdempotencyClaim, NewVersion, Result, Store, StoredAnswer};
+
+fn stale(path: &str) -> NewVersion {
+    NewVersion {
+        cas: Some(9),
+        ..version(path)
+    }
+}
 
 fn claim(scope: &str, fingerprint: u8, now: OffsetDateTime) -> IdempotencyClaim {
     IdempotencyClaim {
@@ -104,5 +112,42 @@ pub(crate) async fn abandoned_claims_are_taken_again(store: Arc<dyn Store>) -> R
         })
         .await?;
     assert_eq!(purged, 1);
+    Ok(())
+}
+
+/// A change committed while the request holds its key marks the key applied in the same
+/// transaction: after a crash before the answer was kept, a retry must not run again.
+pub(crate) async fn a_change_marks_its_held_key_applied(store: Arc<dyn Store>) -> Result<()> {
+    let s = store.as_ref();
+    let t0 = at(0);
+    assert_eq!(outcome(s, claim("root", 1, t0)).await?, "Claimed");
+    let held = HeldKey {
+        scope: "root".into(),
+        key: "key-0001".into(),
+    };
+    let change = async {
+        // A failed unit marks nothing; the next one does.
+        let refused = write(s, stale("held/x"), "v").await;
+        assert!(refused.is_err(), "{refused:?}");
+        write(s, version("held/x"), "v").await
+    };
+    assert_eq!(while_held(held, change).await?, 1);
+    // The server "stops" here: no answer kept. Once the claim is abandoned, a retry
+    // learns the change was applied instead of applying it again.
+    let abandoned = t0 + Duration::minutes(6);
+    assert_eq!(
+        outcome(s, claim("root", 1, abandoned)).await?,
+        "AppliedWithoutAnswer"
+    );
+    // Releasing the key of a request that applied a change does not free it.
+    release(s, "root").await?;
+    assert_eq!(
+        outcome(s, claim("root", 1, t0)).await?,
+        "AppliedWithoutAnswer"
+    );
+    // Another caller's key with the same name was not held: it runs.
+    assert_eq!(outcome(s, claim("sa:ci", 1, abandoned)).await?, "Claimed");
+    release(s, "sa:ci").await?;
+    assert_eq!(outcome(s, claim("sa:ci", 1, abandoned)).await?, "Claimed");
     Ok(())
 }

@@ -48,7 +48,10 @@ macro_rules! store_contract_tests {
             tokens { issue_find_list_revoke_purge, taken_hash_or_accessor_is_a_conflict }
             policies { policies_with_unique_names, bindings, identities }
             keyring { keys_and_meta }
-            idempotency { claim_complete_replay_release_purge, abandoned_claims_are_taken_again }
+            idempotency {
+                claim_complete_replay_release_purge, abandoned_claims_are_taken_again,
+                a_change_marks_its_held_key_applied,
+            }
             unit_of_work {
                 changes_across_aggregates_commit_together, first_error_rolls_back_the_unit,
                 constraint_violation_rolls_back_as_conflict, empty_unit_and_ping,

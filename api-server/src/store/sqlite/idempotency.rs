@@ -16,6 +16,7 @@ struct Entry {
     status: Option<i64>,
     content_type: Option<String>,
     body: Option<Vec<u8>>,
+    applied: bool,
 }
 
 /// Applies one change inside the unit's transaction.
@@ -28,6 +29,13 @@ pub(super) fn apply(c: &Connection, change: IdempotencyChange) -> Result<Applied
         IdempotencyChange::Release { scope, key } => {
             release(c, &scope, &key).map(|()| Applied::Done)
         }
+        IdempotencyChange::MarkApplied { scope, key } => c
+            .execute(
+                "UPDATE idempotency_keys SET applied = 1 WHERE scope = ?1 AND key = ?2",
+                params![scope, key],
+            )
+            .map(|_| Applied::Done)
+            .map_err(map_err),
     }
 }
 
@@ -35,7 +43,7 @@ pub(super) fn apply(c: &Connection, change: IdempotencyChange) -> Result<Applied
 fn claim(c: &Connection, claim: &IdempotencyClaim) -> Result<ClaimOutcome> {
     let entry = c
         .query_row(
-            "SELECT fingerprint, started_at, expires_at, status, content_type, body \
+            "SELECT fingerprint, started_at, expires_at, status, content_type, body, applied \
              FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
             params![claim.scope, claim.key],
             |r| {
@@ -46,6 +54,7 @@ fn claim(c: &Connection, claim: &IdempotencyClaim) -> Result<ClaimOutcome> {
                     status: r.get(3)?,
                     content_type: r.get(4)?,
                     body: r.get(5)?,
+                    applied: r.get(6)?,
                 })
             },
         )
@@ -67,6 +76,7 @@ fn claim(c: &Connection, claim: &IdempotencyClaim) -> Result<ClaimOutcome> {
             sealed_body: body,
         }),
         Some(e) if e.started_at >= to_millis(claim.abandoned_before) => ClaimOutcome::InFlight,
+        Some(Entry { applied: true, .. }) => ClaimOutcome::AppliedWithoutAnswer,
         // Absent, expired, or abandoned in flight: (re)claim it, keeping the first
         // use's expiry for an abandoned claim so a key never lives past 24 h of retries.
         found => {
@@ -78,7 +88,7 @@ fn claim(c: &Connection, claim: &IdempotencyClaim) -> Result<ClaimOutcome> {
                  VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
                  started_at = excluded.started_at, expires_at = excluded.expires_at, \
-                 status = NULL, content_type = NULL, body = NULL",
+                 status = NULL, content_type = NULL, body = NULL, applied = 0",
                 params![
                     claim.scope,
                     claim.key,
@@ -110,11 +120,19 @@ fn complete(c: &Connection, scope: &str, key: &str, answer: &StoredAnswer) -> Re
     .map_err(map_err)
 }
 
+/// A key whose request applied nothing is freed; one whose request applied a change is
+/// no longer in flight (start time 0: abandoned), so a retry learns it was applied.
 fn release(c: &Connection, scope: &str, key: &str) -> Result<()> {
     c.execute(
-        "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND status IS NULL",
+        "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND status IS NULL AND applied = 0",
         params![scope, key],
     )
+    .and_then(|_| {
+        c.execute(
+            "UPDATE idempotency_keys SET started_at = 0 WHERE scope = ?1 AND key = ?2 AND status IS NULL",
+            params![scope, key],
+        )
+    })
     .map(|_| ())
     .map_err(map_err)
 }

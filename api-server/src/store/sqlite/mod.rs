@@ -259,9 +259,10 @@ impl Store for SqliteStore {
         // The cache entries are dropped on the blocking thread right after the transaction,
         // so it happens even if the caller stops waiting (a cancelled request must not
         // leave a stale entry behind).
+        let effects = CacheEffects::of(unit.changes());
+        let changes = unit.into_changes();
         self.write(move |conn| {
-            let effects = CacheEffects::of(unit.changes());
-            let outcome = commit_in(conn, unit.into_changes());
+            let outcome = commit_in(conn, changes);
             effects.apply(&cache, &outcome);
             outcome
         })
