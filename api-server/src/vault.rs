@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
-use crate::auth::TokenService;
+use crate::auth::{Grant, TokenService};
 use crate::authz::{Engine, PolicyService};
 use crate::crypto::cursor::CursorKey;
 use crate::crypto::signing::CheckpointSigner;
@@ -112,14 +112,7 @@ impl Vault {
         let vault = Self::assemble(store, barrier, hmac_key.as_ref(), (signer, true), limits)?;
         let root_token =
             generate_token().map_err(|_| BootstrapError::Other("rng failure".into()))?;
-        let (root_row, root) = vault.tokens.prepare(
-            root_token,
-            ROOT_IDENTITY.into(),
-            IdentityType::Root,
-            vec!["root".into()],
-            Some("root".into()),
-            None,
-        )?;
+        let (root_row, root) = vault.tokens.prepare(root_token, root_grant("root"))?;
         unit.tokens().insert(root_row);
         let now = OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
@@ -234,6 +227,17 @@ impl Vault {
         self.barrier.install(&next).map_err(Error::internal)?;
         tracing::info!(key_id = next.key_id, "data key rotated");
         Ok((next.key_id, created_at))
+    }
+}
+
+/// The grant of a root token: every permission through the `root` policy, no expiry.
+pub fn root_grant(display_name: &str) -> Grant {
+    Grant {
+        identity_id: ROOT_IDENTITY.into(),
+        identity_type: IdentityType::Root,
+        policies: vec!["root".into()],
+        display_name: Some(display_name.into()),
+        ttl: None,
     }
 }
 

@@ -10,7 +10,9 @@ use std::future::Future;
 
 use time::OffsetDateTime;
 
-use super::unit_of_work::{Change, FromApplied, Slot, UnitOfWork};
+use super::Slot;
+use super::unit_of_work::Change;
+use super::unit_of_work::aggregate_writes;
 
 /// Who used an idempotency key and for which request: the caller's identity scopes the
 /// key (one caller's key never replays another's answer), the fingerprint names the
@@ -91,7 +93,7 @@ pub(super) fn held_key_change() -> Option<Change> {
         .ok()
 }
 
-/// Writes to idempotency entries; build them with [`UnitOfWork::idempotency`]. A claim
+/// Writes to idempotency entries; build them with [`super::UnitOfWork::idempotency`]. A claim
 /// is a write too: it looks the key up and takes it in one transaction.
 #[derive(Debug)]
 pub enum IdempotencyChange {
@@ -105,26 +107,20 @@ pub enum IdempotencyChange {
         scope: String,
         key: String,
     },
-    /// Added by [`UnitOfWork::into_changes`] while a keyed request runs.
+    /// Added by [`super::UnitOfWork::into_changes`] while a keyed request runs.
     MarkApplied {
         scope: String,
         key: String,
     },
 }
 
-pub struct IdempotencyWrites<'u>(&'u mut UnitOfWork);
-
-impl UnitOfWork {
-    pub fn idempotency(&mut self) -> IdempotencyWrites<'_> {
-        IdempotencyWrites(self)
-    }
-}
+aggregate_writes!(
+    IdempotencyWrites,
+    idempotency,
+    Idempotency(IdempotencyChange)
+);
 
 impl IdempotencyWrites<'_> {
-    fn push<T: FromApplied>(self, change: IdempotencyChange) -> Slot<T> {
-        self.0.push(Change::Idempotency(change))
-    }
-
     /// Looks up the caller's key and, when it is free, marks it in flight.
     pub fn claim(self, claim: IdempotencyClaim) -> Slot<ClaimOutcome> {
         self.push(IdempotencyChange::Claim(claim))

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::Result;
-use super::unit_of_work::{Change, FromApplied, Slot, UnitOfWork};
+use super::Slot;
+use super::unit_of_work::aggregate_writes;
 
 /// One wrapped data key of the keyring.
 #[derive(Debug, Clone)]
@@ -22,26 +23,16 @@ pub trait KeyringReads: Send + Sync + 'static {
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
 }
 
-/// Writes to the keyring and meta; build them with [`UnitOfWork::keyring`].
+/// Writes to the keyring and meta; build them with [`super::UnitOfWork::keyring`].
 #[derive(Debug)]
 pub enum KeyringChange {
     InsertKey(KeyRow),
     PutMeta { key: String, value: Vec<u8> },
 }
 
-pub struct KeyringWrites<'u>(&'u mut UnitOfWork);
-
-impl UnitOfWork {
-    pub fn keyring(&mut self) -> KeyringWrites<'_> {
-        KeyringWrites(self)
-    }
-}
+aggregate_writes!(KeyringWrites, keyring, Keyring(KeyringChange));
 
 impl KeyringWrites<'_> {
-    fn push<T: FromApplied>(self, change: KeyringChange) -> Slot<T> {
-        self.0.push(Change::Keyring(change))
-    }
-
     /// Fails the unit with `Conflict` when the key id is taken (keys are never replaced).
     pub fn insert_key(self, key: KeyRow) -> Slot<()> {
         self.push(KeyringChange::InsertKey(key))

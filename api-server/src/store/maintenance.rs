@@ -4,9 +4,10 @@
 
 use time::OffsetDateTime;
 
-use super::unit_of_work::{Change, FromApplied, Slot, UnitOfWork};
+use super::Slot;
+use super::unit_of_work::aggregate_writes;
 
-/// Build them with [`UnitOfWork::maintenance`].
+/// Build them with [`super::UnitOfWork::maintenance`].
 #[derive(Debug)]
 pub enum MaintenanceChange {
     PurgeExpiredSecrets {
@@ -29,19 +30,13 @@ pub enum MaintenanceChange {
     },
 }
 
-pub struct MaintenanceWrites<'u>(&'u mut UnitOfWork);
-
-impl UnitOfWork {
-    pub fn maintenance(&mut self) -> MaintenanceWrites<'_> {
-        MaintenanceWrites(self)
-    }
-}
+aggregate_writes!(
+    MaintenanceWrites,
+    maintenance,
+    Maintenance(MaintenanceChange)
+);
 
 impl MaintenanceWrites<'_> {
-    fn push<T: FromApplied>(self, change: MaintenanceChange) -> Slot<T> {
-        self.0.push(Change::Maintenance(change))
-    }
-
     /// Erases at most `limit` secrets whose current version expired at or before `now`;
     /// yields their paths.
     pub fn purge_expired_secrets(self, now: OffsetDateTime, limit: usize) -> Slot<Vec<String>> {

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::Result;
-use super::unit_of_work::{Change, FromApplied, Slot, UnitOfWork};
+use super::Slot;
+use super::unit_of_work::aggregate_writes;
 
 /// A policy as stored: rules kept as their JSON wire form, compiled by the authz engine.
 #[derive(Debug, Clone)]
@@ -46,7 +47,7 @@ pub trait PolicyReads: Send + Sync + 'static {
     async fn get_identity(&self, id: &str) -> Result<Option<IdentityRow>>;
 }
 
-/// Writes to policies, bindings and identities; build them with [`UnitOfWork::policies`].
+/// Writes to policies, bindings and identities; build them with [`super::UnitOfWork::policies`].
 #[derive(Debug)]
 pub enum PolicyChange {
     CreatePolicy(PolicyRow),
@@ -62,19 +63,9 @@ pub enum PolicyChange {
     CreateIdentity(IdentityRow),
 }
 
-pub struct PolicyWrites<'u>(&'u mut UnitOfWork);
-
-impl UnitOfWork {
-    pub fn policies(&mut self) -> PolicyWrites<'_> {
-        PolicyWrites(self)
-    }
-}
+aggregate_writes!(PolicyWrites, policies, Policy(PolicyChange));
 
 impl PolicyWrites<'_> {
-    fn push<T: FromApplied>(self, change: PolicyChange) -> Slot<T> {
-        self.0.push(Change::Policy(change))
-    }
-
     /// Fails the unit with `Conflict` when the name (or id) is taken.
     pub fn create_policy(self, policy: PolicyRow) -> Slot<()> {
         self.push(PolicyChange::CreatePolicy(policy))

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::Result;
-use super::unit_of_work::{Change, FromApplied, Slot, UnitOfWork};
+use super::Slot;
+use super::unit_of_work::aggregate_writes;
 
 /// The head row of a secret: everything but the versions' values.
 #[derive(Debug, Clone)]
@@ -108,7 +109,7 @@ pub trait SecretReads: Send + Sync + 'static {
     async fn list_secrets(&self, query: ListQuery) -> Result<Vec<SecretRow>>;
 }
 
-/// Writes to secrets; build them with [`UnitOfWork::secrets`].
+/// Writes to secrets; build them with [`super::UnitOfWork::secrets`].
 pub enum SecretChange {
     WriteVersion {
         new: NewVersion,
@@ -146,19 +147,9 @@ impl SecretChange {
     }
 }
 
-pub struct SecretWrites<'u>(&'u mut UnitOfWork);
-
-impl UnitOfWork {
-    pub fn secrets(&mut self) -> SecretWrites<'_> {
-        SecretWrites(self)
-    }
-}
+aggregate_writes!(SecretWrites, secrets, Secret(SecretChange));
 
 impl SecretWrites<'_> {
-    fn push<T: FromApplied>(self, change: SecretChange) -> Slot<T> {
-        self.0.push(Change::Secret(change))
-    }
-
     /// Writes a new version; checks CAS, prunes versions beyond retention, clears a soft
     /// delete. Yields the new version number; a CAS failure fails the unit with
     /// [`super::StoreError::CasMismatch`], a seal failure with [`super::StoreError::Seal`].

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::Result;
-use super::unit_of_work::{Change, FromApplied, Slot, UnitOfWork};
+use super::Slot;
+use super::unit_of_work::aggregate_writes;
 
 /// A token as stored: only the hash of its secret part.
 #[derive(Debug, Clone)]
@@ -27,7 +28,7 @@ pub trait TokenReads: Send + Sync + 'static {
     async fn list_tokens(&self, now: OffsetDateTime) -> Result<Vec<TokenRow>>;
 }
 
-/// Writes to tokens; build them with [`UnitOfWork::tokens`].
+/// Writes to tokens; build them with [`super::UnitOfWork::tokens`].
 #[derive(Debug)]
 pub enum TokenChange {
     Insert(TokenRow),
@@ -37,19 +38,9 @@ pub enum TokenChange {
     },
 }
 
-pub struct TokenWrites<'u>(&'u mut UnitOfWork);
-
-impl UnitOfWork {
-    pub fn tokens(&mut self) -> TokenWrites<'_> {
-        TokenWrites(self)
-    }
-}
+aggregate_writes!(TokenWrites, tokens, Token(TokenChange));
 
 impl TokenWrites<'_> {
-    fn push<T: FromApplied>(self, change: TokenChange) -> Slot<T> {
-        self.0.push(Change::Token(change))
-    }
-
     /// Fails the unit with `Conflict` when the hash or accessor is taken.
     pub fn insert(self, token: TokenRow) -> Slot<()> {
         self.push(TokenChange::Insert(token))

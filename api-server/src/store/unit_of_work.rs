@@ -83,6 +83,31 @@ impl FromApplied for () {
     }
 }
 
+/// Declares an aggregate's typed builder, reached as `unit.<method>()`: a borrow of the
+/// unit whose methods (written in the aggregate's module) push that aggregate's changes.
+macro_rules! aggregate_writes {
+    ($writes:ident, $method:ident, $variant:ident($change:ty)) => {
+        pub struct $writes<'u>(&'u mut $crate::store::UnitOfWork);
+
+        impl $crate::store::UnitOfWork {
+            pub fn $method(&mut self) -> $writes<'_> {
+                $writes(self)
+            }
+        }
+
+        impl $writes<'_> {
+            fn push<T: $crate::store::unit_of_work::FromApplied>(
+                self,
+                change: $change,
+            ) -> $crate::store::Slot<T> {
+                self.0
+                    .push($crate::store::unit_of_work::Change::$variant(change))
+            }
+        }
+    };
+}
+pub(super) use aggregate_writes;
+
 /// Where one change's result will be in [`Committed`]; taken once, or dropped when the
 /// caller needs only the commit.
 #[derive(Debug)]

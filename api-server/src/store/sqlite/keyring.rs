@@ -1,9 +1,9 @@
 //! The keyring and meta in SQLite: `keyring` (wrapped data keys) and `meta`.
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
-use super::{SqliteStore, map_err};
+use super::{SqliteStore, all_rows, map_err, one_row};
 use crate::store::keyring::KeyringChange;
 use crate::store::unit_of_work::Applied;
 use crate::store::{KeyRow, KeyringReads, Result, from_millis, to_millis};
@@ -28,19 +28,14 @@ pub(super) fn apply(c: &Connection, change: KeyringChange) -> Result<Applied> {
 impl KeyringReads for SqliteStore {
     async fn list_keys(&self) -> Result<Vec<KeyRow>> {
         self.read(|c| {
-            let mut st = c
-                .prepare("SELECT key_id, wrapped, created_at FROM keyring ORDER BY key_id")
-                .map_err(map_err)?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok(KeyRow {
-                        key_id: r.get::<_, i64>(0)? as u32,
-                        wrapped: r.get(1)?,
-                        created_at: from_millis(r.get(2)?),
-                    })
+            let sql = "SELECT key_id, wrapped, created_at FROM keyring ORDER BY key_id";
+            all_rows(c, sql, [], |r| {
+                Ok(KeyRow {
+                    key_id: r.get::<_, i64>(0)? as u32,
+                    wrapped: r.get(1)?,
+                    created_at: from_millis(r.get(2)?),
                 })
-                .map_err(map_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+            })
         })
         .await
     }
@@ -48,9 +43,9 @@ impl KeyringReads for SqliteStore {
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let key = key.to_owned();
         self.read(move |c| {
-            c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-                .optional()
-                .map_err(map_err)
+            one_row(c, "SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
         })
         .await
     }

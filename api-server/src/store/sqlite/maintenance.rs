@@ -5,7 +5,7 @@
 use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 
-use super::{idempotency, map_err, secrets, tokens};
+use super::{all_rows, idempotency, map_err, secrets, tokens};
 use crate::store::maintenance::MaintenanceChange;
 use crate::store::unit_of_work::Applied;
 use crate::store::{Result, to_millis};
@@ -33,18 +33,12 @@ pub(super) fn apply(c: &Connection, change: MaintenanceChange) -> Result<Applied
 }
 
 fn purge_expired_secrets(c: &Connection, now: OffsetDateTime, limit: usize) -> Result<Vec<String>> {
-    let paths: Vec<String> = {
-        let mut st = c
-            .prepare(
-                "SELECT path FROM secrets WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2",
-            )
-            .map_err(map_err)?;
-        let rows = st
-            .query_map(params![to_millis(now), limit as i64], |r| r.get(0))
-            .map_err(map_err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(map_err)?
-    };
+    let paths: Vec<String> = all_rows(
+        c,
+        "SELECT path FROM secrets WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2",
+        params![to_millis(now), limit as i64],
+        |r| r.get(0),
+    )?;
     for path in &paths {
         secrets::erase(c, path)?;
     }

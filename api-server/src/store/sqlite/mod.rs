@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::read_cache::ReadCache;
 use super::unit_of_work::{Applied, Change, Committed, UnitOfWork};
@@ -164,6 +164,30 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Unavailable(format!("storage task failed: {e}")))?
     }
+}
+
+/// Every row `sql` selects, decoded by `decode` (statements are cached per connection).
+fn all_rows<T, P: rusqlite::Params>(
+    c: &Connection,
+    sql: &str,
+    params: P,
+    decode: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut st = c.prepare_cached(sql).map_err(map_err)?;
+    let rows = st.query_map(params, decode).map_err(map_err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+}
+
+/// The row `sql` selects, if any.
+fn one_row<T, P: rusqlite::Params>(
+    c: &Connection,
+    sql: &str,
+    params: P,
+    decode: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>> {
+    c.prepare_cached(sql)
+        .and_then(|mut st| st.query_row(params, decode).optional())
+        .map_err(map_err)
 }
 
 /// What a unit does to the read cache: entries it must drop after the transaction,

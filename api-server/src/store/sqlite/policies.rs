@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{SqliteStore, map_err};
+use super::{SqliteStore, all_rows, map_err, one_row};
 use crate::store::policies::PolicyChange;
 use crate::store::unit_of_work::Applied;
 use crate::store::{
@@ -112,26 +112,16 @@ impl PolicyReads for SqliteStore {
     async fn get_policy(&self, id: &str) -> Result<Option<PolicyRow>> {
         let id = id.to_owned();
         self.read(move |c| {
-            c.query_row(
-                &format!("SELECT {POLICY_COLUMNS} FROM policies WHERE id = ?1"),
-                [id],
-                policy_from_row,
-            )
-            .optional()
-            .map_err(map_err)
+            let sql = format!("SELECT {POLICY_COLUMNS} FROM policies WHERE id = ?1");
+            one_row(c, &sql, [id], policy_from_row)
         })
         .await
     }
 
     async fn list_policies(&self) -> Result<Vec<PolicyRow>> {
         self.read(|c| {
-            let mut st = c
-                .prepare(&format!(
-                    "SELECT {POLICY_COLUMNS} FROM policies ORDER BY name"
-                ))
-                .map_err(map_err)?;
-            let rows = st.query_map([], policy_from_row).map_err(map_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+            let sql = format!("SELECT {POLICY_COLUMNS} FROM policies ORDER BY name");
+            all_rows(c, &sql, [], policy_from_row)
         })
         .await
     }
@@ -139,29 +129,19 @@ impl PolicyReads for SqliteStore {
     async fn list_bindings(&self, policy_id: Option<&str>) -> Result<Vec<BindingRow>> {
         let policy_id = policy_id.map(str::to_owned);
         self.read(move |c| {
-            let mut st = c
-                .prepare(&format!(
-                    "SELECT {BINDING_COLUMNS} FROM policy_bindings \
-                     WHERE ?1 IS NULL OR policy_id = ?1 ORDER BY policy_id, identity_id"
-                ))
-                .map_err(map_err)?;
-            let rows = st
-                .query_map([policy_id], binding_from_row)
-                .map_err(map_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+            let sql = format!(
+                "SELECT {BINDING_COLUMNS} FROM policy_bindings \
+                 WHERE ?1 IS NULL OR policy_id = ?1 ORDER BY policy_id, identity_id"
+            );
+            all_rows(c, &sql, [policy_id], binding_from_row)
         })
         .await
     }
 
     async fn list_identities(&self) -> Result<Vec<IdentityRow>> {
         self.read(|c| {
-            let mut st = c
-                .prepare(&format!(
-                    "SELECT {IDENTITY_COLUMNS} FROM identities ORDER BY id"
-                ))
-                .map_err(map_err)?;
-            let rows = st.query_map([], identity_from_row).map_err(map_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+            let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities ORDER BY id");
+            all_rows(c, &sql, [], identity_from_row)
         })
         .await
     }
@@ -169,13 +149,8 @@ impl PolicyReads for SqliteStore {
     async fn get_identity(&self, id: &str) -> Result<Option<IdentityRow>> {
         let id = id.to_owned();
         self.read(move |c| {
-            c.query_row(
-                &format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE id = ?1"),
-                [id],
-                identity_from_row,
-            )
-            .optional()
-            .map_err(map_err)
+            let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE id = ?1");
+            one_row(c, &sql, [id], identity_from_row)
         })
         .await
     }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
-use super::{SqliteStore, map_err};
+use super::{SqliteStore, all_rows, map_err, one_row};
 use crate::store::unit_of_work::Applied;
 use crate::store::{
     ListQuery, NewVersion, RestoreOutcome, Result, SealFn, SecretReads, SecretRow, StoreError,
@@ -280,12 +280,7 @@ impl SecretReads for SqliteStore {
         let path = path.to_owned();
         self.read(move |c| {
             let sql = format!("SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.path = ?2");
-            c.prepare_cached(&sql)
-                .and_then(|mut st| {
-                    st.query_row(params![day_30_ago(), path], secret_from_row)
-                        .optional()
-                })
-                .map_err(map_err)
+            one_row(c, &sql, params![day_30_ago(), path], secret_from_row)
         })
         .await
     }
@@ -293,22 +288,16 @@ impl SecretReads for SqliteStore {
     async fn list_versions(&self, path: &str) -> Result<Vec<VersionMeta>> {
         let path = path.to_owned();
         self.read(move |c| {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT version, created_at, created_by, expires_at FROM secret_versions WHERE path = ?1 ORDER BY version",
-                )
-                .map_err(map_err)?;
-            let rows = st
-                .query_map([path], |r| {
-                    Ok(VersionMeta {
-                        version: r.get::<_, i64>(0)? as u64,
-                        created_at: from_millis(r.get(1)?),
-                        created_by: r.get(2)?,
-                        expires_at: r.get::<_, Option<i64>>(3)?.map(from_millis),
-                    })
+            let sql = "SELECT version, created_at, created_by, expires_at FROM secret_versions \
+                       WHERE path = ?1 ORDER BY version";
+            all_rows(c, sql, [path], |r| {
+                Ok(VersionMeta {
+                    version: r.get::<_, i64>(0)? as u64,
+                    created_at: from_millis(r.get(1)?),
+                    created_by: r.get(2)?,
+                    expires_at: r.get::<_, Option<i64>>(3)?.map(from_millis),
                 })
-                .map_err(map_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+            })
         })
         .await
     }
@@ -325,14 +314,12 @@ impl SecretReads for SqliteStore {
                 "SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.path {} ?2 AND s.path < ?3 AND (?4 OR s.deleted_at IS NULL) ORDER BY s.path LIMIT ?5",
                 if strict { ">" } else { ">=" }
             );
-            let mut st = c.prepare_cached(&sql).map_err(map_err)?;
-            let rows = st
-                .query_map(
-                    params![day_30_ago(), lower, upper, query.include_deleted, query.limit as i64],
-                    secret_from_row,
-                )
-                .map_err(map_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+            all_rows(
+                c,
+                &sql,
+                params![day_30_ago(), lower, upper, query.include_deleted, query.limit as i64],
+                secret_from_row,
+            )
         })
         .await
     }

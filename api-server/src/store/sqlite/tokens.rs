@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
-use super::{SqliteStore, map_err};
+use super::{SqliteStore, all_rows, map_err, one_row};
 use crate::store::tokens::TokenChange;
 use crate::store::unit_of_work::Applied;
 use crate::store::{Result, TokenReads, TokenRow, from_millis, to_millis};
@@ -79,9 +79,7 @@ impl TokenReads for SqliteStore {
             let sql = format!(
                 "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"
             );
-            c.prepare_cached(&sql)
-                .and_then(|mut st| st.query_row([hash.to_vec()], token_from_row).optional())
-                .map_err(map_err)
+            one_row(c, &sql, [hash.to_vec()], token_from_row)
         })
         .await
     }
@@ -91,9 +89,7 @@ impl TokenReads for SqliteStore {
             let sql = format!(
                 "SELECT {TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?1) ORDER BY issued_at"
             );
-            let mut st = c.prepare(&sql).map_err(map_err)?;
-            let rows = st.query_map([to_millis(now)], token_from_row).map_err(map_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+            all_rows(c, &sql, [to_millis(now)], token_from_row)
         })
         .await
     }
