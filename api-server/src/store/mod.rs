@@ -6,6 +6,13 @@
 //! changes; every write goes through a [`UnitOfWork`], so one request's changes across
 //! aggregates commit in one transaction. Values arrive here already sealed by the
 //! barrier; the store never sees plaintext.
+//!
+//! A backend implements the four read traits and [`Store`]. Its `commit` takes the changes
+//! with [`UnitOfWork::into_changes`] in the calling task, applies them in order in one
+//! transaction and rolls everything back on the first error; a constraint violation is
+//! [`StoreError::Conflict`], and two writers racing on one secret end with one version
+//! and a [`StoreError::CasMismatch`] for the loser (never a 500). It then runs
+//! `contract::store_contract_tests!` against a fresh database per case.
 
 use async_trait::async_trait;
 
