@@ -2,13 +2,15 @@
 //!
 //! Each case takes a fresh, empty store and checks one part of the behaviour the rest of
 //! the server relies on: results, ordering, limits, conflicts and check-and-set, soft
-//! delete, all-or-nothing units of work, concurrent writers. A backend runs the whole
-//! suite with [`store_contract_tests!`], one `#[tokio::test]` per case:
+//! delete, all-or-nothing units of work, concurrent writers, and the audit log's
+//! append, queries and retention. A backend runs the whole suite with
+//! [`store_contract_tests!`], one `#[tokio::test]` per case:
 //!
 //! ```ignore
 //! mod contract_tests {
-//!     fn fresh() -> crate::store::Result<Fresh> { ... }
-//!     crate::store::contract::store_contract_tests!(super::fresh());
+//!     fn fresh() -> crate::store::Result<Fresh<dyn Store>> { ... }
+//!     fn fresh_audit() -> crate::store::Result<Fresh<dyn AuditStore>> { ... }
+//!     crate::store::contract::store_contract_tests!(super::fresh(), super::fresh_audit());
 //! }
 //! ```
 
@@ -19,6 +21,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::{NewVersion, Result, SealFn, Store, now_millis};
 
+pub(crate) mod audit;
 pub(crate) mod idempotency;
 pub(crate) mod keyring;
 pub(crate) mod maintenance;
@@ -28,15 +31,19 @@ pub(crate) mod tokens;
 pub(crate) mod unit_of_work;
 
 /// A new, empty store and whatever must live as long as it (a temporary directory).
-pub(crate) struct Fresh {
-    pub store: Arc<dyn Store>,
+pub(crate) struct Fresh<S: ?Sized> {
+    pub store: Arc<S>,
     pub keep: Box<dyn Any + Send>,
 }
 
-/// Generates one test per contract case; `$fresh` is an expression (it may `.await`)
-/// giving a `Result<Fresh>`. The case list is here and only here.
+/// Generates one test per contract case; `$fresh` and `$fresh_audit` are expressions
+/// (they may `.await`) giving a `Result<Fresh<_>>` of the data store and of the audit
+/// store. The case list is here and only here.
 macro_rules! store_contract_tests {
-    ($fresh:expr) => {
+    ($fresh:expr, $fresh_audit:expr) => {
+        $crate::store::contract::store_contract_tests!(@cases $fresh_audit;
+            audit { appends_whole_batches, queries_filter_and_page, retention_and_exports }
+        );
         $crate::store::contract::store_contract_tests!(@cases $fresh;
             secrets {
                 writes_and_reads_versions, check_and_set, concurrent_writers_one_wins_per_version,

@@ -299,12 +299,17 @@ mod contract_tests {
     use std::sync::Arc;
 
     use super::SqliteStore;
+    use super::audit::{AuditSync, SqliteAuditStore};
     use crate::store::contract::{Fresh, store_contract_tests};
-    use crate::store::{Result, StoreError};
+    use crate::store::{AuditStore, Result, Store, StoreError};
+
+    fn temp_dir() -> Result<tempfile::TempDir> {
+        tempfile::tempdir().map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
 
     /// A new database file in its own temporary directory.
-    fn fresh() -> Result<Fresh> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    fn fresh() -> Result<Fresh<dyn Store>> {
+        let dir = temp_dir()?;
         let store = SqliteStore::open(&dir.path().join("vault.db"))?;
         Ok(Fresh {
             store: Arc::new(store),
@@ -312,5 +317,14 @@ mod contract_tests {
         })
     }
 
-    store_contract_tests!(super::fresh());
+    fn fresh_audit() -> Result<Fresh<dyn AuditStore>> {
+        let dir = temp_dir()?;
+        let store = SqliteAuditStore::open(&dir.path().join("audit.db"), AuditSync::Full)?;
+        Ok(Fresh {
+            store: Arc::new(store),
+            keep: Box::new(dir),
+        })
+    }
+
+    store_contract_tests!(super::fresh(), super::fresh_audit());
 }
