@@ -73,7 +73,7 @@ pub struct RuntimeArgs {
     /// `full`: every audit commit is fsync'd before requests answer; `normal`: committed to
     /// the OS only (survives a server crash, not a power loss).
     #[arg(long, env = "SCAIVAULT_AUDIT_SYNC", value_enum, default_value = "full")]
-    pub audit_sync: crate::store::sqlite_audit::AuditSync,
+    pub audit_sync: crate::store::sqlite::audit::AuditSync,
     /// Directory that `file` audit exports are written under (disabled when unset).
     #[arg(long, env = "SCAIVAULT_AUDIT_EXPORT_DIR")]
     pub audit_export_dir: Option<PathBuf>,

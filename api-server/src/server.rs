@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, bail};
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
-use scaivault_api::auth::IdentityType;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 
@@ -27,9 +26,9 @@ use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::Limits;
 use crate::store::sqlite::SqliteStore;
-use crate::store::sqlite_audit::SqliteAuditStore;
+use crate::store::sqlite::audit::SqliteAuditStore;
 use crate::store::{AuditStore, Store};
-use crate::vault::{ROOT_IDENTITY, Vault};
+use crate::vault::{Vault, root_grant};
 
 const DEV_MASTER_KEY_FILE: &str = "dev-master.key";
 const DEV_ROOT_TOKEN_FILE: &str = "root-token";
@@ -174,14 +173,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             if !vault.tokens.exists(&chosen).await? {
                 vault
                     .tokens
-                    .issue_with(
-                        chosen.clone(),
-                        ROOT_IDENTITY.into(),
-                        IdentityType::Root,
-                        vec!["root".into()],
-                        Some("dev root".into()),
-                        None,
-                    )
+                    .issue_with(chosen.clone(), root_grant("dev root"))
                     .await?;
             }
             chosen

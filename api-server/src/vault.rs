@@ -8,15 +8,15 @@ use time::OffsetDateTime;
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
-use crate::auth::TokenService;
+use crate::auth::{Grant, TokenService};
 use crate::authz::{Engine, PolicyService};
 use crate::crypto::cursor::CursorKey;
 use crate::crypto::signing::CheckpointSigner;
-use crate::crypto::token::{TokenHasher, random_bytes};
+use crate::crypto::token::{TokenHasher, generate_token, random_bytes};
 use crate::crypto::{Barrier, MasterKey};
 use crate::error::{Error, Result};
 use crate::secrets::{AccessCounter, Limits, SecretsService};
-use crate::store::{KeyRow, Store};
+use crate::store::{KeyRow, Store, StoreError, UnitOfWork};
 
 const META_INITIALIZED_AT: &str = "initialized_at";
 const META_TOKEN_HMAC_KEY: &str = "token_hmac_key";
@@ -78,7 +78,10 @@ impl Vault {
         Ok(store.get_meta(META_INITIALIZED_AT).await?.is_some())
     }
 
-    /// Creates the first data key, the token HMAC key and a root token.
+    /// Creates the first data key, the token HMAC key, the audit signing key and a root
+    /// token, committed together with the initialisation mark: a crash part-way leaves
+    /// an uninitialised directory that `init` can run on again, not one with a keyring
+    /// and no mark that refuses both `init` and `serve`.
     pub async fn initialize(
         store: Arc<dyn Store>,
         master: &MasterKey,
@@ -89,13 +92,12 @@ impl Vault {
         }
         let first = Barrier::generate_wrapped_key(master, 1)
             .map_err(|e| BootstrapError::Other(e.to_string()))?;
-        store
-            .insert_key(KeyRow {
-                key_id: 1,
-                wrapped: first.wrapped.clone(),
-                created_at: OffsetDateTime::now_utc(),
-            })
-            .await?;
+        let mut unit = UnitOfWork::new();
+        unit.keyring().insert_key(KeyRow {
+            key_id: 1,
+            wrapped: first.wrapped.clone(),
+            created_at: OffsetDateTime::now_utc(),
+        });
         let barrier = Barrier::unseal(master, &[(1, first.wrapped)])
             .map_err(|e| BootstrapError::Other(e.to_string()))?;
         let hmac_key =
@@ -103,27 +105,26 @@ impl Vault {
         let wrapped = barrier
             .wrap_internal(META_TOKEN_HMAC_KEY, hmac_key.as_ref())
             .map_err(|e| BootstrapError::Other(e.to_string()))?;
-        store.put_meta(META_TOKEN_HMAC_KEY, wrapped).await?;
-        let signer = new_audit_signer(store.as_ref(), &barrier).await?;
+        unit.keyring().put_meta(META_TOKEN_HMAC_KEY, wrapped);
+        let (signer, wrapped_signer) = new_audit_signer(&barrier)?;
+        unit.keyring()
+            .put_meta(META_AUDIT_SIGNING_KEY, wrapped_signer);
         let vault = Self::assemble(store, barrier, hmac_key.as_ref(), (signer, true), limits)?;
-        let root = vault
-            .tokens
-            .issue(
-                ROOT_IDENTITY.into(),
-                IdentityType::Root,
-                vec!["root".into()],
-                Some("root".into()),
-                None,
-            )
-            .await?;
+        let root_token =
+            generate_token().map_err(|_| BootstrapError::Other("rng failure".into()))?;
+        let (root_row, root) = vault.tokens.prepare(root_token, root_grant("root"))?;
+        unit.tokens().insert(root_row);
         let now = OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        vault
-            .store
-            .put_meta(META_INITIALIZED_AT, now.into_bytes())
-            .await?;
-        Ok((vault, SecretString::from(root.token)))
+        unit.keyring()
+            .put_meta(META_INITIALIZED_AT, now.into_bytes());
+        match vault.store.commit(unit).await {
+            // Another `init` committed first (its key 1 is there).
+            Err(StoreError::Conflict) => Err(BootstrapError::AlreadyInitialized),
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok((vault, SecretString::from(root.token))),
+        }
     }
 
     /// Unseals an initialised vault; refuses a wrong master key.
@@ -159,7 +160,13 @@ impl Vault {
                 (signer, false)
             }
             // A vault from before signed audit checkpoints.
-            None => (new_audit_signer(store.as_ref(), &barrier).await?, true),
+            None => {
+                let (signer, wrapped) = new_audit_signer(&barrier)?;
+                store
+                    .apply(|u| u.keyring().put_meta(META_AUDIT_SIGNING_KEY, wrapped))
+                    .await?;
+                (signer, true)
+            }
         };
         let vault = Self::assemble(store, barrier, &hmac_key, signer, limits)?;
         // Bindings made before this start must hold from the first request on.
@@ -211,29 +218,73 @@ impl Vault {
         let _guard = self.rotation_lock.lock().await;
         let next = self.barrier.next_key().map_err(Error::internal)?;
         let created_at = OffsetDateTime::now_utc();
-        self.store
-            .insert_key(KeyRow {
-                key_id: next.key_id,
-                wrapped: next.wrapped.clone(),
-                created_at,
-            })
-            .await?;
+        let key = KeyRow {
+            key_id: next.key_id,
+            wrapped: next.wrapped.clone(),
+            created_at,
+        };
+        self.store.apply(|u| u.keyring().insert_key(key)).await?;
         self.barrier.install(&next).map_err(Error::internal)?;
         tracing::info!(key_id = next.key_id, "data key rotated");
         Ok((next.key_id, created_at))
     }
 }
 
-/// Generates the audit checkpoint signing key and stores it sealed under the master key.
-async fn new_audit_signer(
-    store: &dyn Store,
-    barrier: &Barrier,
-) -> Result<CheckpointSigner, BootstrapError> {
+/// The grant of a root token: every permission through the `root` policy, no expiry.
+pub fn root_grant(display_name: &str) -> Grant {
+    Grant {
+        identity_id: ROOT_IDENTITY.into(),
+        identity_type: IdentityType::Root,
+        policies: vec!["root".into()],
+        display_name: Some(display_name.into()),
+        ttl: None,
+    }
+}
+
+/// Generates the audit checkpoint signing key; returns it with its sealed form, which
+/// the caller stores under `META_AUDIT_SIGNING_KEY`.
+fn new_audit_signer(barrier: &Barrier) -> Result<(CheckpointSigner, Vec<u8>), BootstrapError> {
     let (pkcs8, signer) =
         CheckpointSigner::generate().map_err(|e| BootstrapError::Other(e.to_string()))?;
     let wrapped = barrier
         .wrap_internal(META_AUDIT_SIGNING_KEY, &pkcs8)
         .map_err(|e| BootstrapError::Other(e.to_string()))?;
-    store.put_meta(META_AUDIT_SIGNING_KEY, wrapped).await?;
-    Ok(signer)
+    Ok((signer, wrapped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    /// Two `init`s racing on one database: one creates the vault, the other is told it
+    /// exists (its whole unit rolled back: no second keyring entry, no second root).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn initialisation_commits_as_one_unit() -> Result<(), BootstrapError> {
+        let dir = tempfile::tempdir().map_err(|e| BootstrapError::Other(e.to_string()))?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("vault.db"))?);
+        let master = MasterKey::generate().map_err(|e| BootstrapError::Other(e.to_string()))?;
+        let limits = Limits {
+            max_value_bytes: 1024,
+        };
+        let (first, second) = tokio::join!(
+            Vault::initialize(Arc::clone(&store), &master, limits),
+            Vault::initialize(Arc::clone(&store), &master, limits),
+        );
+        let outcomes = [first.map(|_| ()), second.map(|_| ())];
+        assert_eq!(
+            outcomes.iter().filter(|o| o.is_ok()).count(),
+            1,
+            "{outcomes:?}"
+        );
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| matches!(o, Err(BootstrapError::AlreadyInitialized))),
+            "{outcomes:?}"
+        );
+        assert_eq!(store.list_keys().await?.len(), 1);
+        assert_eq!(store.list_tokens(OffsetDateTime::now_utc()).await?.len(), 1);
+        Vault::open(store, &master, limits).await.map(|_| ())
+    }
 }

@@ -167,7 +167,9 @@ impl Checkpoints {
         checkpoint.signature = self.signer.sign_hex(&checkpoint.signed_bytes());
         let body = serde_json::to_vec(&checkpoint)
             .map_err(|e| StoreError::Unavailable(format!("encoding the checkpoint: {e}")))?;
-        self.store.put_meta(META_AUDIT_CHECKPOINT, body).await?;
+        self.store
+            .apply(|u| u.keyring().put_meta(META_AUDIT_CHECKPOINT, body))
+            .await?;
         state.signed = Some(checkpoint.clone());
         Ok(Some(checkpoint))
     }

@@ -97,6 +97,17 @@ fn info_of(row: TokenRow) -> Option<TokenInfo> {
     })
 }
 
+/// Who a new token speaks for, with which policies, and for how long.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub identity_id: String,
+    pub identity_type: IdentityType,
+    pub policies: Vec<String>,
+    pub display_name: Option<String>,
+    /// `None`: the token never expires (root tokens).
+    pub ttl: Option<Duration>,
+}
+
 impl TokenService {
     pub fn new(store: Arc<dyn Store>, hasher: TokenHasher) -> Self {
         TokenService {
@@ -153,72 +164,69 @@ impl TokenService {
         {
             return Err(Error::invalid("display_name is longer than 128 characters"));
         }
-        let issued = self
-            .issue(
-                request.identity_id,
-                identity_type,
-                Vec::new(),
-                request.display_name,
-                Some(ttl),
-            )
-            .await?;
-        Ok(issued)
+        self.issue(Grant {
+            identity_id: request.identity_id,
+            identity_type,
+            policies: Vec::new(),
+            display_name: request.display_name,
+            ttl: Some(ttl),
+        })
+        .await
     }
 
-    /// Stores a new token; used by `create` and by bootstrap for the root token.
-    pub async fn issue(
-        &self,
-        identity_id: String,
-        identity_type: IdentityType,
-        policies: Vec<String>,
-        display_name: Option<String>,
-        ttl: Option<Duration>,
-    ) -> Result<CreateTokenResponse> {
+    /// Stores a new token; used by `create` and by Kubernetes login.
+    pub async fn issue(&self, grant: Grant) -> Result<CreateTokenResponse> {
         let token = generate_token().map_err(|_| Error::internal("rng failure"))?;
-        self.issue_with(
-            token,
-            identity_id,
-            identity_type,
-            policies,
-            display_name,
-            ttl,
-        )
-        .await
+        self.issue_with(token, grant).await
     }
 
     /// Stores a token whose value the caller chose (dev mode's `--root-token`).
     pub async fn issue_with(
         &self,
         token: SecretString,
-        identity_id: String,
-        identity_type: IdentityType,
-        policies: Vec<String>,
-        display_name: Option<String>,
-        ttl: Option<Duration>,
+        grant: Grant,
     ) -> Result<CreateTokenResponse> {
+        let (row, issued) = self.prepare(token, grant)?;
+        self.store.apply(|u| u.tokens().insert(row)).await?;
+        Ok(issued)
+    }
+
+    /// The row to store for a token and the answer that hands it out, for a caller that
+    /// commits the row with other changes (bootstrap's unit of work).
+    pub fn prepare(
+        &self,
+        token: SecretString,
+        grant: Grant,
+    ) -> Result<(TokenRow, CreateTokenResponse)> {
+        let Grant {
+            identity_id,
+            identity_type,
+            policies,
+            display_name,
+            ttl,
+        } = grant;
         let accessor = generate_accessor().map_err(|_| Error::internal("rng failure"))?;
         let now = OffsetDateTime::now_utc();
         let expires_at = ttl.map(|d| now + d);
-        self.store
-            .insert_token(TokenRow {
-                hash: self.hasher.hash(token.expose_secret()),
-                accessor: accessor.clone(),
-                identity_id: identity_id.clone(),
-                identity_type: identity_type.as_str().to_owned(),
-                policies,
-                display_name,
-                issued_at: now,
-                expires_at,
-            })
-            .await?;
-        Ok(CreateTokenResponse {
+        let row = TokenRow {
+            hash: self.hasher.hash(token.expose_secret()),
+            accessor: accessor.clone(),
+            identity_id: identity_id.clone(),
+            identity_type: identity_type.as_str().to_owned(),
+            policies,
+            display_name,
+            issued_at: now,
+            expires_at,
+        };
+        let issued = CreateTokenResponse {
             token: token.expose_secret().to_owned(),
             accessor,
             identity_id,
             identity_type,
             issued_at: now,
             expires_at,
-        })
+        };
+        Ok((row, issued))
     }
 
     /// Whether a token with this exact value exists (dev-mode bootstrap).
@@ -239,7 +247,11 @@ impl TokenService {
         if !accessor.starts_with("acc_") || accessor.len() > 64 {
             return Err(Error::invalid("accessor must look like acc_<hex>"));
         }
-        let hash = self.store.revoke_token(accessor).await?.ok_or_else(|| {
+        let revoked = self
+            .store
+            .apply(|u| u.tokens().revoke(accessor, OffsetDateTime::now_utc()))
+            .await?;
+        let hash = revoked.ok_or_else(|| {
             Error::new(
                 ErrorCode::TokenNotFound,
                 format!("no active token with accessor {accessor}"),

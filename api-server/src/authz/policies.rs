@@ -135,7 +135,7 @@ impl PolicyService {
             updated_at: now,
         };
         self.store
-            .create_policy(row.clone())
+            .apply(|u| u.policies().create_policy(row.clone()))
             .await
             .map_err(Error::from)
             .map_err(conflict_as(&input.name))?;
@@ -191,7 +191,7 @@ impl PolicyService {
         };
         let updated = self
             .store
-            .update_policy(row.clone())
+            .apply(|u| u.policies().update_policy(row.clone()))
             .await
             .map_err(Error::from)
             .map_err(conflict_as(&input.name))?;
@@ -203,7 +203,7 @@ impl PolicyService {
     }
 
     pub async fn delete(&self, id: &str) -> Result<()> {
-        if !self.store.delete_policy(id).await? {
+        if !self.store.apply(|u| u.policies().delete_policy(id)).await? {
             return Err(policy_not_found(id));
         }
         self.reload().await
@@ -227,7 +227,7 @@ impl PolicyService {
             created_at: now_millis(),
         };
         self.store
-            .add_binding(row.clone())
+            .apply(|u| u.policies().add_binding(row.clone()))
             .await
             .map_err(|e| match e {
                 crate::store::StoreError::NotFound => policy_not_found(policy_id),
@@ -260,7 +260,11 @@ impl PolicyService {
     }
 
     pub async fn unbind(&self, policy_id: &str, identity_id: &str) -> Result<()> {
-        if !self.store.delete_binding(policy_id, identity_id).await? {
+        if !self
+            .store
+            .apply(|u| u.policies().delete_binding(policy_id, identity_id))
+            .await?
+        {
             return Err(Error::new(
                 ErrorCode::NotFound,
                 format!("{identity_id} is not bound to policy {policy_id}"),
@@ -325,7 +329,7 @@ impl PolicyService {
             created_at: now_millis(),
         };
         self.store
-            .create_identity(row.clone())
+            .apply(|u| u.policies().create_identity(row.clone()))
             .await
             .map_err(|e| match e {
                 crate::store::StoreError::Conflict => Error::new(

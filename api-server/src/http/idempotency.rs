@@ -9,8 +9,11 @@
 //! token in clear, and sealing every answer keeps one rule for all of them.
 //!
 //! Only final answers are kept: a 5xx, 429 or 408 means nothing was applied (or the
-//! server cannot say), so the key is released and a retry runs again. Names and limits
-//! live in [`scaivault_api::idempotency`].
+//! server cannot say), so the key is released and a retry runs again. Every change the
+//! request commits also marks its key applied, in the same transaction: a key whose
+//! request changed the vault is never run again, even when the server stopped before
+//! keeping the answer (the repeat is told so). Names and limits live in
+//! [`scaivault_api::idempotency`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +37,7 @@ use super::operations::Resolved;
 use crate::auth::Caller;
 use crate::crypto::barrier::Context;
 use crate::error::Error;
+use crate::store::idempotency::{HeldKey, while_held};
 use crate::store::{ClaimOutcome, IdempotencyClaim, StoredAnswer, now_millis};
 
 /// Runs a keyed mutation at most once per caller and key (see the module docs). Sits
@@ -78,7 +82,12 @@ pub async fn deduplicate(
         abandoned_before: now - Duration::from_secs(IN_FLIGHT_LEASE_SECS),
     };
     let (scope, key) = (claim.scope.clone(), claim.key.clone());
-    match state.vault.store.claim_idempotency(claim).await {
+    match state
+        .vault
+        .store
+        .apply(|u| u.idempotency().claim(claim))
+        .await
+    {
         Err(e) => Error::from(e).into_response(),
         Ok(ClaimOutcome::Mismatch) => Error::new(
             ErrorCode::IdempotencyKeyReused,
@@ -92,10 +101,21 @@ pub async fn deduplicate(
         )
         .with_retry_after(1)
         .into_response(),
+        Ok(ClaimOutcome::AppliedWithoutAnswer) => Error::new(
+            ErrorCode::IdempotencyKeyReused,
+            "the request with this Idempotency-Key was applied but the server stopped before \
+             keeping its answer; read the resource to see the result",
+        )
+        .into_response(),
         Ok(ClaimOutcome::Replay(answer)) => replay(&state, &scope, &key, answer),
         Ok(ClaimOutcome::Claimed) => {
             let request = Request::from_parts(parts, Body::from(body));
-            let response = next.run(request).await;
+            let held = HeldKey {
+                scope: scope.clone(),
+                key: key.clone(),
+            };
+            // The request's changes mark the key applied in their own transactions.
+            let response = while_held(held, next.run(request)).await;
             keep_answer(&state, &scope, &key, response).await
         }
     }
@@ -147,7 +167,7 @@ fn is_final(status: StatusCode) -> bool {
 async fn keep_answer(state: &SharedState, scope: &str, key: &str, response: Response) -> Response {
     let store = &state.vault.store;
     if !is_final(response.status()) {
-        if let Err(e) = store.release_idempotency(scope, key).await {
+        if let Err(e) = store.apply(|u| u.idempotency().release(scope, key)).await {
             // The key stays in flight until its lease ends; retries get 409 until then.
             tracing::warn!(error = %e, "could not release an idempotency key");
         }
@@ -189,7 +209,10 @@ async fn keep_answer(state: &SharedState, scope: &str, key: &str, response: Resp
     };
     // The change is applied whatever happens here: the caller gets its answer, and a
     // later repeat finds the key in flight until the lease ends.
-    if let Err(e) = store.complete_idempotency(scope, key, answer).await {
+    if let Err(e) = store
+        .apply(|u| u.idempotency().complete(scope, key, answer))
+        .await
+    {
         tracing::warn!(error = %e, "could not keep an idempotent answer");
     }
     Response::from_parts(parts, bytes)

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::metrics::{JobLabels, Metrics};
 use crate::secrets::AccessCounter;
-use crate::store::Store;
+use crate::store::{Store, UnitOfWork};
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct JobStatus {
@@ -153,7 +153,10 @@ impl Jobs {
         loop {
             let purged = self
                 .store
-                .purge_expired(OffsetDateTime::now_utc(), PURGE_BATCH)
+                .apply(|u| {
+                    u.maintenance()
+                        .purge_expired_secrets(OffsetDateTime::now_utc(), PURGE_BATCH)
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             for path in &purged {
@@ -166,19 +169,23 @@ impl Jobs {
         }
     }
 
-    /// Moves in-memory read counts into per-day rows; on failure they are kept for the
-    /// next run, so no read goes uncounted.
+    /// Moves in-memory read counts into per-day rows and drops the days out of the window,
+    /// in one transaction; on failure the counts are kept for the next run, so no read
+    /// goes uncounted.
     pub async fn flush_access_counts(&self) -> Result<(), String> {
         let counts = self.access.drain();
         let today = OffsetDateTime::now_utc().unix_timestamp() / 86_400;
-        if let Err(e) = self.store.add_access_counts(today, counts.clone()).await {
+        let mut unit = UnitOfWork::new();
+        if !counts.is_empty() {
+            unit.maintenance().add_access_counts(today, counts.clone());
+        }
+        unit.maintenance()
+            .prune_access_counts(today - ACCESS_WINDOW_DAYS);
+        if let Err(e) = self.store.commit(unit).await {
             self.access.restore(counts);
             return Err(e.to_string());
         }
-        self.store
-            .prune_access_counts(today - ACCESS_WINDOW_DAYS)
-            .await
-            .map_err(|e| e.to_string())
+        Ok(())
     }
 
     /// Forgets idempotency keys (and their sealed answers) older than their 24 h.
@@ -186,7 +193,10 @@ impl Jobs {
         loop {
             let purged = self
                 .store
-                .purge_expired_idempotency(OffsetDateTime::now_utc(), PURGE_BATCH)
+                .apply(|u| {
+                    u.maintenance()
+                        .purge_expired_idempotency(OffsetDateTime::now_utc(), PURGE_BATCH)
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             if purged < PURGE_BATCH as u64 {
@@ -197,7 +207,10 @@ impl Jobs {
 
     async fn purge_tokens(&self) -> Result<(), String> {
         self.store
-            .purge_expired_tokens(OffsetDateTime::now_utc())
+            .apply(|u| {
+                u.maintenance()
+                    .purge_expired_tokens(OffsetDateTime::now_utc())
+            })
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

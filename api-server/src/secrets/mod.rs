@@ -133,7 +133,10 @@ impl SecretsService {
             tags: metadata.tags.map(validate::normalize_tags),
             description: metadata.description,
         };
-        let version = self.store.write_version(new, seal).await?;
+        let version = self
+            .store
+            .apply(|u| u.secrets().write_version(new, seal))
+            .await?;
         Ok(WriteSecretResponse {
             path: path.to_owned(),
             version,
@@ -260,7 +263,14 @@ impl SecretsService {
         let tags = input.tags.map(validate::normalize_tags);
         let updated = self
             .store
-            .update_metadata(path, tags, input.description, OffsetDateTime::now_utc())
+            .apply(|u| {
+                u.secrets().update_metadata(
+                    path,
+                    tags,
+                    input.description,
+                    OffsetDateTime::now_utc(),
+                )
+            })
             .await?;
         if !updated {
             return Err(not_found(path));
@@ -436,7 +446,7 @@ impl SecretsService {
         validate::path(path)?;
         if self
             .store
-            .soft_delete(path, OffsetDateTime::now_utc())
+            .apply(|u| u.secrets().soft_delete(path, OffsetDateTime::now_utc()))
             .await?
         {
             Ok(())
@@ -447,7 +457,7 @@ impl SecretsService {
 
     pub async fn destroy(&self, path: &str) -> Result<()> {
         validate::path(path)?;
-        if self.store.destroy(path).await? {
+        if self.store.apply(|u| u.secrets().destroy(path)).await? {
             self.access.forget(path);
             Ok(())
         } else {
@@ -457,7 +467,11 @@ impl SecretsService {
 
     pub async fn restore(&self, path: &str) -> Result<SecretMetadataResponse> {
         validate::path(path)?;
-        match self.store.restore(path, OffsetDateTime::now_utc()).await? {
+        match self
+            .store
+            .apply(|u| u.secrets().restore(path, OffsetDateTime::now_utc()))
+            .await?
+        {
             RestoreOutcome::Restored => self.metadata(path).await,
             RestoreOutcome::NotDeleted => Err(Error::new(
                 ErrorCode::NotDeleted,

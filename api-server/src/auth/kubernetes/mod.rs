@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 pub use cluster::ClusterConfigError;
 pub use review::{ReviewError, ReviewedAccount, TokenReviewer};
 
-use super::TokenService;
+use super::{Grant, TokenService};
 use crate::config::KubernetesArgs;
 use crate::error::{Error, Result};
 
@@ -96,13 +96,13 @@ impl KubernetesAuth {
             None => "kubernetes".to_owned(),
         });
         tokens
-            .issue(
-                account.identity_id(),
-                IdentityType::Kubernetes,
-                Vec::new(),
+            .issue(Grant {
+                identity_id: account.identity_id(),
+                identity_type: IdentityType::Kubernetes,
+                policies: Vec::new(),
                 display_name,
-                Some(ttl),
-            )
+                ttl: Some(ttl),
+            })
             .await
     }
 }

@@ -1,10 +1,12 @@
 //! Idempotency keys in SQLite: one row per (caller identity, key), claimed and
 //! completed in write transactions, so two requests with one key never both run.
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
 use super::map_err;
+use crate::store::idempotency::IdempotencyChange;
+use crate::store::unit_of_work::Applied;
 use crate::store::{ClaimOutcome, IdempotencyClaim, Result, StoredAnswer, to_millis};
 
 struct Entry {
@@ -14,15 +16,34 @@ struct Entry {
     status: Option<i64>,
     content_type: Option<String>,
     body: Option<Vec<u8>>,
+    applied: bool,
 }
 
-pub(super) fn claim(c: &mut Connection, claim: &IdempotencyClaim) -> Result<ClaimOutcome> {
-    let tx = c
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(map_err)?;
-    let entry = tx
+/// Applies one change inside the unit's transaction.
+pub(super) fn apply(c: &Connection, change: IdempotencyChange) -> Result<Applied> {
+    match change {
+        IdempotencyChange::Claim(request) => claim(c, &request).map(Applied::Claim),
+        IdempotencyChange::Complete { scope, key, answer } => {
+            complete(c, &scope, &key, &answer).map(|()| Applied::Done)
+        }
+        IdempotencyChange::Release { scope, key } => {
+            release(c, &scope, &key).map(|()| Applied::Done)
+        }
+        IdempotencyChange::MarkApplied { scope, key } => c
+            .execute(
+                "UPDATE idempotency_keys SET applied = 1 WHERE scope = ?1 AND key = ?2",
+                params![scope, key],
+            )
+            .map(|_| Applied::Done)
+            .map_err(map_err),
+    }
+}
+
+/// Looks the key up and takes it when free; the unit's transaction makes the two one step.
+fn claim(c: &Connection, claim: &IdempotencyClaim) -> Result<ClaimOutcome> {
+    let entry = c
         .query_row(
-            "SELECT fingerprint, started_at, expires_at, status, content_type, body \
+            "SELECT fingerprint, started_at, expires_at, status, content_type, body, applied \
              FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
             params![claim.scope, claim.key],
             |r| {
@@ -33,6 +54,7 @@ pub(super) fn claim(c: &mut Connection, claim: &IdempotencyClaim) -> Result<Clai
                     status: r.get(3)?,
                     content_type: r.get(4)?,
                     body: r.get(5)?,
+                    applied: r.get(6)?,
                 })
             },
         )
@@ -54,18 +76,19 @@ pub(super) fn claim(c: &mut Connection, claim: &IdempotencyClaim) -> Result<Clai
             sealed_body: body,
         }),
         Some(e) if e.started_at >= to_millis(claim.abandoned_before) => ClaimOutcome::InFlight,
+        Some(Entry { applied: true, .. }) => ClaimOutcome::AppliedWithoutAnswer,
         // Absent, expired, or abandoned in flight: (re)claim it, keeping the first
         // use's expiry for an abandoned claim so a key never lives past 24 h of retries.
         found => {
             let expires_at = found.map_or(to_millis(claim.expires_at), |e| {
                 e.expires_at.min(to_millis(claim.expires_at))
             });
-            tx.execute(
+            c.execute(
                 "INSERT INTO idempotency_keys (scope, key, fingerprint, started_at, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
                  started_at = excluded.started_at, expires_at = excluded.expires_at, \
-                 status = NULL, content_type = NULL, body = NULL",
+                 status = NULL, content_type = NULL, body = NULL, applied = 0",
                 params![
                     claim.scope,
                     claim.key,
@@ -78,16 +101,10 @@ pub(super) fn claim(c: &mut Connection, claim: &IdempotencyClaim) -> Result<Clai
             ClaimOutcome::Claimed
         }
     };
-    tx.commit().map_err(map_err)?;
     Ok(outcome)
 }
 
-pub(super) fn complete(
-    c: &mut Connection,
-    scope: &str,
-    key: &str,
-    answer: &StoredAnswer,
-) -> Result<()> {
+fn complete(c: &Connection, scope: &str, key: &str, answer: &StoredAnswer) -> Result<()> {
     c.execute(
         "UPDATE idempotency_keys SET status = ?3, content_type = ?4, body = ?5 \
          WHERE scope = ?1 AND key = ?2 AND status IS NULL",
@@ -103,16 +120,24 @@ pub(super) fn complete(
     .map_err(map_err)
 }
 
-pub(super) fn release(c: &mut Connection, scope: &str, key: &str) -> Result<()> {
+/// A key whose request applied nothing is freed; one whose request applied a change is
+/// no longer in flight (start time 0: abandoned), so a retry learns it was applied.
+fn release(c: &Connection, scope: &str, key: &str) -> Result<()> {
     c.execute(
-        "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND status IS NULL",
+        "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND status IS NULL AND applied = 0",
         params![scope, key],
     )
+    .and_then(|_| {
+        c.execute(
+            "UPDATE idempotency_keys SET started_at = 0 WHERE scope = ?1 AND key = ?2 AND status IS NULL",
+            params![scope, key],
+        )
+    })
     .map(|_| ())
     .map_err(map_err)
 }
 
-pub(super) fn purge_expired(c: &mut Connection, now: OffsetDateTime, limit: usize) -> Result<u64> {
+pub(super) fn purge_expired(c: &Connection, now: OffsetDateTime, limit: usize) -> Result<u64> {
     c.execute(
         "DELETE FROM idempotency_keys WHERE rowid IN \
          (SELECT rowid FROM idempotency_keys WHERE expires_at <= ?1 LIMIT ?2)",
@@ -120,91 +145,4 @@ pub(super) fn purge_expired(c: &mut Connection, now: OffsetDateTime, limit: usiz
     )
     .map(|n| n as u64)
     .map_err(map_err)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::sqlite::migrations;
-    use time::Duration;
-
-    fn db() -> Connection {
-        let mut c = Connection::open_in_memory().unwrap_or_else(|_| unreachable!());
-        migrations::run(&mut c, migrations::MIGRATIONS).unwrap_or_else(|_| unreachable!());
-        c
-    }
-
-    fn claim_at(scope: &str, fingerprint: u8, now: OffsetDateTime) -> IdempotencyClaim {
-        IdempotencyClaim {
-            scope: scope.into(),
-            key: "key-0001".into(),
-            fingerprint: [fingerprint; 32],
-            now,
-            expires_at: now + Duration::hours(24),
-            abandoned_before: now - Duration::minutes(5),
-        }
-    }
-
-    fn answer() -> StoredAnswer {
-        StoredAnswer {
-            status: 201,
-            content_type: Some("application/json".into()),
-            sealed_body: Some(vec![1, 2, 3]),
-        }
-    }
-
-    fn outcome(c: &mut Connection, claim: &IdempotencyClaim) -> String {
-        match super::claim(c, claim) {
-            Ok(ClaimOutcome::Replay(a)) => format!("replay {} {:?}", a.status, a.sealed_body),
-            Ok(other) => format!("{other:?}"),
-            Err(e) => format!("error {e}"),
-        }
-    }
-
-    #[test]
-    fn a_key_runs_once_then_replays_and_refuses_other_requests() {
-        let mut c = db();
-        let t0 = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
-        assert_eq!(outcome(&mut c, &claim_at("root", 1, t0)), "Claimed");
-        assert_eq!(outcome(&mut c, &claim_at("root", 1, t0)), "InFlight");
-        assert_eq!(outcome(&mut c, &claim_at("root", 2, t0)), "Mismatch");
-        // Another identity's same key is another entry.
-        assert_eq!(outcome(&mut c, &claim_at("sa:ci", 2, t0)), "Claimed");
-        assert!(complete(&mut c, "root", "key-0001", &answer()).is_ok());
-        assert_eq!(
-            outcome(&mut c, &claim_at("root", 1, t0 + Duration::hours(23))),
-            "replay 201 Some([1, 2, 3])"
-        );
-        assert_eq!(outcome(&mut c, &claim_at("root", 2, t0)), "Mismatch");
-        // Released only while in flight: a completed answer stays.
-        assert!(release(&mut c, "root", "key-0001").is_ok());
-        assert_eq!(
-            outcome(&mut c, &claim_at("root", 1, t0)),
-            "replay 201 Some([1, 2, 3])"
-        );
-        // After 24 h the key is free again, for any request, and purged.
-        let t1 = t0 + Duration::hours(24);
-        assert_eq!(purge_expired(&mut c, t1, 100).ok(), Some(2));
-        assert_eq!(outcome(&mut c, &claim_at("root", 2, t1)), "Claimed");
-    }
-
-    #[test]
-    fn released_and_abandoned_claims_can_be_taken_again() {
-        let mut c = db();
-        let t0 = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
-        assert_eq!(outcome(&mut c, &claim_at("root", 1, t0)), "Claimed");
-        assert!(release(&mut c, "root", "key-0001").is_ok());
-        assert_eq!(outcome(&mut c, &claim_at("root", 1, t0)), "Claimed");
-        // Still in flight 4 minutes later; abandoned after 5.
-        let later = t0 + Duration::minutes(4);
-        assert_eq!(outcome(&mut c, &claim_at("root", 1, later)), "InFlight");
-        let later = t0 + Duration::minutes(6);
-        assert_eq!(outcome(&mut c, &claim_at("root", 2, later)), "Mismatch");
-        assert_eq!(outcome(&mut c, &claim_at("root", 1, later)), "Claimed");
-        // The takeover keeps the first use's expiry.
-        let expires: i64 = c
-            .query_row("SELECT expires_at FROM idempotency_keys", [], |r| r.get(0))
-            .unwrap_or_default();
-        assert_eq!(expires, to_millis(t0 + Duration::hours(24)));
-    }
 }

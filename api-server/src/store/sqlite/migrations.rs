@@ -98,6 +98,11 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
     "#,
+    // 5: set in the transaction of the keyed request's change, so an entry still in
+    // flight is known to have changed the vault even if its answer was never kept.
+    r#"
+    ALTER TABLE idempotency_keys ADD COLUMN applied INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The audit database's own schema (a separate file).

@@ -5,13 +5,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, Row, TransactionBehavior, params};
 use time::OffsetDateTime;
 
-use super::sqlite::migrations::{AUDIT_MIGRATIONS, run};
-use super::sqlite::{map_err, open_connection};
-use super::wal_checkpoint::{AUDIT_PAUSE_SECONDS, Checkpointer, NO_AUTOCHECKPOINT};
-use super::{AuditQuery, AuditRow, AuditStore, Result, StoreError, from_millis, to_millis};
+use super::migrations::{AUDIT_MIGRATIONS, run};
+use super::{all_rows, map_err, one_row, open_connection};
+use crate::store::wal_checkpoint::{AUDIT_PAUSE_SECONDS, Checkpointer, NO_AUTOCHECKPOINT};
+use crate::store::{AuditQuery, AuditRow, AuditStore, Result, StoreError, from_millis, to_millis};
 
 pub struct SqliteAuditStore {
     writer: Arc<Mutex<Connection>>,
@@ -121,17 +121,21 @@ fn insert_rows(c: &mut Connection, rows: &[AuditRow]) -> Result<()> {
     tx.commit().map_err(map_err)
 }
 
+/// A chain position: a record's (or the retention checkpoint's) sequence number and hash.
+fn seq_and_hash(r: &Row<'_>) -> rusqlite::Result<(u64, String)> {
+    Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+}
+
 #[async_trait]
 impl AuditStore for SqliteAuditStore {
     async fn last_record(&self) -> Result<Option<(u64, String)>> {
         Self::with(&self.writer, |c| {
-            c.query_row(
+            one_row(
+                c,
                 "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
                 [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
+                seq_and_hash,
             )
-            .optional()
-            .map_err(map_err)
         })
         .await
     }
@@ -157,66 +161,61 @@ impl AuditStore for SqliteAuditStore {
                     (SELECT 1 FROM audit_log answer WHERE answer.request_seq = audit_log.seq)) \
                  ORDER BY seq LIMIT ?9"
             );
-            let mut st = c.prepare_cached(&sql).map_err(map_err)?;
-            let rows = st
-                .query_map(
-                    params![
-                        q.from.map(to_millis),
-                        q.to.map(to_millis),
-                        q.identity_id,
-                        q.path,
-                        q.action,
-                        q.outcome,
-                        q.after_seq.map(|s| s as i64),
-                        q.to_seq.map(|s| s as i64),
-                        q.limit as i64,
-                        q.hide_answered_requests
-                    ],
-                    row_of,
-                )
-                .map_err(map_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+            all_rows(
+                c,
+                &sql,
+                params![
+                    q.from.map(to_millis),
+                    q.to.map(to_millis),
+                    q.identity_id,
+                    q.path,
+                    q.action,
+                    q.outcome,
+                    q.after_seq.map(|s| s as i64),
+                    q.to_seq.map(|s| s as i64),
+                    q.limit as i64,
+                    q.hide_answered_requests
+                ],
+                row_of,
+            )
         })
         .await
     }
 
     async fn record_before(&self, seq: u64) -> Result<Option<AuditRow>> {
         Self::with(&self.reader, move |c| {
-            c.query_row(
+            one_row(
+                c,
                 &format!(
                     "SELECT {COLUMNS} FROM audit_log WHERE seq < ?1 ORDER BY seq DESC LIMIT 1"
                 ),
                 [seq as i64],
                 row_of,
             )
-            .optional()
-            .map_err(map_err)
         })
         .await
     }
 
     async fn checkpoint(&self) -> Result<Option<(u64, String)>> {
         Self::with(&self.reader, |c| {
-            c.query_row(
+            one_row(
+                c,
                 "SELECT seq, hash FROM audit_checkpoint WHERE id = 1",
                 [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
+                seq_and_hash,
             )
-            .optional()
-            .map_err(map_err)
         })
         .await
     }
 
     async fn purge_point(&self, before: OffsetDateTime) -> Result<Option<(u64, String)>> {
         Self::with(&self.reader, move |c| {
-            c.query_row(
+            one_row(
+                c,
                 "SELECT seq, hash FROM audit_log WHERE timestamp < ?1 ORDER BY seq DESC LIMIT 1",
                 [to_millis(before)],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
+                seq_and_hash,
             )
-            .optional()
-            .map_err(map_err)
         })
         .await
     }
@@ -256,11 +255,12 @@ impl AuditStore for SqliteAuditStore {
     async fn get_export(&self, id: &str) -> Result<Option<String>> {
         let id = id.to_owned();
         Self::with(&self.reader, move |c| {
-            c.query_row("SELECT body FROM audit_exports WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(map_err)
+            one_row(
+                c,
+                "SELECT body FROM audit_exports WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
         })
         .await
     }

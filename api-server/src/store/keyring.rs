@@ -1,0 +1,48 @@
+//! The barrier's wrapped data keys and the vault's sealed settings (`meta`: the token
+//! HMAC key, the audit signing key, the audit checkpoint, the initialisation time).
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::Result;
+use super::Slot;
+use super::unit_of_work::aggregate_writes;
+
+/// One wrapped data key of the keyring.
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    pub key_id: u32,
+    pub wrapped: Vec<u8>,
+    pub created_at: OffsetDateTime,
+}
+
+#[async_trait]
+pub trait KeyringReads: Send + Sync + 'static {
+    /// Every data key, by id.
+    async fn list_keys(&self) -> Result<Vec<KeyRow>>;
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+}
+
+/// Writes to the keyring and meta; build them with [`super::UnitOfWork::keyring`].
+#[derive(Debug)]
+pub enum KeyringChange {
+    InsertKey(KeyRow),
+    PutMeta { key: String, value: Vec<u8> },
+}
+
+aggregate_writes!(KeyringWrites, keyring, Keyring(KeyringChange));
+
+impl KeyringWrites<'_> {
+    /// Fails the unit with `Conflict` when the key id is taken (keys are never replaced).
+    pub fn insert_key(self, key: KeyRow) -> Slot<()> {
+        self.push(KeyringChange::InsertKey(key))
+    }
+
+    /// Sets (or replaces) one setting.
+    pub fn put_meta(self, key: &str, value: Vec<u8>) -> Slot<()> {
+        self.push(KeyringChange::PutMeta {
+            key: key.to_owned(),
+            value,
+        })
+    }
+}
