@@ -219,8 +219,7 @@ async fn run_controllers(
     let (reader, writer) = reflector::store();
     let vs_stream = watcher(vs_api, watcher::Config::default())
         .default_backoff()
-        // managedFields are most of an object's bytes and nothing reads them.
-        .modify(|vs| vs.meta_mut().managed_fields = None)
+        .modify(|vs| vault_secret::slim(vs.meta_mut()))
         .reflect(writer)
         .applied_objects()
         .predicate_filter(generation_and_uid, Default::default());
