@@ -330,6 +330,15 @@ async fn health_metrics_and_openapi() {
     assert!(doc["components"]["schemas"]["SecretResponse"].is_object());
 }
 
+/// Waits until the server answers `client` over TLS (its CA trusted); with what status.
+async fn served(client: &reqwest::Client, url: &str, token: &str, what: &str) -> StatusCode {
+    wait_for(what, Duration::from_secs(12), || async {
+        let resp = client.get(url).bearer_auth(token).send().await.ok()?;
+        Some(resp.status())
+    })
+    .await
+}
+
 #[tokio::test]
 async fn init_then_serve_with_tls_reload_and_wrong_key_refusal() {
     let tmp = tempfile::tempdir().unwrap();
@@ -426,13 +435,8 @@ async fn init_then_serve_with_tls_reload_and_wrong_key_refusal() {
     let url = format!("https://localhost:{port}/v1/auth/whoami");
     let trust_one = client_trusting(&dir.join("one-ca.pem"));
     let trust_two = client_trusting(&dir.join("two-ca.pem"));
-    let resp = wait_for(
-        "the server to answer over TLS",
-        Duration::from_secs(10),
-        || async { trust_one.get(&url).bearer_auth(&root).send().await.ok() },
-    )
-    .await;
-    assert_eq!(resp.status(), StatusCode::OK);
+    let status = served(&trust_one, &url, &root, "the server to answer over TLS").await;
+    assert_eq!(status, StatusCode::OK);
     assert!(
         trust_two.get(&url).send().await.is_err(),
         "second CA not trusted yet"
@@ -441,13 +445,8 @@ async fn init_then_serve_with_tls_reload_and_wrong_key_refusal() {
     // Swap the files: the server picks the new certificate up without a restart.
     std::fs::copy(dir.join("two.key"), dir.join("tls.key")).unwrap();
     std::fs::copy(dir.join("two.pem"), dir.join("tls.pem")).unwrap();
-    let resp = wait_for(
-        "the new certificate to be served",
-        Duration::from_secs(12),
-        || async { trust_two.get(&url).bearer_auth(&root).send().await.ok() },
-    )
-    .await;
-    assert_eq!(resp.status(), StatusCode::OK);
+    let status = served(&trust_two, &url, &root, "the new certificate to be served").await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
-//! The two HTTP helpers every server test uses: send and read the answer as JSON, and
-//! check the error envelope.
+//! The HTTP helpers tests share: send and read the answer as JSON, expect a success
+//! from a fixture service, check the error envelope.
 
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::Value;
@@ -15,6 +15,13 @@ pub async fn send(req: RequestBuilder) -> (StatusCode, Value) {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
     (status, json)
+}
+
+/// Sends `req` to a fixture service (a bucket to create, a value to seed) and panics
+/// naming `what` unless it answers 2xx.
+pub async fn send_ok(req: RequestBuilder, what: &str) {
+    let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(resp.status().is_success(), "{what}: {}", resp.status());
 }
 
 /// Asserts the error envelope (`error.code`, `error.message`, `error.request_id`) and

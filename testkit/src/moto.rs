@@ -60,17 +60,10 @@ impl Moto {
                  </CreateBucketConfiguration>"
             )
         };
-        let response = reqwest::Client::new()
+        let req = reqwest::Client::new()
             .put(format!("{}/{bucket}", self.endpoint))
-            .body(body)
-            .send()
-            .await
-            .expect("create bucket request");
-        assert!(
-            response.status().is_success(),
-            "create bucket {bucket}: {}",
-            response.status()
-        );
+            .body(body);
+        crate::http::send_ok(req, &format!("create bucket {bucket}")).await;
     }
 
     pub fn logs(&self) -> String {
