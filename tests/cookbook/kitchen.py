@@ -265,14 +265,15 @@ class MotoS3:
     """A real S3 API (``moto_server``) on loopback, for recipes that export to S3."""
 
     endpoint: str
+    process: subprocess.Popen[bytes] = field(repr=False)
 
     @classmethod
     @contextmanager
     def running(cls, workdir: Path) -> Iterator[MotoS3]:
         if find_moto_server() is None:
             raise RuntimeError("moto_server not found: `pip install 'moto[server]'` (make sdk-venv does)")
-        with moto_server(workdir) as endpoint:
-            yield cls(endpoint)
+        with moto_server(workdir) as moto:
+            yield cls(moto.endpoint, moto.process)
 
     def client(self) -> Any:
         import boto3  # moto[server] brings it

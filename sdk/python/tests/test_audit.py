@@ -271,8 +271,8 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real S3 API on loopback (``moto_server``, installed by ``make sdk-venv``)."""
     if find_moto_server() is None:
         pytest.skip("moto_server not installed (pip install 'moto[server]')")
-    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
-        yield endpoint
+    with moto_server(tmp_path_factory.mktemp("moto")) as moto:
+        yield moto.endpoint
 
 
 def test_export_to_s3(export_server: tuple[DevServer, Path], moto_endpoint: str, prefix: str) -> None:

@@ -3,8 +3,8 @@
     with dev_server() as server:
         client = server.client()
 
-    with moto_server(workdir) as endpoint:
-        ...  # an S3 API at ``endpoint``
+    with moto_server(workdir) as moto:
+        ...  # an S3 API at ``moto.endpoint``
 
 The server listens on a free port of 127.0.0.1, keeps its data in a temporary
 directory and is stopped (and the directory removed) on exit. The binary is
@@ -147,9 +147,15 @@ def find_moto_server() -> Path | None:
     return Path(found) if found else None
 
 
+@dataclass
+class MotoServer:
+    endpoint: str
+    process: subprocess.Popen[bytes] = field(repr=False)
+
+
 @contextmanager
-def moto_server(workdir: Path, startup_timeout: float = 30.0) -> Iterator[str]:
-    """A real S3 API (``moto_server``) on a free loopback port; yields its endpoint.
+def moto_server(workdir: Path, startup_timeout: float = 30.0) -> Iterator[MotoServer]:
+    """A real S3 API (``moto_server``) on a free loopback port, stopped on exit.
 
     Its log is ``workdir / "moto.log"``. Raises ``FileNotFoundError`` when moto is not
     installed (``pip install 'moto[server]'``; ``make sdk-venv`` does).
@@ -180,6 +186,6 @@ def moto_server(workdir: Path, startup_timeout: float = 30.0) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("moto_server did not start:\n" + log_path.read_text()[-2000:]) from None
                 time.sleep(0.1)
-        yield endpoint
+        yield MotoServer(endpoint, process)
     finally:
         _stop(process)
