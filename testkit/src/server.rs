@@ -320,6 +320,17 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A failing test keeps the scratch directory (log, data, exports) for a post-mortem;
+    /// the process's own drop prints the log's tail.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dir.disable_cleanup(true);
+            eprintln!("server files kept in {}", self.dir.path().display());
+        }
+    }
+}
+
 /// Removes inherited `SCAIVAULT_*` variables so the developer's shell cannot steer a test.
 pub fn clean_env(command: &mut Command) -> &mut Command {
     for (name, _) in std::env::vars_os() {
