@@ -16,11 +16,12 @@ mod eso;
 
 use std::time::{Duration, Instant};
 
-use common::{Operator, count_listed, namespace, root, service_account, shared_with, wait_for};
+use common::{
+    Operator, count_listed, grant_read, namespace, root, service_account, shared_with, wait_for,
+};
 use futures::{StreamExt, stream};
 use kube::Client;
 use kube::api::{Api, PostParams};
-use scaivault_client::api::policy::{Permission, PolicyInput, PolicyRule};
 use scaivault_client::api::secrets::WriteSecretRequest;
 use scaivault_operator::crd::{ConditionStatus, VaultSecret};
 use serde_json::{Value, json};
@@ -155,22 +156,7 @@ async fn operator_at_scale() {
     for i in 0..NAMESPACES {
         let ns = namespace(&client, &format!("bench-{i}")).await;
         service_account(&client, &ns, "app").await;
-        let policy = vault
-            .create_policy(&PolicyInput {
-                name: format!("bench-{ns}"),
-                description: None,
-                rules: vec![PolicyRule {
-                    path_pattern: format!("bench/{ns}/**"),
-                    permissions: vec![Permission::Read],
-                    effect: Default::default(),
-                }],
-            })
-            .await
-            .unwrap();
-        vault
-            .bind_policy(&policy.id, &format!("k8s:{ns}/app"))
-            .await
-            .unwrap();
+        grant_read(&vault, &ns, "app", &format!("bench/{ns}")).await;
         namespaces.push(ns);
     }
     let items: Vec<(String, usize)> = (0..n)

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Operator, Shared, namespace, root, service_account, shared, wait_for};
+use common::{Operator, Shared, grant_read, namespace, root, service_account, shared, wait_for};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use scaivault_client::api::policy::{Permission, PolicyInput, PolicyRule};
+use scaivault_client::api::policy::Permission;
 use scaivault_client::api::secrets::WriteSecretRequest;
 use scaivault_operator::crd::{ConditionStatus, VaultPolicy, VaultSecret};
 use scaivault_operator::vault_secret::RESTARTED_AT;
@@ -40,26 +40,6 @@ async fn write(vault: &scaivault_client::Client, path: &str, data: Value) -> u64
         .await
         .expect("vault write")
         .version
-}
-
-/// A root-made policy granting read under `prefix/**` to `k8s:<ns>/<sa>`.
-async fn grant_read(vault: &scaivault_client::Client, ns: &str, sa: &str, prefix: &str) {
-    let policy = vault
-        .create_policy(&PolicyInput {
-            name: format!("test-{ns}-{sa}"),
-            description: None,
-            rules: vec![PolicyRule {
-                path_pattern: format!("{prefix}/**"),
-                permissions: vec![Permission::Read],
-                effect: Default::default(),
-            }],
-        })
-        .await
-        .expect("create policy");
-    vault
-        .bind_policy(&policy.id, &format!("k8s:{ns}/{sa}"))
-        .await
-        .expect("bind policy");
 }
 
 async fn create_vault_secret(client: &Client, ns: &str, name: &str, spec: Value) -> VaultSecret {
@@ -897,7 +877,12 @@ async fn two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
     );
     assert!(b.logs().contains("waiting for leadership"));
     assert!(!b.logs().contains("synced"), "standby wrote:\n{}", b.logs());
-    assert!(a.logs().contains("synced"));
+    wait_until(
+        "replica-a to log the sync",
+        Duration::from_secs(10),
+        || async { a.logs().contains("synced") },
+    )
+    .await;
     // Every event so far was reported by the leader.
     let evs = events(&client, &ns).await;
     assert!(!evs.is_empty());
@@ -931,7 +916,13 @@ async fn two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
         Duration::from_secs(30),
     )
     .await;
-    assert!(b.logs().contains("synced"));
+    // The operator logs "synced" after it has written the status and the event.
+    wait_until(
+        "replica-b to log the sync",
+        Duration::from_secs(10),
+        || async { b.logs().contains("synced") },
+    )
+    .await;
 
     // Graceful shutdown releases the lease at once.
     assert!(b.terminate().success(), "{}", b.logs());

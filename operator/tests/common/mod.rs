@@ -15,6 +15,7 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use kube::Client;
+use scaivault_client::api::policy::{Permission, PolicyInput, PolicyRule};
 pub use scaivault_testkit::kube::{KubeEnv, count_listed, namespace, service_account};
 use scaivault_testkit::{Process, wait_for_blocking};
 pub use scaivault_testkit::{Server, repo_root, wait_for};
@@ -40,6 +41,26 @@ pub async fn install_crds(client: &Client) {
 /// A root-token client of a (plain HTTP) vault.
 pub fn root(vault: &Server) -> scaivault_client::Client {
     scaivault_client::Client::new(vault.address.clone(), vault.token.clone()).expect("root client")
+}
+
+/// A root-made policy granting read under `prefix/**` to `k8s:<ns>/<sa>`.
+pub async fn grant_read(vault: &scaivault_client::Client, ns: &str, sa: &str, prefix: &str) {
+    let policy = vault
+        .create_policy(&PolicyInput {
+            name: format!("test-{ns}-{sa}"),
+            description: None,
+            rules: vec![PolicyRule {
+                path_pattern: format!("{prefix}/**"),
+                permissions: vec![Permission::Read],
+                effect: Default::default(),
+            }],
+        })
+        .await
+        .expect("create policy");
+    vault
+        .bind_policy(&policy.id, &format!("k8s:{ns}/{sa}"))
+        .await
+        .expect("bind policy");
 }
 
 /// The test environment and vault server shared by every test of one test binary
