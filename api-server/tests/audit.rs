@@ -2,14 +2,12 @@
 //! retention and export.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::moto::Moto;
-use common::{Server, error_code, send};
 use reqwest::{Method, StatusCode};
 use scaivault_server::audit::s3::{S3Client, S3Credentials, S3Target};
+use scaivault_testkit::moto::Moto;
+use scaivault_testkit::{Server, error_code, send, wait_for, wait_until};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -43,7 +41,7 @@ fn as_queried(records: &[Value]) -> Vec<Value> {
 }
 
 fn db(s: &Server) -> rusqlite::Connection {
-    rusqlite::Connection::open(s.data_path().join("audit.db")).unwrap()
+    rusqlite::Connection::open(s.data_dir().join("audit.db")).unwrap()
 }
 
 #[tokio::test]
@@ -199,8 +197,8 @@ async fn every_request_leaves_one_record_including_refused_ones() {
         .await;
     assert_eq!(logs[4]["accessor_hmac"], h["hmac"]);
     // No secret value, token or accessor in clear anywhere in the audit database.
-    let raw = std::fs::read(s.data_path().join("audit.db")).unwrap_or_default();
-    let wal = std::fs::read(s.data_path().join("audit.db-wal")).unwrap_or_default();
+    let raw = std::fs::read(s.data_dir().join("audit.db")).unwrap_or_default();
+    let wal = std::fs::read(s.data_dir().join("audit.db-wal")).unwrap_or_default();
     for bytes in [raw, wal] {
         for needle in [
             "audit-canary-value-551",
@@ -414,21 +412,27 @@ async fn audit_write_failure_fails_the_request_closed() {
 
 #[tokio::test]
 async fn retention_keeps_the_rest_of_the_chain_verifiable() {
-    let mut s = Server::start(&["--audit-retention", "1s"]);
+    let mut s = Server::dev()
+        .args(["--audit-retention", "1s"])
+        .shifted_clock()
+        .start();
     for i in 0..5 {
         s.write(&format!("r/{i}"), json!({"data": {"i": i}})).await;
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The records age past the retention on the server's clock, not by waiting.
+    s.clock().advance(Duration::from_secs(60));
     // Retention runs at start: the old records go, a checkpoint anchors what remains.
     s.restart_gracefully();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let checkpoint: i64 = wait_for("the retention checkpoint", FSYNC_WAIT, || async {
+        db(&s)
+            .query_row("SELECT seq FROM audit_checkpoint", [], |r| r.get(0))
+            .ok()
+    })
+    .await;
     let (_, a) = s.call(Method::GET, "/v1/secrets/r/0", None).await;
     assert_eq!(a["data"]["i"], 0);
     let remaining: i64 = db(&s)
         .query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))
-        .unwrap();
-    let checkpoint: i64 = db(&s)
-        .query_row("SELECT seq FROM audit_checkpoint", [], |r| r.get(0))
         .unwrap();
     assert!(
         checkpoint >= 5,
@@ -442,8 +446,7 @@ async fn retention_keeps_the_rest_of_the_chain_verifiable() {
 
 #[tokio::test]
 async fn export_to_a_file_holds_every_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(&["--audit-export-dir", dir.path().to_str().unwrap()]);
+    let s = Server::dev().exports().start();
     for i in 0..5 {
         s.write(&format!("e/{i}"), json!({"data": {"i": i}})).await;
     }
@@ -457,19 +460,9 @@ async fn export_to_a_file_holds_every_record() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     let id = job["id"].as_str().unwrap();
-    let mut done = Value::Null;
-    for _ in 0..50 {
-        let (_, status) = s
-            .call(Method::GET, &format!("/v1/audit/exports/{id}"), None)
-            .await;
-        if status["status"] != "running" {
-            done = status;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let done = wait_for_export(&s, id).await;
     assert_eq!(done["status"], "completed", "{done}");
-    let text = std::fs::read_to_string(dir.path().join("2026/all.jsonl")).unwrap();
+    let text = std::fs::read_to_string(s.export_dir().join("2026/all.jsonl")).unwrap();
     let exported: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -499,16 +492,17 @@ async fn export_to_a_file_holds_every_record() {
 }
 
 async fn wait_for_export(s: &Server, id: &str) -> Value {
-    for _ in 0..100 {
-        let (_, status) = s
-            .call(Method::GET, &format!("/v1/audit/exports/{id}"), None)
-            .await;
-        if status["status"] != "running" {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("export {id} did not finish");
+    wait_for(
+        &format!("export {id} to finish"),
+        Duration::from_secs(30),
+        || async {
+            let (_, status) = s
+                .call(Method::GET, &format!("/v1/audit/exports/{id}"), None)
+                .await;
+            (status["status"] != "running").then_some(status)
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -667,7 +661,7 @@ async fn writes_of_clients_that_hang_up_are_still_audited() {
         let (requests, answered) = counts();
         async move { answered == requests }
     };
-    wait_until("every request record to be answered", &balanced).await;
+    wait_until("every request record to be answered", FSYNC_WAIT, &balanced).await;
     let mut written = Vec::new();
     for path in &paths {
         let (status, _) = s
@@ -678,7 +672,7 @@ async fn writes_of_clients_that_hang_up_are_still_audited() {
         }
     }
     // A write seen above may still be finishing its response record.
-    wait_until("every request record to be answered", &balanced).await;
+    wait_until("every request record to be answered", FSYNC_WAIT, &balanced).await;
     let logs = all_logs(&s).await;
     for path in &written {
         assert!(
@@ -707,22 +701,8 @@ async fn verify(s: &Server) -> Value {
     v
 }
 
-/// Polls `condition` every 20 ms until it holds, for at most 60 s (a loaded CI machine
-/// takes its time over an fsync).
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !condition().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How long a record may take to land: a loaded CI machine takes its time over an fsync.
+const FSYNC_WAIT: Duration = Duration::from_secs(60);
 
 /// What an attacker with `audit.db` but not the master key can do: rewrite a record and
 /// re-hash it and every later one with the chain's published rule, plain SHA-256.
@@ -932,7 +912,7 @@ async fn a_crash_between_request_and_response_leaves_an_unknown_outcome() {
     .unwrap();
     socket.flush().unwrap();
     let conn = db(&s);
-    wait_until("the request record", || {
+    wait_until("the request record", FSYNC_WAIT, || {
         let found = conn
             .query_row(
                 "SELECT COUNT(*) FROM audit_log WHERE phase = 'request' AND path = 'crash/x'",
@@ -1040,7 +1020,7 @@ async fn verify_reports_rewrites_an_attacker_without_the_key_can_make() {
 
     // 5. The tail truncated while the server is down: the signed checkpoint in the data
     //    store still names the last record.
-    wait_until("a checkpoint of the tail", || async {
+    wait_until("a checkpoint of the tail", FSYNC_WAIT, || async {
         let v = verify(&s).await;
         v["checkpoint"]["seq"] == v["last_seq"]
     })
@@ -1069,7 +1049,7 @@ async fn verify_reports_rewrites_an_attacker_without_the_key_can_make() {
     );
 
     // 6. The checkpoint removed from the data store.
-    let data = rusqlite::Connection::open(s.data_path().join("scaivault.db")).unwrap();
+    let data = rusqlite::Connection::open(s.data_dir().join("scaivault.db")).unwrap();
     data.execute("DELETE FROM meta WHERE key = 'audit_checkpoint'", [])
         .unwrap();
     let v = verify(&s).await;
@@ -1087,7 +1067,7 @@ async fn verify_reports_rewrites_an_attacker_without_the_key_can_make() {
 async fn a_forged_checkpoint_is_reported() {
     let mut s = Server::start(&["--audit-checkpoint-records", "1"]);
     s.write("f/a", json!({"data": {"v": 1}})).await;
-    wait_until("a checkpoint", || async {
+    wait_until("a checkpoint", FSYNC_WAIT, || async {
         verify(&s).await["checkpoint"]["seq"].as_u64() >= Some(2)
     })
     .await;
@@ -1101,7 +1081,7 @@ async fn a_forged_checkpoint_is_reported() {
     // server is down (a running server overwrites it with the next real checkpoint).
     assert!(s.stop_gracefully().success());
     let v = {
-        let data = rusqlite::Connection::open(s.data_path().join("scaivault.db")).unwrap();
+        let data = rusqlite::Connection::open(s.data_dir().join("scaivault.db")).unwrap();
         let body: Vec<u8> = data
             .query_row(
                 "SELECT value FROM meta WHERE key = 'audit_checkpoint'",
@@ -1112,7 +1092,7 @@ async fn a_forged_checkpoint_is_reported() {
         serde_json::from_slice::<Value>(&body).unwrap()
     };
     let checkpoint = &v;
-    let data = rusqlite::Connection::open(s.data_path().join("scaivault.db")).unwrap();
+    let data = rusqlite::Connection::open(s.data_dir().join("scaivault.db")).unwrap();
     let mut forged = checkpoint.clone();
     forged["seq"] = json!(1);
     data.execute(
@@ -1147,7 +1127,7 @@ async fn a_log_from_before_keyed_chaining_stays_verifiable() {
     assert!(s.stop_gracefully().success());
     // Turn the data directory into what the previous release left: unkeyed records in the
     // old form (no phases), audit.db at schema version 1, no signing key or checkpoint.
-    let conn = rusqlite::Connection::open(s.data_path().join("audit.db")).unwrap();
+    let conn = rusqlite::Connection::open(s.data_dir().join("audit.db")).unwrap();
     conn.execute("DELETE FROM audit_log WHERE phase IS NOT NULL", [])
         .unwrap();
     conn.execute_batch(
@@ -1161,7 +1141,7 @@ async fn a_log_from_before_keyed_chaining_stays_verifiable() {
         .query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))
         .unwrap();
     assert!(legacy >= 3);
-    let data = rusqlite::Connection::open(s.data_path().join("scaivault.db")).unwrap();
+    let data = rusqlite::Connection::open(s.data_dir().join("scaivault.db")).unwrap();
     data.execute(
         "DELETE FROM meta WHERE key IN ('audit_checkpoint', 'audit_signing_key')",
         [],

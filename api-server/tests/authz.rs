@@ -1,10 +1,8 @@
 //! Policies, bindings, identities and enforcement on every endpoint.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{Server, error_code, send};
 use reqwest::{Method, StatusCode};
+use scaivault_testkit::{Server, error_code, send};
 use serde_json::{Value, json};
 
 async fn create_policy(s: &Server, body: Value) -> String {

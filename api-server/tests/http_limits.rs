@@ -4,13 +4,11 @@
 //! one process.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Server, error_code, send};
 use reqwest::{Method, StatusCode};
+use scaivault_testkit::{Server, bin, error_code, send, wait_for_blocking, wait_until};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -59,21 +57,8 @@ async fn read_response(socket: &mut TcpStream, limit: Duration) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// Polls until `probe` holds or 10 s pass.
-async fn eventually<F, Fut>(mut probe: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if probe().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
+/// How long the server may take to notice a changed condition.
+const SETTLE: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_flood_beyond_the_limit_is_shed_with_503_and_probes_still_answer() {
@@ -128,14 +113,13 @@ async fn a_flood_beyond_the_limit_is_shed_with_503_and_probes_still_answer() {
 
     // The slot frees when the stalled client goes away.
     drop(held);
-    let recovered = eventually(|| async {
+    wait_until("the server to recover after the flood", SETTLE, || async {
         s.req(Method::GET, "/v1/auth/whoami")
             .send()
             .await
             .is_ok_and(|r| r.status() == StatusCode::OK)
     })
     .await;
-    assert!(recovered, "the server did not recover after the flood");
 }
 
 #[tokio::test]
@@ -168,7 +152,7 @@ async fn liveness_touches_no_lock_and_readiness_reports_blocked_storage() {
     assert_eq!(status, StatusCode::OK);
 
     // Another process holds the database's write lock.
-    let locker = rusqlite::Connection::open(s.data_path().join("scaivault.db")).unwrap();
+    let locker = rusqlite::Connection::open(s.data_dir().join("scaivault.db")).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE;").unwrap();
     let started = Instant::now();
     let (status, health) = send(s.http.get(s.url("/v1/health"))).await;
@@ -181,45 +165,37 @@ async fn liveness_touches_no_lock_and_readiness_reports_blocked_storage() {
         "liveness waited on storage: {:?}",
         started.elapsed()
     );
-    let not_ready = eventually(|| async {
+    wait_until("readiness to report the blocked writer", SETTLE, || async {
         let resp = s.http.get(s.url("/v1/health/ready")).send().await.unwrap();
         resp.status() == StatusCode::SERVICE_UNAVAILABLE
             && resp.headers().contains_key("retry-after")
     })
     .await;
-    assert!(not_ready, "readiness did not report the blocked writer");
 
     locker.execute_batch("ROLLBACK;").unwrap();
     drop(locker);
-    let ready = eventually(|| async {
+    wait_until("readiness to recover", SETTLE, || async {
         send(s.http.get(s.url("/v1/health/ready"))).await.0 == StatusCode::OK
     })
     .await;
-    assert!(ready, "readiness did not recover");
 }
 
 #[tokio::test]
 async fn a_second_server_on_the_same_data_directory_exits_with_a_clear_message() {
     let s = Server::start(&[]);
-    let mut second = Command::new(BIN)
+    let mut second = Command::new(bin::server())
         .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(s.data_path())
+        .arg(s.data_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = second.kill();
-            panic!("the second server is still running on a locked data directory");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_for_blocking(
+        "the second server on a locked data directory to exit",
+        Duration::from_secs(15),
+        || second.try_wait().unwrap(),
+    );
     assert!(!status.success(), "the second server exited 0");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();

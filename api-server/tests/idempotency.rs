@@ -2,16 +2,14 @@
 //! applied once, a key is bound to its request and its caller, bad keys are refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Server, error_code, send};
 use reqwest::{Method, StatusCode};
 use scaivault_client::api::auth::CreateTokenRequest;
 use scaivault_client::api::secrets::WriteSecretRequest;
 use scaivault_client::{Client, RetryPolicy};
+use scaivault_testkit::{Server, error_code, send};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -198,7 +196,7 @@ async fn a_token_created_with_a_lost_answer_is_issued_once() {
     assert_eq!(status, StatusCode::OK, "{me}");
     let secret_part = created.token.trim_start_matches("svt_");
     for file in ["scaivault.db", "scaivault.db-wal"] {
-        let bytes = std::fs::read(s.data_path().join(file)).unwrap_or_default();
+        let bytes = std::fs::read(s.data_dir().join(file)).unwrap_or_default();
         assert!(
             !bytes
                 .windows(secret_part.len())

@@ -3,15 +3,15 @@
 //! wrong-audience and deleted-account tokens are refused; an unreachable cluster is a 503.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::kube::Cluster;
-use common::{Server, error_code, send};
 use reqwest::{Method, StatusCode};
+use scaivault_testkit::kube::{
+    KubeEnv, delete_service_account, namespace, service_account, service_account_token,
+};
+use scaivault_testkit::{Server, error_code, send, wait_for};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -34,7 +34,7 @@ fn claims_of(jwt: &str) -> Value {
 }
 
 /// A JWT with the given claims, signed with the cluster's own ServiceAccount key.
-fn sign(cluster: &Cluster, header_of: &str, claims: &Value) -> String {
+fn sign(cluster: &KubeEnv, header_of: &str, claims: &Value) -> String {
     let header = header_of.split('.').next().unwrap();
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
     let message = format!("{header}.{payload}");
@@ -56,11 +56,11 @@ fn expires_at(body: &Value) -> OffsetDateTime {
 
 #[tokio::test]
 async fn kubernetes_login_against_a_real_cluster() {
-    let mut cluster = Cluster::start();
-    let ns = format!("login-{}", std::process::id());
-    cluster.create_namespace(&ns).await;
-    cluster.create_service_account(&ns, "web").await;
-    cluster.create_service_account(&ns, "other").await;
+    let mut cluster = KubeEnv::start();
+    let kube = cluster.client().await;
+    let ns = namespace(&kube, "login").await;
+    service_account(&kube, &ns, "web").await;
+    service_account(&kube, &ns, "other").await;
     // Relative file references and a token file, as a pod's mounted ServiceAccount has
     // them: the credential is read from the file on every review.
     let kubeconfig = cluster.dir().join("pod-like.kubeconfig");
@@ -102,7 +102,7 @@ async fn kubernetes_login_against_a_real_cluster() {
     assert!(status.is_success(), "{body}");
 
     // A real TokenRequest token logs in as k8s:<ns>/web and reads what its policy allows.
-    let jwt = cluster.service_account_token(&ns, "web", AUDIENCE).await;
+    let jwt = service_account_token(&kube, &ns, "web", AUDIENCE).await;
     let before = OffsetDateTime::now_utc();
     let (status, issued) = login(&server, json!({"jwt": jwt, "role": "web-app"})).await;
     assert_eq!(status, StatusCode::OK, "{issued}\n{}", server.logs());
@@ -129,7 +129,7 @@ async fn kubernetes_login_against_a_real_cluster() {
     assert_eq!(secret["data"]["password"], "hunter2");
 
     // Another ServiceAccount of the same namespace logs in but reads nothing of web's.
-    let other_jwt = cluster.service_account_token(&ns, "other", AUDIENCE).await;
+    let other_jwt = service_account_token(&kube, &ns, "other", AUDIENCE).await;
     let (status, other) = login(&server, json!({"jwt": other_jwt})).await;
     assert_eq!(status, StatusCode::OK, "{other}");
     let other_token = other["token"].as_str().unwrap();
@@ -138,9 +138,7 @@ async fn kubernetes_login_against_a_real_cluster() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
     // Refused: a token for another audience, a forged one, an expired one.
-    let wrong_audience = cluster
-        .service_account_token(&ns, "web", "not-scaivault")
-        .await;
+    let wrong_audience = service_account_token(&kube, &ns, "web", "not-scaivault").await;
     let mut forged_parts: Vec<String> = jwt.split('.').map(str::to_owned).collect();
     let mut claims = claims_of(&jwt);
     claims["sub"] = json!(format!("system:serviceaccount:{ns}:other"));
@@ -172,20 +170,19 @@ async fn kubernetes_login_against_a_real_cluster() {
 
     // A deleted ServiceAccount's tokens stop working (the apiserver caches successful
     // token reviews for a few seconds, so allow it that long).
-    cluster.delete_service_account(&ns, "other").await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (status, body) = login(&server, json!({"jwt": other_jwt})).await;
-        if status == StatusCode::UNAUTHORIZED {
-            break;
-        }
-        assert_eq!(status, StatusCode::OK, "{body}");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a deleted ServiceAccount could still log in after 30 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
+    delete_service_account(&kube, &ns, "other").await;
+    wait_for(
+        "a deleted ServiceAccount's token to be refused",
+        std::time::Duration::from_secs(30),
+        || async {
+            let (status, body) = login(&server, json!({"jwt": other_jwt})).await;
+            if status != StatusCode::UNAUTHORIZED {
+                assert_eq!(status, StatusCode::OK, "{body}");
+            }
+            (status == StatusCode::UNAUTHORIZED).then_some(())
+        },
+    )
+    .await;
 
     // Bad requests are 4xx with stable codes and never echo the token.
     for (body, code) in [

@@ -8,11 +8,9 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use scaivault_server::audit::s3::{PART_BYTES, S3Client, S3Credentials, S3Error, S3Target};
+use scaivault_testkit::free_port;
+use scaivault_testkit::moto::Moto;
 use secrecy::SecretString;
-
-mod common;
-
-use common::moto::Moto;
 
 const SECRET_KEY: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCY-SECRET";
 const SESSION_TOKEN: &str = "FwoGZXIvYXdzE-SESSION-TOKEN-value";
@@ -230,11 +228,7 @@ async fn s3_client_against_moto() {
     errors.push(err);
 
     // Nothing listening: a transport error, after the retries.
-    let closed_port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed_port = free_port();
     let nowhere = S3Target::new("scaivault-audit", credentials())
         .with_endpoint(format!("http://127.0.0.1:{closed_port}"));
     let quick = S3Client::with_timeout(Duration::from_millis(500)).unwrap();

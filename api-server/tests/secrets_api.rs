@@ -1,10 +1,10 @@
 //! The secrets API against the real binary over HTTP, SQLite underneath.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use std::time::Duration;
 
-use common::{Server, error_code, send};
 use reqwest::{Method, StatusCode};
+use scaivault_testkit::{Server, error_code, send, wait_until};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -228,7 +228,10 @@ async fn soft_delete_restore_and_destroy() {
 
 #[tokio::test]
 async fn expiry_reads_as_expired_then_is_purged() {
-    let s = Server::start(&["--purge-interval", "1s"]);
+    let s = Server::dev()
+        .args(["--purge-interval", "1s"])
+        .shifted_clock()
+        .start();
     let w = s
         .write(
             "test/oauth-token",
@@ -236,7 +239,8 @@ async fn expiry_reads_as_expired_then_is_purged() {
         )
         .await;
     assert!(w["expires_at"].is_string());
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    // The server's wall clock jumps past the expiry; no real time needs to pass.
+    s.clock().advance(Duration::from_secs(60));
     let (status, body) = s
         .call(Method::GET, "/v1/secrets/test/oauth-token", None)
         .await;
@@ -247,27 +251,34 @@ async fn expiry_reads_as_expired_then_is_purged() {
         code == "secret_expired" || code == "secret_not_found",
         "{code}"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let (status, body) = s
-        .call(Method::GET, "/v1/secrets/test/oauth-token/metadata", None)
-        .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(
-        error_code(&body),
-        "secret_not_found",
-        "the purge job erased it"
-    );
+    // The purge job runs every second (monotonic time): it erases the secret.
+    wait_until(
+        "the purge job to erase the expired secret",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = s
+                .call(Method::GET, "/v1/secrets/test/oauth-token/metadata", None)
+                .await;
+            status == StatusCode::NOT_FOUND && error_code(&body) == "secret_not_found"
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_expired_secret_reads_as_secret_expired() {
-    let s = Server::start(&["--purge-interval", "1h"]);
+    let s = Server::dev()
+        .args(["--purge-interval", "1h"])
+        .shifted_clock()
+        .start();
     s.write(
         "exp/a",
         json!({"data": {"token": "t"}, "options": {"expires_in": "1s"}}),
     )
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (status, _) = s.call(Method::GET, "/v1/secrets/exp/a", None).await;
+    assert_eq!(status, StatusCode::OK, "live before its expiry");
+    s.clock().advance(Duration::from_secs(60));
     let (status, body) = s.call(Method::GET, "/v1/secrets/exp/a", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&body), "secret_expired");

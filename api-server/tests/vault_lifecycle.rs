@@ -1,14 +1,12 @@
 //! Tokens, key rotation, durability, logs, health, OpenAPI, and `init` + `serve` with TLS.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Server, error_code, send};
 use reqwest::{Method, StatusCode};
+use scaivault_testkit::certs::{client_trusting, write_server_cert};
+use scaivault_testkit::{Process, Server, bin, error_code, free_port, send, wait_for, wait_until};
 use serde_json::json;
 
 #[tokio::test]
@@ -117,7 +115,7 @@ async fn tokens_create_whoami_list_revoke() {
 
 #[tokio::test]
 async fn expired_tokens_stop_working() {
-    let s = Server::start(&[]);
+    let s = Server::dev().shifted_clock().start();
     let (_, created) = s
         .call(
             Method::POST,
@@ -128,7 +126,8 @@ async fn expired_tokens_stop_working() {
     let token = created["token"].as_str().unwrap();
     let (status, _) = send(s.req_as(token, Method::GET, "/v1/auth/whoami")).await;
     assert_eq!(status, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The server's wall clock jumps past the TTL; no real time needs to pass.
+    s.clock().advance(Duration::from_secs(60));
     let (status, _) = send(s.req_as(token, Method::GET, "/v1/auth/whoami")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
@@ -156,8 +155,8 @@ async fn key_rotation_keeps_old_versions_readable() {
         (Some("before"), Some("after"))
     );
     // The raw database holds neither value in clear.
-    let db = std::fs::read(s.data_path().join("scaivault.db")).unwrap_or_default();
-    let wal = std::fs::read(s.data_path().join("scaivault.db-wal")).unwrap_or_default();
+    let db = std::fs::read(s.data_dir().join("scaivault.db")).unwrap_or_default();
+    let wal = std::fs::read(s.data_dir().join("scaivault.db-wal")).unwrap_or_default();
     for bytes in [db, wal] {
         assert!(
             !bytes.windows(6).any(|w| w == b"before"),
@@ -240,7 +239,13 @@ async fn secret_values_never_reach_the_logs() {
         .await;
     let new_token = created["token"].as_str().unwrap().to_owned();
     let _ = send(s.req_as(&new_token, Method::GET, "/v1/auth/whoami")).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The request lines reach the log file after the answer: wait for the last one.
+    wait_until(
+        "the last request's log line",
+        Duration::from_secs(10),
+        || async { s.logs().contains("/v1/auth/whoami") },
+    )
+    .await;
     let logs = s.logs();
     assert!(
         logs.contains("/v1/secrets/canary/a"),
@@ -325,38 +330,13 @@ async fn health_metrics_and_openapi() {
     assert!(doc["components"]["schemas"]["SecretResponse"].is_object());
 }
 
-/// A CA and a localhost server certificate signed by it (ECDSA P-256), minted by rcgen.
-fn make_cert(dir: &Path, name: &str) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, format!("{name}-ca"));
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    std::fs::write(dir.join(format!("{name}-ca.pem")), ca.pem()).unwrap();
-    std::fs::write(dir.join(format!("{name}.pem")), leaf.pem()).unwrap();
-    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-}
-
-fn client_trusting(ca_pem: &Path) -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca_pem).unwrap()).unwrap();
-    reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .build()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Waits until the server answers `client` over TLS (its CA trusted); with what status.
+async fn served(client: &reqwest::Client, url: &str, token: &str, what: &str) -> StatusCode {
+    wait_for(what, Duration::from_secs(12), || async {
+        let resp = client.get(url).bearer_auth(token).send().await.ok()?;
+        Some(resp.status())
+    })
+    .await
 }
 
 #[tokio::test]
@@ -365,7 +345,7 @@ async fn init_then_serve_with_tls_reload_and_wrong_key_refusal() {
     let dir = tmp.path();
     let data = dir.join("data");
     let key = dir.join("master.key");
-    let init = Command::new(BIN)
+    let init = Command::new(bin::server())
         .args(["init", "--data-dir"])
         .arg(&data)
         .arg("--master-key-file")
@@ -384,7 +364,7 @@ async fn init_then_serve_with_tls_reload_and_wrong_key_refusal() {
         .unwrap()
         .trim()
         .to_owned();
-    let again = Command::new(BIN)
+    let again = Command::new(bin::server())
         .args(["init", "--data-dir"])
         .arg(&data)
         .arg("--master-key-file")
@@ -396,7 +376,7 @@ async fn init_then_serve_with_tls_reload_and_wrong_key_refusal() {
     // A wrong master key is refused at start.
     let wrong = dir.join("wrong.key");
     std::fs::write(&wrong, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
-    let refused = Command::new(BIN)
+    let refused = Command::new(bin::server())
         .args([
             "serve",
             "--tls-disable",
@@ -416,7 +396,7 @@ async fn init_then_serve_with_tls_reload_and_wrong_key_refusal() {
         String::from_utf8_lossy(&refused.stderr)
     );
     // No TLS material and no explicit opt-out: refuse too.
-    let no_tls = Command::new(BIN)
+    let no_tls = Command::new(bin::server())
         .args(["serve", "--data-dir"])
         .arg(&data)
         .arg("--master-key-file")
@@ -425,46 +405,38 @@ async fn init_then_serve_with_tls_reload_and_wrong_key_refusal() {
         .unwrap();
     assert!(!no_tls.status.success());
 
-    make_cert(dir, "one");
-    make_cert(dir, "two");
+    write_server_cert(dir, "one");
+    write_server_cert(dir, "two");
     std::fs::copy(dir.join("one.pem"), dir.join("tls.pem")).unwrap();
     std::fs::copy(dir.join("one.key"), dir.join("tls.key")).unwrap();
     let port = free_port();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--tls-reload-interval",
-            "1s",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .env(
-            "SCAIVAULT_MASTER_KEY",
-            std::fs::read_to_string(&key).unwrap().trim(),
-        )
-        .arg("--tls-cert")
-        .arg(dir.join("tls.pem"))
-        .arg("--tls-key")
-        .arg(dir.join("tls.key"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _serve = Process::spawn(
+        "scaivault-server serve",
+        Command::new(bin::server())
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--tls-reload-interval",
+                "1s",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .env(
+                "SCAIVAULT_MASTER_KEY",
+                std::fs::read_to_string(&key).unwrap().trim(),
+            )
+            .arg("--tls-cert")
+            .arg(dir.join("tls.pem"))
+            .arg("--tls-key")
+            .arg(dir.join("tls.key")),
+        &dir.join("serve.log"),
+    );
     let url = format!("https://localhost:{port}/v1/auth/whoami");
     let trust_one = client_trusting(&dir.join("one-ca.pem"));
     let trust_two = client_trusting(&dir.join("two-ca.pem"));
-    let mut ok = false;
-    for _ in 0..100 {
-        if let Ok(resp) = trust_one.get(&url).bearer_auth(&root).send().await {
-            assert_eq!(resp.status(), StatusCode::OK);
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "server never answered over TLS");
+    let status = served(&trust_one, &url, &root, "the server to answer over TLS").await;
+    assert_eq!(status, StatusCode::OK);
     assert!(
         trust_two.get(&url).send().await.is_err(),
         "second CA not trusted yet"
@@ -473,18 +445,8 @@ async fn init_then_serve_with_tls_reload_and_wrong_key_refusal() {
     // Swap the files: the server picks the new certificate up without a restart.
     std::fs::copy(dir.join("two.key"), dir.join("tls.key")).unwrap();
     std::fs::copy(dir.join("two.pem"), dir.join("tls.pem")).unwrap();
-    let mut reloaded = false;
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if let Ok(resp) = trust_two.get(&url).bearer_auth(&root).send().await {
-            assert_eq!(resp.status(), StatusCode::OK);
-            reloaded = true;
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(reloaded, "certificate was not reloaded");
+    let status = served(&trust_two, &url, &root, "the new certificate to be served").await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -493,7 +455,7 @@ async fn storage_that_cannot_write_answers_503_with_retry_after_and_recovers() {
     s.write("lock/a", json!({"data": {"v": 1}})).await;
     // Another process holds the write lock: the server's writer waits its busy timeout,
     // then reports storage unavailable instead of hanging or answering 500.
-    let db = s.data_path().join("scaivault.db");
+    let db = s.data_dir().join("scaivault.db");
     let locker = rusqlite::Connection::open(&db).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE;").unwrap();
     let resp = s

@@ -1,14 +1,12 @@
 //! The `scaivault` binary against a real `scaivault-server dev`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use scaivault_testkit::Server;
 use serde_json::json;
-use support::Server;
 
 #[test]
 fn cookbook_write_a_json_blob_from_a_file() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let config = json!({"feature_flag_x": true, "pool": {"size": 5}, "name": "billing"});
     std::fs::write(server.workdir().join("config.json"), config.to_string()).unwrap();
 
@@ -52,7 +50,7 @@ fn cookbook_write_a_json_blob_from_a_file() {
 
 #[test]
 fn json_file_dash_reads_stdin() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     server
         .run_with_stdin(
             &["secrets", "write", "app/stdin", "--json-file", "-"],
@@ -68,7 +66,7 @@ fn json_file_dash_reads_stdin() {
 
 #[test]
 fn data_pairs_versions_and_fields() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     server
         .run(&[
             "secrets",
@@ -159,7 +157,7 @@ fn data_pairs_versions_and_fields() {
 
 #[test]
 fn list_pages_prefixes_and_json() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     for path in [
         "environments/staging/a",
         "environments/staging/b",
@@ -215,7 +213,7 @@ fn list_pages_prefixes_and_json() {
 
 #[test]
 fn metadata_and_tags() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     server
         .run(&[
             "secrets",
@@ -259,7 +257,7 @@ fn metadata_and_tags() {
 
 #[test]
 fn delete_restore_and_destroy() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     server
         .run(&["secrets", "write", "old/path", "--data", "k=v"])
         .ok();
@@ -301,7 +299,7 @@ fn delete_restore_and_destroy() {
 
 #[test]
 fn whoami_and_health() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let me = server.run(&["whoami"]).ok().stdout;
     assert!(
         me.lines()
@@ -335,7 +333,7 @@ fn whoami_and_health() {
 fn login_kubernetes_reads_the_jwt_from_a_file_and_never_prints_it() {
     // The real-cluster flow is tested in api-server/tests/kubernetes_login.rs; here the
     // command's plumbing against a server that has no cluster configured.
-    let server = Server::start();
+    let server = Server::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let jwt_file = dir.path().join("token");
     std::fs::write(
@@ -370,7 +368,7 @@ fn login_kubernetes_reads_the_jwt_from_a_file_and_never_prints_it() {
 
 #[test]
 fn tokens_and_keys() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let created = server
         .run(&[
             "tokens",
@@ -400,14 +398,14 @@ fn tokens_and_keys() {
     as_ci
         .env("SCAIVAULT_TOKEN", &token)
         .args(["whoami", "-o", "json"]);
-    let me = support::run(&mut as_ci, None).ok().json();
+    let me = scaivault_testkit::cli::run(&mut as_ci, None).ok().json();
     assert_eq!(me["identity_id"], "sa:ci");
     assert_eq!(me["identity_type"], "service_account");
 
     server.run(&["tokens", "revoke", &accessor]).ok();
     let mut as_revoked = server.command();
     as_revoked.env("SCAIVAULT_TOKEN", &token).arg("whoami");
-    let rejected = support::run(&mut as_revoked, None).failed_with(1);
+    let rejected = scaivault_testkit::cli::run(&mut as_revoked, None).failed_with(1);
     assert!(
         rejected.stderr.starts_with("error: unauthenticated: "),
         "{rejected:#?}"
@@ -421,7 +419,7 @@ fn tokens_and_keys() {
 
 #[test]
 fn errors_name_the_code_and_the_request() {
-    let server = Server::start();
+    let server = Server::start(&[]);
 
     let missing = server
         .run(&["secrets", "read", "no/such/secret"])
@@ -465,7 +463,7 @@ fn errors_name_the_code_and_the_request() {
     wrong
         .env("SCAIVAULT_TOKEN", "svt_wrong_token_value")
         .arg("whoami");
-    let rejected = support::run(&mut wrong, None).failed_with(1);
+    let rejected = scaivault_testkit::cli::run(&mut wrong, None).failed_with(1);
     assert!(
         rejected.stderr.starts_with("error: unauthenticated: "),
         "{rejected:#?}"
@@ -480,7 +478,7 @@ fn errors_name_the_code_and_the_request() {
     nowhere
         .env("SCAIVAULT_ADDR", "http://127.0.0.1:1")
         .arg("health");
-    let unreachable = support::run(&mut nowhere, None).failed_with(1);
+    let unreachable = scaivault_testkit::cli::run(&mut nowhere, None).failed_with(1);
     assert!(
         unreachable
             .stderr
@@ -518,7 +516,7 @@ fn tls_is_verified_and_an_extra_ca_can_be_trusted() {
     from_env
         .env("SCAIVAULT_CACERT", ca)
         .args(["secrets", "write", "tls/ok", "--data", "k=v"]);
-    support::run(&mut from_env, None).ok();
+    scaivault_testkit::cli::run(&mut from_env, None).ok();
 
     let missing = server
         .run(&["whoami", "--ca-cert", "./no-such-ca.pem"])

@@ -2,7 +2,7 @@
 //! exercise (batch read, list options, description updates) and typed error matching.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use std::time::Duration;
 
 use scaivault_client::api::ErrorCode;
 use scaivault_client::api::audit::{ExportDestination, ExportRequest};
@@ -12,8 +12,8 @@ use scaivault_client::api::secrets::{
     SecretMetadataInput, SecretType, WriteOptions, WriteSecretRequest,
 };
 use scaivault_client::{AuditLogOptions, AuditRange, Client, EXPORT_RUNNING, Error, ListOptions};
+use scaivault_testkit::{Server, wait_for};
 use serde_json::json;
-use support::Server;
 
 fn write_request(data: serde_json::Value) -> WriteSecretRequest {
     WriteSecretRequest {
@@ -26,7 +26,7 @@ fn write_request(data: serde_json::Value) -> WriteSecretRequest {
 
 #[tokio::test]
 async fn secrets_round_trip_through_the_typed_client() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let client = Client::new(&server.address, server.token.as_str()).unwrap();
 
     let first = client
@@ -130,7 +130,7 @@ async fn secrets_round_trip_through_the_typed_client() {
 
 #[tokio::test]
 async fn tokens_keys_and_health() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let root = Client::new(&server.address, server.token.as_str()).unwrap();
 
     let created = root
@@ -187,7 +187,7 @@ async fn tokens_keys_and_health() {
 
 #[tokio::test]
 async fn policies_identities_and_audit_through_the_typed_client() {
-    let server = Server::start_with_exports();
+    let server = Server::dev().exports().start();
     let root = Client::new(&server.address, server.token.as_str()).unwrap();
     root.write("team/a", &write_request(json!({"k": "v"})))
         .await
@@ -374,12 +374,12 @@ async fn policies_identities_and_audit_through_the_typed_client() {
         })
         .await
         .unwrap();
-    for _ in 0..100 {
-        if job.status != EXPORT_RUNNING {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        job = root.audit_export_status(&job.id).await.unwrap();
+    if job.status == EXPORT_RUNNING {
+        job = wait_for("the export to finish", Duration::from_secs(10), || async {
+            let job = root.audit_export_status(&job.id).await.unwrap();
+            (job.status != EXPORT_RUNNING).then_some(job)
+        })
+        .await;
     }
     assert_eq!(job.status, "completed", "{job:?}");
     let text = std::fs::read_to_string(server.export_dir().join("typed.jsonl")).unwrap();

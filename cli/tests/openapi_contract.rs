@@ -2,12 +2,10 @@
 //! identities and audit, checked against the server's own `/v1/openapi.json`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::io::{Read, Write};
 
+use scaivault_testkit::Server;
 use serde_json::Value;
-use support::Server;
 
 /// `GET /v1/openapi.json` over a plain socket (the dev server speaks HTTP/1.1 without TLS).
 fn openapi(server: &Server) -> Value {
@@ -27,7 +25,7 @@ fn openapi(server: &Server) -> Value {
 
 #[test]
 fn the_client_uses_the_documented_routes() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let doc = openapi(&server);
     // (method, route, success status, query parameters the client sends)
     let used: &[(&str, &str, &str, &[&str])] = &[

@@ -1,10 +1,9 @@
 //! `scaivault policies`, `identities` and `audit` against a real `scaivault-server dev`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use scaivault_testkit::Server;
+use scaivault_testkit::cli::Run;
 use serde_json::{Value, json};
-use support::{Run, Server};
 
 fn policy_id(run: Run) -> String {
     run.ok().json()["id"].as_str().unwrap().to_owned()
@@ -48,7 +47,7 @@ fn around_today() -> (String, String) {
 
 #[test]
 fn a_policy_bound_to_a_service_account_decides_what_its_token_reads() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     for path in ["ci/app/config", "ci/secret/key", "other/x"] {
         write(&server, path);
     }
@@ -310,7 +309,7 @@ fn a_policy_bound_to_a_service_account_decides_what_its_token_reads() {
 
 #[test]
 fn identities_are_registered_and_show_their_policies() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let created = server
         .run(&[
             "identities",
@@ -394,7 +393,7 @@ fn identities_are_registered_and_show_their_policies() {
 
 #[test]
 fn the_audit_log_shows_the_requests_just_made() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     write(&server, "app/db");
     server.run(&["secrets", "read", "app/db"]).ok();
     let (token, accessor) = token_for(&server, "sa:intruder");
@@ -562,7 +561,7 @@ fn the_audit_log_shows_the_requests_just_made() {
 
 #[test]
 fn an_audit_export_to_a_file_can_be_waited_for_and_read_back() {
-    let server = Server::start_with_exports();
+    let server = Server::dev().exports().start();
     write(&server, "app/db");
     server.run(&["secrets", "read", "app/db"]).ok();
     let (from, to) = around_today();
@@ -734,7 +733,7 @@ fn an_audit_export_to_a_file_can_be_waited_for_and_read_back() {
 
 #[test]
 fn a_tampered_audit_record_makes_verify_exit_1() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     write(&server, "app/db");
     server.run(&["secrets", "read", "app/db"]).ok();
     server.run(&["audit", "verify"]).ok();

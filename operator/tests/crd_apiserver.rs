@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{TestEnv, install_crds, namespace, repo_root};
+use common::{KubeEnv, install_crds, namespace, repo_root};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use scaivault_api::limits::MAX_POLICY_RULES;
@@ -407,7 +407,7 @@ fn json_merge(base: &mut Value, patch: Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crds_install_and_validate_in_a_real_apiserver() {
-    let env = TestEnv::start();
+    let env = KubeEnv::start();
     let client = env.client().await;
     install_crds(&client).await;
     examples_are_accepted(&client).await;

@@ -16,11 +16,12 @@ mod eso;
 
 use std::time::{Duration, Instant};
 
-use common::{Operator, count_listed, namespace, service_account, shared_with, wait_for};
+use common::{
+    Operator, count_listed, grant_read, namespace, root, service_account, shared_with, wait_for,
+};
 use futures::{StreamExt, stream};
 use kube::Client;
 use kube::api::{Api, PostParams};
-use scaivault_client::api::policy::{Permission, PolicyInput, PolicyRule};
 use scaivault_client::api::secrets::WriteSecretRequest;
 use scaivault_operator::crd::{ConditionStatus, VaultSecret};
 use serde_json::{Value, json};
@@ -149,28 +150,13 @@ async fn operator_at_scale() {
     // The vault's per-identity rate limit (1,000/min by default) is not what is measured.
     let shared = shared_with(&["--rate-limit-per-minute", "0"]).await;
     let client = shared.env.client().await;
-    let vault = shared.vault.root();
+    let vault = root(&shared.vault);
     let operator_ns = namespace(&client, "bench-operator").await;
     let mut namespaces = Vec::new();
     for i in 0..NAMESPACES {
         let ns = namespace(&client, &format!("bench-{i}")).await;
         service_account(&client, &ns, "app").await;
-        let policy = vault
-            .create_policy(&PolicyInput {
-                name: format!("bench-{ns}"),
-                description: None,
-                rules: vec![PolicyRule {
-                    path_pattern: format!("bench/{ns}/**"),
-                    permissions: vec![Permission::Read],
-                    effect: Default::default(),
-                }],
-            })
-            .await
-            .unwrap();
-        vault
-            .bind_policy(&policy.id, &format!("k8s:{ns}/app"))
-            .await
-            .unwrap();
+        grant_read(&vault, &ns, "app", &format!("bench/{ns}")).await;
         namespaces.push(ns);
     }
     let items: Vec<(String, usize)> = (0..n)
@@ -231,7 +217,7 @@ async fn operator_at_scale() {
         "--identity",
         "bench-operator",
         "--vault-token-file",
-        &shared.vault.token_file.display().to_string(),
+        &shared.vault.token_file().display().to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -397,7 +383,7 @@ fn ratios(ours: &Value, eso: &Value) -> Value {
 /// The same workload for External Secrets Operator: the same N values in OpenBao, N
 /// ExternalSecrets in 10 other namespaces, ESO started once all exist.
 async fn eso_peer(
-    env: &common::TestEnv,
+    env: &common::KubeEnv,
     client: &Client,
     bin: std::path::PathBuf,
     n: usize,
@@ -407,7 +393,7 @@ async fn eso_peer(
 ) -> Value {
     let crds = std::env::var_os("BENCH_ESO_CRDS").expect("BENCH_ESO_CRDS: the ESO CRD bundle");
     eso::install_crds(client, std::path::Path::new(&crds)).await;
-    let bao = eso::OpenBao::start(&env.dir.path().join("openbao.log")).await;
+    let bao = eso::OpenBao::start(&env.dir().join("openbao.log")).await;
     let load = Instant::now();
     let namespaces = eso::load(client, &bao, n, NAMESPACES, refresh, LOAD_CONCURRENCY).await;
     let load_secs = load.elapsed().as_secs_f64();
@@ -420,7 +406,7 @@ async fn eso_peer(
         bin,
         env.kubeconfig(),
         args.clone(),
-        env.dir.path().join("eso.log"),
+        env.dir().join("eso.log"),
     );
     // The peer may be far slower: a run that does not finish is reported, not failed.
     let synced = within(timeout, || async {

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Operator, Shared, namespace, service_account, shared, wait_for};
+use common::{Operator, Shared, grant_read, namespace, root, service_account, shared, wait_for};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -18,10 +18,11 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use scaivault_client::api::policy::{Permission, PolicyInput, PolicyRule};
+use scaivault_client::api::policy::Permission;
 use scaivault_client::api::secrets::WriteSecretRequest;
 use scaivault_operator::crd::{ConditionStatus, VaultPolicy, VaultSecret};
 use scaivault_operator::vault_secret::RESTARTED_AT;
+use scaivault_testkit::wait_until;
 use serde_json::{Value, json};
 
 async fn write(vault: &scaivault_client::Client, path: &str, data: Value) -> u64 {
@@ -39,26 +40,6 @@ async fn write(vault: &scaivault_client::Client, path: &str, data: Value) -> u64
         .await
         .expect("vault write")
         .version
-}
-
-/// A root-made policy granting read under `prefix/**` to `k8s:<ns>/<sa>`.
-async fn grant_read(vault: &scaivault_client::Client, ns: &str, sa: &str, prefix: &str) {
-    let policy = vault
-        .create_policy(&PolicyInput {
-            name: format!("test-{ns}-{sa}"),
-            description: None,
-            rules: vec![PolicyRule {
-                path_pattern: format!("{prefix}/**"),
-                permissions: vec![Permission::Read],
-                effect: Default::default(),
-            }],
-        })
-        .await
-        .expect("create policy");
-    vault
-        .bind_policy(&policy.id, &format!("k8s:{ns}/{sa}"))
-        .await
-        .expect("bind policy");
 }
 
 async fn create_vault_secret(client: &Client, ns: &str, name: &str, spec: Value) -> VaultSecret {
@@ -136,7 +117,7 @@ async fn start(prefix: &str) -> (&'static Shared, Client, String) {
 #[tokio::test]
 async fn vault_secret_syncs_templates_refreshes_and_repairs() {
     let (shared, client, ns) = start("vs-sync").await;
-    let vault = shared.vault.root();
+    let vault = root(&shared.vault);
     service_account(&client, &ns, "app").await;
     let prefix = format!("apps/{ns}");
     grant_read(&vault, &ns, "app", &prefix).await;
@@ -443,7 +424,7 @@ async fn vault_secret_syncs_templates_refreshes_and_repairs() {
 #[tokio::test]
 async fn service_account_without_permission_gets_a_clear_condition_and_no_secret() {
     let (shared, client, ns) = start("vs-denied").await;
-    let vault = shared.vault.root();
+    let vault = root(&shared.vault);
     service_account(&client, &ns, "nobody").await;
     let path = format!("apps/{ns}/db");
     write(&vault, &path, json!({"password": "top-secret"})).await;
@@ -564,7 +545,7 @@ async fn restarted_at(client: &Client, ns: &str) -> Option<String> {
 #[tokio::test]
 async fn rollout_restart_only_when_the_data_changes() {
     let (shared, client, ns) = start("vs-rollout").await;
-    let vault = shared.vault.root();
+    let vault = root(&shared.vault);
     service_account(&client, &ns, "app").await;
     let path = format!("apps/{ns}/db");
     grant_read(&vault, &ns, "app", &format!("apps/{ns}")).await;
@@ -683,7 +664,7 @@ async fn rollout_restart_only_when_the_data_changes() {
 #[tokio::test]
 async fn vault_policy_round_trips_and_is_removed_on_delete() {
     let (shared, client, ns) = start("vp").await;
-    let vault = shared.vault.root();
+    let vault = root(&shared.vault);
     service_account(&client, &ns, "app").await;
     let path = format!("apps/{ns}/db");
     write(&vault, &path, json!({"password": "pw"})).await;
@@ -796,7 +777,7 @@ async fn vault_policy_round_trips_and_is_removed_on_delete() {
 #[tokio::test]
 async fn vault_policies_outside_the_allowed_namespaces_never_reach_the_vault() {
     let (shared, client, ns) = start("vp-ns").await;
-    let vault = shared.vault.root();
+    let vault = root(&shared.vault);
     // The operator's own namespace is `ns`, but the list names only another one.
     let _op = Operator::start(
         shared,
@@ -846,7 +827,7 @@ async fn vault_policies_outside_the_allowed_namespaces_never_reach_the_vault() {
 #[tokio::test]
 async fn two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
     let (shared, client, ns) = start("vs-leader").await;
-    let vault = shared.vault.root();
+    let vault = root(&shared.vault);
     service_account(&client, &ns, "app").await;
     grant_read(&vault, &ns, "app", &format!("apps/{ns}")).await;
     write(&vault, &format!("apps/{ns}/a"), json!({"v": "a"})).await;
@@ -854,7 +835,10 @@ async fn two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
 
     let mut a = Operator::start(shared, &ns, "replica-a", &[]);
     a.wait_leader().await;
-    let mut b = Operator::start(shared, &ns, "replica-b", &[]);
+    // The standby logs each election round it loses (at debug): the test waits on those.
+    let mut b = Operator::new_in(shared, &ns, "replica-b", &[])
+        .log_filter("info,kube=warn,scaivault_operator::lease=debug");
+    b.spawn();
     wait_for("replica-b up", Duration::from_secs(20), || async {
         b.metric("scaivault_operator_leader ").await
     })
@@ -875,8 +859,16 @@ async fn two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
         Duration::from_secs(30),
     )
     .await;
-    // Let the standby run a few renew intervals: it must stay out.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the standby lose two more election rounds (renew intervals) with a secret to
+    // sync in its namespace: it must stay out.
+    let lost_rounds = |logs: String| logs.matches("waiting for the leader lease").count();
+    let before = lost_rounds(b.logs());
+    wait_until(
+        "replica-b to lose two more election rounds",
+        Duration::from_secs(30),
+        || async { lost_rounds(b.logs()) >= before + 2 },
+    )
+    .await;
     assert_eq!(b.metric("scaivault_operator_leader ").await, Some(0.0));
     assert_eq!(
         b.metric("scaivault_operator_reconciles_total").await,
@@ -885,7 +877,12 @@ async fn two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
     );
     assert!(b.logs().contains("waiting for leadership"));
     assert!(!b.logs().contains("synced"), "standby wrote:\n{}", b.logs());
-    assert!(a.logs().contains("synced"));
+    wait_until(
+        "replica-a to log the sync",
+        Duration::from_secs(10),
+        || async { a.logs().contains("synced") },
+    )
+    .await;
     // Every event so far was reported by the leader.
     let evs = events(&client, &ns).await;
     assert!(!evs.is_empty());
@@ -919,7 +916,13 @@ async fn two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
         Duration::from_secs(30),
     )
     .await;
-    assert!(b.logs().contains("synced"));
+    // The operator logs "synced" after it has written the status and the event.
+    wait_until(
+        "replica-b to log the sync",
+        Duration::from_secs(10),
+        || async { b.logs().contains("synced") },
+    )
+    .await;
 
     // Graceful shutdown releases the lease at once.
     assert!(b.terminate().success(), "{}", b.logs());
@@ -932,7 +935,7 @@ async fn two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
 async fn hundred_vault_secrets_become_ready() {
     const N: usize = 100;
     let (shared, client, ns) = start("vs-hundred").await;
-    let vault = shared.vault.root();
+    let vault = root(&shared.vault);
     service_account(&client, &ns, "app").await;
     grant_read(&vault, &ns, "app", &format!("apps/{ns}")).await;
     let writes = (0..N).map(|i| {
@@ -1023,7 +1026,7 @@ async fn ready_count(client: &Client, ns: &str) -> usize {
 async fn leadership_taken_away_under_load_exits_and_the_restart_finishes_the_sync() {
     const N: usize = 300;
     let (shared, client, ns) = start("vs-steal").await;
-    let vault = shared.vault.root();
+    let vault = root(&shared.vault);
     service_account(&client, &ns, "app").await;
     grant_read(&vault, &ns, "app", &format!("apps/{ns}")).await;
     let writes = (0..N).map(|i| {
@@ -1174,10 +1177,10 @@ async fn operator_runs_with_the_example_rbac() {
     for user in kubeconfig["users"].as_array_mut().unwrap() {
         user["user"] = json!({"token": token});
     }
-    let path = shared.env.dir.path().join(format!("kubeconfig-{ns}"));
+    let path = shared.env.dir().join(format!("kubeconfig-{ns}"));
     std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
 
-    let vault = shared.vault.root();
+    let vault = root(&shared.vault);
     service_account(&client, &ns, "app").await;
     let vpath = format!("apps/{ns}/db");
     write(&vault, &vpath, json!({"password": "one"})).await;

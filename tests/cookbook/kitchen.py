@@ -18,10 +18,8 @@ import io
 import os
 import shlex
 import shutil
-import socket
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
@@ -30,12 +28,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 
 from cookbook import Recipe
 
 from scaivault_sdk import SyncScaiVaultClient
-from scaivault_sdk.testing import DevServer
+from scaivault_sdk.testing import DevServer, find_moto_server, moto_server
 
 CONSTRUCTOR_PLACEHOLDER = "SyncScaiVaultClient(...)"
 
@@ -273,41 +270,10 @@ class MotoS3:
     @classmethod
     @contextmanager
     def running(cls, workdir: Path) -> Iterator[MotoS3]:
-        exe = find_moto_server()
-        if exe is None:
+        if find_moto_server() is None:
             raise RuntimeError("moto_server not found: `pip install 'moto[server]'` (make sdk-venv does)")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with (workdir / "moto.log").open("wb") as log:
-            process = subprocess.Popen(
-                [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        endpoint = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(endpoint + "/moto-api/", timeout=1)
-                    break
-                except httpx.TransportError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(
-                            "moto_server did not start:\n" + (workdir / "moto.log").read_text()[-2000:]
-                        ) from None
-                    time.sleep(0.1)
-            yield cls(endpoint, process)
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        with moto_server(workdir) as moto:
+            yield cls(moto.endpoint, moto.process)
 
     def client(self) -> Any:
         import boto3  # moto[server] brings it
@@ -319,12 +285,3 @@ class MotoS3:
             aws_secret_access_key="moto",
             region_name="us-east-1",
         )
-
-
-def find_moto_server() -> Path | None:
-    """``moto_server`` beside this Python (the SDK venv), else on ``PATH``."""
-    beside = Path(sys.executable).parent / "moto_server"
-    if beside.exists():
-        return beside
-    found = shutil.which("moto_server")
-    return Path(found) if found else None

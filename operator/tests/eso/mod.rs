@@ -8,30 +8,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use scaivault_testkit::http::send_ok;
+use scaivault_testkit::{Process, free_port};
 use serde_json::{Value, json};
 
 use super::common::{count_listed, namespace, wait_for};
 
 const ROOT_TOKEN: &str = "bench-root";
 const FIELD_MANAGER: &str = "scaivault-bench";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn bao_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("BAO_BIN").filter(|b| !b.is_empty()) {
@@ -53,7 +44,7 @@ fn bao_bin() -> PathBuf {
 
 /// `bao server -dev`: in memory, KV v2 at `secret/`, a known root token.
 pub struct OpenBao {
-    child: Child,
+    _process: Process,
     pub address: String,
     http: reqwest::Client,
 }
@@ -61,21 +52,18 @@ pub struct OpenBao {
 impl OpenBao {
     pub async fn start(log: &Path) -> OpenBao {
         let address = format!("http://127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(log).unwrap();
-        let child = Command::new(bao_bin())
-            .args([
+        let process = Process::spawn(
+            "OpenBao",
+            Command::new(bao_bin()).args([
                 "server",
                 "-dev",
                 &format!("-dev-root-token-id={ROOT_TOKEN}"),
                 &format!("-dev-listen-address={}", &address["http://".len()..]),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn bao");
+            ]),
+            log,
+        );
         let bao = OpenBao {
-            child,
+            _process: process,
             address,
             http: reqwest::Client::new(),
         };
@@ -93,65 +81,19 @@ impl OpenBao {
     }
 
     pub async fn write(&self, path: &str, data: &Value) {
-        let resp = self
+        let req = self
             .http
             .post(format!("{}/v1/secret/data/{path}", self.address))
             .header("X-Vault-Token", ROOT_TOKEN)
-            .json(&json!({ "data": data }))
-            .send()
-            .await
-            .expect("OpenBao write");
-        assert!(
-            resp.status().is_success(),
-            "OpenBao write {path}: {}",
-            resp.status()
-        );
-    }
-}
-
-impl Drop for OpenBao {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+            .json(&json!({ "data": data }));
+        send_ok(req, &format!("OpenBao write {path}")).await;
     }
 }
 
 /// Applies every CRD of the ESO bundle and waits until each is Established.
 pub async fn install_crds(client: &Client, bundle: &Path) {
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    let text = std::fs::read_to_string(bundle).expect("read the ESO CRD bundle");
-    let mut names = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = <Value as serde::Deserialize>::deserialize(doc).unwrap();
-        if value.is_null() {
-            continue;
-        }
-        let crd: CustomResourceDefinition = serde_json::from_value(value).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
-        names.push(name);
-    }
-    for name in names {
-        wait_for(
-            &format!("CRD {name} Established"),
-            Duration::from_secs(60),
-            || async {
-                let crd = api.get(&name).await.ok()?;
-                crd.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            },
-        )
-        .await;
-    }
+    let yaml = std::fs::read_to_string(bundle).expect("read the ESO CRD bundle");
+    scaivault_testkit::kube::apply_crds(client, FIELD_MANAGER, &yaml).await;
 }
 
 fn resource(kind: &str) -> ApiResource {
@@ -160,7 +102,7 @@ fn resource(kind: &str) -> ApiResource {
 
 /// One ESO controller process; `KUBECONFIG` names the test environment's admin.
 pub struct Eso {
-    child: Option<Child>,
+    process: Option<Process>,
     bin: PathBuf,
     kubeconfig: PathBuf,
     args: Vec<String>,
@@ -171,7 +113,7 @@ pub struct Eso {
 impl Eso {
     pub fn start(bin: PathBuf, kubeconfig: PathBuf, args: Vec<String>, log_path: PathBuf) -> Eso {
         let mut eso = Eso {
-            child: None,
+            process: None,
             bin,
             kubeconfig,
             args,
@@ -184,26 +126,22 @@ impl Eso {
 
     pub fn spawn(&mut self) {
         let port = free_port();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .unwrap();
-        let child = Command::new(&self.bin)
-            .args(&self.args)
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn external-secrets");
-        self.child = Some(child);
+        self.process = Some(Process::spawn(
+            "ESO",
+            Command::new(&self.bin)
+                .args(&self.args)
+                .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+                .env("KUBECONFIG", &self.kubeconfig),
+            &self.log_path,
+        ));
         self.metrics_url = format!("http://127.0.0.1:{port}/metrics");
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("ESO running").id()
+        self.process
+            .as_ref()
+            .and_then(Process::id)
+            .expect("ESO running")
     }
 
     pub async fn metrics(&self) -> Option<String> {
@@ -222,36 +160,10 @@ impl Eso {
 
     /// SIGTERM and wait (controller-runtime stops its controllers and exits 0).
     pub fn terminate(&mut self) {
-        let mut child = self.child.take().expect("ESO running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Eso {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-            let tail: Vec<_> = log.lines().rev().take(60).collect();
-            eprintln!("--- ESO log (tail) ---");
-            for line in tail.into_iter().rev() {
-                eprintln!("{line}");
-            }
-        }
+        self.process
+            .take()
+            .expect("ESO running")
+            .terminate(Duration::from_secs(30));
     }
 }
 

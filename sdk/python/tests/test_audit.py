@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-import httpx
 import pytest
 
 from scaivault_sdk import ExportFailedError, PolicyRule, ScaiVaultClient, SyncScaiVaultClient
 from scaivault_sdk.errors import NotFoundError, PermissionDeniedError, ValidationError
-from scaivault_sdk.testing import DevServer, dev_server
+from scaivault_sdk.testing import DevServer, dev_server, find_moto_server, moto_server
 
 UNLIMITED = 1_000_000
 
@@ -275,32 +269,10 @@ async def test_async_audit(export_server: tuple[DevServer, Path], prefix: str) -
 @pytest.fixture(scope="module")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real S3 API on loopback (``moto_server``, installed by ``make sdk-venv``)."""
-    exe = Path(sys.executable).parent / "moto_server"
-    if not exe.exists():
-        found = shutil.which("moto_server")
-        if not found:
-            pytest.skip("moto_server not installed (pip install 'moto[server]')")
-        exe = Path(found)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(endpoint + "/moto-api/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    if find_moto_server() is None:
+        pytest.skip("moto_server not installed (pip install 'moto[server]')")
+    with moto_server(tmp_path_factory.mktemp("moto")) as moto:
+        yield moto.endpoint
 
 
 def test_export_to_s3(export_server: tuple[DevServer, Path], moto_endpoint: str, prefix: str) -> None:

@@ -1,7 +1,10 @@
-"""Run a throwaway ``scaivault-server dev`` for tests.
+"""Run a throwaway ``scaivault-server dev`` (and moto, for S3 exports) for tests.
 
     with dev_server() as server:
         client = server.client()
+
+    with moto_server(workdir) as moto:
+        ...  # an S3 API at ``moto.endpoint``
 
 The server listens on a free port of 127.0.0.1, keeps its data in a temporary
 directory and is stopped (and the directory removed) on exit. The binary is
@@ -15,7 +18,9 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,6 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from .client import ScaiVaultClient, SyncScaiVaultClient
 
@@ -129,3 +136,56 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def find_moto_server() -> Path | None:
+    """``moto_server`` beside this Python (the SDK venv), else on ``PATH``."""
+    beside = Path(sys.executable).parent / "moto_server"
+    if beside.exists():
+        return beside
+    found = shutil.which("moto_server")
+    return Path(found) if found else None
+
+
+@dataclass
+class MotoServer:
+    endpoint: str
+    process: subprocess.Popen[bytes] = field(repr=False)
+
+
+@contextmanager
+def moto_server(workdir: Path, startup_timeout: float = 30.0) -> Iterator[MotoServer]:
+    """A real S3 API (``moto_server``) on a free loopback port, stopped on exit.
+
+    Its log is ``workdir / "moto.log"``. Raises ``FileNotFoundError`` when moto is not
+    installed (``pip install 'moto[server]'``; ``make sdk-venv`` does).
+    """
+    exe = find_moto_server()
+    if exe is None:
+        raise FileNotFoundError("moto_server not found: `pip install 'moto[server]'` (make sdk-venv does)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = workdir / "moto.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        # Ready once it answers HTTP: poll with a deadline, failing early if it exits.
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            try:
+                httpx.get(endpoint + "/moto-api/", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not start:\n" + log_path.read_text()[-2000:]) from None
+                time.sleep(0.1)
+        yield MotoServer(endpoint, process)
+    finally:
+        _stop(process)
