@@ -61,8 +61,11 @@ pub enum Command {
     /// Check the server's health.
     Health {
         /// Per-component health (needs a token).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "ready")]
         detailed: bool,
+        /// Readiness instead of liveness: whether storage and the audit log can be written.
+        #[arg(long)]
+        ready: bool,
     },
     /// Issue, list and revoke tokens.
     #[command(subcommand)]

@@ -315,6 +315,8 @@ fn whoami_and_health() {
     let health = server.run(&["health", "-o", "json"]).ok().json();
     assert_eq!(health["status"], "ok");
     assert_eq!(health["storage"], "sqlite");
+    let ready = server.run(&["health", "--ready", "-o", "json"]).ok().json();
+    assert_eq!(ready["status"], "ok");
 
     let detailed = server
         .run(&["health", "--detailed", "-o", "json"])

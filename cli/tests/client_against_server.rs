@@ -173,6 +173,10 @@ async fn tokens_keys_and_health() {
     let anonymous = Client::builder(&server.address).build().unwrap();
     assert_eq!(anonymous.health().await.unwrap().storage, "sqlite");
     assert_eq!(
+        anonymous.ready().await.unwrap().status,
+        scaivault_api::health::HealthStatus::Ok
+    );
+    assert_eq!(
         anonymous.health_detailed().await.unwrap_err().code(),
         Some(ErrorCode::Unauthenticated)
     );

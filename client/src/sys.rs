@@ -32,6 +32,15 @@ impl Client {
             .await
     }
 
+    /// Unauthenticated readiness: `ok` when storage and the audit log can be written. A
+    /// server that cannot (its 503) answers a document with status `down`, handled like
+    /// [`Client::health`]; what a load balancer or a deploy script waits on.
+    pub async fn ready(&self) -> Result<HealthResponse> {
+        let url = self.url(["health", "ready"])?;
+        self.health_document(self.call(Method::GET, url, Retry::Never, "ready"))
+            .await
+    }
+
     /// Per-component health (authenticated); 503 handled like [`Client::health`].
     pub async fn health_detailed(&self) -> Result<DetailedHealthResponse> {
         let url = self.url(["health", "detailed"])?;

@@ -19,7 +19,9 @@ pub async fn run(cli: Cli) -> Result<Output, Failure> {
     match cli.command {
         Command::Secrets(command) => secrets::run(&client, format, command).await,
         Command::Whoami => system::whoami(&client, format).await,
-        Command::Health { detailed } => system::health(&client, format, detailed).await,
+        Command::Health { detailed, ready } => {
+            system::health(&client, format, detailed, ready).await
+        }
         Command::Tokens(command) => tokens::run(&client, format, command).await,
         Command::Login(command) => tokens::login(&client, format, command).await,
         Command::Keys(command) => system::keys(&client, format, command).await,

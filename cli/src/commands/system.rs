@@ -28,12 +28,17 @@ pub async fn health(
     client: &Client,
     format: OutputFormat,
     detailed: bool,
+    ready: bool,
 ) -> Result<Output, Failure> {
     let (status, output) = if detailed {
         let health = client.health_detailed().await?;
         (health.status, render(format, &health, render_detailed)?)
     } else {
-        let health = client.health().await?;
+        let health = if ready {
+            client.ready().await?
+        } else {
+            client.health().await?
+        };
         let output = render(format, &health, |h| {
             pairs(&[
                 ("status", status_name(h.status).to_owned()),
