@@ -285,12 +285,15 @@ async fn observe_target(
 }
 
 /// Whether the Secret already carries what an apply would set besides the data (type,
-/// labels, annotations, our controller owner reference).
+/// labels, annotations, our controller owner reference). The keys `project` rewrites are
+/// not compared: the cache does not hold their real values, so a template setting one
+/// would otherwise look unapplied on every refresh and be re-applied forever.
 fn metadata_applied(existing: &Secret, desired: &Secret) -> bool {
     let contains = |have: &Option<BTreeMap<String, String>>,
                     want: &Option<BTreeMap<String, String>>| {
         want.iter()
             .flatten()
+            .filter(|(k, _)| *k != CACHED_MAC && *k != LAST_APPLIED)
             .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
     };
     existing.type_ == desired.type_
@@ -737,6 +740,36 @@ mod tests {
         assert!(secret.data.is_none() && secret.string_data.is_none());
         assert!(secret.metadata.annotations.is_none());
         assert!(!format!("{secret:?}").contains(value));
+    }
+
+    #[test]
+    fn keys_the_cache_rewrites_never_look_unapplied() {
+        let key = MacKey::new(&[7; 32]);
+        let reserved = BTreeMap::from([
+            (CACHED_MAC.to_owned(), "from-the-template".to_owned()),
+            (LAST_APPLIED.to_owned(), "{}".to_owned()),
+        ]);
+        let desired = Secret {
+            metadata: ObjectMeta {
+                labels: Some(reserved.clone()),
+                annotations: Some(reserved),
+                ..ObjectMeta::default()
+            },
+            ..Secret::default()
+        };
+        let mut cached = desired.clone();
+        project(&mut cached, &key);
+        assert!(metadata_applied(&cached, &desired));
+        let mut other = desired.clone();
+        other
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert("team".to_owned(), "a".to_owned());
+        assert!(
+            !metadata_applied(&cached, &other),
+            "a real label still counts"
+        );
     }
 
     #[test]
