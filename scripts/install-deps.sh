@@ -6,6 +6,11 @@ for cmd_pkg in jq:jq curl:curl openssl:openssl; do
   cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
+# PostgreSQL: the server the PostgreSQL storage backend's tests start (testkit/src/postgres.rs).
+# Debian's package puts initdb in /usr/lib/postgresql/<n>/bin, off PATH.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -25,6 +25,8 @@ pub enum Command {
     Init(InitArgs),
     /// Serve an initialised data directory (TLS unless explicitly disabled).
     Serve(ServeArgs),
+    /// Bring the storage's schema to this version (PostgreSQL; SQLite migrates on open).
+    Migrate(MigrateArgs),
 }
 
 fn parse_secret(s: &str) -> Result<SecretString, String> {
@@ -149,6 +151,8 @@ pub struct DevArgs {
     #[arg(long, env = "SCAIVAULT_DEV_ROOT_TOKEN", value_parser = parse_secret, hide_env_values = true)]
     pub root_token: Option<SecretString>,
     #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
@@ -163,12 +167,69 @@ pub struct MasterKeyArgs {
     pub master_key: Option<SecretString>,
 }
 
+/// Where the vault's data lives.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// `postgres://user:password@host:5432/db?sslmode=require` for a database several
+    /// replicas share, or `sqlite:///path/to/scaivault.db`; default: SQLite in the data
+    /// directory. The audit log stays in the data directory either way.
+    #[arg(long, env = "SCAIVAULT_STORAGE", value_parser = parse_storage, hide_env_values = true)]
+    pub storage: Option<StorageUrl>,
+    /// PEM file of the CA that signs the PostgreSQL server's certificate (default: the
+    /// system's roots). Used when the URL's `sslmode` is `prefer` (the default) or
+    /// `require`; the certificate and host name are always verified.
+    #[arg(long, env = "SCAIVAULT_STORAGE_CA_FILE")]
+    pub storage_ca_file: Option<PathBuf>,
+    /// Apply pending PostgreSQL schema migrations on start (otherwise a schema behind
+    /// this version stops the start with the command to run: `scaivault-server migrate`).
+    #[arg(long, env = "SCAIVAULT_STORAGE_MIGRATE")]
+    pub storage_migrate: bool,
+}
+
+/// A parsed `--storage` value.
+#[derive(Clone)]
+pub enum StorageUrl {
+    Postgres(SecretString),
+    Sqlite(PathBuf),
+}
+
+/// The URL may carry the database password: never printed.
+impl std::fmt::Debug for StorageUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageUrl::Postgres(_) => f.write_str("Postgres(<redacted>)"),
+            StorageUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+        }
+    }
+}
+
+fn parse_storage(s: &str) -> Result<StorageUrl, String> {
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        return Ok(StorageUrl::Postgres(SecretString::from(s.to_owned())));
+    }
+    match s.strip_prefix("sqlite://") {
+        Some(path) if path.starts_with('/') => Ok(StorageUrl::Sqlite(PathBuf::from(path))),
+        Some(_) => Err(
+            "a sqlite URL names an absolute path: sqlite:///var/lib/scaivault/scaivault.db".into(),
+        ),
+        None => Err("expected postgres://... or sqlite:///path".into()),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct InitArgs {
     #[arg(long, env = "SCAIVAULT_DATA_DIR")]
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub key: MasterKeyArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +240,8 @@ pub struct ServeArgs {
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub key: MasterKeyArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
     /// PEM certificate chain; reloaded when the file changes.
     #[arg(long, env = "SCAIVAULT_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

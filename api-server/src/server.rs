@@ -1,4 +1,4 @@
-//! The commands: `dev`, `init`, `serve`.
+//! The commands: `dev`, `init`, `serve`, `migrate`.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use crate::audit::{AuditService, AuditWriter, stored_tail};
 use crate::auth::kubernetes::KubernetesAuth;
 use crate::config::{
     AUDIT_DB_FILE, Cli, Command, DB_FILE, DevArgs, InitArgs, LOCK_FILE, LogFormat, MasterKeyArgs,
-    RuntimeArgs, ServeArgs,
+    MigrateArgs, RuntimeArgs, ServeArgs, StorageArgs, StorageUrl,
 };
 use crate::crypto::MasterKey;
 use crate::http::{AppState, HttpLimits, app};
@@ -25,6 +25,7 @@ use crate::jobs::{JobIntervals, JobRegistry, Jobs};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::Limits;
+use crate::store::postgres::{PostgresSettings, PostgresStore, TlsSettings};
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::audit::SqliteAuditStore;
 use crate::store::{AuditStore, Store};
@@ -47,6 +48,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             init_tracing(args.runtime.log_format);
             serve(args).await
+        }
+        Command::Migrate(args) => {
+            init_tracing(LogFormat::Text);
+            migrate(args).await
         }
     }
 }
@@ -91,14 +96,68 @@ impl DataDirLock {
     }
 }
 
-fn open_store(data_dir: &Path) -> anyhow::Result<(DataDirLock, Arc<dyn Store>)> {
+/// Locks the data directory (its audit log, and its SQLite database unless `--storage`
+/// names another) and opens the vault's storage.
+/// `migrate`: apply pending PostgreSQL migrations (`dev` always does).
+async fn open_store(
+    data_dir: &Path,
+    storage: &StorageArgs,
+    migrate: bool,
+) -> anyhow::Result<(DataDirLock, Arc<dyn Store>)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     restrict_permissions(data_dir);
     let lock = DataDirLock::acquire(data_dir)?;
-    let store =
-        SqliteStore::open(&data_dir.join(DB_FILE)).context("opening the SQLite database")?;
-    Ok((lock, Arc::new(store)))
+    let store = match &storage.storage {
+        None => open_sqlite(&data_dir.join(DB_FILE))?,
+        Some(url) => open_url(url, storage, migrate).await?,
+    };
+    Ok((lock, store))
+}
+
+fn open_sqlite(path: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    let store = SqliteStore::open(path)
+        .with_context(|| format!("opening the SQLite database {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+async fn open_url(
+    url: &StorageUrl,
+    storage: &StorageArgs,
+    migrate: bool,
+) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match url {
+        StorageUrl::Sqlite(path) => open_sqlite(path)?,
+        StorageUrl::Postgres(url) => {
+            let settings = PostgresSettings {
+                url: url.clone(),
+                tls: TlsSettings {
+                    ca_file: storage.storage_ca_file.clone(),
+                },
+            };
+            let store = if migrate {
+                PostgresStore::connect_and_migrate(&settings).await
+            } else {
+                PostgresStore::connect(&settings).await
+            };
+            Arc::new(store.context("opening the PostgreSQL storage")?)
+        }
+    })
+}
+
+/// `scaivault-server migrate`: the schema step of an upgrade, run once (a Job, an init
+/// container) before the new version's replicas start.
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let Some(url) = &args.storage.storage else {
+        bail!("name the storage to migrate: --storage postgres://... (or SCAIVAULT_STORAGE)");
+    };
+    let store = open_url(url, &args.storage, true).await?;
+    store
+        .ping()
+        .await
+        .context("checking the migrated storage")?;
+    println!("The {} schema is current.", store.backend());
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -139,7 +198,8 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
         }
         _ => load_master_key(&args.key)?,
     };
-    let (_lock, store) = open_store(&args.data_dir)?;
+    let (_lock, store) =
+        open_store(&args.data_dir, &args.storage, args.storage.storage_migrate).await?;
     let (_, root) = Vault::initialize(store, &master, Limits { max_value_bytes: 0 }).await?;
     println!("Initialised {}", args.data_dir.display());
     println!("Root token: {}", root.expose_secret());
@@ -152,7 +212,7 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
 /// Dev mode keeps its master key and root token in the data directory so restarts keep
 /// working; that is exactly why it is not for production.
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    let (_lock, store) = open_store(&args.data_dir)?;
+    let (_lock, store) = open_store(&args.data_dir, &args.storage, true).await?;
     let key_path = args.data_dir.join(DEV_MASTER_KEY_FILE);
     let token_path = args.data_dir.join(DEV_ROOT_TOKEN_FILE);
     let limits = limits(&args.runtime);
@@ -234,7 +294,8 @@ struct TlsFiles {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let master = load_master_key(&args.key)?;
-    let (_lock, store) = open_store(&args.data_dir)?;
+    let (_lock, store) =
+        open_store(&args.data_dir, &args.storage, args.storage.storage_migrate).await?;
     let vault = Vault::open(store, &master, limits(&args.runtime)).await?;
     drop(master);
     let tls = match (args.tls_cert, args.tls_key) {

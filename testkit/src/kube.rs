@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -114,27 +114,14 @@ impl KubeEnv {
     /// dropped): a detached watchdog stops it, kills `pids` and removes `dirs` once this
     /// test process is gone.
     pub fn stop_when_process_exits(&self, pids: &[u32], dirs: &[&Path]) {
-        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
-        let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-        let script = format!(
-            "while kill -0 {test} 2>/dev/null; do sleep 0.5; done; kill {pids} 2>/dev/null; \
-             bash {root}/e2e/testenv.sh stop {dir} >/dev/null 2>&1; rm -rf {dir} {dirs}",
-            test = std::process::id(),
-            pids = pids.join(" "),
+        let stop = format!(
+            "bash {root}/e2e/testenv.sh stop {dir} >/dev/null 2>&1",
             root = self.root.display(),
             dir = self.dir_path.display(),
-            dirs = dirs.join(" "),
         );
-        // Deliberately never waited for: it must outlive this process.
-        #[allow(clippy::zombie_processes)]
-        let _watchdog = Command::new("bash")
-            .args(["-c", &script])
-            .env("E2E_BIN_DIR", &self.bin_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the watchdog");
+        let mut dirs = dirs.to_vec();
+        dirs.push(&self.dir_path);
+        crate::process::clean_up_after_exit(pids, &dirs, &stop, &[("E2E_BIN_DIR", &self.bin_dir)]);
     }
 
     /// The cluster's ServiceAccount signing key (PKCS#1 DER): tests sign tokens the

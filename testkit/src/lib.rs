@@ -6,7 +6,7 @@
 //! Every child process writes its output to a log file, and its tail is printed when
 //! the test fails ([`process::Process`]): a red test explains itself.
 //!
-//! A new service for the tests (PostgreSQL next) is one more module of the same shape:
+//! PostgreSQL ([`postgres::Postgres`]) is one more; a new service is one more module of the same shape:
 //! a `start()` that picks a free port, spawns a [`process::Process`] and [`wait`]s for
 //! readiness.
 
@@ -22,6 +22,7 @@ pub mod http;
 pub mod kube;
 pub mod moto;
 pub mod names;
+pub mod postgres;
 pub mod process;
 pub mod server;
 pub mod wait;

@@ -150,3 +150,32 @@ impl Drop for Process {
         }
     }
 }
+
+/// For a process in a `static` (shared by the tests of one test binary, never dropped):
+/// a detached watchdog kills `pids`, runs `then` (a shell command) and removes `dirs`
+/// once this test process is gone.
+pub fn clean_up_after_exit(pids: &[u32], dirs: &[&Path], then: &str, env: &[(&str, &Path)]) {
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    let script = format!(
+        "while kill -0 {test} 2>/dev/null; do sleep 0.5; done; kill {pids} 2>/dev/null; \
+         {then}; rm -rf {dirs}",
+        test = std::process::id(),
+        pids = pids.join(" "),
+        then = if then.is_empty() { ":" } else { then },
+        dirs = dirs.join(" "),
+    );
+    let mut command = Command::new("bash");
+    command.args(["-c", &script]);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    // Deliberately never waited for: it must outlive this process.
+    #[allow(clippy::zombie_processes)]
+    let _watchdog = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the watchdog");
+}

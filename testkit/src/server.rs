@@ -2,17 +2,19 @@
 //! arguments), a fresh data directory or a given one, restarts on the same data
 //! directory, a known root token, optionally a movable wall clock.
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::sync::mpsc;
+use std::sync::{LazyLock, Mutex, mpsc};
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 
 use crate::clock::ShiftedClock;
+use crate::postgres::Postgres;
 use crate::process::Process;
 
 /// A loaded CI machine can take its time over the first SQLite fsync.
@@ -50,6 +52,7 @@ pub struct Builder {
     data_dir: Option<PathBuf>,
     exports: bool,
     clock: bool,
+    sqlite_only: bool,
 }
 
 impl Builder {
@@ -95,6 +98,13 @@ impl Builder {
         self
     }
 
+    /// Keep this server on SQLite even in a PostgreSQL run ([`storage_args`]): for tests
+    /// of the SQLite files themselves (their permissions, a read-only or full disk).
+    pub fn sqlite_only(mut self) -> Builder {
+        self.sqlite_only = true;
+        self
+    }
+
     pub fn start(self) -> Server {
         let dir = scratch_dir();
         let token = crate::names::random_token();
@@ -103,6 +113,9 @@ impl Builder {
             .map(OsString::from)
             .into();
         args.extend(["--data-dir".into(), data_dir.clone().into()]);
+        if !self.sqlite_only {
+            args.extend(storage_args(&data_dir));
+        }
         if self.exports {
             let exports = dir.path().join("exports");
             std::fs::create_dir_all(&exports).expect("create the export dir");
@@ -118,6 +131,32 @@ impl Builder {
         };
         Server::launch(launch, dir, data_dir, token, clock, reqwest::Client::new())
     }
+}
+
+/// The storage of a PostgreSQL run: one server per test binary, stopped when it exits.
+static POSTGRES: LazyLock<Postgres> = LazyLock::new(Postgres::start_shared);
+/// A data directory keeps its database across restarts and new servers on it.
+static DATABASES: LazyLock<Mutex<HashMap<PathBuf, String>>> = LazyLock::new(Mutex::default);
+
+/// Whether this run puts the servers' data on PostgreSQL (`SCAIVAULT_TEST_STORAGE=postgres`,
+/// as `make test` does for a second pass of the server's integration suite).
+pub fn on_postgres() -> bool {
+    std::env::var("SCAIVAULT_TEST_STORAGE").is_ok_and(|v| v == "postgres")
+}
+
+/// `--storage <url>` of a database of this data directory's own in a PostgreSQL run;
+/// nothing (SQLite in the data directory) otherwise.
+pub fn storage_args(data_dir: &Path) -> Vec<OsString> {
+    if !on_postgres() {
+        return Vec::new();
+    }
+    let url = DATABASES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry(data_dir.to_path_buf())
+        .or_insert_with(|| POSTGRES.create_database())
+        .clone();
+    vec!["--storage".into(), url.into(), "--storage-migrate".into()]
 }
 
 fn scratch_dir() -> tempfile::TempDir {
@@ -151,7 +190,8 @@ impl Server {
             .args(["init", "--data-dir"])
             .arg(&data_dir)
             .arg("--master-key-file")
-            .arg(&key);
+            .arg(&key)
+            .args(storage_args(&data_dir));
         let init = init.output().expect("run scaivault-server init");
         assert!(
             init.status.success(),
@@ -164,7 +204,7 @@ impl Server {
             .map(|t| t.trim().to_owned())
             .expect("init prints the root token");
         let path = |name: &str| OsString::from(dir.path().join(name));
-        let args = vec![
+        let mut args = vec![
             "serve".into(),
             "--listen".into(),
             "127.0.0.1:0".into(),
@@ -177,6 +217,7 @@ impl Server {
             "--tls-key".into(),
             path("server.key"),
         ];
+        args.extend(storage_args(&data_dir));
         let http = crate::certs::client_trusting(&dir.path().join("server-ca.pem"));
         let launch = Launch {
             bin,

@@ -21,6 +21,7 @@ pub mod idempotency;
 pub mod keyring;
 pub mod maintenance;
 pub mod policies;
+pub mod postgres;
 mod read_cache;
 pub mod secrets;
 pub mod sqlite;

@@ -1,0 +1,236 @@
+//! A real PostgreSQL server for the tests, from the Debian package
+//! (`scripts/install-deps.sh` installs it): `initdb` in a temporary directory, a free
+//! loopback port, trust authentication for the test user, stopped when dropped.
+//!
+//! PostgreSQL refuses to run as root, and CI runs as root: the server then runs as the
+//! package's `postgres` user (`setpriv` execs it in place, so the child is the
+//! postmaster itself and signals reach it).
+//!
+//! Durability stays on (`fsync`), as in production: the crash tests of the storage
+//! issue kill servers and check what survived.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::process::Process;
+
+/// The role every test connects as (trust authentication on loopback only).
+pub const USER: &str = "scaivault";
+
+pub struct Postgres {
+    process: Option<Process>,
+    bin: PathBuf,
+    data: PathBuf,
+    run_as: Option<String>,
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+static DATABASES: AtomicU64 = AtomicU64::new(0);
+
+/// The server's programs: where `initdb` on PATH really is, else the newest
+/// `/usr/lib/postgresql/<n>/bin`.
+fn bin_dir() -> PathBuf {
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            // Through a symlink (as some images link initdb into /usr/local/bin): the
+            // real directory also holds pg_isready and createdb of the same version.
+            if let Ok(initdb) = std::fs::canonicalize(dir.join("initdb"))
+                && let Some(real) = initdb.parent()
+                && real.join("postgres").is_file()
+            {
+                return real.to_path_buf();
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    match versions.pop() {
+        Some((_, bin)) => bin,
+        None => panic!(
+            "PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin); \
+             it is needed for this test: run scripts/install-deps.sh (apt install postgresql)"
+        ),
+    }
+}
+
+fn output(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", command.get_program()))
+}
+
+/// `postgres` when this process is root (PostgreSQL will not run as root), else nobody.
+fn unprivileged_user() -> Option<String> {
+    let uid = output(Command::new("id").arg("-u"));
+    (String::from_utf8_lossy(&uid.stdout).trim() == "0").then(|| "postgres".to_owned())
+}
+
+impl Postgres {
+    /// Starts a server and waits until it accepts connections.
+    pub fn start() -> Postgres {
+        let bin = bin_dir();
+        let run_as = unprivileged_user();
+        let dir = tempfile::Builder::new()
+            .prefix("scaivault-pg-")
+            .tempdir()
+            .expect("create a temp dir");
+        if let Some(user) = &run_as {
+            let chown = output(Command::new("chown").args(["-R", user]).arg(dir.path()));
+            assert!(
+                chown.status.success(),
+                "chown {} to {user}: {}",
+                dir.path().display(),
+                String::from_utf8_lossy(&chown.stderr)
+            );
+        }
+        let data = dir.path().join("data");
+        let init = output(
+            Self::command(&bin, &run_as, "initdb")
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync"]),
+        );
+        assert!(
+            init.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&init.stdout),
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let mut postgres = Postgres {
+            process: None,
+            bin,
+            data,
+            run_as,
+            dir,
+            port: crate::names::free_port(),
+        };
+        postgres.run();
+        postgres
+    }
+
+    /// [`Postgres::start`] for a server in a `static` (shared by the tests of one
+    /// process, never dropped): a detached watchdog stops it once the process is gone.
+    pub fn start_shared() -> Postgres {
+        let postgres = Postgres::start();
+        let pid = postgres.process.as_ref().and_then(Process::id);
+        crate::process::clean_up_after_exit(
+            &pid.into_iter().collect::<Vec<_>>(),
+            &[postgres.dir.path()],
+            "",
+            &[],
+        );
+        postgres
+    }
+
+    fn command(bin: &Path, run_as: &Option<String>, program: &str) -> Command {
+        match run_as {
+            Some(user) => {
+                let mut command = Command::new("setpriv");
+                command
+                    .args(["--reuid", user, "--regid", user, "--init-groups", "--"])
+                    .arg(bin.join(program));
+                command
+            }
+            None => Command::new(bin.join(program)),
+        }
+    }
+
+    /// Starts the postmaster on the data directory and waits for it.
+    fn run(&mut self) {
+        let log = self.dir.path().join("postgres.log");
+        let mut command = Self::command(&self.bin, &self.run_as, "postgres");
+        command
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(self.dir.path())
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "log_min_messages=warning",
+            ]);
+        let mut process = Process::spawn("postgres", &mut command, &log);
+        let ready = Self::command(&self.bin, &None, "pg_isready");
+        let ready_args = ["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER];
+        crate::wait::wait_for_blocking(
+            "PostgreSQL to accept connections",
+            Duration::from_secs(60),
+            || {
+                if let Some(status) = process.try_wait() {
+                    panic!("postgres exited early ({status}):\n{}", process.tail());
+                }
+                let mut probe = Command::new(ready.get_program());
+                output(probe.args(ready_args))
+                    .status
+                    .success()
+                    .then_some(())
+            },
+        );
+        self.process = Some(process);
+    }
+
+    /// Fast shutdown (SIGINT: clients are disconnected, the data is checkpointed).
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take()
+            && let Some(pid) = process.id()
+        {
+            let _ = Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status();
+            process.wait_exit(Duration::from_secs(30));
+        }
+    }
+
+    /// The URL of database `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!(
+            "postgres://{USER}@127.0.0.1:{}/{name}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// Creates a new, empty database and returns its URL.
+    pub fn create_database(&self) -> String {
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            DATABASES.fetch_add(1, Ordering::Relaxed)
+        );
+        let created = output(
+            Self::command(&self.bin, &None, "createdb")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+                .arg(&name),
+        );
+        assert!(
+            created.status.success(),
+            "createdb {name}: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        self.url(&name)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
