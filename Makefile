@@ -27,15 +27,20 @@ build:
 	$(CARGO) build --workspace --bins
 
 # System packages the tests use (jq and curl for the cookbook recipes, openssl for the
-# Python SDK's TLS test; the Rust tests mint their certificates with rcgen).
+# Python SDK's TLS test, PostgreSQL for the second storage backend; the Rust tests mint
+# their certificates with rcgen).
 deps:
 	@bash scripts/install-deps.sh
 
 test: deps build test-rust test-parts
 	@echo "make test: all suites passed"
 
+# The server's integration suite runs twice: on SQLite (the default), then with every
+# server's data on PostgreSQL (one `initdb` per test binary, started by testkit), so both
+# backends answer the same API the same way. The store contract runs on both in the first.
 test-rust:
 	$(CARGO) test --workspace --no-fail-fast
+	SCAIVAULT_TEST_STORAGE=postgres $(CARGO) test -p scaivault-server --test '*' --no-fail-fast
 
 lint:
 	$(CARGO) fmt --all -- --check

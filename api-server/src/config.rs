@@ -173,8 +173,10 @@ pub struct StorageArgs {
     /// `postgres://user:password@host:5432/db?sslmode=require` for a database several
     /// replicas share, or `sqlite:///path/to/scaivault.db`; default: SQLite in the data
     /// directory. The audit log stays in the data directory either way.
-    #[arg(long, env = "SCAIVAULT_STORAGE", value_parser = parse_storage, hide_env_values = true)]
-    pub storage: Option<StorageUrl>,
+    // Checked when used ([`StorageArgs::url`]), not by the argument parser: clap would
+    // echo a mistyped URL, password and all, in its error.
+    #[arg(long, env = "SCAIVAULT_STORAGE", value_parser = parse_secret, hide_env_values = true)]
+    pub storage: Option<SecretString>,
     /// PEM file of the CA that signs the PostgreSQL server's certificate (default: the
     /// system's roots). Used when the URL's `sslmode` is `prefer` (the default) or
     /// `require`; the certificate and host name are always verified.
@@ -203,16 +205,23 @@ impl std::fmt::Debug for StorageUrl {
     }
 }
 
-fn parse_storage(s: &str) -> Result<StorageUrl, String> {
-    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-        return Ok(StorageUrl::Postgres(SecretString::from(s.to_owned())));
-    }
-    match s.strip_prefix("sqlite://") {
-        Some(path) if path.starts_with('/') => Ok(StorageUrl::Sqlite(PathBuf::from(path))),
-        Some(_) => Err(
-            "a sqlite URL names an absolute path: sqlite:///var/lib/scaivault/scaivault.db".into(),
-        ),
-        None => Err("expected postgres://... or sqlite:///path".into()),
+impl StorageArgs {
+    /// The `--storage` URL, parsed (`None`: SQLite in the data directory). The error
+    /// names the accepted forms, never the value given.
+    pub fn url(&self) -> Result<Option<StorageUrl>, String> {
+        use secrecy::ExposeSecret as _;
+        let Some(given) = &self.storage else {
+            return Ok(None);
+        };
+        let text = given.expose_secret();
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(Some(StorageUrl::Postgres(given.clone())));
+        }
+        match text.strip_prefix("sqlite://") {
+            Some(path) if path.starts_with('/') => Ok(Some(StorageUrl::Sqlite(PathBuf::from(path)))),
+            Some(_) => Err("--storage: a sqlite URL names an absolute path: sqlite:///var/lib/scaivault/scaivault.db".into()),
+            None => Err("--storage: expected postgres://user:password@host:port/db or sqlite:///path".into()),
+        }
     }
 }
 

@@ -108,9 +108,9 @@ async fn open_store(
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     restrict_permissions(data_dir);
     let lock = DataDirLock::acquire(data_dir)?;
-    let store = match &storage.storage {
+    let store = match storage.url().map_err(anyhow::Error::msg)? {
         None => open_sqlite(&data_dir.join(DB_FILE))?,
-        Some(url) => open_url(url, storage, migrate).await?,
+        Some(url) => open_url(&url, storage, migrate).await?,
     };
     Ok((lock, store))
 }
@@ -148,10 +148,10 @@ async fn open_url(
 /// `scaivault-server migrate`: the schema step of an upgrade, run once (a Job, an init
 /// container) before the new version's replicas start.
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    let Some(url) = &args.storage.storage else {
+    let Some(url) = args.storage.url().map_err(anyhow::Error::msg)? else {
         bail!("name the storage to migrate: --storage postgres://... (or SCAIVAULT_STORAGE)");
     };
-    let store = open_url(url, &args.storage, true).await?;
+    let store = open_url(&url, &args.storage, true).await?;
     store
         .ping()
         .await

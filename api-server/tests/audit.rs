@@ -945,7 +945,10 @@ async fn a_crash_between_request_and_response_leaves_an_unknown_outcome() {
 
 #[tokio::test]
 async fn verify_reports_rewrites_an_attacker_without_the_key_can_make() {
-    let mut s = Server::start(&["--audit-checkpoint-records", "1"]);
+    let mut s = Server::dev()
+        .own_storage()
+        .args(["--audit-checkpoint-records", "1"])
+        .start();
     for i in 0..6 {
         s.write(&format!("t/{i}"), json!({"data": {"i": i}})).await;
     }
@@ -1065,7 +1068,10 @@ async fn verify_reports_rewrites_an_attacker_without_the_key_can_make() {
 
 #[tokio::test]
 async fn a_forged_checkpoint_is_reported() {
-    let mut s = Server::start(&["--audit-checkpoint-records", "1"]);
+    let mut s = Server::dev()
+        .own_storage()
+        .args(["--audit-checkpoint-records", "1"])
+        .start();
     s.write("f/a", json!({"data": {"v": 1}})).await;
     wait_until("a checkpoint", FSYNC_WAIT, || async {
         verify(&s).await["checkpoint"]["seq"].as_u64() >= Some(2)
@@ -1118,7 +1124,7 @@ async fn a_forged_checkpoint_is_reported() {
 /// upgrade on the keyed chain protects it too.
 #[tokio::test]
 async fn a_log_from_before_keyed_chaining_stays_verifiable() {
-    let mut s = Server::start(&[]);
+    let mut s = Server::dev().own_storage().start();
     for i in 0..3 {
         let _ = s
             .call(Method::GET, &format!("/v1/secrets/legacy/{i}"), None)

@@ -147,7 +147,7 @@ async fn a_request_past_the_timeout_gets_504_in_the_error_shape() {
 
 #[tokio::test]
 async fn liveness_touches_no_lock_and_readiness_reports_blocked_storage() {
-    let s = Server::start(&[]);
+    let s = Server::dev().own_storage().start();
     let (status, _) = send(s.http.get(s.url("/v1/health/ready"))).await;
     assert_eq!(status, StatusCode::OK);
 

@@ -451,7 +451,7 @@ async fn init_then_serve_with_tls_reload_and_wrong_key_refusal() {
 
 #[tokio::test]
 async fn storage_that_cannot_write_answers_503_with_retry_after_and_recovers() {
-    let s = Server::start(&[]);
+    let s = Server::dev().own_storage().start();
     s.write("lock/a", json!({"data": {"v": 1}})).await;
     // Another process holds the write lock: the server's writer waits its busy timeout,
     // then reports storage unavailable instead of hanging or answering 500.

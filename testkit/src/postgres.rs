@@ -14,6 +14,9 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::os::unix::fs::PermissionsExt as _;
+
+use crate::certs::Leaf;
 use crate::process::Process;
 
 /// The role every test connects as (trust authentication on loopback only).
@@ -25,6 +28,8 @@ pub struct Postgres {
     data: PathBuf,
     run_as: Option<String>,
     dir: tempfile::TempDir,
+    /// `-c name=value` settings beyond the defaults (TLS).
+    settings: Vec<String>,
     pub port: u16,
 }
 
@@ -80,6 +85,13 @@ fn unprivileged_user() -> Option<String> {
 impl Postgres {
     /// Starts a server and waits until it accepts connections.
     pub fn start() -> Postgres {
+        let mut postgres = Postgres::init();
+        postgres.run();
+        postgres
+    }
+
+    /// A new cluster (`initdb`), not running yet.
+    fn init() -> Postgres {
         let bin = bin_dir();
         let run_as = unprivileged_user();
         let dir = tempfile::Builder::new()
@@ -108,14 +120,36 @@ impl Postgres {
             String::from_utf8_lossy(&init.stdout),
             String::from_utf8_lossy(&init.stderr)
         );
-        let mut postgres = Postgres {
+        Postgres {
             process: None,
             bin,
             data,
             run_as,
             dir,
+            settings: Vec::new(),
             port: crate::names::free_port(),
-        };
+        }
+    }
+
+    /// A server that also accepts TLS, with `leaf` as its certificate (clients choose
+    /// with `sslmode`).
+    pub fn start_tls(leaf: &Leaf) -> Postgres {
+        let mut postgres = Postgres::init();
+        let cert = postgres.data.join("server.crt");
+        let key = postgres.data.join("server.key");
+        std::fs::write(&cert, &leaf.cert_pem).expect("write server.crt");
+        std::fs::write(&key, &leaf.key_pem).expect("write server.key");
+        // PostgreSQL refuses a key others can read, or one it does not own.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod server.key");
+        if let Some(user) = &postgres.run_as {
+            output(Command::new("chown").arg(user).arg(&cert).arg(&key));
+        }
+        postgres.settings = vec![
+            "ssl=on".into(),
+            format!("ssl_cert_file={}", cert.display()),
+            format!("ssl_key_file={}", key.display()),
+        ];
         postgres.run();
         postgres
     }
@@ -164,6 +198,9 @@ impl Postgres {
                 "-c",
                 "log_min_messages=warning",
             ]);
+        for setting in &self.settings {
+            command.args(["-c", setting]);
+        }
         let mut process = Process::spawn("postgres", &mut command, &log);
         let ready = Self::command(&self.bin, &None, "pg_isready");
         let ready_args = ["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER];
@@ -196,6 +233,13 @@ impl Postgres {
         }
     }
 
+    /// Starts the server again on the same data and port (after [`Postgres::stop`]: a
+    /// database outage that ends).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
     /// The URL of database `name`.
     pub fn url(&self, name: &str) -> String {
         format!(
@@ -222,6 +266,21 @@ impl Postgres {
             String::from_utf8_lossy(&created.stderr)
         );
         self.url(&name)
+    }
+
+    /// `pg_dump` of the database at `url`: every row as text, to look for plaintext.
+    pub fn dump(&self, url: &str) -> String {
+        let dumped = output(
+            Self::command(&self.bin, &None, "pg_dump")
+                .arg("--data-only")
+                .arg(format!("--dbname={url}")),
+        );
+        assert!(
+            dumped.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&dumped.stderr)
+        );
+        String::from_utf8_lossy(&dumped.stdout).into_owned()
     }
 
     pub fn logs(&self) -> String {

@@ -52,7 +52,7 @@ pub struct Builder {
     data_dir: Option<PathBuf>,
     exports: bool,
     clock: bool,
-    sqlite_only: bool,
+    own_storage: bool,
 }
 
 impl Builder {
@@ -98,10 +98,10 @@ impl Builder {
         self
     }
 
-    /// Keep this server on SQLite even in a PostgreSQL run ([`storage_args`]): for tests
-    /// of the SQLite files themselves (their permissions, a read-only or full disk).
-    pub fn sqlite_only(mut self) -> Builder {
-        self.sqlite_only = true;
+    /// No `--storage` from a PostgreSQL run ([`storage_args`]): the test passes its own,
+    /// or tests the SQLite files themselves (their permissions, a read-only disk).
+    pub fn own_storage(mut self) -> Builder {
+        self.own_storage = true;
         self
     }
 
@@ -113,7 +113,7 @@ impl Builder {
             .map(OsString::from)
             .into();
         args.extend(["--data-dir".into(), data_dir.clone().into()]);
-        if !self.sqlite_only {
+        if !self.own_storage {
             args.extend(storage_args(&data_dir));
         }
         if self.exports {

@@ -70,8 +70,9 @@ impl std::fmt::Debug for PostgresStore {
 /// bug or corruption.
 pub(crate) fn map_err(e: tokio_postgres::Error) -> StoreError {
     let Some(state) = e.code() else {
-        // No SQLSTATE: the connection broke or could not be made.
-        return StoreError::Unavailable(e.to_string());
+        // No SQLSTATE: the connection broke or could not be made; the causes (a refused
+        // connection, an unverifiable certificate) are what an operator needs to read.
+        return StoreError::Unavailable(with_causes(&e));
     };
     let class = &state.code()[..2];
     if [
@@ -93,6 +94,18 @@ pub(crate) fn map_err(e: tokio_postgres::Error) -> StoreError {
         return StoreError::Unavailable(e.to_string());
     }
     StoreError::Corrupt(e.to_string())
+}
+
+/// The error and its chain of causes, `: `-separated.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
