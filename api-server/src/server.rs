@@ -25,7 +25,7 @@ use crate::jobs::{JobIntervals, JobRegistry, Jobs};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::Limits;
-use crate::store::postgres::{PostgresSettings, PostgresStore, TlsSettings};
+use crate::store::postgres::{PostgresSettings, PostgresStore, SoleReplica, TlsSettings};
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::audit::SqliteAuditStore;
 use crate::store::{AuditStore, Store};
@@ -103,16 +103,27 @@ async fn open_store(
     data_dir: &Path,
     storage: &StorageArgs,
     migrate: bool,
-) -> anyhow::Result<(DataDirLock, Arc<dyn Store>)> {
+) -> anyhow::Result<(StoreLocks, Arc<dyn Store>)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     restrict_permissions(data_dir);
-    let lock = DataDirLock::acquire(data_dir)?;
-    let store = match storage.url().map_err(anyhow::Error::msg)? {
-        None => open_sqlite(&data_dir.join(DB_FILE))?,
-        Some(url) => open_url(&url, storage, migrate).await?,
+    let data_dir_lock = DataDirLock::acquire(data_dir)?;
+    let (store, database_lock) = match storage.url().map_err(anyhow::Error::msg)? {
+        None => (open_sqlite(&data_dir.join(DB_FILE))?, None),
+        Some(url) => open_url(&url, storage, migrate, true).await?,
     };
-    Ok((lock, store))
+    let locks = StoreLocks {
+        _data_dir: data_dir_lock,
+        _database: database_lock,
+    };
+    Ok((locks, store))
+}
+
+/// Held while the process serves: the data directory's lock and, on PostgreSQL, the
+/// database's one-server lock.
+struct StoreLocks {
+    _data_dir: DataDirLock,
+    _database: Option<SoleReplica>,
 }
 
 fn open_sqlite(path: &Path) -> anyhow::Result<Arc<dyn Store>> {
@@ -121,13 +132,16 @@ fn open_sqlite(path: &Path) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
+/// `sole`: take the database's one-server lock (every command but `migrate`, which runs
+/// beside the old version's server during an upgrade).
 async fn open_url(
     url: &StorageUrl,
     storage: &StorageArgs,
     migrate: bool,
-) -> anyhow::Result<Arc<dyn Store>> {
+    sole: bool,
+) -> anyhow::Result<(Arc<dyn Store>, Option<SoleReplica>)> {
     Ok(match url {
-        StorageUrl::Sqlite(path) => open_sqlite(path)?,
+        StorageUrl::Sqlite(path) => (open_sqlite(path)?, None),
         StorageUrl::Postgres(url) => {
             let settings = PostgresSettings {
                 url: url.clone(),
@@ -140,7 +154,12 @@ async fn open_url(
             } else {
                 PostgresStore::connect(&settings).await
             };
-            Arc::new(store.context("opening the PostgreSQL storage")?)
+            let store = store.context("opening the PostgreSQL storage")?;
+            let lock = match sole {
+                true => Some(store.claim_sole_replica().await?),
+                false => None,
+            };
+            (Arc::new(store), lock)
         }
     })
 }
@@ -151,7 +170,7 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let Some(url) = args.storage.url().map_err(anyhow::Error::msg)? else {
         bail!("name the storage to migrate: --storage postgres://... (or SCAIVAULT_STORAGE)");
     };
-    let store = open_url(&url, &args.storage, true).await?;
+    let (store, _) = open_url(&url, &args.storage, true, false).await?;
     store
         .ping()
         .await

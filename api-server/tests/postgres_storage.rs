@@ -10,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use scaivault_testkit::certs::Ca;
 use scaivault_testkit::postgres::{Postgres, USER};
 use scaivault_testkit::server::clean_env;
-use scaivault_testkit::{Server, bin, error_code, wait_until};
+use scaivault_testkit::{Process, Server, bin, error_code, wait_until};
 use serde_json::json;
 
 /// Trust authentication ignores it; it is there to show that it never leaks.

@@ -30,9 +30,11 @@ mod maintenance;
 pub(crate) mod migrations;
 mod policies;
 mod secrets;
+mod sole_replica;
 mod tls;
 mod tokens;
 
+pub use sole_replica::SoleReplica;
 pub use tls::TlsSettings;
 
 /// Connections per replica: enough for the writers and readers of a busy server, small
@@ -56,6 +58,9 @@ pub struct PostgresSettings {
 
 pub struct PostgresStore {
     pool: Pool,
+    /// What [`PostgresStore::claim_sole_replica`] connects with.
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -158,7 +163,8 @@ impl PostgresStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = Manager::from_config(config, settings.tls.connector()?, manager_config);
+        let tls = settings.tls.connector()?;
+        let manager = Manager::from_config(config.clone(), tls.clone(), manager_config);
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
@@ -167,7 +173,12 @@ impl PostgresStore {
             .recycle_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|e| StoreError::Unavailable(format!("building the connection pool: {e}")))?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, config, tls })
+    }
+
+    /// Takes the database's one-server lock for as long as the result lives ([`SoleReplica`]).
+    pub async fn claim_sole_replica(&self) -> Result<SoleReplica> {
+        SoleReplica::claim(self.config.clone(), self.tls.clone()).await
     }
 
     async fn client(&self) -> Result<Object> {
