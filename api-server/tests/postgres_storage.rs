@@ -170,6 +170,40 @@ async fn a_database_outage_answers_503_with_retry_after_and_recovers() {
         !s.logs().contains(PASSWORD),
         "the URL's password reached the log"
     );
+    // The server took its one-server lock again when the database came back.
+    wait_until(
+        "the server to retake its lock",
+        Duration::from_secs(30),
+        || async { s.logs().contains("retook the database's server lock") },
+    )
+    .await;
+    assert_second_server_refused(&url);
+}
+
+/// A second server on the database exits at once, saying why.
+fn assert_second_server_refused(url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(bin::server());
+    clean_env(&mut command)
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--storage",
+            url,
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"));
+    let log = dir.path().join("second.log");
+    let mut second = Process::spawn("second server", &mut command, &log);
+    let status = second.wait_exit(Duration::from_secs(30));
+    assert!(!status.success());
+    let logs = second.logs();
+    assert!(
+        logs.contains("another scaivault-server serves this database"),
+        "{logs}"
+    );
+    assert!(!logs.contains(PASSWORD), "{logs}");
 }
 
 #[tokio::test]
