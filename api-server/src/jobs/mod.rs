@@ -1,5 +1,5 @@
-//! Background loops (expiry purge, access-count flush, token and idempotency-key
-//! cleanup) and their status, which `/v1/health/detailed` reports.
+//! Background loops (expiry purge, access-count flush, token, idempotency-key and
+//! change-feed cleanup) and their status, which `/v1/health/detailed` reports.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::metrics::{JobLabels, Metrics};
 use crate::secrets::AccessCounter;
+use crate::store::feed::FEED_RETENTION;
 use crate::store::{Store, UnitOfWork};
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -93,6 +94,8 @@ pub struct Jobs {
 const PURGE_BATCH: usize = 500;
 /// Idempotency entries live 24 h; purging every 10 minutes keeps at most that much extra.
 const IDEMPOTENCY_PURGE_INTERVAL: Duration = Duration::from_secs(600);
+/// The feed holds a week; pruning it hourly keeps at most an hour beyond that.
+const FEED_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 const ACCESS_WINDOW_DAYS: i64 = 30;
 
 impl Jobs {
@@ -133,6 +136,17 @@ impl Jobs {
             move || {
                 let this = Arc::clone(&this);
                 async move { this.purge_idempotency_keys().await }
+            },
+        ));
+        let this = Arc::clone(&self);
+        handles.push(spawn_loop(
+            "feed_prune",
+            FEED_PRUNE_INTERVAL,
+            shutdown.clone(),
+            Arc::clone(&self),
+            move || {
+                let this = Arc::clone(&this);
+                async move { this.prune_feed().await }
             },
         ));
         let this = Arc::clone(&self);
@@ -200,6 +214,21 @@ impl Jobs {
                 .await
                 .map_err(|e| e.to_string())?;
             if purged < PURGE_BATCH as u64 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Drops change records older than the feed's retention, in batches.
+    async fn prune_feed(&self) -> Result<(), String> {
+        let before = OffsetDateTime::now_utc() - FEED_RETENTION;
+        loop {
+            let pruned = self
+                .store
+                .apply(|u| u.maintenance().prune_changes(before, PURGE_BATCH))
+                .await
+                .map_err(|e| e.to_string())?;
+            if pruned < PURGE_BATCH as u64 {
                 return Ok(());
             }
         }

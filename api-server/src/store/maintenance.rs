@@ -28,6 +28,10 @@ pub enum MaintenanceChange {
         now: OffsetDateTime,
         limit: usize,
     },
+    PruneChanges {
+        before: OffsetDateTime,
+        limit: usize,
+    },
 }
 
 aggregate_writes!(
@@ -63,5 +67,11 @@ impl MaintenanceWrites<'_> {
     /// many.
     pub fn purge_expired_idempotency(self, now: OffsetDateTime, limit: usize) -> Slot<u64> {
         self.push(MaintenanceChange::PurgeExpiredIdempotency { now, limit })
+    }
+
+    /// Removes up to `limit` change records older than `before` (the feed's retention).
+    /// Yields how many went.
+    pub fn prune_changes(self, before: OffsetDateTime, limit: usize) -> Slot<u64> {
+        self.push(MaintenanceChange::PruneChanges { before, limit })
     }
 }

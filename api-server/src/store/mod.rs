@@ -7,9 +7,10 @@
 //! aggregates commit in one transaction. Values arrive here already sealed by the
 //! barrier; the store never sees plaintext.
 //!
-//! A backend implements the four read traits and [`Store`]. Its `commit` takes the changes
+//! A backend implements the five read traits and [`Store`]. Its `commit` takes the changes
 //! with [`UnitOfWork::into_changes`] in the calling task, applies them in order in one
-//! transaction and rolls everything back on the first error; a constraint violation is
+//! transaction, appends the unit's change records ([`feed`]) in the same transaction, and
+//! rolls everything back on the first error; a constraint violation is
 //! [`StoreError::Conflict`], and two writers racing on one secret end with one version
 //! and a [`StoreError::CasMismatch`] for the loser (never a 500). It then runs
 //! `contract::store_contract_tests!` against a fresh database per case.
@@ -17,6 +18,7 @@
 use async_trait::async_trait;
 
 pub mod audit;
+pub mod feed;
 pub mod idempotency;
 pub mod keyring;
 pub mod maintenance;
@@ -34,6 +36,7 @@ mod wal_checkpoint;
 pub(crate) mod contract;
 
 pub use audit::{AuditQuery, AuditRow, AuditStore};
+pub use feed::{ChangeKind, ChangeRecord, FeedReads};
 pub use idempotency::{ClaimOutcome, IdempotencyClaim, StoredAnswer};
 pub use keyring::{KeyRow, KeyringReads};
 pub use policies::{BindingRow, IdentityRow, PolicyReads, PolicyRow};
@@ -72,7 +75,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A vault's storage: the reads of every aggregate, and writes as units of work.
 #[async_trait]
-pub trait Store: SecretReads + TokenReads + PolicyReads + KeyringReads {
+pub trait Store: SecretReads + TokenReads + PolicyReads + KeyringReads + FeedReads {
     /// Backend name for health output (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
     /// A cheap round trip proving the database answers, writer included.

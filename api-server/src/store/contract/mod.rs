@@ -2,8 +2,8 @@
 //!
 //! Each case takes a fresh, empty store and checks one part of the behaviour the rest of
 //! the server relies on: results, ordering, limits, conflicts and check-and-set, soft
-//! delete, all-or-nothing units of work, concurrent writers, and the audit log's
-//! append, queries and retention. A backend runs the whole suite with
+//! delete, all-or-nothing units of work, concurrent writers, the change feed, and the
+//! audit log's append, queries and retention. A backend runs the whole suite with
 //! [`store_contract_tests!`], one `#[tokio::test]` per case:
 //!
 //! ```ignore
@@ -22,6 +22,7 @@ use time::{Duration, OffsetDateTime};
 use super::{NewVersion, Result, SealFn, Store, now_millis};
 
 pub(crate) mod audit;
+pub(crate) mod feed;
 pub(crate) mod idempotency;
 pub(crate) mod keyring;
 pub(crate) mod maintenance;
@@ -64,6 +65,11 @@ macro_rules! store_contract_tests {
             idempotency {
                 claim_complete_replay_release_purge, abandoned_claims_are_taken_again,
                 a_change_marks_its_held_key_applied,
+            }
+            feed {
+                every_change_is_recorded_in_order, a_unit_that_fails_records_nothing,
+                pages_and_prunes_without_reusing_seq,
+                a_follower_misses_nothing_under_concurrent_writers,
             }
             unit_of_work {
                 changes_across_aggregates_commit_together, first_error_rolls_back_the_unit,

@@ -4,7 +4,7 @@
 
 use time::OffsetDateTime;
 
-use super::{Tx, exec, get, idempotency, query, secrets, tokens};
+use super::{Tx, exec, feed, get, idempotency, query, secrets, tokens};
 use crate::store::maintenance::MaintenanceChange;
 use crate::store::unit_of_work::Applied;
 use crate::store::{Result, to_millis};
@@ -34,6 +34,9 @@ pub(super) async fn apply(c: &Tx<'_>, change: MaintenanceChange) -> Result<Appli
             idempotency::purge_expired(c, now, limit)
                 .await
                 .map(Applied::Number)
+        }
+        MaintenanceChange::PruneChanges { before, limit } => {
+            feed::prune(c, before, limit).await.map(Applied::Number)
         }
     }
 }

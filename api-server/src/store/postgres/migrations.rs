@@ -98,6 +98,18 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
     "#,
+    // 2: the change feed (`store::feed`); its identity's sequence is `changes_seq_seq`.
+    r#"
+    CREATE SEQUENCE changes_seq_seq AS BIGINT;
+    CREATE TABLE changes (
+        seq BIGINT PRIMARY KEY DEFAULT nextval('changes_seq_seq'),
+        at BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        subject TEXT COLLATE "C" NOT NULL
+    );
+    ALTER SEQUENCE changes_seq_seq OWNED BY changes.seq;
+    CREATE INDEX changes_by_time ON changes (at);
+    "#,
 ];
 
 /// Held while migrating; any constant shared by every replica of every version.

@@ -21,9 +21,11 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
+use super::feed::Planned;
 use super::unit_of_work::{Applied, Change, Committed, UnitOfWork};
-use super::{Result, Store, StoreError};
+use super::{Result, Store, StoreError, now_millis};
 
+mod feed;
 mod idempotency;
 mod keyring;
 mod maintenance;
@@ -308,10 +310,15 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
         let mut applied = Vec::with_capacity(changes.len());
+        let mut records = Vec::new();
         for change in changes {
+            let planned = Planned::of(&change);
             // Dropping `tx` on the first error rolls the whole unit back.
-            applied.push(apply(&tx, change).await?);
+            let outcome = apply(&tx, change).await?;
+            records.extend(planned.entries(&outcome));
+            applied.push(outcome);
         }
+        feed::append(&tx, now_millis(), &records).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(Committed::new(applied))
     }

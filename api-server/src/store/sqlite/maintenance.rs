@@ -5,7 +5,7 @@
 use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 
-use super::{all_rows, idempotency, map_err, secrets, tokens};
+use super::{all_rows, feed, idempotency, map_err, secrets, tokens};
 use crate::store::maintenance::MaintenanceChange;
 use crate::store::unit_of_work::Applied;
 use crate::store::{Result, to_millis};
@@ -28,6 +28,9 @@ pub(super) fn apply(c: &Connection, change: MaintenanceChange) -> Result<Applied
         }
         MaintenanceChange::PurgeExpiredIdempotency { now, limit } => {
             idempotency::purge_expired(c, now, limit).map(Applied::Number)
+        }
+        MaintenanceChange::PruneChanges { before, limit } => {
+            feed::prune(c, before, limit).map(Applied::Number)
         }
     }
 }

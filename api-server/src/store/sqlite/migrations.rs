@@ -103,6 +103,16 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE idempotency_keys ADD COLUMN applied INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 6: the change feed (`store::feed`), appended in each change's own transaction.
+    r#"
+    CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL
+    );
+    CREATE INDEX changes_by_time ON changes (at);
+    "#,
 ];
 
 /// The audit database's own schema (a separate file).

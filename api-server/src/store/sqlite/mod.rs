@@ -15,12 +15,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use super::feed::Planned;
 use super::read_cache::ReadCache;
 use super::unit_of_work::{Applied, Change, Committed, UnitOfWork};
 use super::wal_checkpoint::{Checkpointer, DATA_PAUSE_SECONDS, NO_AUTOCHECKPOINT};
-use super::{Result, Store, StoreError};
+use super::{Result, Store, StoreError, now_millis};
 
 pub mod audit;
+mod feed;
 mod idempotency;
 mod keyring;
 mod maintenance;
@@ -245,15 +247,21 @@ fn apply(c: &Connection, change: Change) -> Result<Applied> {
     }
 }
 
-/// One transaction for the whole unit; dropping it on an error rolls back.
+/// One transaction for the whole unit and its change records; dropping it on an error
+/// rolls back.
 fn commit_in(conn: &mut Connection, changes: Vec<Change>) -> Result<Committed> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map_err)?;
-    let applied = changes
-        .into_iter()
-        .map(|change| apply(&tx, change))
-        .collect::<Result<Vec<_>>>()?;
+    let mut applied = Vec::with_capacity(changes.len());
+    let mut records = Vec::new();
+    for change in changes {
+        let planned = Planned::of(&change);
+        let outcome = apply(&tx, change)?;
+        records.extend(planned.entries(&outcome));
+        applied.push(outcome);
+    }
+    feed::append(&tx, now_millis(), &records)?;
     tx.commit().map_err(map_err)?;
     Ok(Committed::new(applied))
 }

@@ -1,0 +1,85 @@
+//! The change feed in PostgreSQL: `changes`, appended at the end of each unit's
+//! transaction. An identity column alone would let a reader see `seq` 8 commit before 7
+//! and never look back for 7; so appends take a transaction-scoped lock that is released
+//! by the commit, and `seq` order is commit order. It serialises only the appends and
+//! commits of units that record something, not their work before it.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+
+use super::{PostgresStore, Tx, exec, get, query};
+use crate::store::feed::{ChangeKind, ChangeRecord, FeedEntry, FeedReads};
+use crate::store::{Result, StoreError, from_millis, to_millis};
+
+/// Any constant shared by every replica; distinct from the other advisory locks.
+const FEED_APPEND_LOCK: i64 = 0x5ca1_7a03;
+
+pub(super) async fn append(c: &Tx<'_>, at: OffsetDateTime, entries: &[FeedEntry]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    query(c, "SELECT pg_advisory_xact_lock($1)", &[&FEED_APPEND_LOCK]).await?;
+    for entry in entries {
+        exec(
+            c,
+            "INSERT INTO changes (at, kind, subject) VALUES ($1, $2, $3)",
+            &[&to_millis(at), &entry.kind.as_str(), &entry.subject],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn prune(c: &Tx<'_>, before: OffsetDateTime, limit: usize) -> Result<u64> {
+    exec(
+        c,
+        "DELETE FROM changes WHERE seq IN (SELECT seq FROM changes WHERE at < $1 ORDER BY seq LIMIT $2)",
+        &[&to_millis(before), &(limit as i64)],
+    )
+    .await
+}
+
+fn record_of(r: &Row) -> Result<ChangeRecord> {
+    let kind: &str = get(r, 2)?;
+    Ok(ChangeRecord {
+        seq: super::get_u64(r, 0)?,
+        at: from_millis(get(r, 1)?),
+        kind: ChangeKind::parse(kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown change kind {kind:?}")))?,
+        subject: get(r, 3)?,
+    })
+}
+
+#[async_trait]
+impl FeedReads for PostgresStore {
+    async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        self.rows(
+            "SELECT seq, at, kind, subject FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&after, &(limit as i64)],
+            record_of,
+        )
+        .await
+    }
+
+    async fn last_change_seq(&self) -> Result<u64> {
+        // The identity's sequence, not MAX(seq): pruning every record must not move a
+        // reader back. `is_called` is false until the first value is taken.
+        self.row(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM changes_seq_seq",
+            &[],
+            |r| super::get_u64(r, 0),
+        )
+        .await
+        .map(Option::unwrap_or_default)
+    }
+
+    async fn first_change_seq(&self) -> Result<u64> {
+        self.row("SELECT COALESCE(MIN(seq), 0) FROM changes", &[], |r| {
+            super::get_u64(r, 0)
+        })
+        .await
+        .map(Option::unwrap_or_default)
+    }
+}

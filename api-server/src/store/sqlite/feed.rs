@@ -1,0 +1,86 @@
+//! The change feed in SQLite: `changes`, appended inside each unit's transaction on the
+//! one writer connection, so `seq` order is commit order. `AUTOINCREMENT`: a `seq` is
+//! never handed out twice, even after the newest records were pruned.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, params};
+use time::OffsetDateTime;
+
+use super::{SqliteStore, all_rows, map_err, one_row};
+use crate::store::feed::{ChangeKind, ChangeRecord, FeedEntry, FeedReads};
+use crate::store::{Result, StoreError, from_millis, to_millis};
+
+pub(super) fn append(c: &Connection, at: OffsetDateTime, entries: &[FeedEntry]) -> Result<()> {
+    let mut st = c
+        .prepare_cached("INSERT INTO changes (at, kind, subject) VALUES (?1, ?2, ?3)")
+        .map_err(map_err)?;
+    for entry in entries {
+        st.execute(params![to_millis(at), entry.kind.as_str(), entry.subject])
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+pub(super) fn prune(c: &Connection, before: OffsetDateTime, limit: usize) -> Result<u64> {
+    c.execute(
+        "DELETE FROM changes WHERE seq IN (SELECT seq FROM changes WHERE at < ?1 ORDER BY seq LIMIT ?2)",
+        params![to_millis(before), limit as i64],
+    )
+    .map(|n| n as u64)
+    .map_err(map_err)
+}
+
+fn record_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, String, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn decode((seq, at, kind, subject): (i64, i64, String, String)) -> Result<ChangeRecord> {
+    Ok(ChangeRecord {
+        seq: seq.max(0) as u64,
+        at: from_millis(at),
+        kind: ChangeKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown change kind {kind:?}")))?,
+        subject,
+    })
+}
+
+#[async_trait]
+impl FeedReads for SqliteStore {
+    async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>> {
+        let rows = self
+            .read(move |c| {
+                all_rows(
+                    c,
+                    "SELECT seq, at, kind, subject FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                    params![i64::try_from(after).unwrap_or(i64::MAX), limit as i64],
+                    record_of,
+                )
+            })
+            .await?;
+        rows.into_iter().map(decode).collect()
+    }
+
+    async fn last_change_seq(&self) -> Result<u64> {
+        // The sequence, not MAX(seq): pruning every record must not move a reader back.
+        self.read(|c| {
+            one_row(
+                c,
+                "SELECT seq FROM sqlite_sequence WHERE name = 'changes'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .await
+        .map(|seq| seq.unwrap_or(0).max(0) as u64)
+    }
+
+    async fn first_change_seq(&self) -> Result<u64> {
+        self.read(|c| {
+            one_row(c, "SELECT MIN(seq) FROM changes", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+        })
+        .await
+        .map(|seq| seq.flatten().unwrap_or(0).max(0) as u64)
+    }
+}
