@@ -94,6 +94,12 @@ class Config:
         self.wrk = env_str("WRK", "wrk")
         self.wrk_timeout = env_str("BENCH_WRK_TIMEOUT", "10s")
         self.plots = env_str("BENCH_PLOTS", "1") not in ("0", "false", "no", "off")
+        # Where both servers keep their data: each its own embedded store (sqlite: ScaiVault's
+        # SQLite, OpenBao's integrated raft), or one PostgreSQL server started for the run
+        # with a database each (postgres: ScaiVault --storage, OpenBao's postgresql backend).
+        self.storage = env_str("BENCH_STORAGE", "sqlite")
+        if self.storage not in ("sqlite", "postgres"):
+            raise SystemExit(f"BENCH_STORAGE must be sqlite or postgres, not {self.storage!r}")
         for w in self.workloads:
             if w not in WORKLOADS + OPTIONAL_WORKLOADS:
                 raise SystemExit(f"BENCH_WORKLOADS: unknown workload {w!r} (known: {WORKLOADS + OPTIONAL_WORKLOADS})")
@@ -127,6 +133,7 @@ class Config:
             "workloads": self.workloads,
             "label": self.label,
             "seed_concurrency": self.seed_concurrency,
+            "storage": self.storage,
         }
 
 
@@ -362,6 +369,82 @@ def scaivault_env(cfg: Config) -> dict:
     return env
 
 
+def postgres_bin_dir() -> Path:
+    """Where the PostgreSQL server programs are (Debian: /usr/lib/postgresql/<n>/bin)."""
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(os.path.realpath(initdb)).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                      key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    if not versions:
+        raise SystemExit("BENCH_STORAGE=postgres needs PostgreSQL: apt install postgresql")
+    return versions[-1].parent
+
+
+class PostgresServer(Server):
+    """One PostgreSQL server for the run, durable (fsync and synchronous commit on, as in
+    production), a database per vault. As root it runs as the package's postgres user."""
+
+    kind = "postgres"
+    USER = "bench"
+
+    def __init__(self, cfg: Config, work: Path) -> None:
+        super().__init__(cfg, work)
+        self.bin = postgres_bin_dir()
+        self.run_as = ["setpriv", "--reuid", "postgres", "--regid", "postgres", "--init-groups", "--"] \
+            if os.geteuid() == 0 else []
+        self.data = self.dir / "data"
+        if self.run_as:
+            # The postgres user must reach its directory inside the (root-owned) work dir.
+            os.chmod(cfg.work, 0o711)
+            subprocess.run(["chown", "-R", "postgres", str(self.dir)], check=True)
+        subprocess.run(self.run_as + [str(self.bin / "initdb"), "-D", str(self.data), "-U", self.USER,
+                                      "--auth=trust", "-E", "UTF8"],
+                       check=True, capture_output=True)
+
+    def first_start(self) -> None:
+        self._spawn(self.run_as + [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                                   "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1",
+                                   "-c", "max_connections=200"])
+        self.wait_until(lambda: subprocess.run(
+            [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.USER],
+            capture_output=True).returncode == 0, "postgres to accept connections", timeout=60, interval=0.1)
+
+    def stop(self) -> None:
+        # SIGINT: fast shutdown (SIGTERM would wait for the vaults' pooled connections).
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            self.proc.wait(timeout=60)
+        super().stop()
+
+    def database(self, name: str, sql: str = "") -> str:
+        """Creates database `name` (running `sql` in it) and returns its URL."""
+        subprocess.run([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.USER, name],
+                       check=True, capture_output=True)
+        url = f"postgres://{self.USER}@127.0.0.1:{self.port}/{name}?sslmode=disable"
+        if sql:
+            subprocess.run([str(self.bin / "psql"), "-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql],
+                           check=True, capture_output=True)
+        return url
+
+    def version(self) -> str:
+        out = subprocess.run([str(self.bin / "postgres"), "--version"], capture_output=True, text=True).stdout
+        return out.strip()
+
+
+# OpenBao's postgresql backend does not create its table (its documentation's schema).
+OPENBAO_PG_SCHEMA = """
+CREATE TABLE openbao_kv_store (
+  parent_path TEXT COLLATE "C" NOT NULL,
+  path        TEXT COLLATE "C",
+  key         TEXT COLLATE "C",
+  value       BYTEA,
+  CONSTRAINT pkey PRIMARY KEY (path, key)
+);
+CREATE INDEX parent_path_idx ON openbao_kv_store (parent_path);
+"""
+
+
 class ScaiVault(Server):
     kind = "scaivault"
 
@@ -377,6 +460,7 @@ class ScaiVault(Server):
         self.audit_supported = "--audit-disable" in self.helptext
         self.audit = cfg.sv_audit and self.audit_supported
         self.variant = ""  # extra flags of a read-variant pass
+        self.storage_url = ""  # BENCH_STORAGE=postgres: its database
 
     def auth_headers(self) -> dict:
         return {"Authorization": f"Bearer {self.token}"}
@@ -387,8 +471,9 @@ class ScaiVault(Server):
     def argv(self) -> list[str]:
         # A binary without an audit log has no --audit-disable flag: nothing to turn off.
         audit = self.audit or not self.audit_supported
-        return scaivault_command(self.cfg, self.bin, self.port, self.data_dir, self.token, audit=audit,
+        argv = scaivault_command(self.cfg, self.bin, self.port, self.data_dir, self.token, audit=audit,
                                  variant=self.variant)
+        return argv + (["--storage", self.storage_url] if self.storage_url else [])
 
     def knows(self, variant: str) -> bool:
         flags = shlex.split(variant)
@@ -448,8 +533,10 @@ class ScaiVault(Server):
                      + (f"; {self.cfg.sv_audit_args}" if self.cfg.sv_audit_args else ""))
         else:
             audit = "off (--audit-disable, BENCH_SCAIVAULT_AUDIT=0)"
+        storage = ("PostgreSQL (the run's server, a database of its own; audit log in SQLite)"
+                   if self.storage_url else "SQLite (WAL) on disk")
         return {
-            "storage": "SQLite (WAL) on disk",
+            "storage": storage,
             "audit": audit,
             "tls": "off (loopback HTTP)",
             "mode": "dev (--rate-limit-per-minute 0)",
@@ -479,10 +566,22 @@ audit "file" "to-file" {{
   }}
 }}
 '''
-        self.config.write_text(f'''storage "raft" {{
+        self.audit_stanza = audit
+        self.use_storage(f'''storage "raft" {{
   path    = "{self.dir / 'raft'}"
   node_id = "bench"
-}}
+}}''')
+        self.storage_label = "integrated raft (single node) on disk"
+
+    def use_postgres(self, url: str) -> None:
+        self.use_storage(f'''storage "postgresql" {{
+  connection_url = "{url}"
+}}''')
+        self.storage_label = "postgresql backend (the run's server, a database of its own)"
+
+    def use_storage(self, stanza: str) -> None:
+        audit = self.audit_stanza
+        self.config.write_text(f'''{stanza}
 listener "tcp" {{
   address         = "127.0.0.1:{self.port}"
   cluster_address = "127.0.0.1:{self.cluster_port}"
@@ -568,7 +667,7 @@ ui           = false
 
     def settings(self) -> dict:
         return {
-            "storage": "integrated raft (single node) on disk",
+            "storage": self.storage_label,
             "audit": "on: file audit device (declared in config)" if self.cfg.bao_audit else "off (BENCH_BAO_AUDIT=0)",
             "tls": "off (loopback HTTP)",
             "mode": "server -config, init + unseal (1 key share), kv-v2 at secret/",
@@ -867,6 +966,7 @@ def main() -> int:
     log(f"machine: {machine['cores']} cores, {machine['memory_gib']} GiB, load {machine['loadavg_at_start']}")
 
     servers: dict[str, Server] = {}
+    extra: dict[str, Server] = {}  # the PostgreSQL server both use, when BENCH_STORAGE=postgres
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -880,6 +980,14 @@ def main() -> int:
     try:
         servers["scaivault"] = ScaiVault(cfg, cfg.work)
         servers["openbao"] = OpenBao(cfg, cfg.work)
+        if cfg.storage == "postgres":
+            pg = PostgresServer(cfg, cfg.work)
+            extra["postgres"] = pg
+            log(f"starting PostgreSQL on 127.0.0.1:{pg.port}")
+            pg.first_start()
+            servers["scaivault"].storage_url = pg.database("scaivault")
+            servers["openbao"].use_postgres(pg.database("openbao", OPENBAO_PG_SCHEMA))
+            results["postgres"] = pg.version()
         for name, srv in servers.items():
             log(f"starting {name} on 127.0.0.1:{srv.port}")
             srv.first_start()
@@ -960,7 +1068,7 @@ def main() -> int:
                         results.setdefault("profiles", []).append(f.name)
             sv.variant = ""
     finally:
-        for srv in servers.values():
+        for srv in [*servers.values(), *extra.values()]:
             srv.stop()
 
     results["total_seconds"] = time.perf_counter() - t_start
