@@ -93,11 +93,24 @@ impl Metrics {
                 crate::store::AUDIT_PAUSE_SECONDS.clone(),
             );
         }
-        registry.sub_registry_with_prefix("storage").register(
-            "checkpoint_pause_seconds",
-            "Time writes were held while a WAL checkpoint copied its last frames",
-            crate::store::DATA_PAUSE_SECONDS.clone(),
-        );
+        {
+            let storage = registry.sub_registry_with_prefix("storage");
+            storage.register(
+                "checkpoint_pause_seconds",
+                "Time writes were held while a WAL checkpoint copied its last frames",
+                crate::store::DATA_PAUSE_SECONDS.clone(),
+            );
+            storage.register(
+                "commit_seconds",
+                "Duration of each SQLite group commit of units of work, fsync included",
+                crate::store::DATA_COMMIT_SECONDS.clone(),
+            );
+            storage.register(
+                "commit_units",
+                "Units of work (requests' changes) per SQLite group commit",
+                crate::store::DATA_COMMIT_UNITS.clone(),
+            );
+        }
         registry.sub_registry_with_prefix("jobs").register(
             "runs",
             "Background job runs by outcome",

@@ -43,12 +43,14 @@ pub use policies::{BindingRow, IdentityRow, PolicyReads, PolicyRow};
 pub use secrets::{
     ListQuery, NewVersion, RestoreOutcome, SealFn, SecretReads, SecretRow, VersionMeta, VersionRow,
 };
+pub use sqlite::{DATA_COMMIT_SECONDS, DATA_COMMIT_UNITS};
 pub use time_codec::{from_millis, now_millis, to_millis};
 pub use tokens::{TokenReads, TokenRow};
 pub use unit_of_work::{Committed, Slot, UnitOfWork};
 pub use wal_checkpoint::{AUDIT_PAUSE_SECONDS, DATA_PAUSE_SECONDS};
 
-#[derive(Debug, thiserror::Error)]
+/// Clone: one failure of a group commit is every unit's of the batch.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot serve right now (locked, read-only, disk full, gone).
     #[error("storage unavailable: {0}")]

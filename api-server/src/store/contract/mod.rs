@@ -74,6 +74,7 @@ macro_rules! store_contract_tests {
             unit_of_work {
                 changes_across_aggregates_commit_together, first_error_rolls_back_the_unit,
                 constraint_violation_rolls_back_as_conflict, empty_unit_and_ping,
+                concurrent_units_fail_alone,
             }
         );
     };

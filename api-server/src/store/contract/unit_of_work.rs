@@ -84,3 +84,53 @@ pub(crate) async fn empty_unit_and_ping(store: Arc<dyn Store>) -> Result<()> {
     assert!(!store.backend().is_empty());
     Ok(())
 }
+
+/// Many units at once, every third one failing: each succeeds or fails alone (a backend
+/// that commits them together must keep them apart), and the feed holds exactly the
+/// ones that committed.
+pub(crate) async fn concurrent_units_fail_alone(store: Arc<dyn Store>) -> Result<()> {
+    const UNITS: usize = 60;
+    let tasks: Vec<_> = (0..UNITS)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let stale = (n % 3 == 0).then_some(99);
+                let mut unit = UnitOfWork::new();
+                let written = unit.secrets().write_version(
+                    NewVersion {
+                        cas: stale,
+                        ..version(&format!("b/{n}"))
+                    },
+                    sealed("v"),
+                );
+                unit.keyring().put_meta(&format!("m/{n}"), vec![1]);
+                let outcome = store.commit(unit).await;
+                (n, outcome.and_then(|mut c| c.take(written)))
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (n, outcome) = task
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        if n % 3 == 0 {
+            assert!(
+                matches!(outcome, Err(StoreError::CasMismatch { current: 0 })),
+                "unit {n}: {outcome:?}"
+            );
+            assert!(store.get_secret(&format!("b/{n}")).await?.is_none());
+            assert!(store.get_meta(&format!("m/{n}")).await?.is_none());
+        } else {
+            assert_eq!(outcome?, 1, "unit {n}");
+            assert!(store.get_meta(&format!("m/{n}")).await?.is_some());
+        }
+    }
+    let written = store
+        .changes_after(0, 1000)
+        .await?
+        .into_iter()
+        .filter(|r| r.kind == crate::store::ChangeKind::SecretWritten)
+        .count();
+    assert_eq!(written, UNITS - UNITS / 3);
+    Ok(())
+}

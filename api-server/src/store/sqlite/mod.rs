@@ -2,8 +2,9 @@
 //! pool of readers, every call on the blocking thread pool; reads of current versions are
 //! served from a cache of committed rows when they can be ([`ReadCache`]).
 //!
-//! A unit of work is one `BEGIN IMMEDIATE` transaction on the writer connection, applied
-//! in one blocking call: no await while the write lock is held. Each aggregate's SQL
+//! Units of work are committed by the data writer thread, many to one `BEGIN IMMEDIATE`
+//! transaction with a savepoint each ([`group_commit`]): no await while the write lock is
+//! held, and one fsync for every unit of a batch. Each aggregate's SQL
 //! lives in its own module (`secrets`, `tokens`, ...), which reads through the reader
 //! pool and applies its changes inside the unit's transaction.
 
@@ -13,16 +14,18 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::feed::Planned;
 use super::read_cache::ReadCache;
 use super::unit_of_work::{Applied, Change, Committed, UnitOfWork};
 use super::wal_checkpoint::{Checkpointer, DATA_PAUSE_SECONDS, NO_AUTOCHECKPOINT};
-use super::{Result, Store, StoreError, now_millis};
+use super::{Result, Store, StoreError};
+use group_commit::GroupCommitter;
+pub use group_commit::{DATA_COMMIT_SECONDS, DATA_COMMIT_UNITS};
 
 pub mod audit;
 mod feed;
+mod group_commit;
 mod idempotency;
 mod keyring;
 mod maintenance;
@@ -39,6 +42,7 @@ const CACHED_BYTES: u64 = 32 * 1024 * 1024;
 
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
+    committer: GroupCommitter,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
     cache: Arc<ReadCache>,
@@ -121,12 +125,20 @@ impl SqliteStore {
             &DATA_PAUSE_SECONDS,
         )
         .map_err(|e| StoreError::Unavailable(format!("checkpoint thread: {e}")))?;
+        let cache = Arc::new(ReadCache::new(CACHED_SECRETS, CACHED_BYTES));
+        let checkpointer = Arc::new(checkpointer);
+        let committer = GroupCommitter::start(
+            Arc::clone(&writer),
+            Arc::clone(&cache),
+            Arc::clone(&checkpointer),
+        )?;
         Ok(SqliteStore {
             writer,
+            committer,
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
-            cache: Arc::new(ReadCache::new(CACHED_SECRETS, CACHED_BYTES)),
-            checkpointer: Arc::new(checkpointer),
+            cache,
+            checkpointer,
         })
     }
 
@@ -247,25 +259,6 @@ fn apply(c: &Connection, change: Change) -> Result<Applied> {
     }
 }
 
-/// One transaction for the whole unit and its change records; dropping it on an error
-/// rolls back.
-fn commit_in(conn: &mut Connection, changes: Vec<Change>) -> Result<Committed> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(map_err)?;
-    let mut applied = Vec::with_capacity(changes.len());
-    let mut records = Vec::new();
-    for change in changes {
-        let planned = Planned::of(&change);
-        let outcome = apply(&tx, change)?;
-        records.extend(planned.entries(&outcome));
-        applied.push(outcome);
-    }
-    feed::append(&tx, now_millis(), &records)?;
-    tx.commit().map_err(map_err)?;
-    Ok(Committed::new(applied))
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -287,18 +280,11 @@ impl Store for SqliteStore {
         if unit.is_empty() {
             return Ok(Committed::default());
         }
-        let cache = Arc::clone(&self.cache);
-        // The cache entries are dropped on the blocking thread right after the transaction,
-        // so it happens even if the caller stops waiting (a cancelled request must not
-        // leave a stale entry behind).
+        // The writer thread drops the cache entries right after the transaction, so it
+        // happens even if the caller stops waiting (a cancelled request must not leave a
+        // stale entry behind).
         let effects = CacheEffects::of(unit.changes());
-        let changes = unit.into_changes();
-        self.write(move |conn| {
-            let outcome = commit_in(conn, changes);
-            effects.apply(&cache, &outcome);
-            outcome
-        })
-        .await
+        self.committer.commit(unit.into_changes(), effects).await
     }
 }
 
