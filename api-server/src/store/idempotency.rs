@@ -30,6 +30,63 @@ pub struct IdempotencyClaim {
     pub abandoned_before: OffsetDateTime,
 }
 
+/// An entry as stored, read by a backend inside the claim's transaction (times in
+/// storage milliseconds).
+pub struct StoredEntry {
+    pub fingerprint: Vec<u8>,
+    pub started_at: i64,
+    pub expires_at: i64,
+    pub status: Option<i64>,
+    pub content_type: Option<String>,
+    pub body: Option<Vec<u8>>,
+    pub applied: bool,
+}
+
+/// What a claim does with the entry it found: answer without taking the key, or take it
+/// (insert, or overwrite the expired or abandoned entry) with this expiry.
+pub enum ClaimDecision {
+    Answer(ClaimOutcome),
+    Take { expires_at: i64 },
+}
+
+impl IdempotencyClaim {
+    /// The one rule of claims, for every backend.
+    pub fn decide(&self, entry: Option<StoredEntry>) -> ClaimDecision {
+        let now = super::to_millis(self.now);
+        // An expired entry the purge has not reached yet counts as absent.
+        let entry = entry.filter(|e| e.expires_at > now);
+        match entry {
+            Some(e) if e.fingerprint != self.fingerprint => {
+                ClaimDecision::Answer(ClaimOutcome::Mismatch)
+            }
+            Some(StoredEntry {
+                status: Some(status),
+                content_type,
+                body,
+                ..
+            }) => ClaimDecision::Answer(ClaimOutcome::Replay(StoredAnswer {
+                status: u16::try_from(status).unwrap_or(500),
+                content_type,
+                sealed_body: body,
+            })),
+            Some(e) if e.started_at >= super::to_millis(self.abandoned_before) => {
+                ClaimDecision::Answer(ClaimOutcome::InFlight)
+            }
+            Some(StoredEntry { applied: true, .. }) => {
+                ClaimDecision::Answer(ClaimOutcome::AppliedWithoutAnswer)
+            }
+            // Absent, expired, or abandoned in flight: (re)claim it, keeping the first
+            // use's expiry for an abandoned claim so a key never lives past 24 h of retries.
+            found => {
+                let wanted = super::to_millis(self.expires_at);
+                ClaimDecision::Take {
+                    expires_at: found.map_or(wanted, |e| e.expires_at.min(wanted)),
+                }
+            }
+        }
+    }
+}
+
 /// The answer kept for replay; `body` is sealed by the barrier (it may hold a token).
 #[derive(Clone)]
 pub struct StoredAnswer {

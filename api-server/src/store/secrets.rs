@@ -76,6 +76,48 @@ pub struct NewVersion {
     pub description: Option<String>,
 }
 
+/// What a write reads of the secret's head row before it writes.
+#[derive(Debug, Clone)]
+pub struct WriteHead {
+    pub current_version: u64,
+    pub max_versions: i64,
+    pub secret_type: String,
+}
+
+/// What a write decided from the head: the version it creates, how many to keep, the type.
+#[derive(Debug, Clone)]
+pub struct VersionPlan {
+    pub version: u64,
+    pub max_versions: i64,
+    pub secret_type: String,
+}
+
+impl NewVersion {
+    /// The one rule of writes, for every backend: check-and-set against the current
+    /// version, then the next version with the given or stored retention and type.
+    pub fn plan(&self, head: Option<&WriteHead>) -> super::Result<VersionPlan> {
+        let current = head.map_or(0, |h| h.current_version);
+        if let Some(expected) = self.cas
+            && expected != current
+        {
+            return Err(super::StoreError::CasMismatch { current });
+        }
+        Ok(VersionPlan {
+            version: current + 1,
+            max_versions: self
+                .max_versions
+                .map(i64::from)
+                .or(head.map(|h| h.max_versions))
+                .unwrap_or(i64::from(scaivault_api::limits::DEFAULT_MAX_VERSIONS)),
+            secret_type: self
+                .secret_type
+                .clone()
+                .or_else(|| head.map(|h| h.secret_type.clone()))
+                .unwrap_or_else(|| "generic".to_owned()),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestoreOutcome {
     Restored,

@@ -6,20 +6,11 @@ use time::OffsetDateTime;
 
 use super::{Tx, exec, get, lock_key, query_opt};
 use crate::store::idempotency::IdempotencyChange;
+use crate::store::idempotency::{ClaimDecision, StoredEntry};
 use crate::store::unit_of_work::Applied;
-use crate::store::{ClaimOutcome, IdempotencyClaim, Result, StoredAnswer, to_millis};
+use crate::store::{ClaimOutcome, IdempotencyClaim, Result, to_millis};
 
 const LOCK_SCOPE: &str = "idempotency";
-
-struct Entry {
-    fingerprint: Vec<u8>,
-    started_at: i64,
-    expires_at: i64,
-    status: Option<i64>,
-    content_type: Option<String>,
-    body: Option<Vec<u8>>,
-    applied: bool,
-}
 
 /// Applies one change inside the unit's transaction.
 pub(super) async fn apply(c: &Tx<'_>, change: IdempotencyChange) -> Result<Applied> {
@@ -62,8 +53,8 @@ async fn claim(c: &Tx<'_>, claim: &IdempotencyClaim) -> Result<ClaimOutcome> {
         &[&claim.scope, &claim.key],
     )
     .await?
-    .map(|r| -> Result<Entry> {
-        Ok(Entry {
+    .map(|r| -> Result<StoredEntry> {
+        Ok(StoredEntry {
             fingerprint: get(&r, 0)?,
             started_at: get(&r, 1)?,
             expires_at: get(&r, 2)?,
@@ -74,49 +65,27 @@ async fn claim(c: &Tx<'_>, claim: &IdempotencyClaim) -> Result<ClaimOutcome> {
         })
     })
     .transpose()?;
-    let now = to_millis(claim.now);
-    // An expired entry the purge has not reached yet counts as absent.
-    let entry = entry.filter(|e| e.expires_at > now);
-    let outcome = match entry {
-        Some(e) if e.fingerprint != claim.fingerprint => ClaimOutcome::Mismatch,
-        Some(Entry {
-            status: Some(status),
-            content_type,
-            body,
-            ..
-        }) => ClaimOutcome::Replay(StoredAnswer {
-            status: u16::try_from(status).unwrap_or(500),
-            content_type,
-            sealed_body: body,
-        }),
-        Some(e) if e.started_at >= to_millis(claim.abandoned_before) => ClaimOutcome::InFlight,
-        Some(Entry { applied: true, .. }) => ClaimOutcome::AppliedWithoutAnswer,
-        // Absent, expired, or abandoned in flight: (re)claim it, keeping the first
-        // use's expiry for an abandoned claim so a key never lives past 24 h of retries.
-        found => {
-            let expires_at = found.map_or(to_millis(claim.expires_at), |e| {
-                e.expires_at.min(to_millis(claim.expires_at))
-            });
-            exec(
-                c,
-                "INSERT INTO idempotency_keys (scope, key, fingerprint, started_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (scope, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
-                 started_at = EXCLUDED.started_at, expires_at = EXCLUDED.expires_at, \
-                 status = NULL, content_type = NULL, body = NULL, applied = FALSE",
-                &[
-                    &claim.scope,
-                    &claim.key,
-                    &claim.fingerprint.as_slice(),
-                    &now,
-                    &expires_at,
-                ],
-            )
-            .await?;
-            ClaimOutcome::Claimed
-        }
+    let expires_at = match claim.decide(entry) {
+        ClaimDecision::Answer(outcome) => return Ok(outcome),
+        ClaimDecision::Take { expires_at } => expires_at,
     };
-    Ok(outcome)
+    exec(
+        c,
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, started_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (scope, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
+         started_at = EXCLUDED.started_at, expires_at = EXCLUDED.expires_at, \
+         status = NULL, content_type = NULL, body = NULL, applied = FALSE",
+        &[
+            &claim.scope,
+            &claim.key,
+            &claim.fingerprint.as_slice(),
+            &to_millis(claim.now),
+            &expires_at,
+        ],
+    )
+    .await?;
+    Ok(ClaimOutcome::Claimed)
 }
 
 /// A key whose request applied nothing is freed; one whose request applied a change is

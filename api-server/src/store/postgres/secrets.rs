@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 
 use super::{PostgresStore, Tx, exec, get, get_u64, lock_key, opt_u64, query_opt};
+use crate::store::secrets::{VersionPlan, WriteHead};
 use crate::store::unit_of_work::Applied;
 use crate::store::{
     ListQuery, NewVersion, RestoreOutcome, Result, SealFn, SecretReads, SecretRow, StoreError,
@@ -95,25 +96,19 @@ async fn write_version(c: &Tx<'_>, new: NewVersion, seal: SealFn) -> Result<u64>
         &[&new.path],
     )
     .await?
-    .map(|r| -> Result<(u64, i64, String)> { Ok((get_u64(&r, 0)?, get(&r, 1)?, get(&r, 2)?)) })
+    .map(|r| -> Result<WriteHead> {
+        Ok(WriteHead {
+            current_version: get_u64(&r, 0)?,
+            max_versions: get(&r, 1)?,
+            secret_type: get(&r, 2)?,
+        })
+    })
     .transpose()?;
-    let current = head.as_ref().map_or(0, |(v, _, _)| *v);
-    if let Some(expected) = new.cas
-        && expected != current
-    {
-        return Err(StoreError::CasMismatch { current });
-    }
-    let secret_type = new
-        .secret_type
-        .clone()
-        .or_else(|| head.as_ref().map(|(_, _, t)| t.clone()))
-        .unwrap_or_else(|| "generic".to_owned());
-    let version = current + 1;
-    let max_versions = new
-        .max_versions
-        .map(i64::from)
-        .or(head.as_ref().map(|(_, m, _)| *m))
-        .unwrap_or(i64::from(scaivault_api::limits::DEFAULT_MAX_VERSIONS));
+    let VersionPlan {
+        version,
+        max_versions,
+        secret_type,
+    } = new.plan(head.as_ref())?;
     let ciphertext = seal(version).map_err(StoreError::Seal)?;
     let now = to_millis(new.created_at);
     let expires = new.expires_at.map(to_millis);

@@ -6,18 +6,9 @@ use time::OffsetDateTime;
 
 use super::map_err;
 use crate::store::idempotency::IdempotencyChange;
+use crate::store::idempotency::{ClaimDecision, StoredEntry};
 use crate::store::unit_of_work::Applied;
 use crate::store::{ClaimOutcome, IdempotencyClaim, Result, StoredAnswer, to_millis};
-
-struct Entry {
-    fingerprint: Vec<u8>,
-    started_at: i64,
-    expires_at: i64,
-    status: Option<i64>,
-    content_type: Option<String>,
-    body: Option<Vec<u8>>,
-    applied: bool,
-}
 
 /// Applies one change inside the unit's transaction.
 pub(super) fn apply(c: &Connection, change: IdempotencyChange) -> Result<Applied> {
@@ -47,7 +38,7 @@ fn claim(c: &Connection, claim: &IdempotencyClaim) -> Result<ClaimOutcome> {
              FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
             params![claim.scope, claim.key],
             |r| {
-                Ok(Entry {
+                Ok(StoredEntry {
                     fingerprint: r.get(0)?,
                     started_at: r.get(1)?,
                     expires_at: r.get(2)?,
@@ -60,48 +51,26 @@ fn claim(c: &Connection, claim: &IdempotencyClaim) -> Result<ClaimOutcome> {
         )
         .optional()
         .map_err(map_err)?;
-    let now = to_millis(claim.now);
-    // An expired entry the purge has not reached yet counts as absent.
-    let entry = entry.filter(|e| e.expires_at > now);
-    let outcome = match entry {
-        Some(e) if e.fingerprint != claim.fingerprint => ClaimOutcome::Mismatch,
-        Some(Entry {
-            status: Some(status),
-            content_type,
-            body,
-            ..
-        }) => ClaimOutcome::Replay(StoredAnswer {
-            status: u16::try_from(status).unwrap_or(500),
-            content_type,
-            sealed_body: body,
-        }),
-        Some(e) if e.started_at >= to_millis(claim.abandoned_before) => ClaimOutcome::InFlight,
-        Some(Entry { applied: true, .. }) => ClaimOutcome::AppliedWithoutAnswer,
-        // Absent, expired, or abandoned in flight: (re)claim it, keeping the first
-        // use's expiry for an abandoned claim so a key never lives past 24 h of retries.
-        found => {
-            let expires_at = found.map_or(to_millis(claim.expires_at), |e| {
-                e.expires_at.min(to_millis(claim.expires_at))
-            });
-            c.execute(
-                "INSERT INTO idempotency_keys (scope, key, fingerprint, started_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
-                 started_at = excluded.started_at, expires_at = excluded.expires_at, \
-                 status = NULL, content_type = NULL, body = NULL, applied = 0",
-                params![
-                    claim.scope,
-                    claim.key,
-                    claim.fingerprint.to_vec(),
-                    now,
-                    expires_at
-                ],
-            )
-            .map_err(map_err)?;
-            ClaimOutcome::Claimed
-        }
+    let expires_at = match claim.decide(entry) {
+        ClaimDecision::Answer(outcome) => return Ok(outcome),
+        ClaimDecision::Take { expires_at } => expires_at,
     };
-    Ok(outcome)
+    c.execute(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, started_at, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+         started_at = excluded.started_at, expires_at = excluded.expires_at, \
+         status = NULL, content_type = NULL, body = NULL, applied = 0",
+        params![
+            claim.scope,
+            claim.key,
+            claim.fingerprint.to_vec(),
+            to_millis(claim.now),
+            expires_at
+        ],
+    )
+    .map_err(map_err)?;
+    Ok(ClaimOutcome::Claimed)
 }
 
 fn complete(c: &Connection, scope: &str, key: &str, answer: &StoredAnswer) -> Result<()> {

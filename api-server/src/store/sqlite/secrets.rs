@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
 use super::{SqliteStore, all_rows, map_err, one_row};
+use crate::store::secrets::{VersionPlan, WriteHead};
 use crate::store::unit_of_work::Applied;
 use crate::store::{
     ListQuery, NewVersion, RestoreOutcome, Result, SealFn, SecretReads, SecretRow, StoreError,
@@ -79,31 +80,25 @@ pub(super) fn apply(c: &Connection, change: SecretChange) -> Result<Applied> {
 }
 
 fn write_version(c: &Connection, new: NewVersion, seal: SealFn) -> Result<u64> {
-    let head: Option<(i64, i64, String)> = c
+    let head = c
         .query_row(
             "SELECT current_version, max_versions, secret_type FROM secrets WHERE path = ?1",
             [&new.path],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| {
+                Ok(WriteHead {
+                    current_version: r.get::<_, i64>(0)?.max(0) as u64,
+                    max_versions: r.get(1)?,
+                    secret_type: r.get(2)?,
+                })
+            },
         )
         .optional()
         .map_err(map_err)?;
-    let current = head.as_ref().map(|(v, _, _)| *v as u64).unwrap_or(0);
-    let secret_type = new
-        .secret_type
-        .clone()
-        .or_else(|| head.as_ref().map(|(_, _, t)| t.clone()))
-        .unwrap_or_else(|| "generic".to_owned());
-    if let Some(expected) = new.cas
-        && expected != current
-    {
-        return Err(StoreError::CasMismatch { current });
-    }
-    let version = current + 1;
-    let max_versions = new
-        .max_versions
-        .map(i64::from)
-        .or(head.as_ref().map(|(_, m, _)| *m))
-        .unwrap_or(i64::from(scaivault_api::limits::DEFAULT_MAX_VERSIONS));
+    let VersionPlan {
+        version,
+        max_versions,
+        secret_type,
+    } = new.plan(head.as_ref())?;
     let ciphertext = seal(version).map_err(StoreError::Seal)?;
     let now = to_millis(new.created_at);
     let expires = new.expires_at.map(to_millis);
