@@ -533,7 +533,7 @@ class ScaiVault(Server):
                      + (f"; {self.cfg.sv_audit_args}" if self.cfg.sv_audit_args else ""))
         else:
             audit = "off (--audit-disable, BENCH_SCAIVAULT_AUDIT=0)"
-        storage = ("PostgreSQL (the run's server, a database of its own; audit log in SQLite)"
+        storage = ("PostgreSQL (the run's server, a database of its own, audit log included)"
                    if self.storage_url else "SQLite (WAL) on disk")
         return {
             "storage": storage,

@@ -172,7 +172,7 @@ pub struct MasterKeyArgs {
 pub struct StorageArgs {
     /// `postgres://user:password@host:5432/db?sslmode=require` for a database several
     /// replicas share, or `sqlite:///path/to/scaivault.db`; default: SQLite in the data
-    /// directory. The audit log stays in the data directory either way.
+    /// directory. On PostgreSQL the audit log is kept in the same database.
     // Checked when used ([`StorageArgs::url`]), not by the argument parser: clap would
     // echo a mistyped URL, password and all, in its error.
     #[arg(long, env = "SCAIVAULT_STORAGE", value_parser = parse_secret, hide_env_values = true)]

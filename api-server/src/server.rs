@@ -103,27 +103,30 @@ async fn open_store(
     data_dir: &Path,
     storage: &StorageArgs,
     migrate: bool,
-) -> anyhow::Result<(StoreLocks, Arc<dyn Store>)> {
+) -> anyhow::Result<(OpenedStorage, Arc<dyn Store>)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     restrict_permissions(data_dir);
     let data_dir_lock = DataDirLock::acquire(data_dir)?;
-    let (store, database_lock) = match storage.url().map_err(anyhow::Error::msg)? {
-        None => (open_sqlite(&data_dir.join(DB_FILE))?, None),
+    let (store, database_lock, audit) = match storage.url().map_err(anyhow::Error::msg)? {
+        None => (open_sqlite(&data_dir.join(DB_FILE))?, None, None),
         Some(url) => open_url(&url, storage, migrate, true).await?,
     };
-    let locks = StoreLocks {
+    let opened = OpenedStorage {
         _data_dir: data_dir_lock,
         _database: database_lock,
+        audit,
     };
-    Ok((locks, store))
+    Ok((opened, store))
 }
 
 /// Held while the process serves: the data directory's lock and, on PostgreSQL, the
-/// database's one-server lock.
-struct StoreLocks {
+/// database's one-server lock and the audit log kept in the same database (`None`: the
+/// audit log is `audit.db` in the data directory).
+struct OpenedStorage {
     _data_dir: DataDirLock,
     _database: Option<SoleReplica>,
+    audit: Option<Arc<dyn AuditStore>>,
 }
 
 fn open_sqlite(path: &Path) -> anyhow::Result<Arc<dyn Store>> {
@@ -139,9 +142,13 @@ async fn open_url(
     storage: &StorageArgs,
     migrate: bool,
     sole: bool,
-) -> anyhow::Result<(Arc<dyn Store>, Option<SoleReplica>)> {
+) -> anyhow::Result<(
+    Arc<dyn Store>,
+    Option<SoleReplica>,
+    Option<Arc<dyn AuditStore>>,
+)> {
     Ok(match url {
-        StorageUrl::Sqlite(path) => (open_sqlite(path)?, None),
+        StorageUrl::Sqlite(path) => (open_sqlite(path)?, None, None),
         StorageUrl::Postgres(url) => {
             let settings = PostgresSettings {
                 url: url.clone(),
@@ -159,7 +166,8 @@ async fn open_url(
                 true => Some(store.claim_sole_replica().await?),
                 false => None,
             };
-            (Arc::new(store), lock)
+            let audit: Arc<dyn AuditStore> = Arc::new(store.audit_store()?);
+            (Arc::new(store), lock, Some(audit))
         }
     })
 }
@@ -170,7 +178,7 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let Some(url) = args.storage.url().map_err(anyhow::Error::msg)? else {
         bail!("name the storage to migrate: --storage postgres://... (or SCAIVAULT_STORAGE)");
     };
-    let (store, _) = open_url(&url, &args.storage, true, false).await?;
+    let (store, _, _) = open_url(&url, &args.storage, true, false).await?;
     store
         .ping()
         .await
@@ -231,7 +239,7 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
 /// Dev mode keeps its master key and root token in the data directory so restarts keep
 /// working; that is exactly why it is not for production.
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    let (_lock, store) = open_store(&args.data_dir, &args.storage, true).await?;
+    let (opened, store) = open_store(&args.data_dir, &args.storage, true).await?;
     let key_path = args.data_dir.join(DEV_MASTER_KEY_FILE);
     let token_path = args.data_dir.join(DEV_ROOT_TOKEN_FILE);
     let limits = limits(&args.runtime);
@@ -281,7 +289,15 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    run_server(vault, &args.data_dir, &args.runtime, listener, None).await
+    run_server(
+        vault,
+        &args.data_dir,
+        opened.audit.clone(),
+        &args.runtime,
+        listener,
+        None,
+    )
+    .await
 }
 
 fn write_secret_file(path: &Path, secret: &SecretString) -> anyhow::Result<()> {
@@ -313,7 +329,7 @@ struct TlsFiles {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let master = load_master_key(&args.key)?;
-    let (_lock, store) =
+    let (opened, store) =
         open_store(&args.data_dir, &args.storage, args.storage.storage_migrate).await?;
     let vault = Vault::open(store, &master, limits(&args.runtime)).await?;
     drop(master);
@@ -337,7 +353,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "ScaiVault listening on {scheme}://{}",
         listener.local_addr()?
     );
-    run_server(vault, &args.data_dir, &args.runtime, listener, tls).await
+    run_server(
+        vault,
+        &args.data_dir,
+        opened.audit.clone(),
+        &args.runtime,
+        listener,
+        tls,
+    )
+    .await
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -374,6 +398,7 @@ fn watch_certificates(config: RustlsConfig, files: TlsFiles, mut shutdown: watch
 async fn run_server(
     vault: Vault,
     data_dir: &Path,
+    audit_store: Option<Arc<dyn AuditStore>>,
     runtime: &RuntimeArgs,
     listener: TcpListener,
     tls: Option<TlsFiles>,
@@ -392,10 +417,13 @@ async fn run_server(
         },
     });
     let kubernetes = KubernetesAuth::from_args(&runtime.kubernetes).await?;
-    let audit_store: Arc<dyn AuditStore> = Arc::new(
-        SqliteAuditStore::open(&data_dir.join(AUDIT_DB_FILE), runtime.audit_sync)
-            .context("opening the audit database")?,
-    );
+    let audit_store: Arc<dyn AuditStore> = match audit_store {
+        Some(in_database) => in_database,
+        None => Arc::new(
+            SqliteAuditStore::open(&data_dir.join(AUDIT_DB_FILE), runtime.audit_sync)
+                .context("opening the audit database")?,
+        ),
+    };
     let tail = stored_tail(audit_store.as_ref())
         .await
         .context("reading the audit log")?;

@@ -322,7 +322,7 @@ async fn cookbook_queries_per_secret_and_per_identity() {
 
 #[tokio::test]
 async fn verify_catches_edited_and_deleted_rows() {
-    let s = Server::start(&[]);
+    let s = Server::dev().own_storage().start();
     for i in 0..6 {
         s.write(&format!("v/{i}"), json!({"data": {"i": i}})).await;
     }
@@ -376,7 +376,7 @@ async fn verify_catches_edited_and_deleted_rows() {
 
 #[tokio::test]
 async fn audit_write_failure_fails_the_request_closed() {
-    let s = Server::start(&[]);
+    let s = Server::dev().own_storage().start();
     s.write("closed/x", json!({"data": {"v": "fail-closed-canary"}}))
         .await;
     let locker = db(&s);
@@ -413,6 +413,7 @@ async fn audit_write_failure_fails_the_request_closed() {
 #[tokio::test]
 async fn retention_keeps_the_rest_of_the_chain_verifiable() {
     let mut s = Server::dev()
+        .own_storage()
         .args(["--audit-retention", "1s"])
         .shifted_clock()
         .start();
@@ -778,7 +779,7 @@ fn restore(conn: &rusqlite::Connection, rows: &[(i64, String, String, Option<Str
 
 #[tokio::test]
 async fn a_mutation_is_recorded_before_it_is_applied_and_linked_to_its_outcome() {
-    let s = Server::start(&[]);
+    let s = Server::dev().own_storage().start();
     s.write("phases/a", json!({"data": {"v": 1}})).await;
     let (status, _) = s
         .call(Method::POST, "/v1/policies", Some(json!({"name": "p1", "rules": [{"path_pattern": "phases/**", "permissions": ["read"]}]})))
@@ -840,7 +841,7 @@ async fn a_mutation_is_recorded_before_it_is_applied_and_linked_to_its_outcome()
 /// nothing changes.
 #[tokio::test]
 async fn an_audit_store_failing_during_a_write_applies_nothing() {
-    let s = Server::start(&[]);
+    let s = Server::dev().own_storage().start();
     s.write("locked/existing", json!({"data": {"v": "kept"}}))
         .await;
     // Another process holds audit.db's write lock: the server's group commit fails (after
@@ -895,7 +896,7 @@ async fn an_audit_store_failing_during_a_write_applies_nothing() {
 async fn a_crash_between_request_and_response_leaves_an_unknown_outcome() {
     use std::io::Write;
 
-    let mut s = Server::start(&[]);
+    let mut s = Server::dev().own_storage().start();
     let host = s.address.strip_prefix("http://").unwrap().to_owned();
     // Headers and half the body: authentication and the request record happen, then the
     // handler waits for the rest of the body while the server is killed.

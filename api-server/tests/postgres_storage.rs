@@ -135,7 +135,13 @@ async fn a_database_outage_answers_503_with_retry_after_and_recovers() {
             "{method} {path}"
         );
         let body: serde_json::Value = resp.json().await.unwrap();
-        assert_eq!(error_code(&body), "storage_unavailable", "{body}");
+        // The audit log lives in the same database: the request's audit record is what
+        // fails first (fail closed), or the read or write itself.
+        let code = error_code(&body);
+        assert!(
+            code == "audit_unavailable" || code == "storage_unavailable",
+            "{body}"
+        );
     }
     let ready = s.req(Method::GET, "/v1/health/ready").send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -279,4 +285,17 @@ async fn values_and_tokens_are_sealed_in_the_database() {
         "a token in clear"
     );
     assert!(!dump.contains(&s.token), "the root token in clear");
+    // The audit log is in the database too: nothing of the vault's is on the pod's disk.
+    assert!(
+        dump.contains("COPY public.audit_log"),
+        "no audit table in the dump"
+    );
+    assert!(dump.contains("apps/sealed/db"));
+    let (status, records) = s
+        .call(Method::GET, "/v1/audit/logs?path=apps/sealed/db", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{records}");
+    assert!(!records["logs"].as_array().unwrap().is_empty(), "{records}");
+    assert!(!s.data_dir().join("audit.db").exists());
+    assert!(!s.data_dir().join("scaivault.db").exists());
 }

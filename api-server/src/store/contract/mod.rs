@@ -39,18 +39,12 @@ pub(crate) struct Fresh<S: ?Sized> {
 
 /// Generates one test per contract case; `$fresh` and `$fresh_audit` are expressions
 /// (they may `.await`) giving a `Result<Fresh<_>>` of the data store and of the audit
-/// store (`data_only: $fresh` for the data store alone). The case list is here and only
-/// here.
+/// store. The case list is here and only here.
 macro_rules! store_contract_tests {
     ($fresh:expr, $fresh_audit:expr) => {
         $crate::store::contract::store_contract_tests!(@cases $fresh_audit;
             audit { appends_whole_batches, queries_filter_and_page, retention_and_exports }
         );
-        $crate::store::contract::store_contract_tests!(data_only: $fresh);
-    };
-    // A backend that keeps no audit log of its own (PostgreSQL deployments keep theirs
-    // in SQLite, for now).
-    (data_only: $fresh:expr) => {
         $crate::store::contract::store_contract_tests!(@cases $fresh;
             secrets {
                 writes_and_reads_versions, check_and_set, concurrent_writers_one_wins_per_version,

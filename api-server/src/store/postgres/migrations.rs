@@ -110,6 +110,32 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER SEQUENCE changes_seq_seq OWNED BY changes.seq;
     CREATE INDEX changes_by_time ON changes (at);
     "#,
+    // 3: the audit log, as SQLite keeps it in `audit.db` (its migrations 1-2 in one step).
+    r#"
+    CREATE TABLE audit_log (
+        seq BIGINT PRIMARY KEY,
+        timestamp BIGINT NOT NULL,
+        identity_id TEXT,
+        path TEXT,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        body TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        phase TEXT,
+        request_seq BIGINT
+    );
+    CREATE INDEX audit_by_time ON audit_log (timestamp);
+    CREATE INDEX audit_by_identity ON audit_log (identity_id, seq);
+    CREATE INDEX audit_by_path ON audit_log (path, seq);
+    CREATE INDEX audit_by_request ON audit_log (request_seq) WHERE request_seq IS NOT NULL;
+    CREATE TABLE audit_checkpoint (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq BIGINT NOT NULL,
+        hash TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE audit_exports (id TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at BIGINT NOT NULL);
+    "#,
 ];
 
 /// Held while migrating; any constant shared by every replica of every version.

@@ -25,6 +25,7 @@ use super::feed::Planned;
 use super::unit_of_work::{Applied, Change, Committed, UnitOfWork};
 use super::{Result, Store, StoreError, now_millis};
 
+mod audit;
 mod feed;
 mod idempotency;
 mod keyring;
@@ -36,6 +37,7 @@ mod sole_replica;
 mod tls;
 mod tokens;
 
+pub use audit::PostgresAuditStore;
 pub use sole_replica::SoleReplica;
 pub use tls::TlsSettings;
 
@@ -176,6 +178,11 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Unavailable(format!("building the connection pool: {e}")))?;
         Ok(PostgresStore { pool, config, tls })
+    }
+
+    /// The audit log in the same database, on the same pool.
+    pub fn audit_store(&self) -> Result<PostgresAuditStore> {
+        PostgresAuditStore::new(self.pool.clone())
     }
 
     /// Takes the database's one-server lock for as long as the result lives ([`SoleReplica`]).
@@ -332,7 +339,7 @@ mod contract_tests {
 
     use super::{PostgresSettings, PostgresStore, TlsSettings};
     use crate::store::contract::{Fresh, store_contract_tests};
-    use crate::store::{Result, Store};
+    use crate::store::{AuditStore, Result, Store};
 
     /// One server for the test binary; every case gets a database of its own.
     static SERVER: LazyLock<Postgres> = LazyLock::new(Postgres::start_shared);
@@ -350,5 +357,18 @@ mod contract_tests {
         })
     }
 
-    store_contract_tests!(data_only: super::fresh().await);
+    async fn fresh_audit() -> Result<Fresh<dyn AuditStore>> {
+        let url = SERVER.create_database();
+        let settings = PostgresSettings {
+            url: url.into(),
+            tls: TlsSettings::default(),
+        };
+        let store = PostgresStore::connect_and_migrate(&settings).await?;
+        Ok(Fresh {
+            store: Arc::new(store.audit_store()?),
+            keep: Box::new(()),
+        })
+    }
+
+    store_contract_tests!(super::fresh().await, super::fresh_audit().await);
 }

@@ -1,0 +1,218 @@
+//! The audit log in PostgreSQL: the same hash-chained rows as `audit.db`, in the database
+//! the data lives in, so a deployment on PostgreSQL keeps no state on its pods' disks and
+//! backs its audit log up with its data.
+//!
+//! One writer appends (the server holding the database's one-server lock); the chain's
+//! continuity across several writers comes with the replicas work of the storage issue.
+//! `append` blocks, as the trait asks: the audit writer calls it from its own thread,
+//! which drives the query on the runtime it was opened in.
+
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use time::OffsetDateTime;
+use tokio::runtime::Handle;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::{get, get_u64, map_err, opt_u64, pool_err};
+use crate::store::{AuditQuery, AuditRow, AuditStore, Result, StoreError, from_millis, to_millis};
+
+pub struct PostgresAuditStore {
+    pool: Pool,
+    runtime: Handle,
+}
+
+const COLUMNS: &str =
+    "seq, timestamp, identity_id, path, action, outcome, body, hash, phase, request_seq";
+
+fn row_of(r: &Row) -> Result<AuditRow> {
+    Ok(AuditRow {
+        seq: get_u64(r, 0)?,
+        timestamp: from_millis(get(r, 1)?),
+        identity_id: get(r, 2)?,
+        path: get(r, 3)?,
+        action: get(r, 4)?,
+        outcome: get(r, 5)?,
+        body: get(r, 6)?,
+        hash: get(r, 7)?,
+        phase: get(r, 8)?,
+        request_seq: get::<Option<i64>>(r, 9)?.map(|s| s.max(0) as u64),
+    })
+}
+
+fn seq_and_hash(r: &Row) -> Result<(u64, String)> {
+    Ok((get_u64(r, 0)?, get(r, 1)?))
+}
+
+impl PostgresAuditStore {
+    /// On the data store's pool; call from within the runtime that will serve.
+    pub(super) fn new(pool: Pool) -> Result<Self> {
+        let runtime = Handle::try_current()
+            .map_err(|e| StoreError::Unavailable(format!("no async runtime: {e}")))?;
+        Ok(PostgresAuditStore { pool, runtime })
+    }
+
+    async fn rows<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        decode: impl FnMut(&Row) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let statement = client.prepare_cached(sql).await.map_err(map_err)?;
+        let rows = client.query(&statement, params).await.map_err(map_err)?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn row<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        decode: impl FnMut(&Row) -> Result<T>,
+    ) -> Result<Option<T>> {
+        Ok(self.rows(sql, params, decode).await?.into_iter().next())
+    }
+
+    async fn insert(&self, rows: Vec<AuditRow>) -> Result<()> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let statement = tx
+            .prepare_cached(&format!(
+                "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))
+            .await
+            .map_err(map_err)?;
+        for r in &rows {
+            tx.execute(
+                &statement,
+                &[
+                    &opt_u64(Some(r.seq)),
+                    &to_millis(r.timestamp),
+                    &r.identity_id,
+                    &r.path,
+                    &r.action,
+                    &r.outcome,
+                    &r.body,
+                    &r.hash,
+                    &r.phase,
+                    &opt_u64(r.request_seq),
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+}
+
+#[async_trait]
+impl AuditStore for PostgresAuditStore {
+    async fn last_record(&self) -> Result<Option<(u64, String)>> {
+        self.row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            &[],
+            seq_and_hash,
+        )
+        .await
+    }
+
+    fn append(&self, rows: Vec<AuditRow>) -> Result<()> {
+        self.runtime.block_on(self.insert(rows))
+    }
+
+    async fn query(&self, q: AuditQuery) -> Result<Vec<AuditRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE \
+             ($1::BIGINT IS NULL OR timestamp >= $1) AND ($2::BIGINT IS NULL OR timestamp <= $2) AND \
+             ($3::TEXT IS NULL OR identity_id = $3) AND ($4::TEXT IS NULL OR path = $4) AND \
+             ($5::TEXT IS NULL OR action = $5) AND ($6::TEXT IS NULL OR outcome = $6) AND \
+             ($7::BIGINT IS NULL OR seq > $7) AND ($8::BIGINT IS NULL OR seq <= $8) AND \
+             (NOT $10 OR phase IS DISTINCT FROM 'request' OR NOT EXISTS \
+                (SELECT 1 FROM audit_log answer WHERE answer.request_seq = audit_log.seq)) \
+             ORDER BY seq LIMIT $9"
+        );
+        self.rows(
+            &sql,
+            &[
+                &q.from.map(to_millis),
+                &q.to.map(to_millis),
+                &q.identity_id,
+                &q.path,
+                &q.action,
+                &q.outcome,
+                &opt_u64(q.after_seq),
+                &opt_u64(q.to_seq),
+                &(i64::try_from(q.limit).unwrap_or(i64::MAX)),
+                &q.hide_answered_requests,
+            ],
+            row_of,
+        )
+        .await
+    }
+
+    async fn record_before(&self, seq: u64) -> Result<Option<AuditRow>> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT 1");
+        self.row(&sql, &[&opt_u64(Some(seq))], row_of).await
+    }
+
+    async fn checkpoint(&self) -> Result<Option<(u64, String)>> {
+        self.row(
+            "SELECT seq, hash FROM audit_checkpoint WHERE id = 1",
+            &[],
+            seq_and_hash,
+        )
+        .await
+    }
+
+    async fn purge_point(&self, before: OffsetDateTime) -> Result<Option<(u64, String)>> {
+        self.row(
+            "SELECT seq, hash FROM audit_log WHERE timestamp < $1 ORDER BY seq DESC LIMIT 1",
+            &[&to_millis(before)],
+            seq_and_hash,
+        )
+        .await
+    }
+
+    async fn purge_through(&self, seq: u64, hash: String) -> Result<u64> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let seq = opt_u64(Some(seq));
+        let removed = tx
+            .execute("DELETE FROM audit_log WHERE seq <= $1", &[&seq])
+            .await
+            .map_err(map_err)?;
+        tx.execute(
+            "INSERT INTO audit_checkpoint (id, seq, hash, created_at) VALUES (1, $1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, \
+             created_at = EXCLUDED.created_at",
+            &[&seq, &hash, &to_millis(OffsetDateTime::now_utc())],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(removed)
+    }
+
+    async fn save_export(&self, id: &str, body: String) -> Result<()> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "INSERT INTO audit_exports (id, body, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body, updated_at = EXCLUDED.updated_at",
+                &[&id, &body, &to_millis(OffsetDateTime::now_utc())],
+            )
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+
+    async fn get_export(&self, id: &str) -> Result<Option<String>> {
+        self.row(
+            "SELECT body FROM audit_exports WHERE id = $1",
+            &[&id],
+            |r| get(r, 0),
+        )
+        .await
+    }
+}
