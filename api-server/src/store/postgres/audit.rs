@@ -12,9 +12,8 @@ use deadpool_postgres::Pool;
 use time::OffsetDateTime;
 use tokio::runtime::Handle;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 
-use super::{get, get_u64, map_err, opt_u64, pool_err};
+use super::{get, get_u64, map_err, opt_u64, pool_err, pool_row, pool_rows};
 use crate::store::{AuditQuery, AuditRow, AuditStore, Result, StoreError, from_millis, to_millis};
 
 pub struct PostgresAuditStore {
@@ -52,27 +51,6 @@ impl PostgresAuditStore {
         Ok(PostgresAuditStore { pool, runtime })
     }
 
-    async fn rows<T>(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-        decode: impl FnMut(&Row) -> Result<T>,
-    ) -> Result<Vec<T>> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        let statement = client.prepare_cached(sql).await.map_err(map_err)?;
-        let rows = client.query(&statement, params).await.map_err(map_err)?;
-        rows.iter().map(decode).collect()
-    }
-
-    async fn row<T>(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-        decode: impl FnMut(&Row) -> Result<T>,
-    ) -> Result<Option<T>> {
-        Ok(self.rows(sql, params, decode).await?.into_iter().next())
-    }
-
     async fn insert(&self, rows: Vec<AuditRow>) -> Result<()> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(map_err)?;
@@ -108,7 +86,8 @@ impl PostgresAuditStore {
 #[async_trait]
 impl AuditStore for PostgresAuditStore {
     async fn last_record(&self) -> Result<Option<(u64, String)>> {
-        self.row(
+        pool_row(
+            &self.pool,
             "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
             &[],
             seq_and_hash,
@@ -131,7 +110,8 @@ impl AuditStore for PostgresAuditStore {
                 (SELECT 1 FROM audit_log answer WHERE answer.request_seq = audit_log.seq)) \
              ORDER BY seq LIMIT $9"
         );
-        self.rows(
+        pool_rows(
+            &self.pool,
             &sql,
             &[
                 &q.from.map(to_millis),
@@ -153,11 +133,12 @@ impl AuditStore for PostgresAuditStore {
     async fn record_before(&self, seq: u64) -> Result<Option<AuditRow>> {
         let sql =
             format!("SELECT {COLUMNS} FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT 1");
-        self.row(&sql, &[&opt_u64(Some(seq))], row_of).await
+        pool_row(&self.pool, &sql, &[&opt_u64(Some(seq))], row_of).await
     }
 
     async fn checkpoint(&self) -> Result<Option<(u64, String)>> {
-        self.row(
+        pool_row(
+            &self.pool,
             "SELECT seq, hash FROM audit_checkpoint WHERE id = 1",
             &[],
             seq_and_hash,
@@ -166,7 +147,8 @@ impl AuditStore for PostgresAuditStore {
     }
 
     async fn purge_point(&self, before: OffsetDateTime) -> Result<Option<(u64, String)>> {
-        self.row(
+        pool_row(
+            &self.pool,
             "SELECT seq, hash FROM audit_log WHERE timestamp < $1 ORDER BY seq DESC LIMIT 1",
             &[&to_millis(before)],
             seq_and_hash,
@@ -208,7 +190,8 @@ impl AuditStore for PostgresAuditStore {
     }
 
     async fn get_export(&self, id: &str) -> Result<Option<String>> {
-        self.row(
+        pool_row(
+            &self.pool,
             "SELECT body FROM audit_exports WHERE id = $1",
             &[&id],
             |r| get(r, 0),

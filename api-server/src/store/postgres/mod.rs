@@ -194,34 +194,50 @@ impl PostgresStore {
         self.pool.get().await.map_err(pool_err)
     }
 
-    /// Every row `sql` selects (the statement is prepared once per connection).
     async fn rows<T>(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
         decode: impl FnMut(&Row) -> Result<T>,
     ) -> Result<Vec<T>> {
-        let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(map_err)?;
-        let rows = client.query(&statement, params).await.map_err(map_err)?;
-        rows.iter().map(decode).collect()
+        pool_rows(&self.pool, sql, params, decode).await
     }
 
-    /// The row `sql` selects, if any.
     async fn row<T>(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
-        decode: impl FnOnce(&Row) -> Result<T>,
+        decode: impl FnMut(&Row) -> Result<T>,
     ) -> Result<Option<T>> {
-        let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(map_err)?;
-        let row = client
-            .query_opt(&statement, params)
-            .await
-            .map_err(map_err)?;
-        row.as_ref().map(decode).transpose()
+        pool_row(&self.pool, sql, params, decode).await
     }
+}
+
+/// Every row `sql` selects, on a pooled connection (the statement is prepared once per
+/// connection).
+async fn pool_rows<T>(
+    pool: &Pool,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    decode: impl FnMut(&Row) -> Result<T>,
+) -> Result<Vec<T>> {
+    let client = pool.get().await.map_err(pool_err)?;
+    let statement = client.prepare_cached(sql).await.map_err(map_err)?;
+    let rows = client.query(&statement, params).await.map_err(map_err)?;
+    rows.iter().map(decode).collect()
+}
+
+/// The first row `sql` selects, if any (the statements used select one at most).
+async fn pool_row<T>(
+    pool: &Pool,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    decode: impl FnMut(&Row) -> Result<T>,
+) -> Result<Option<T>> {
+    Ok(pool_rows(pool, sql, params, decode)
+        .await?
+        .into_iter()
+        .next())
 }
 
 /// A column of a row, a wrong type being corruption (the schema is ours).
