@@ -1188,3 +1188,45 @@ async fn a_log_from_before_keyed_chaining_stays_verifiable() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn an_export_cut_off_by_a_crash_is_reported_failed_not_running_forever() {
+    // An S3 endpoint that takes connections and never answers: the job is still running
+    // when the server dies.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let mut s = Server::start(&[]);
+    s.write(
+        "infra/aws/silent",
+        json!({"data": {"access_key_id": "AKIASILENT", "secret_access_key": "silent-secret-key", "endpoint": endpoint, "region": "us-east-1"}}),
+    )
+    .await;
+    let (status, job) = s
+        .call(
+            Method::POST,
+            "/v1/audit/export",
+            Some(json!({
+                "from": "2026-01-01T00:00:00Z", "to": "2099-12-31T23:59:59Z", "format": "jsonl",
+                "destination": {"type": "s3", "bucket": "acme-audit", "credentials_path": "infra/aws/silent"}
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let url = format!("/v1/audit/exports/{}", job["id"].as_str().unwrap());
+    let (_, before) = s.call(Method::GET, &url, None).await;
+    assert_eq!(before["status"], "running", "{before}");
+
+    s.crash_and_restart();
+    for _ in 0..2 {
+        // Reported, and recorded: the second read finds the stored outcome.
+        let (status, after) = s.call(Method::GET, &url, None).await;
+        assert_eq!(status, StatusCode::OK, "{after}");
+        assert_eq!(after["status"], "failed", "{after}");
+        assert!(
+            after["error"].as_str().unwrap().contains("interrupted"),
+            "{after}"
+        );
+        assert!(after["completed_at"].is_string(), "{after}");
+    }
+    drop(silent);
+}

@@ -1,7 +1,8 @@
 //! Export jobs: a range of the log as JSONL, to S3 or to a file under the export directory.
 
+use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use scaivault_api::ErrorCode;
 use scaivault_api::audit::{ExportDestination, ExportJob, ExportRequest, ExportedObject};
@@ -20,6 +21,19 @@ pub const RECORDS_PER_OBJECT: usize = 10_000;
 pub struct Exporter {
     store: Arc<dyn AuditStore>,
     export_dir: Option<PathBuf>,
+    /// Jobs this process runs. A job stored as `running` that is not here was cut off by
+    /// a stop or a crash: it is reported (and recorded) as failed, never `running` forever.
+    running: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Why a job stored as running is not: its server stopped before it finished.
+const INTERRUPTED: &str =
+    "interrupted: the server stopped before the export finished; start it again";
+
+fn lock(running: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    running
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Where a running job writes, with credentials resolved at submission.
@@ -89,7 +103,11 @@ fn safe_relative(path: &str) -> Result<PathBuf> {
 
 impl Exporter {
     pub fn new(store: Arc<dyn AuditStore>, export_dir: Option<PathBuf>) -> Self {
-        Exporter { store, export_dir }
+        Exporter {
+            store,
+            export_dir,
+            running: Arc::default(),
+        }
     }
 
     /// Validates the request, resolves the destination and starts the job in the
@@ -166,9 +184,14 @@ impl Exporter {
             created_at: OffsetDateTime::now_utc(),
             completed_at: None,
         };
-        self.save(&job).await?;
+        lock(&self.running).insert(job.id.clone());
+        if let Err(e) = self.save(&job).await {
+            lock(&self.running).remove(&job.id);
+            return Err(e);
+        }
         let store = Arc::clone(&self.store);
         let running = job.clone();
+        let jobs = Arc::clone(&self.running);
         tokio::spawn(async move {
             let mut job = running;
             if let Err(e) = run(&store, &mut job, sink).await {
@@ -183,6 +206,7 @@ impl Exporter {
             {
                 tracing::error!(job = %job.id, error = %e, "could not record export status");
             }
+            lock(&jobs).remove(&job.id);
             tracing::info!(job = %job.id, status = %job.status, records = job.records_exported, "audit export finished");
         });
         Ok(job)
@@ -197,12 +221,23 @@ impl Exporter {
     }
 
     pub async fn get(&self, id: &str) -> Result<ExportJob> {
+        // Asked before the row is read: a job removes itself from the set only after its
+        // final row is saved, and adds itself before its first, so a row that still says
+        // `running` while the job was not in the set belongs to no live job.
+        let live_here = lock(&self.running).contains(id);
         let body = self
             .store
             .get_export(id)
             .await?
             .ok_or_else(|| Error::new(ErrorCode::NotFound, format!("no export job {id}")))?;
-        serde_json::from_str(&body).map_err(Error::internal)
+        let mut job: ExportJob = serde_json::from_str(&body).map_err(Error::internal)?;
+        if job.status == "running" && !live_here {
+            job.status = "failed".into();
+            job.error = Some(INTERRUPTED.into());
+            job.completed_at = Some(OffsetDateTime::now_utc());
+            self.save(&job).await?;
+        }
+        Ok(job)
     }
 }
 
