@@ -6,7 +6,7 @@
 //! Every child process writes its output to a log file, and its tail is printed when
 //! the test fails ([`process::Process`]): a red test explains itself.
 //!
-//! PostgreSQL ([`postgres::Postgres`]) is one more; a new service is one more module of the same shape:
+//! PostgreSQL ([`postgres::Postgres`]) has the same shape, and so does any new service:
 //! a `start()` that picks a free port, spawns a [`process::Process`] and [`wait`]s for
 //! readiness.
 

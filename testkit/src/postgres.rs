@@ -202,8 +202,7 @@ impl Postgres {
             command.args(["-c", setting]);
         }
         let mut process = Process::spawn("postgres", &mut command, &log);
-        let ready = Self::command(&self.bin, &None, "pg_isready");
-        let ready_args = ["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER];
+        let port = self.port.to_string();
         crate::wait::wait_for_blocking(
             "PostgreSQL to accept connections",
             Duration::from_secs(60),
@@ -211,11 +210,9 @@ impl Postgres {
                 if let Some(status) = process.try_wait() {
                     panic!("postgres exited early ({status}):\n{}", process.tail());
                 }
-                let mut probe = Command::new(ready.get_program());
-                output(probe.args(ready_args))
-                    .status
-                    .success()
-                    .then_some(())
+                let mut probe = Command::new(self.bin.join("pg_isready"));
+                probe.args(["-h", "127.0.0.1", "-p", &port, "-U", USER]);
+                output(&mut probe).status.success().then_some(())
             },
         );
         self.process = Some(process);

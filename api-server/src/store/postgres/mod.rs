@@ -360,28 +360,25 @@ mod contract_tests {
     /// One server for the test binary; every case gets a database of its own.
     static SERVER: LazyLock<Postgres> = LazyLock::new(Postgres::start_shared);
 
-    async fn fresh() -> Result<Fresh<dyn Store>> {
-        let url = SERVER.create_database();
+    /// A migrated store on a database of its own.
+    async fn migrated() -> Result<PostgresStore> {
         let settings = PostgresSettings {
-            url: url.into(),
+            url: SERVER.create_database().into(),
             tls: TlsSettings::default(),
         };
-        let store = PostgresStore::connect_and_migrate(&settings).await?;
+        PostgresStore::connect_and_migrate(&settings).await
+    }
+
+    async fn fresh() -> Result<Fresh<dyn Store>> {
         Ok(Fresh {
-            store: Arc::new(store),
+            store: Arc::new(migrated().await?),
             keep: Box::new(()),
         })
     }
 
     async fn fresh_audit() -> Result<Fresh<dyn AuditStore>> {
-        let url = SERVER.create_database();
-        let settings = PostgresSettings {
-            url: url.into(),
-            tls: TlsSettings::default(),
-        };
-        let store = PostgresStore::connect_and_migrate(&settings).await?;
         Ok(Fresh {
-            store: Arc::new(store.audit_store()?),
+            store: Arc::new(migrated().await?.audit_store()?),
             keep: Box::new(()),
         })
     }

@@ -27,7 +27,8 @@ const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 const STARTUP_PATIENCE: Duration = Duration::from_secs(5);
 const STARTUP_RETRY: Duration = Duration::from_millis(200);
 
-/// Aborts the holder (and so releases the lock) when dropped.
+/// Releases the lock when dropped: the holder task is aborted, and with it the session
+/// it owns.
 pub struct SoleReplica {
     holder: JoinHandle<()>,
 }
@@ -38,30 +39,51 @@ impl Drop for SoleReplica {
     }
 }
 
+/// A session holding the lock. The connection runs on a task of its own (it must be
+/// polled for the client to be answered); dropping the session aborts that task, which
+/// closes the connection and so releases the lock (dropping a `JoinHandle` alone would
+/// leave the task, and the lock, running).
+struct Session {
+    client: tokio_postgres::Client,
+    connection: JoinHandle<()>,
+}
+
+impl Session {
+    /// Resolves when the connection ends (the database restarted or went away).
+    async fn closed(&mut self) {
+        let _ = (&mut self.connection).await;
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
 enum Taken {
-    /// The lock, held while the connection runs (the task ends when it breaks).
-    Held(JoinHandle<()>),
+    Held(Session),
     ByAnother,
 }
 
 async fn take(config: &Config, tls: &MakeRustlsConnect) -> Result<Taken> {
     let (client, connection) = config.connect(tls.clone()).await.map_err(map_err)?;
-    let connection = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let row = client
+    let session = Session {
+        client,
+        connection: tokio::spawn(async move {
+            let _ = connection.await;
+        }),
+    };
+    let row = session
+        .client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&SOLE_REPLICA_LOCK])
         .await
         .map_err(map_err)?;
-    if !get::<bool>(&row, 0)? {
-        connection.abort();
-        return Ok(Taken::ByAnother);
-    }
-    // The client must live as long as the connection, or the session closes.
-    Ok(Taken::Held(tokio::spawn(async move {
-        let _client = client;
-        let _ = connection.await;
-    })))
+    // Not taken: `session` is dropped here, and its connection with it.
+    Ok(match get::<bool>(&row, 0)? {
+        true => Taken::Held(session),
+        false => Taken::ByAnother,
+    })
 }
 
 impl SoleReplica {
@@ -85,7 +107,7 @@ impl SoleReplica {
         };
         let holder = tokio::spawn(async move {
             loop {
-                let _ = (&mut session).await;
+                session.closed().await;
                 tracing::warn!(
                     "lost the connection that holds the database's server lock; retaking it"
                 );
