@@ -607,7 +607,7 @@ ui           = false
         return st in (200, 503)
 
     def _unseal(self) -> None:
-        st, body = call(self.port, "PUT", "/v1/sys/unseal", body={"key": self.unseal_key})
+        st, body = call(self.port, "PUT", "/v1/sys/unseal", body={"key": self.unseal_key}, timeout=60)
         if st != 200 or body.get("sealed"):
             raise RuntimeError(f"openbao unseal failed: {st} {body}")
 
@@ -618,7 +618,10 @@ ui           = false
     def first_start(self) -> None:
         self._spawn(self.argv())
         self.wait_until(self._answers, "listener", timeout=60, interval=0.02)
-        st, body = call(self.port, "PUT", "/v1/sys/init", body={"secret_shares": 1, "secret_threshold": 1})
+        # Init writes the keyring and the raft configuration with several fsyncs; on a busy
+        # CI disk it has taken longer than the 10 s every other call gets.
+        st, body = call(self.port, "PUT", "/v1/sys/init", body={"secret_shares": 1, "secret_threshold": 1},
+                        timeout=60)
         if st != 200:
             raise RuntimeError(f"openbao init failed: {st} {body}")
         self.unseal_key = body["keys_base64"][0]
