@@ -69,6 +69,7 @@ impl From<StoreError> for Error {
             ),
             StoreError::NotFound => Error::new(ErrorCode::NotFound, "not found"),
             StoreError::Conflict => Error::new(ErrorCode::Conflict, "already exists"),
+            fenced @ StoreError::Fenced { .. } => Error::unavailable(fenced.to_string()),
             other => Error::internal(other),
         }
     }

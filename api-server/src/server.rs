@@ -11,8 +11,8 @@ use axum_server::tls_rustls::RustlsConfig;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 
-use crate::audit::checkpoint::{Cadence, Checkpoints, apply_retention};
-use crate::audit::export::Exporter;
+use crate::audit::checkpoint::{Cadence, Checkpoints};
+use crate::audit::export::{CredentialsSource, Exporter};
 use crate::audit::{AuditService, AuditWriter, stored_tail};
 use crate::auth::kubernetes::KubernetesAuth;
 use crate::config::{
@@ -20,12 +20,14 @@ use crate::config::{
     MigrateArgs, RuntimeArgs, ServeArgs, StorageArgs, StorageUrl,
 };
 use crate::crypto::MasterKey;
+use crate::follower::Follower;
 use crate::http::{AppState, HttpLimits, app};
-use crate::jobs::{JobIntervals, JobRegistry, Jobs};
+use crate::jobs::leadership::{Leadership, RunnerLock};
+use crate::jobs::{AuditRetention, JobIntervals, JobRegistry, Jobs};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::Limits;
-use crate::store::postgres::{PostgresSettings, PostgresStore, SoleReplica, TlsSettings};
+use crate::store::postgres::{PostgresSettings, PostgresStore, TlsSettings};
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::audit::SqliteAuditStore;
 use crate::store::{AuditStore, Store};
@@ -108,25 +110,32 @@ async fn open_store(
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     restrict_permissions(data_dir);
     let data_dir_lock = DataDirLock::acquire(data_dir)?;
-    let (store, database_lock, audit) = match storage.url().map_err(anyhow::Error::msg)? {
-        None => (open_sqlite(&data_dir.join(DB_FILE))?, None, None),
-        Some(url) => open_url(&url, storage, migrate, true).await?,
+    let (store, shared) = match storage.url().map_err(anyhow::Error::msg)? {
+        None => (open_sqlite(&data_dir.join(DB_FILE))?, None),
+        Some(url) => open_url(&url, storage, migrate).await?,
     };
     let opened = OpenedStorage {
         _data_dir: data_dir_lock,
-        _database: database_lock,
-        audit,
+        shared,
     };
     Ok((opened, store))
 }
 
-/// Held while the process serves: the data directory's lock and, on PostgreSQL, the
-/// database's one-server lock and the audit log kept in the same database (`None`: the
-/// audit log is `audit.db` in the data directory).
+/// Held while the process serves: the data directory's lock and, on a database several
+/// replicas share, what they share besides the data.
 struct OpenedStorage {
     _data_dir: DataDirLock,
-    _database: Option<SoleReplica>,
-    audit: Option<Arc<dyn AuditStore>>,
+    shared: Option<SharedStorage>,
+}
+
+/// What replicas on one PostgreSQL database share besides the data: the audit log (kept
+/// in the same database) and the lock whose holder runs the background jobs. Without it
+/// (SQLite) the audit log is `audit.db` in the data directory, and the data directory's
+/// lock makes this process the runner.
+#[derive(Clone)]
+struct SharedStorage {
+    audit: Arc<dyn AuditStore>,
+    runner_lock: Arc<dyn RunnerLock>,
 }
 
 fn open_sqlite(path: &Path) -> anyhow::Result<Arc<dyn Store>> {
@@ -135,20 +144,13 @@ fn open_sqlite(path: &Path) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
-/// `sole`: take the database's one-server lock (every command but `migrate`, which runs
-/// beside the old version's server during an upgrade).
 async fn open_url(
     url: &StorageUrl,
     storage: &StorageArgs,
     migrate: bool,
-    sole: bool,
-) -> anyhow::Result<(
-    Arc<dyn Store>,
-    Option<SoleReplica>,
-    Option<Arc<dyn AuditStore>>,
-)> {
+) -> anyhow::Result<(Arc<dyn Store>, Option<SharedStorage>)> {
     Ok(match url {
-        StorageUrl::Sqlite(path) => (open_sqlite(path)?, None, None),
+        StorageUrl::Sqlite(path) => (open_sqlite(path)?, None),
         StorageUrl::Postgres(url) => {
             let settings = PostgresSettings {
                 url: url.clone(),
@@ -162,12 +164,11 @@ async fn open_url(
                 PostgresStore::connect(&settings).await
             };
             let store = store.context("opening the PostgreSQL storage")?;
-            let lock = match sole {
-                true => Some(store.claim_sole_replica().await?),
-                false => None,
+            let shared = SharedStorage {
+                audit: Arc::new(store.audit_store()?),
+                runner_lock: store.runner_lock(),
             };
-            let audit: Arc<dyn AuditStore> = Arc::new(store.audit_store()?);
-            (Arc::new(store), lock, Some(audit))
+            (Arc::new(store), Some(shared))
         }
     })
 }
@@ -178,7 +179,7 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let Some(url) = args.storage.url().map_err(anyhow::Error::msg)? else {
         bail!("name the storage to migrate: --storage postgres://... (or SCAIVAULT_STORAGE)");
     };
-    let (store, _, _) = open_url(&url, &args.storage, true, false).await?;
+    let (store, _) = open_url(&url, &args.storage, true).await?;
     store
         .ping()
         .await
@@ -292,7 +293,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     run_server(
         vault,
         &args.data_dir,
-        opened.audit.clone(),
+        opened.shared.clone(),
         &args.runtime,
         listener,
         None,
@@ -356,7 +357,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     run_server(
         vault,
         &args.data_dir,
-        opened.audit.clone(),
+        opened.shared.clone(),
         &args.runtime,
         listener,
         tls,
@@ -398,27 +399,16 @@ fn watch_certificates(config: RustlsConfig, files: TlsFiles, mut shutdown: watch
 async fn run_server(
     vault: Vault,
     data_dir: &Path,
-    audit_store: Option<Arc<dyn AuditStore>>,
+    shared: Option<SharedStorage>,
     runtime: &RuntimeArgs,
     listener: TcpListener,
     tls: Option<TlsFiles>,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(JobRegistry::default());
-    let jobs = Arc::new(Jobs {
-        store: Arc::clone(&vault.store),
-        access: Arc::clone(&vault.access),
-        registry: Arc::clone(&registry),
-        metrics: Arc::clone(&metrics),
-        intervals: JobIntervals {
-            expiry_purge: runtime.purge_interval,
-            access_flush: runtime.access_flush_interval,
-            token_purge: Duration::from_secs(3600),
-        },
-    });
     let kubernetes = KubernetesAuth::from_args(&runtime.kubernetes).await?;
-    let audit_store: Arc<dyn AuditStore> = match audit_store {
-        Some(in_database) => in_database,
+    let audit_store: Arc<dyn AuditStore> = match &shared {
+        Some(shared) => Arc::clone(&shared.audit),
         None => Arc::new(
             SqliteAuditStore::open(&data_dir.join(AUDIT_DB_FILE), runtime.audit_sync)
                 .context("opening the audit database")?,
@@ -439,6 +429,33 @@ async fn run_server(
         .context("writing the audit checkpoint")?,
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let leadership = match &shared {
+        Some(shared) => Leadership::campaign(
+            Arc::clone(&vault.store),
+            Arc::clone(&shared.runner_lock),
+            shutdown_rx.clone(),
+        ),
+        None => Leadership::sole(&vault.store)
+            .await
+            .context("beginning the job runner's term")?,
+    };
+    let jobs = Arc::new(Jobs {
+        store: Arc::clone(&vault.store),
+        access: Arc::clone(&vault.access),
+        registry: Arc::clone(&registry),
+        metrics: Arc::clone(&metrics),
+        intervals: JobIntervals {
+            expiry_purge: runtime.purge_interval,
+            access_flush: runtime.access_flush_interval,
+            token_purge: Duration::from_secs(3600),
+        },
+        leadership: leadership.clone(),
+        audit_retention: runtime.audit_retention.map(|keep| AuditRetention {
+            store: Arc::clone(&audit_store),
+            checkpoints: Arc::clone(&checkpoints),
+            keep,
+        }),
+    });
     let mut job_handles = Arc::clone(&jobs).spawn(shutdown_rx.clone());
     let writer = if runtime.audit_disable {
         tracing::warn!("the audit log is disabled: requests leave no trace");
@@ -464,19 +481,23 @@ async fn run_server(
         &vault.audit_hmac_key,
         &vault.audit_chain_key,
     );
-    let exporter = Exporter::new(Arc::clone(&audit_store), runtime.audit_export_dir.clone());
-    if let Some(retention) = runtime.audit_retention {
-        job_handles.push(spawn_audit_retention(
-            Arc::clone(&audit_store),
-            checkpoints,
-            retention,
-            shutdown_rx.clone(),
-        ));
-    }
+    let vault = Arc::new(vault);
+    let exporter = Arc::new(Exporter::new(
+        Arc::clone(&audit_store),
+        runtime.audit_export_dir.clone(),
+        leadership.clone(),
+        Arc::clone(&vault) as Arc<dyn CredentialsSource>,
+    ));
+    job_handles.push(Arc::clone(&exporter).spawn_resumer(shutdown_rx.clone()));
+    let follower = Follower::start(Arc::clone(&vault))
+        .await
+        .context("starting to follow the change feed")?;
+    job_handles.push(follower.spawn(shutdown_rx.clone()));
     let state = Arc::new(AppState {
         audit,
         exporter,
         vault,
+        leadership,
         limiter: RateLimiter::new(runtime.rate_limit_per_minute),
         metrics,
         jobs: registry,
@@ -526,29 +547,6 @@ async fn run_server(
         tracing::warn!(error = %e, "final access-count flush failed");
     }
     served.context("server error")
-}
-
-/// Removes records past the retention period every hour, behind a signed checkpoint.
-fn spawn_audit_retention(
-    store: Arc<dyn AuditStore>,
-    checkpoints: Arc<Checkpoints>,
-    retention: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let cutoff = time::OffsetDateTime::now_utc() - retention;
-            match apply_retention(store.as_ref(), &checkpoints, cutoff).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(records = n, "audit retention removed old records"),
-                Err(e) => tracing::warn!(error = %e, "audit retention failed"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    })
 }
 
 fn spawn_limiter_pruning(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {

@@ -216,6 +216,8 @@ impl Vault {
     /// Adds a new data key for new writes; every older key stays for reads.
     pub async fn rotate_data_key(&self) -> Result<(u32, OffsetDateTime)> {
         let _guard = self.rotation_lock.lock().await;
+        // Another replica may have added keys: the next id follows the newest stored.
+        self.secrets.sync_keyring().await?;
         let next = self.barrier.next_key().map_err(Error::internal)?;
         let created_at = OffsetDateTime::now_utc();
         let key = KeyRow {
@@ -223,7 +225,15 @@ impl Vault {
             wrapped: next.wrapped.clone(),
             created_at,
         };
-        self.store.apply(|u| u.keyring().insert_key(key)).await?;
+        match self.store.apply(|u| u.keyring().insert_key(key)).await {
+            Err(StoreError::Conflict) => {
+                return Err(Error::new(
+                    scaivault_api::ErrorCode::Conflict,
+                    "another replica added a data key at the same moment; rotate again if a newer key is still wanted",
+                ));
+            }
+            other => other?,
+        }
         self.barrier.install(&next).map_err(Error::internal)?;
         tracing::info!(key_id = next.key_id, "data key rotated");
         Ok((next.key_id, created_at))

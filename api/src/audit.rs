@@ -216,4 +216,8 @@ pub struct ExportJob {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub completed_at: Option<OffsetDateTime>,
+    /// Runs started: above 1 when the job runner resumed the job (from the start) after
+    /// the server running it stopped.
+    #[serde(default)]
+    pub attempts: u32,
 }

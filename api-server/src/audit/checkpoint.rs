@@ -19,6 +19,10 @@ use crate::store::{AuditStore, Store, StoreError};
 /// Key of the newest checkpoint in the data store's `meta` table.
 const META_AUDIT_CHECKPOINT: &str = "audit_checkpoint";
 
+/// Rounds of read, merge and compare-and-set before a checkpoint write gives up (each
+/// lost round means another replica wrote one meanwhile).
+const WRITE_ATTEMPTS: usize = 5;
+
 /// How often checkpoints are written.
 #[derive(Debug, Clone, Copy)]
 pub struct Cadence {
@@ -139,21 +143,70 @@ impl Checkpoints {
 
     /// Signs the newest known tail (with a new retention point, if given) and stores it;
     /// `None` when checkpoints are suspended over a tampered log.
+    ///
+    /// Replicas share the checkpoint: each signs the point of the one chain its own writer
+    /// last reached, and retention (the job runner's) moves the purge point. A write
+    /// therefore starts from the stored checkpoint, keeps the later chain point and the
+    /// later purge point of the two, and replaces it only if it is still what was read: a
+    /// replica never moves the checkpoint back, nor forgets a purge another recorded.
     pub async fn write(
         &self,
         purged: Option<Tail>,
     ) -> crate::store::Result<Option<AuditCheckpoint>> {
         let mut state = self.state.lock().await;
-        let Some(signed) = &state.signed else {
+        let Some(signed) = state.signed.clone() else {
             return Ok(None);
         };
-        let keyed_from = signed.keyed_from;
-        let (purged_seq, purged_hash) =
-            purged.unwrap_or((signed.purged_seq, signed.purged_hash.clone()));
+        let public_key = self.signer.public_key_hex();
+        for _ in 0..WRITE_ATTEMPTS {
+            let read = self.store.get_meta(META_AUDIT_CHECKPOINT).await?;
+            let stored = read
+                .as_deref()
+                .map(decode)
+                .filter(|c| checkpoint_problem(c, &public_key).is_none());
+            let mut point = state.tail.clone();
+            let mut purge = purged
+                .clone()
+                .unwrap_or((signed.purged_seq, signed.purged_hash.clone()));
+            if let Some(stored) = &stored {
+                if stored.seq > point.0 {
+                    point = (stored.seq, stored.hash.clone());
+                }
+                if stored.purged_seq > purge.0 {
+                    purge = (stored.purged_seq, stored.purged_hash.clone());
+                }
+                if stored.seq == point.0 && stored.purged_seq == purge.0 {
+                    state.signed = Some(stored.clone());
+                    return Ok(Some(stored.clone()));
+                }
+            }
+            let checkpoint = self.sign(point, purge, signed.keyed_from);
+            let body = serde_json::to_vec(&checkpoint)
+                .map_err(|e| StoreError::Unavailable(format!("encoding the checkpoint: {e}")))?;
+            let replaced = self
+                .store
+                .apply(|u| u.keyring().replace_meta(META_AUDIT_CHECKPOINT, read, body))
+                .await?;
+            if replaced {
+                state.signed = Some(checkpoint.clone());
+                return Ok(Some(checkpoint));
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the audit checkpoint kept changing under this write; retrying at the next one".into(),
+        ))
+    }
+
+    fn sign(
+        &self,
+        (seq, hash): Tail,
+        (purged_seq, purged_hash): Tail,
+        keyed_from: u64,
+    ) -> AuditCheckpoint {
         let now = OffsetDateTime::now_utc();
         let mut checkpoint = AuditCheckpoint {
-            seq: state.tail.0,
-            hash: state.tail.1.clone(),
+            seq,
+            hash,
             keyed_from,
             purged_seq,
             purged_hash,
@@ -165,13 +218,7 @@ impl Checkpoints {
             signature: String::new(),
         };
         checkpoint.signature = self.signer.sign_hex(&checkpoint.signed_bytes());
-        let body = serde_json::to_vec(&checkpoint)
-            .map_err(|e| StoreError::Unavailable(format!("encoding the checkpoint: {e}")))?;
-        self.store
-            .apply(|u| u.keyring().put_meta(META_AUDIT_CHECKPOINT, body))
-            .await?;
-        state.signed = Some(checkpoint.clone());
-        Ok(Some(checkpoint))
+        checkpoint
     }
 
     /// Records the writer's new tail; true when a checkpoint is due by count.
@@ -184,7 +231,7 @@ impl Checkpoints {
 
     async fn behind(&self) -> bool {
         let state = self.state.lock().await;
-        state.signed.as_ref().is_some_and(|s| s.seq != state.tail.0)
+        state.signed.as_ref().is_some_and(|s| s.seq < state.tail.0)
     }
 
     /// Follows the writer's tail and signs it by `cadence`, and once more on shutdown.
@@ -249,22 +296,25 @@ async fn tail_problem(
 }
 
 async fn load(store: &dyn Store) -> crate::store::Result<Option<AuditCheckpoint>> {
-    let Some(body) = store.get_meta(META_AUDIT_CHECKPOINT).await? else {
-        return Ok(None);
-    };
-    // An undecodable checkpoint is reported by verify like a forged one.
-    Ok(Some(serde_json::from_slice(&body).unwrap_or_else(|_| {
-        AuditCheckpoint {
-            seq: 0,
-            hash: String::new(),
-            keyed_from: 1,
-            purged_seq: 0,
-            purged_hash: GENESIS_HASH.to_owned(),
-            created_at: OffsetDateTime::UNIX_EPOCH,
-            public_key: String::new(),
-            signature: "undecodable".into(),
-        }
-    })))
+    Ok(store
+        .get_meta(META_AUDIT_CHECKPOINT)
+        .await?
+        .as_deref()
+        .map(decode))
+}
+
+/// An undecodable checkpoint is reported by verify like a forged one.
+fn decode(body: &[u8]) -> AuditCheckpoint {
+    serde_json::from_slice(body).unwrap_or_else(|_| AuditCheckpoint {
+        seq: 0,
+        hash: String::new(),
+        keyed_from: 1,
+        purged_seq: 0,
+        purged_hash: GENESIS_HASH.to_owned(),
+        created_at: OffsetDateTime::UNIX_EPOCH,
+        public_key: String::new(),
+        signature: "undecodable".into(),
+    })
 }
 
 /// Removes the records older than `cutoff`. The new anchor is signed first: a crash

@@ -43,17 +43,22 @@ pub struct AuditWriter {
     tx: mpsc::Sender<Pending>,
 }
 
-/// The newest stored record, or the genesis of an empty log.
+/// The newest stored record, else the last one retention removed, else the genesis of
+/// an empty log.
 pub async fn stored_tail(store: &dyn AuditStore) -> crate::store::Result<Tail> {
+    if let Some(last) = store.last_record().await? {
+        return Ok(last);
+    }
     Ok(store
-        .last_record()
+        .checkpoint()
         .await?
         .unwrap_or((0, GENESIS_HASH.to_owned())))
 }
 
 impl AuditWriter {
-    /// Continues the chain from `tail` (the newest stored record), keyed by `key`; every
-    /// commit publishes the new tail on the returned channel (checkpoints follow it).
+    /// Appends to the stored chain, keyed by `key`; every commit publishes the new tail on
+    /// the returned channel (checkpoints follow it), which starts at `tail` (the newest
+    /// stored record when the server started).
     pub fn start(
         store: Arc<dyn AuditStore>,
         key: ChainKey,
@@ -105,52 +110,71 @@ fn run(
                 Err(_) => break,
             }
         }
-        let (mut seq, mut prev) = last.clone();
-        let mut rows = Vec::with_capacity(count);
         let mut firsts = Vec::with_capacity(batch.len());
-        for pending in &mut batch {
-            firsts.push(seq + 1);
-            for record in &mut pending.records {
-                seq += 1;
-                record.seq = seq;
-                record.id = format!("aud_{seq:012}");
-                record.prev_hash = std::mem::take(&mut prev);
-                let body = seal_with_body(record, key);
-                prev = record.hash.clone();
-                // The record is not used after this: its columns move into the row.
-                rows.push(AuditRow {
-                    seq,
-                    timestamp: record.timestamp,
-                    identity_id: record.identity_id.take(),
-                    path: record.path.take(),
-                    action: std::mem::take(&mut record.action),
-                    outcome: std::mem::take(&mut record.outcome),
-                    phase: record.phase.map(|p| p.as_str().to_owned()),
-                    request_seq: record.request_seq,
-                    body,
-                    hash: std::mem::take(&mut record.hash),
-                });
-            }
-        }
+        // The store reads the stored tail under its append lock and the records are
+        // sealed then. A tail past this writer's last record is another replica's, and
+        // the batch continues it; otherwise the batch continues what this writer itself
+        // wrote, as it remembers it: an edited or truncated tail in the database is not
+        // taken up into the chain, and verify keeps reporting it.
+        let mut seal = |stored: &Tail| {
+            firsts.clear();
+            let (seq, prev) = if stored.0 > last.0 { stored } else { &last };
+            chain(&mut batch, key, *seq, prev.clone(), &mut firsts, count)
+        };
         let started = Instant::now();
-        let result = store.append(rows).map_err(|e| e.to_string());
+        let result = store.append(&mut seal).map_err(|e| e.to_string());
         COMMIT_SECONDS.observe(started.elapsed().as_secs_f64());
         BATCH_RECORDS.observe(count as f64);
         match &result {
-            // Only durable records advance the chain; after a failure the next batch
-            // reuses the same sequence numbers.
-            Ok(()) => {
-                last = (seq, prev);
-                tail.send_replace(last.clone());
+            Ok(new) => {
+                last = new.clone();
+                tail.send_replace(new.clone());
             }
             Err(e) => {
                 tracing::error!(error = %e, records = count, "audit write failed; failing the requests")
             }
         }
         for (pending, first) in batch.into_iter().zip(firsts) {
-            let _ = pending.reply.send(result.clone().map(|()| first));
+            let _ = pending.reply.send(result.clone().map(|_| first));
         }
     }
+}
+
+/// Numbers and seals the batch's records after `(seq, prev)`, noting each request's first
+/// `seq` in `firsts`; the records' columns move into the rows.
+fn chain(
+    batch: &mut [Pending],
+    key: &ChainKey,
+    mut seq: u64,
+    mut prev: String,
+    firsts: &mut Vec<u64>,
+    count: usize,
+) -> Vec<AuditRow> {
+    let mut rows = Vec::with_capacity(count);
+    for pending in batch {
+        firsts.push(seq + 1);
+        for record in &mut pending.records {
+            seq += 1;
+            record.seq = seq;
+            record.id = format!("aud_{seq:012}");
+            record.prev_hash = std::mem::take(&mut prev);
+            let body = seal_with_body(record, key);
+            prev = record.hash.clone();
+            rows.push(AuditRow {
+                seq,
+                timestamp: record.timestamp,
+                identity_id: record.identity_id.take(),
+                path: record.path.take(),
+                action: std::mem::take(&mut record.action),
+                outcome: std::mem::take(&mut record.outcome),
+                phase: record.phase.map(|p| p.as_str().to_owned()),
+                request_seq: record.request_seq,
+                body,
+                hash: std::mem::take(&mut record.hash),
+            });
+        }
+    }
+    rows
 }
 
 /// A record with the fields the writer fills left empty.

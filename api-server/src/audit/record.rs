@@ -6,8 +6,9 @@ pub use scaivault_api::audit::{AuditPhase, AuditRecord};
 
 use crate::crypto::token::hex;
 
-/// The hash that precedes the first record of a chain.
-pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The hash that precedes the first record of a chain (declared with the store, which
+/// starts an empty log's chain from it).
+pub use crate::store::audit::GENESIS_HASH;
 
 /// The key of the chain: HMAC-SHA256 under a key derived from the barrier, which the audit
 /// database never holds. No `Debug`: it is key material.

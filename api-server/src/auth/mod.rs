@@ -51,7 +51,8 @@ impl Caller {
 }
 
 /// How long a looked-up token is trusted from memory. Revocation on this replica drops
-/// it at once; other replicas (PostgreSQL deployments) see a revocation within this time.
+/// it at once; other replicas drop it when the change feed brings the revocation
+/// ([`TokenService::forget_accessor`]), and this bound holds should the feed lag.
 const CACHE_TTL: Duration = Duration::from_secs(30);
 
 pub struct TokenService {
@@ -241,6 +242,17 @@ impl TokenService {
     pub async fn list(&self) -> Result<Vec<TokenInfo>> {
         let rows = self.store.list_tokens(OffsetDateTime::now_utc()).await?;
         Ok(rows.into_iter().filter_map(info_of).collect())
+    }
+
+    /// Drops a token another replica revoked from this one's memory.
+    pub fn forget_accessor(&self, accessor: &str) {
+        self.cache
+            .retain(|_, (caller, _)| caller.accessor != accessor);
+    }
+
+    /// Drops every token from memory (after missing part of the change feed).
+    pub fn forget_all(&self) {
+        self.cache.clear();
     }
 
     pub async fn revoke(&self, accessor: &str) -> Result<()> {

@@ -35,9 +35,11 @@ pub use middleware::REQUEST_ID;
 
 /// Everything a handler may touch.
 pub struct AppState {
-    pub vault: Vault,
+    pub vault: Arc<Vault>,
+    /// Whether this replica runs the background jobs now, and under which term.
+    pub leadership: crate::jobs::leadership::Leadership,
     pub audit: crate::audit::AuditService,
-    pub exporter: crate::audit::export::Exporter,
+    pub exporter: Arc<crate::audit::export::Exporter>,
     pub limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
     pub jobs: Arc<JobRegistry>,

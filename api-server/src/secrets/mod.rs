@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::crypto::Barrier;
-use crate::crypto::barrier::Context;
+use crate::crypto::barrier::{BarrierError, Context, WrappedKey};
 use crate::error::{Error, Result};
 use crate::store::{
     ListQuery, NewVersion, RestoreOutcome, SecretRow, Store, VersionMeta, now_millis,
@@ -179,16 +179,20 @@ impl SecretsService {
                 format!("secret {path} version {} has expired", row.version),
             ));
         }
-        let plaintext = self
-            .barrier
-            .open(
-                Context::Secret {
-                    path,
-                    version: row.version,
-                },
-                &row.ciphertext,
-            )
-            .map_err(Error::internal)?;
+        let context = Context::Secret {
+            path,
+            version: row.version,
+        };
+        let plaintext = match self.barrier.open(context, &row.ciphertext) {
+            // Sealed by another replica under a key it added a moment ago, before the
+            // change feed brought the key here.
+            Err(BarrierError::UnknownKey(_)) => {
+                self.sync_keyring().await?;
+                self.barrier.open(context, &row.ciphertext)
+            }
+            opened => opened,
+        }
+        .map_err(Error::internal)?;
         let data = serde_json::from_slice(&plaintext)
             .map_err(|_| Error::internal("stored value is not a JSON object"))?;
         self.access.record(path);
@@ -205,6 +209,27 @@ impl SecretsService {
                 description: head.description,
             },
         })
+    }
+
+    /// Installs the data keys another replica added (the keyring is append-only: a key
+    /// stored is never replaced, so installing the missing ones is the whole sync).
+    pub async fn sync_keyring(&self) -> Result<()> {
+        let known = self.barrier.key_ids();
+        for key in self.store.list_keys().await? {
+            if !known.contains(&key.key_id) {
+                self.barrier
+                    .install(&WrappedKey {
+                        key_id: key.key_id,
+                        wrapped: key.wrapped,
+                    })
+                    .map_err(Error::internal)?;
+                tracing::info!(
+                    key_id = key.key_id,
+                    "installed a data key another replica added"
+                );
+            }
+        }
+        Ok(())
     }
 
     pub async fn metadata(&self, path: &str) -> Result<SecretMetadataResponse> {

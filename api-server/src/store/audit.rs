@@ -6,6 +6,13 @@ use time::OffsetDateTime;
 
 use super::Result;
 
+/// Builds a batch's rows from the tail they continue; called once per append, inside its
+/// transaction.
+pub type Sealer<'a> = &'a mut dyn FnMut(&(u64, String)) -> Vec<AuditRow>;
+
+/// The hash that precedes the first record of a chain.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
 /// One stored audit record: the canonical JSON body plus the columns queries filter on.
 #[derive(Debug, Clone)]
 pub struct AuditRow {
@@ -47,9 +54,13 @@ pub struct AuditQuery {
 pub trait AuditStore: Send + Sync + 'static {
     /// The newest record's sequence number and hash, to continue the chain.
     async fn last_record(&self) -> Result<Option<(u64, String)>>;
-    /// Appends records in one durable transaction. Blocks: the audit writer calls it from
-    /// its own thread.
-    fn append(&self, rows: Vec<AuditRow>) -> Result<()>;
+    /// Appends the rows `seal` makes from the chain's tail (the newest record's seq and
+    /// hash, or `(0, genesis)`) in one durable transaction, and returns the new tail.
+    /// The tail is read inside that transaction, under the log's append lock: several
+    /// servers on one database (PostgreSQL replicas) append to one chain, each batch
+    /// continuing the one committed before it. On failure nothing is stored. Blocks: the
+    /// audit writer calls it from its own thread.
+    fn append(&self, seal: Sealer<'_>) -> Result<(u64, String)>;
     /// Matching records in ascending `seq` order.
     async fn query(&self, query: AuditQuery) -> Result<Vec<AuditRow>>;
     /// The record just before `seq` (its hash anchors a verification that starts mid-chain).
@@ -61,6 +72,9 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn purge_point(&self, before: OffsetDateTime) -> Result<Option<(u64, String)>>;
     /// Removes records up to `seq` and notes (seq, hash) as the retention point.
     async fn purge_through(&self, seq: u64, hash: String) -> Result<u64>;
-    async fn save_export(&self, id: &str, body: String) -> Result<()>;
+    /// Stores an export job's state; `running` marks one still to finish.
+    async fn save_export(&self, id: &str, body: String, running: bool) -> Result<()>;
     async fn get_export(&self, id: &str) -> Result<Option<String>>;
+    /// The stored state of every export job still to finish, oldest first.
+    async fn running_exports(&self) -> Result<Vec<String>>;
 }

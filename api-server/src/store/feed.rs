@@ -163,11 +163,16 @@ impl Planned {
                     Planned::Always(entry(K::KeyAdded, &key.key_id.to_string()))
                 }
                 KeyringChange::PutMeta { key, .. } => Planned::Always(entry(K::MetaUpdated, key)),
+                KeyringChange::ReplaceMeta { key, .. } => {
+                    Planned::IfFound(entry(K::MetaUpdated, key))
+                }
             },
             Change::Maintenance(MaintenanceChange::PurgeExpiredSecrets { .. }) => Planned::Erased,
             // Bookkeeping, not a change of the vault's objects: read counts, purges of
             // expired tokens and idempotency keys.
             Change::Maintenance(_) => Planned::Nothing,
+            // The runner's own bookkeeping.
+            Change::Job(_) => Planned::Nothing,
             Change::Idempotency(
                 IdempotencyChange::Claim(_)
                 | IdempotencyChange::Complete { .. }
@@ -206,4 +211,9 @@ pub trait FeedReads: Send + Sync + 'static {
     /// The oldest kept record's `seq` (0: none): a reader whose position is below it has
     /// missed pruned records and must resynchronise from the state itself.
     async fn first_change_seq(&self) -> Result<u64>;
+    /// Wakes `notify` after commits that recorded changes: this process's on SQLite, every
+    /// replica's on PostgreSQL (`LISTEN`/`NOTIFY`). A wake may cover several commits or
+    /// none (a reconnection wakes it once); the waiter reads the feed to learn what
+    /// changed, and reads it on a timer too, for a wake lost with a connection.
+    fn notify_changes(&self, notify: std::sync::Arc<tokio::sync::Notify>);
 }

@@ -27,7 +27,15 @@ pub trait KeyringReads: Send + Sync + 'static {
 #[derive(Debug)]
 pub enum KeyringChange {
     InsertKey(KeyRow),
-    PutMeta { key: String, value: Vec<u8> },
+    PutMeta {
+        key: String,
+        value: Vec<u8>,
+    },
+    ReplaceMeta {
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    },
 }
 
 aggregate_writes!(KeyringWrites, keyring, Keyring(KeyringChange));
@@ -42,6 +50,17 @@ impl KeyringWrites<'_> {
     pub fn put_meta(self, key: &str, value: Vec<u8>) -> Slot<()> {
         self.push(KeyringChange::PutMeta {
             key: key.to_owned(),
+            value,
+        })
+    }
+
+    /// Sets one setting only if it still holds `expected` (`None`: absent); yields whether
+    /// it did. Two servers updating one setting from what each read (the audit
+    /// checkpoint) cannot overwrite each other's newer value.
+    pub fn replace_meta(self, key: &str, expected: Option<Vec<u8>>, value: Vec<u8>) -> Slot<bool> {
+        self.push(KeyringChange::ReplaceMeta {
+            key: key.to_owned(),
+            expected,
             value,
         })
     }

@@ -7,7 +7,7 @@
 //! aggregates commit in one transaction. Values arrive here already sealed by the
 //! barrier; the store never sees plaintext.
 //!
-//! A backend implements the five read traits and [`Store`]. Its `commit` takes the changes
+//! A backend implements the six read traits and [`Store`]. Its `commit` takes the changes
 //! with [`UnitOfWork::into_changes`] in the calling task, applies them in order in one
 //! transaction, appends the unit's change records ([`feed`]) in the same transaction, and
 //! rolls everything back on the first error; a constraint violation is
@@ -20,6 +20,7 @@ use async_trait::async_trait;
 pub mod audit;
 pub mod feed;
 pub mod idempotency;
+pub mod jobs;
 pub mod keyring;
 pub mod maintenance;
 pub mod policies;
@@ -38,6 +39,7 @@ pub(crate) mod contract;
 pub use audit::{AuditQuery, AuditRow, AuditStore};
 pub use feed::{ChangeKind, ChangeRecord, FeedReads};
 pub use idempotency::{ClaimOutcome, IdempotencyClaim, StoredAnswer};
+pub use jobs::{JobReads, JobRunRow, TermRow};
 pub use keyring::{KeyRow, KeyringReads};
 pub use policies::{BindingRow, IdentityRow, PolicyReads, PolicyRow};
 pub use secrets::{
@@ -68,6 +70,10 @@ pub enum StoreError {
     /// or a duplicate answers 409, never 500.
     #[error("already exists")]
     Conflict,
+    /// A job runner's unit carried the epoch of a term that has ended: another replica
+    /// runs the jobs now.
+    #[error("this server's term as job runner ended (epoch {epoch}); another one leads")]
+    Fenced { epoch: u64 },
     /// Stored data does not decode: corruption or a bug, never user input.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -77,7 +83,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A vault's storage: the reads of every aggregate, and writes as units of work.
 #[async_trait]
-pub trait Store: SecretReads + TokenReads + PolicyReads + KeyringReads + FeedReads {
+pub trait Store:
+    SecretReads + TokenReads + PolicyReads + KeyringReads + FeedReads + JobReads
+{
     /// Backend name for health output (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
     /// A cheap round trip proving the database answers, writer included.

@@ -17,6 +17,7 @@
 use std::marker::PhantomData;
 
 use super::idempotency::IdempotencyChange;
+use super::jobs::JobChange;
 use super::keyring::KeyringChange;
 use super::maintenance::MaintenanceChange;
 use super::policies::PolicyChange;
@@ -32,6 +33,7 @@ pub enum Change {
     Keyring(KeyringChange),
     Idempotency(IdempotencyChange),
     Maintenance(MaintenanceChange),
+    Job(JobChange),
 }
 
 /// What one change did. Backends return one per change, in order.

@@ -35,12 +35,70 @@ fn request_pair(seq: u64, seconds: i64) -> [AuditRow; 2] {
     [request, response]
 }
 
-/// `append` blocks (the audit writer calls it from its own thread).
+/// Appends `rows` as they are, whatever the tail. `append` blocks (the audit writer calls
+/// it from its own thread).
 async fn append(store: &Arc<dyn AuditStore>, rows: Vec<AuditRow>) -> Result<()> {
     let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || store.append(rows))
+    let mut rows = Some(rows);
+    tokio::task::spawn_blocking(move || store.append(&mut |_| rows.take().unwrap_or_default()))
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        .map(|_| ())
+}
+
+/// Several writers (replicas) appending at once each continue the tail the previous batch
+/// committed: one unbroken chain, every record's body naming the hash before it.
+pub(crate) async fn concurrent_appends_form_one_chain(store: Arc<dyn AuditStore>) -> Result<()> {
+    const WRITERS: u64 = 4;
+    const BATCHES: u64 = 25;
+    let writers = (0..WRITERS).map(|writer| {
+        let store = Arc::clone(&store);
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            for _ in 0..BATCHES {
+                let mut seal = |(seq, prev): &(u64, String)| {
+                    (1..=2)
+                        .map(|i| AuditRow {
+                            body: format!("{{\"prev\":\"{prev}\",\"writer\":{writer},\"i\":{i}}}"),
+                            hash: format!("h{}", seq + i),
+                            ..record(seq + i, 0, "root", "a/b", "x")
+                        })
+                        .collect()
+                };
+                let tail = store.append(&mut seal)?;
+                assert_eq!(tail.1, format!("h{}", tail.0));
+            }
+            Ok(())
+        })
+    });
+    for writer in writers.collect::<Vec<_>>() {
+        writer
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+    }
+    let rows = store
+        .query(AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await?;
+    let total = WRITERS * BATCHES * 2;
+    assert_eq!(seqs(&rows), (1..=total).collect::<Vec<_>>());
+    // A batch's first record chains from the previous batch's last, whoever wrote it.
+    for pair in rows.windows(2).filter(|w| w[1].body.ends_with("\"i\":1}")) {
+        assert!(
+            pair[1]
+                .body
+                .contains(&format!("\"prev\":\"{}\"", pair[0].hash)),
+            "{} does not continue {}",
+            pair[1].body,
+            pair[0].hash
+        );
+    }
+    assert_eq!(
+        store.last_record().await?,
+        Some((total, format!("h{total}")))
+    );
+    Ok(())
 }
 
 fn seqs(rows: &[AuditRow]) -> Vec<u64> {
@@ -148,15 +206,39 @@ pub(crate) async fn retention_and_exports(store: Arc<dyn AuditStore>) -> Result<
     assert_eq!(store.purge_through(point.0, point.1.clone()).await?, 2);
     assert_eq!(store.checkpoint().await?, Some(point));
     assert_eq!(seqs(&store.query(everything()).await?), [3, 4]);
-    // The chain continues after retention.
+    // The chain continues after retention, even when it removed every record.
     assert_eq!(store.last_record().await?, Some((4, "h4".to_owned())));
+    assert_eq!(store.purge_through(4, "h4".into()).await?, 2);
+    let appender = Arc::clone(&store);
+    let continued = tokio::task::spawn_blocking(move || {
+        let mut seen = None;
+        appender.append(&mut |tail| {
+            seen = Some(tail.clone());
+            vec![record(tail.0 + 1, 40, "root", "a/b", "x")]
+        })?;
+        Ok::<_, StoreError>(seen)
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+    assert_eq!(continued, Some((4, "h4".to_owned())));
     assert!(store.get_export("exp_1").await?.is_none());
-    for body in ["{\"state\":\"running\"}", "{\"state\":\"done\"}"] {
-        store.save_export("exp_1", body.into()).await?;
-    }
+    store
+        .save_export("exp_1", "{\"state\":\"running\"}".into(), true)
+        .await?;
+    store
+        .save_export("exp_2", "{\"state\":\"queued\"}".into(), true)
+        .await?;
+    assert_eq!(
+        store.running_exports().await?,
+        ["{\"state\":\"running\"}", "{\"state\":\"queued\"}"]
+    );
+    store
+        .save_export("exp_1", "{\"state\":\"done\"}".into(), false)
+        .await?;
     assert_eq!(
         store.get_export("exp_1").await?.as_deref(),
         Some("{\"state\":\"done\"}")
     );
+    assert_eq!(store.running_exports().await?, ["{\"state\":\"queued\"}"]);
     Ok(())
 }

@@ -36,5 +36,23 @@ pub(crate) async fn keys_and_meta(store: Arc<dyn Store>) -> Result<()> {
         store.get_meta("token_hmac_key").await?.as_deref(),
         Some(&b"second"[..])
     );
+    // Compare-and-set: only over the value the writer read (or over nothing).
+    let replace = |expected: Option<&[u8]>, value: &[u8]| {
+        let (expected, value) = (expected.map(<[u8]>::to_vec), value.to_vec());
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .apply(|u| u.keyring().replace_meta("checkpoint", expected, value))
+                .await
+        }
+    };
+    assert!(replace(None, b"one").await?);
+    assert!(!replace(None, b"two").await?);
+    assert!(!replace(Some(b"zero"), b"two").await?);
+    assert!(replace(Some(b"one"), b"two").await?);
+    assert_eq!(
+        store.get_meta("checkpoint").await?.as_deref(),
+        Some(&b"two"[..])
+    );
     Ok(())
 }

@@ -24,6 +24,7 @@ use super::{NewVersion, Result, SealFn, Store, now_millis};
 pub(crate) mod audit;
 pub(crate) mod feed;
 pub(crate) mod idempotency;
+pub(crate) mod jobs;
 pub(crate) mod keyring;
 pub(crate) mod maintenance;
 pub(crate) mod policies;
@@ -43,7 +44,10 @@ pub(crate) struct Fresh<S: ?Sized> {
 macro_rules! store_contract_tests {
     ($fresh:expr, $fresh_audit:expr) => {
         $crate::store::contract::store_contract_tests!(@cases $fresh_audit;
-            audit { appends_whole_batches, queries_filter_and_page, retention_and_exports }
+            audit {
+                appends_whole_batches, concurrent_appends_form_one_chain, queries_filter_and_page,
+                retention_and_exports,
+            }
         );
         $crate::store::contract::store_contract_tests!(@cases $fresh;
             secrets {
@@ -65,6 +69,7 @@ macro_rules! store_contract_tests {
                 pages_and_prunes_without_reusing_seq,
                 a_follower_misses_nothing_under_concurrent_writers,
             }
+            jobs { terms_fence_the_units_of_the_last, a_slot_runs_once }
             unit_of_work {
                 changes_across_aggregates_commit_together, first_error_rolls_back_the_unit,
                 constraint_violation_rolls_back_as_conflict, empty_unit_and_ping,

@@ -2,9 +2,13 @@
 //! the data lives in, so a deployment on PostgreSQL keeps no state on its pods' disks and
 //! backs its audit log up with its data.
 //!
-//! One writer appends (the server holding the database's one-server lock); the chain's
-//! continuity across several writers comes with the replicas work of the storage issue.
-//! `append` blocks, as the trait asks: the audit writer calls it from its own thread,
+//! Every replica appends to the one chain: a batch takes the log's append lock (a
+//! transaction-scoped advisory lock) and continues the tail committed before it, so
+//! `verify` walks one chain over all replicas' records, checkpoints sign points of it,
+//! and a replica's records are never forked off another's. The lock is held for one
+//! group commit (an insert of up to a batch and its commit), which replicas take turns
+//! at; a chain per writer would avoid that wait but make every reader merge chains, and
+//! `request_seq`, retention and export would each need a writer dimension. `append` blocks, as the trait asks: the audit writer calls it from its own thread,
 //! which drives the query on the runtime it was opened in.
 
 use async_trait::async_trait;
@@ -13,7 +17,9 @@ use time::OffsetDateTime;
 use tokio::runtime::Handle;
 use tokio_postgres::Row;
 
+use super::locks::AUDIT_APPEND_LOCK;
 use super::{get, get_u64, map_err, opt_u64, pool_err, pool_row, pool_rows};
+use crate::store::audit::{GENESIS_HASH, Sealer};
 use crate::store::{AuditQuery, AuditRow, AuditStore, Result, StoreError, from_millis, to_millis};
 
 pub struct PostgresAuditStore {
@@ -51,9 +57,33 @@ impl PostgresAuditStore {
         Ok(PostgresAuditStore { pool, runtime })
     }
 
-    async fn insert(&self, rows: Vec<AuditRow>) -> Result<()> {
+    /// Holds the log's append lock until commit, and continues the newest record (or,
+    /// when retention removed them all, the last one it removed), so replicas' batches chain one after
+    /// another: each reads the tail the previous one committed.
+    async fn append_chained(&self, seal: Sealer<'_>) -> Result<(u64, String)> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(map_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_APPEND_LOCK])
+            .await
+            .map_err(map_err)?;
+        let tail = match tx
+            .query_opt(
+                "(SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1) \
+                 UNION ALL (SELECT seq, hash FROM audit_checkpoint WHERE id = 1) \
+                 ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(map_err)?
+        {
+            Some(row) => seq_and_hash(&row)?,
+            None => (0, GENESIS_HASH.to_owned()),
+        };
+        let rows = seal(&tail);
+        let Some(last) = rows.last() else {
+            return Ok(tail);
+        };
+        let new_tail = (last.seq, last.hash.clone());
         let statement = tx
             .prepare_cached(&format!(
                 "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -79,7 +109,8 @@ impl PostgresAuditStore {
             .await
             .map_err(map_err)?;
         }
-        tx.commit().await.map_err(map_err)
+        tx.commit().await.map_err(map_err)?;
+        Ok(new_tail)
     }
 }
 
@@ -95,8 +126,8 @@ impl AuditStore for PostgresAuditStore {
         .await
     }
 
-    fn append(&self, rows: Vec<AuditRow>) -> Result<()> {
-        self.runtime.block_on(self.insert(rows))
+    fn append(&self, seal: Sealer<'_>) -> Result<(u64, String)> {
+        self.runtime.block_on(self.append_chained(seal))
     }
 
     async fn query(&self, q: AuditQuery) -> Result<Vec<AuditRow>> {
@@ -176,13 +207,14 @@ impl AuditStore for PostgresAuditStore {
         Ok(removed)
     }
 
-    async fn save_export(&self, id: &str, body: String) -> Result<()> {
+    async fn save_export(&self, id: &str, body: String, running: bool) -> Result<()> {
         let client = self.pool.get().await.map_err(pool_err)?;
         client
             .execute(
-                "INSERT INTO audit_exports (id, body, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body, updated_at = EXCLUDED.updated_at",
-                &[&id, &body, &to_millis(OffsetDateTime::now_utc())],
+                "INSERT INTO audit_exports (id, body, updated_at, running) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body, \
+                 updated_at = EXCLUDED.updated_at, running = EXCLUDED.running",
+                &[&id, &body, &to_millis(OffsetDateTime::now_utc()), &running],
             )
             .await
             .map(|_| ())
@@ -194,6 +226,16 @@ impl AuditStore for PostgresAuditStore {
             &self.pool,
             "SELECT body FROM audit_exports WHERE id = $1",
             &[&id],
+            |r| get(r, 0),
+        )
+        .await
+    }
+
+    async fn running_exports(&self) -> Result<Vec<String>> {
+        pool_rows(
+            &self.pool,
+            "SELECT body FROM audit_exports WHERE running ORDER BY updated_at, id",
+            &[],
             |r| get(r, 0),
         )
         .await

@@ -14,12 +14,13 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
+use super::locks::FEED_APPEND_LOCK;
+use super::sessions::{CHANGES_CHANNEL, listen_for_changes};
 use super::{PostgresStore, Tx, exec, get, query};
 use crate::store::feed::{ChangeKind, ChangeRecord, FeedEntry, FeedReads};
 use crate::store::{Result, StoreError, from_millis, to_millis};
-
-/// Any constant shared by every replica; distinct from the other advisory locks.
-const FEED_APPEND_LOCK: i64 = 0x5ca1_7a03;
+use std::sync::Arc;
+use tokio::sync::Notify;
 
 pub(super) async fn append(c: &Tx<'_>, at: OffsetDateTime, entries: &[FeedEntry]) -> Result<()> {
     if entries.is_empty() {
@@ -34,6 +35,8 @@ pub(super) async fn append(c: &Tx<'_>, at: OffsetDateTime, entries: &[FeedEntry]
         )
         .await?;
     }
+    // Delivered to every listening replica when (and only if) the unit commits.
+    query(c, "SELECT pg_notify($1, '')", &[&CHANGES_CHANNEL]).await?;
     Ok(())
 }
 
@@ -88,4 +91,21 @@ impl FeedReads for PostgresStore {
         .await
         .map(Option::unwrap_or_default)
     }
+
+    /// A task of its own listens on a connection outside the pool, again after each
+    /// reconnection; it ends with the runtime.
+    fn notify_changes(&self, notify: Arc<Notify>) {
+        let (config, tls) = (self.config.clone(), self.tls.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = listen_for_changes(&config, &tls, Arc::clone(&notify)).await {
+                    tracing::warn!(error = %e, "listening for other replicas' changes");
+                }
+                tokio::time::sleep(RELISTEN_AFTER).await;
+            }
+        });
+    }
 }
+
+/// Pause before listening again after the listening connection ended or failed.
+const RELISTEN_AFTER: std::time::Duration = std::time::Duration::from_secs(1);

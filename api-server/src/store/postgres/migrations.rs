@@ -11,6 +11,7 @@
 
 use tokio_postgres::Client;
 
+use super::locks::MIGRATION_LOCK;
 use super::{get, map_err};
 use crate::store::{Result, StoreError};
 
@@ -136,10 +137,27 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE audit_exports (id TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at BIGINT NOT NULL);
     "#,
+    // 4: the job runner's term and each periodic job's newest claimed run (`store::jobs`).
+    r#"
+    CREATE TABLE runner_term (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        epoch BIGINT NOT NULL,
+        holder TEXT NOT NULL,
+        since BIGINT NOT NULL
+    );
+    CREATE TABLE job_runs (
+        job TEXT COLLATE "C" PRIMARY KEY,
+        slot BIGINT NOT NULL,
+        epoch BIGINT NOT NULL,
+        started_at BIGINT NOT NULL,
+        runs BIGINT NOT NULL
+    );
+    "#,
+    // 5: export jobs still to finish, which the job runner resumes (`audit::export`).
+    r#"
+    ALTER TABLE audit_exports ADD COLUMN running BOOLEAN NOT NULL DEFAULT FALSE;
+    "#,
 ];
-
-/// Held while migrating; any constant shared by every replica of every version.
-const MIGRATION_LOCK: i64 = 0x5ca1_7a01;
 
 async fn applied_version(client: &impl tokio_postgres::GenericClient) -> Result<usize> {
     let exists = client

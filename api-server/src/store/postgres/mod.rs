@@ -9,8 +9,10 @@
 //! yet: two creators of one path end as versions 1 and 2, or with one CAS mismatch,
 //! exactly as on SQLite.
 //!
-//! No read cache: another replica may have written the row a moment ago. Reads go to
-//! the database (the change feed that lets a replica cache safely is the next step).
+//! No read cache of secrets: another replica may have written the row a moment ago, and
+//! a read must see every write acknowledged before it, through whichever replica. What
+//! a replica does keep in memory (the policy index, the keyring, looked-up tokens)
+//! follows the change feed (`cluster::follower`).
 
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -28,17 +30,18 @@ use super::{Result, Store, StoreError, now_millis};
 mod audit;
 mod feed;
 mod idempotency;
+mod jobs;
 mod keyring;
+mod locks;
 mod maintenance;
 pub(crate) mod migrations;
 mod policies;
 mod secrets;
-mod sole_replica;
+mod sessions;
 mod tls;
 mod tokens;
 
 pub use audit::PostgresAuditStore;
-pub use sole_replica::SoleReplica;
 pub use tls::TlsSettings;
 
 /// Connections per replica: enough for the writers and readers of a busy server, small
@@ -62,7 +65,7 @@ pub struct PostgresSettings {
 
 pub struct PostgresStore {
     pool: Pool,
-    /// What [`PostgresStore::claim_sole_replica`] connects with.
+    /// What the sessions outside the pool connect with (the runner's lock, `LISTEN`).
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
@@ -185,9 +188,12 @@ impl PostgresStore {
         PostgresAuditStore::new(self.pool.clone())
     }
 
-    /// Takes the database's one-server lock for as long as the result lives ([`SoleReplica`]).
-    pub async fn claim_sole_replica(&self) -> Result<SoleReplica> {
-        SoleReplica::claim(self.config.clone(), self.tls.clone()).await
+    /// The lock whose holder runs the background jobs, one replica at a time.
+    pub fn runner_lock(&self) -> std::sync::Arc<dyn crate::jobs::leadership::RunnerLock> {
+        std::sync::Arc::new(sessions::SessionRunnerLock {
+            config: self.config.clone(),
+            tls: self.tls.clone(),
+        })
     }
 
     async fn client(&self) -> Result<Object> {
@@ -300,6 +306,7 @@ async fn apply(c: &Tx<'_>, change: Change) -> Result<Applied> {
         Change::Keyring(change) => keyring::apply(c, change).await,
         Change::Idempotency(change) => idempotency::apply(c, change).await,
         Change::Maintenance(change) => maintenance::apply(c, change).await,
+        Change::Job(change) => jobs::apply(c, change).await,
     }
 }
 

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use super::migrations::{AUDIT_MIGRATIONS, run};
 use super::{all_rows, map_err, one_row, open_connection};
+use crate::store::audit::{GENESIS_HASH, Sealer};
 use crate::store::wal_checkpoint::{AUDIT_PAUSE_SECONDS, Checkpointer, NO_AUTOCHECKPOINT};
 use crate::store::{AuditQuery, AuditRow, AuditStore, Result, StoreError, from_millis, to_millis};
 
@@ -92,17 +93,31 @@ fn row_of(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
     })
 }
 
-fn insert_rows(c: &mut Connection, rows: &[AuditRow]) -> Result<()> {
+/// The chain's tail: the newest record or, when retention removed every record, the
+/// last one it removed.
+const TAIL: &str = "SELECT seq, hash FROM (SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1) \
+     UNION ALL SELECT seq, hash FROM audit_checkpoint WHERE id = 1 ORDER BY seq DESC LIMIT 1";
+
+/// One transaction holding SQLite's write lock from the start (`IMMEDIATE`): the tail
+/// read inside it is the one the batch continues.
+fn append_chained(c: &mut Connection, seal: Sealer<'_>) -> Result<(u64, String)> {
     let tx = c
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map_err)?;
+    let tail =
+        one_row(&tx, TAIL, [], seq_and_hash)?.unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
+    let rows = seal(&tail);
+    let Some(last) = rows.last() else {
+        return Ok(tail);
+    };
+    let new_tail = (last.seq, last.hash.clone());
     {
         let mut st = tx
             .prepare_cached(&format!(
                 "INSERT INTO audit_log ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
             ))
             .map_err(map_err)?;
-        for r in rows {
+        for r in &rows {
             st.execute(params![
                 r.seq as i64,
                 to_millis(r.timestamp),
@@ -118,7 +133,8 @@ fn insert_rows(c: &mut Connection, rows: &[AuditRow]) -> Result<()> {
             .map_err(map_err)?;
         }
     }
-    tx.commit().map_err(map_err)
+    tx.commit().map_err(map_err)?;
+    Ok(new_tail)
 }
 
 /// A chain position: a record's (or the retention checkpoint's) sequence number and hash.
@@ -140,10 +156,10 @@ impl AuditStore for SqliteAuditStore {
         .await
     }
 
-    fn append(&self, rows: Vec<AuditRow>) -> Result<()> {
+    fn append(&self, seal: Sealer<'_>) -> Result<(u64, String)> {
         let committed = {
             let mut c = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            insert_rows(&mut c, &rows)
+            append_chained(&mut c, seal)
         };
         self.checkpointer.notify();
         committed
@@ -238,13 +254,14 @@ impl AuditStore for SqliteAuditStore {
         .await
     }
 
-    async fn save_export(&self, id: &str, body: String) -> Result<()> {
+    async fn save_export(&self, id: &str, body: String, running: bool) -> Result<()> {
         let id = id.to_owned();
         Self::with(&self.writer, move |c| {
             c.execute(
-                "INSERT INTO audit_exports (id, body, updated_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-                params![id, body, to_millis(OffsetDateTime::now_utc())],
+                "INSERT INTO audit_exports (id, body, updated_at, running) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(id) DO UPDATE SET body = excluded.body, \
+                 updated_at = excluded.updated_at, running = excluded.running",
+                params![id, body, to_millis(OffsetDateTime::now_utc()), running],
             )
             .map(|_| ())
             .map_err(map_err)
@@ -259,6 +276,18 @@ impl AuditStore for SqliteAuditStore {
                 c,
                 "SELECT body FROM audit_exports WHERE id = ?1",
                 [id],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    async fn running_exports(&self) -> Result<Vec<String>> {
+        Self::with(&self.reader, |c| {
+            all_rows(
+                c,
+                "SELECT body FROM audit_exports WHERE running = 1 ORDER BY updated_at, id",
+                [],
                 |r| r.get(0),
             )
         })

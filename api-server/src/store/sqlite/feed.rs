@@ -83,4 +83,9 @@ impl FeedReads for SqliteStore {
         .await
         .map(|seq| seq.flatten().unwrap_or(0).max(0) as u64)
     }
+
+    /// One process writes this file: its own commits are all there is to hear.
+    fn notify_changes(&self, notify: std::sync::Arc<tokio::sync::Notify>) {
+        let _ = self.changes_notify.set(notify);
+    }
 }

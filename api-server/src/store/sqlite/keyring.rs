@@ -11,16 +11,39 @@ use crate::store::{KeyRow, KeyringReads, Result, from_millis, to_millis};
 /// Applies one change inside the unit's transaction.
 pub(super) fn apply(c: &Connection, change: KeyringChange) -> Result<Applied> {
     match change {
-        KeyringChange::InsertKey(key) => c.execute(
-            "INSERT INTO keyring (key_id, wrapped, created_at) VALUES (?1, ?2, ?3)",
-            params![key.key_id, key.wrapped, to_millis(key.created_at)],
-        ),
-        KeyringChange::PutMeta { key, value } => c.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        ),
+        KeyringChange::InsertKey(key) => c
+            .execute(
+                "INSERT INTO keyring (key_id, wrapped, created_at) VALUES (?1, ?2, ?3)",
+                params![key.key_id, key.wrapped, to_millis(key.created_at)],
+            )
+            .map(|_| Applied::Done)
+            .map_err(map_err),
+        KeyringChange::PutMeta { key, value } => put_meta(c, &key, &value).map(|()| Applied::Done),
+        KeyringChange::ReplaceMeta {
+            key,
+            expected,
+            value,
+        } => {
+            // The unit holds the one writer connection: nothing changes between the two.
+            let current: Option<Vec<u8>> =
+                one_row(c, "SELECT value FROM meta WHERE key = ?1", [&key], |r| {
+                    r.get(0)
+                })?;
+            let matches = current == expected;
+            if matches {
+                put_meta(c, &key, &value)?;
+            }
+            Ok(Applied::Found(matches))
+        }
     }
-    .map(|_| Applied::Done)
+}
+
+fn put_meta(c: &Connection, key: &str, value: &[u8]) -> Result<()> {
+    c.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )
+    .map(|_| ())
     .map_err(map_err)
 }
 

@@ -113,6 +113,22 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX changes_by_time ON changes (at);
     "#,
+    // 7: the job runner's term and each periodic job's newest claimed run (`store::jobs`).
+    r#"
+    CREATE TABLE runner_term (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        epoch INTEGER NOT NULL,
+        holder TEXT NOT NULL,
+        since INTEGER NOT NULL
+    );
+    CREATE TABLE job_runs (
+        job TEXT PRIMARY KEY,
+        slot INTEGER NOT NULL,
+        epoch INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        runs INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The audit database's own schema (a separate file).
@@ -147,6 +163,10 @@ pub const AUDIT_MIGRATIONS: &[&str] = &[
     ALTER TABLE audit_log ADD COLUMN phase TEXT;
     ALTER TABLE audit_log ADD COLUMN request_seq INTEGER;
     CREATE INDEX audit_by_request ON audit_log (request_seq) WHERE request_seq IS NOT NULL;
+    "#,
+    // 3: export jobs still to finish, which the job runner resumes (`audit::export`).
+    r#"
+    ALTER TABLE audit_exports ADD COLUMN running INTEGER NOT NULL DEFAULT 0;
     "#,
 ];
 

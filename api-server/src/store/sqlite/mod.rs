@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+use super::feed::Planned;
 use super::read_cache::ReadCache;
 use super::unit_of_work::{Applied, Change, Committed, UnitOfWork};
 use super::wal_checkpoint::{Checkpointer, DATA_PAUSE_SECONDS, NO_AUTOCHECKPOINT};
@@ -27,6 +28,7 @@ pub mod audit;
 mod feed;
 mod group_commit;
 mod idempotency;
+mod jobs;
 mod keyring;
 mod maintenance;
 pub(crate) mod migrations;
@@ -47,6 +49,8 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
     cache: Arc<ReadCache>,
     checkpointer: Arc<Checkpointer>,
+    /// Woken after each commit that recorded changes (see `FeedReads::notify_changes`).
+    changes_notify: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -139,6 +143,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             cache,
             checkpointer,
+            changes_notify: std::sync::OnceLock::new(),
         })
     }
 
@@ -256,6 +261,7 @@ fn apply(c: &Connection, change: Change) -> Result<Applied> {
         Change::Keyring(change) => keyring::apply(c, change),
         Change::Idempotency(change) => idempotency::apply(c, change),
         Change::Maintenance(change) => maintenance::apply(c, change),
+        Change::Job(change) => jobs::apply(c, change),
     }
 }
 
@@ -284,7 +290,15 @@ impl Store for SqliteStore {
         // happens even if the caller stops waiting (a cancelled request must not leave a
         // stale entry behind).
         let effects = CacheEffects::of(unit.changes());
-        self.committer.commit(unit.into_changes(), effects).await
+        let records = unit
+            .changes()
+            .iter()
+            .any(|c| !matches!(Planned::of(c), Planned::Nothing));
+        let committed = self.committer.commit(unit.into_changes(), effects).await?;
+        if records && let Some(notify) = self.changes_notify.get() {
+            notify.notify_one();
+        }
+        Ok(committed)
     }
 }
 
