@@ -96,6 +96,41 @@ async fn three_replicas_share_one_database() {
         revoked_at.elapsed()
     );
 
+    // A binding made on A grants on C within the bound: C's policy index follows.
+    let (_, reader) = a
+        .call(
+            Method::POST,
+            "/v1/auth/tokens",
+            Some(json!({"identity_id": "sa:reader"})),
+        )
+        .await;
+    let reader = reader["token"].as_str().unwrap().to_owned();
+    let read_on_c = || {
+        c.req_as(&reader, Method::GET, "/v1/secrets/shared/0")
+            .send()
+    };
+    assert_eq!(read_on_c().await.unwrap().status(), StatusCode::FORBIDDEN);
+    let (_, policy) = a
+        .call(Method::POST, "/v1/policies", Some(json!({"name": "shared-reader", "rules": [{"path_pattern": "shared/**", "permissions": ["read"]}]})))
+        .await;
+    let (status, _) = a
+        .call(
+            Method::POST,
+            &format!("/v1/policies/{}/bindings", policy["id"].as_str().unwrap()),
+            Some(json!({"identity_type": "service_account", "identity_id": "sa:reader"})),
+        )
+        .await;
+    assert!(status.is_success(), "{status}");
+    let bound_at = Instant::now();
+    wait_until("C to grant the new binding", PROPAGATION_BOUND, || async {
+        read_on_c().await.unwrap().status() == StatusCode::OK
+    })
+    .await;
+    println!(
+        "a policy binding reached another replica in {:?}",
+        bound_at.elapsed()
+    );
+
     // A data key added on A: C reads what A sealed under it, and C's own rotation
     // follows A's key instead of colliding with it.
     let (status, rotated) = a.call(Method::POST, "/v1/sys/keys/rotate", None).await;
@@ -123,14 +158,42 @@ async fn three_replicas_share_one_database() {
     assert_eq!(leaders.len(), 1, "one job runner");
     let mut replicas = [a, b, c];
     let runner = replicas.iter().position(leads).unwrap();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != runner).collect();
+    // Writers keep going through the survivors while the runner dies.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let load: Vec<_> = survivors
+        .iter()
+        .map(|&i| {
+            let (http, base, token) = (
+                replicas[i].http.clone(),
+                replicas[i].address.clone(),
+                replicas[i].token.clone(),
+            );
+            let stopped = stopped.clone();
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for n in 0.. {
+                    if *stopped.borrow() {
+                        break;
+                    }
+                    let path = format!("load/{i}/{n}");
+                    let resp = http
+                        .put(format!("{base}/v1/secrets/{path}"))
+                        .bearer_auth(&token)
+                        .json(&json!({"data": {"n": n}}))
+                        .send()
+                        .await;
+                    if resp.is_ok_and(|r| r.status() == StatusCode::OK) {
+                        acknowledged.push(path);
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
     replicas[runner].process().kill();
     let killed_at = Instant::now();
-    let survivors: Vec<&Server> = replicas
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != runner)
-        .map(|(_, s)| s)
-        .collect();
+    let survivors: Vec<&Server> = survivors.iter().map(|&i| &replicas[i]).collect();
     wait_until(
         "another replica to take over the jobs",
         Duration::from_secs(10),
@@ -139,9 +202,46 @@ async fn three_replicas_share_one_database() {
     .await;
     println!("the job runner failed over in {:?}", killed_at.elapsed());
     assert_eq!(survivors.iter().filter(|s| leads(s)).count(), 1);
-    // The survivors still serve, and what was acknowledged before the kill is there.
-    for s in &survivors {
-        let (status, read) = s.call(Method::GET, "/v1/secrets/shared/0", None).await;
-        assert_eq!(status, StatusCode::OK, "{read}");
+    stop.send_replace(true);
+    let mut acknowledged = Vec::new();
+    for writer in load {
+        acknowledged.extend(writer.await.unwrap());
     }
+    // And writes go on through every survivor once the jobs moved.
+    for (i, s) in survivors.iter().enumerate() {
+        let path = format!("load/after/{i}");
+        s.write(&path, json!({"data": {"after": true}})).await;
+        acknowledged.push(path);
+    }
+    println!(
+        "{} writes acknowledged across the failover",
+        acknowledged.len()
+    );
+    // No acknowledged write is lost, and each has its audit record in the one chain.
+    for path in &acknowledged {
+        for s in &survivors {
+            let (status, read) = s
+                .call(Method::GET, &format!("/v1/secrets/{path}"), None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{path}: {read}");
+        }
+    }
+    for path in &acknowledged {
+        let (_, logs) = survivors[0]
+            .call(
+                Method::GET,
+                &format!("/v1/audit/logs?path={path}&action=secrets.write&limit=10"),
+                None,
+            )
+            .await;
+        let records = logs["logs"].as_array().unwrap();
+        assert!(
+            records.iter().any(|r| r["outcome"] == "success"),
+            "{path}: {logs}"
+        );
+    }
+    let (_, verified) = survivors[1]
+        .call(Method::GET, "/v1/audit/verify", None)
+        .await;
+    assert_eq!(verified["verified"], true, "{verified}");
 }
