@@ -2,8 +2,9 @@
 //! shared storage: the policy index after a policy or binding change, the keyring after
 //! another replica added a data key, and looked-up tokens after a revocation.
 //!
-//! It wakes on the store's notification (every replica's commits on PostgreSQL, through
-//! `LISTEN`; this process's on SQLite) and reads the feed on a timer as well, for a
+//! It runs on replicas of a shared database (on SQLite the one process keeps its memory
+//! current itself). It wakes on the store's notification (every replica's commits,
+//! through `LISTEN`) and reads the feed on a timer as well, for a
 //! notification lost with a connection. It reads after the last `seq` it handled and
 //! advances only once a batch's effects are applied, so a failure (the database is
 //! down) is retried, never skipped. A replica further behind than the feed's retention

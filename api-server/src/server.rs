@@ -489,10 +489,14 @@ async fn run_server(
         Arc::clone(&vault) as Arc<dyn CredentialsSource>,
     ));
     job_handles.push(Arc::clone(&exporter).spawn_resumer(shutdown_rx.clone()));
-    let follower = Follower::start(Arc::clone(&vault))
-        .await
-        .context("starting to follow the change feed")?;
-    job_handles.push(follower.spawn(shutdown_rx.clone()));
+    // On SQLite this process is the only writer and keeps its memory current itself;
+    // replicas on a shared database learn each other's changes from the feed.
+    if shared.is_some() {
+        let follower = Follower::start(Arc::clone(&vault))
+            .await
+            .context("starting to follow the change feed")?;
+        job_handles.push(follower.spawn(shutdown_rx.clone()));
+    }
     let state = Arc::new(AppState {
         audit,
         exporter,

@@ -290,12 +290,14 @@ impl Store for SqliteStore {
         // happens even if the caller stops waiting (a cancelled request must not leave a
         // stale entry behind).
         let effects = CacheEffects::of(unit.changes());
-        let records = unit
-            .changes()
-            .iter()
-            .any(|c| !matches!(Planned::of(c), Planned::Nothing));
+        // Only when someone listens: the write path pays nothing otherwise.
+        let notify = self.changes_notify.get().filter(|_| {
+            unit.changes()
+                .iter()
+                .any(|c| !matches!(Planned::of(c), Planned::Nothing))
+        });
         let committed = self.committer.commit(unit.into_changes(), effects).await?;
-        if records && let Some(notify) = self.changes_notify.get() {
+        if let Some(notify) = notify {
             notify.notify_one();
         }
         Ok(committed)
