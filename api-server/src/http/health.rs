@@ -167,6 +167,18 @@ pub async fn health_detailed(
     };
     components.insert("jobs".to_owned(), jobs);
 
+    // Whether this replica runs the background jobs now, and under which term: on
+    // shared storage exactly one replica leads (see `jobs::leadership`).
+    let started = Instant::now();
+    let term = state.leadership.term();
+    let runner = component(
+        HealthStatus::Ok,
+        started,
+        None,
+        Some(serde_json::json!({"leads": term.is_some(), "term": term})),
+    );
+    components.insert("runner".to_owned(), runner);
+
     let overall = if components.values().any(|c| c.status == HealthStatus::Down) {
         HealthStatus::Down
     } else if components
