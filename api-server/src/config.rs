@@ -66,6 +66,10 @@ pub struct RuntimeArgs {
     /// How often expired secrets are purged.
     #[arg(long, env = "SCAIVAULT_PURGE_INTERVAL", default_value = "60s", value_parser = parse_interval)]
     pub purge_interval: Duration,
+    /// How often the rotation scheduler looks for secrets due (`rotation.due`, overdue,
+    /// generated versions): the most a scheduled rotation waits past its time.
+    #[arg(long, env = "SCAIVAULT_ROTATION_CHECK_INTERVAL", default_value = "30s", value_parser = parse_interval)]
+    pub rotation_check_interval: Duration,
     /// How often read counts are flushed to storage.
     #[arg(long, env = "SCAIVAULT_ACCESS_FLUSH_INTERVAL", default_value = "10s", value_parser = parse_interval)]
     pub access_flush_interval: Duration,

@@ -57,7 +57,12 @@ impl Effects {
                 | ChangeKind::SecretDestroyed
                 | ChangeKind::SecretExpired
                 | ChangeKind::TokenCreated
-                | ChangeKind::MetaUpdated => {}
+                | ChangeKind::MetaUpdated
+                | ChangeKind::RotationDue
+                | ChangeKind::RotationOverdue
+                | ChangeKind::RotationFailed
+                | ChangeKind::RotationRequested
+                | ChangeKind::RotationCompleted => {}
             }
         }
         effects
@@ -178,6 +183,9 @@ mod tests {
             at: OffsetDateTime::UNIX_EPOCH,
             kind,
             subject: subject.into(),
+            version: None,
+            actor: None,
+            reason: None,
         }
     }
 

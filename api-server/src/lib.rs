@@ -6,6 +6,7 @@ pub mod authz;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod events;
 pub mod follower;
 pub mod http;
 pub mod jobs;

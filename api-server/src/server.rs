@@ -23,6 +23,7 @@ use crate::crypto::MasterKey;
 use crate::follower::Follower;
 use crate::http::{AppState, HttpLimits, app};
 use crate::jobs::leadership::{Leadership, RunnerLock};
+use crate::jobs::rotation::RotationScheduler;
 use crate::jobs::{AuditRetention, JobIntervals, JobRegistry, Jobs};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
@@ -482,6 +483,14 @@ async fn run_server(
         &vault.audit_chain_key,
     );
     let vault = Arc::new(vault);
+    job_handles.push(jobs.spawn_rotation(
+        Arc::new(RotationScheduler {
+            vault: Arc::clone(&vault),
+            audit: audit.writer.clone(),
+        }),
+        runtime.rotation_check_interval,
+        shutdown_rx.clone(),
+    ));
     let exporter = Arc::new(Exporter::new(
         Arc::clone(&audit_store),
         runtime.audit_export_dir.clone(),

@@ -608,8 +608,8 @@ async fn bad_input_gets_clear_4xx_and_loses_nothing() {
         ),
         (
             raw(Method::POST, "/v1/secrets/app/keep/rotate", ""),
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
+            StatusCode::CONFLICT,
+            "rotation_not_configured",
         ),
         (
             raw(Method::POST, "/v1/secrets/app/keep/destroy", ""),

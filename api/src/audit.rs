@@ -38,6 +38,9 @@ pub struct AuditRecord {
     /// On a `response` record: the `seq` of its `request` record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_seq: Option<u64>,
+    /// Why, when the request said (a forced rotation's `reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub prev_hash: String,
     #[serde(default)]
     pub hash: String,

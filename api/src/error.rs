@@ -28,6 +28,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     CasMismatch,
     NotDeleted,
+    /// `POST .../rotate` on a secret without a rotation schedule.
+    RotationNotConfigured,
     Conflict,
     PayloadTooLarge,
     ValueTooLarge,
@@ -77,7 +79,11 @@ impl ErrorCode {
             NotFound | SecretNotFound | SecretExpired | SecretDeleted | VersionNotFound
             | TokenNotFound | AuthMethodDisabled => 404,
             MethodNotAllowed => 405,
-            CasMismatch | NotDeleted | Conflict | IdempotencyKeyInFlight => 409,
+            CasMismatch
+            | NotDeleted
+            | RotationNotConfigured
+            | Conflict
+            | IdempotencyKeyInFlight => 409,
             PayloadTooLarge | ValueTooLarge => 413,
             UnsupportedMediaType => 415,
             IdempotencyKeyReused => 422,
@@ -113,6 +119,7 @@ impl ErrorCode {
             MethodNotAllowed => "method_not_allowed",
             CasMismatch => "cas_mismatch",
             NotDeleted => "not_deleted",
+            RotationNotConfigured => "rotation_not_configured",
             Conflict => "conflict",
             PayloadTooLarge => "payload_too_large",
             ValueTooLarge => "value_too_large",

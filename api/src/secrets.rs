@@ -7,6 +7,8 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::error::ItemError;
+use crate::rotation::RotationPolicy;
+pub use crate::rotation::RotationStatus;
 
 /// What kind of value a secret holds; informs clients and rotation, not storage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -67,6 +69,13 @@ pub struct SecretMetadataInput {
     pub tags: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The rotation schedule; `null` removes it, absent keeps it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::nullable::present"
+    )]
+    pub rotation: Option<Option<RotationPolicy>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -187,17 +196,6 @@ pub struct VersionsResponse {
     pub versions: Vec<VersionInfo>,
 }
 
-/// Rotation state of a secret; schedules arrive with the rotation capability.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct RotationStatus {
-    /// `not_configured`, `scheduled`, `due`, `overdue`.
-    pub status: String,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub next_rotation_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub last_rotated_at: Option<OffsetDateTime>,
-}
-
 /// `GET /v1/secrets/{path}/metadata`: everything but the value.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SecretMetadataResponse {
@@ -259,6 +257,7 @@ pub struct SecretListItem {
     pub deleted_at: Option<OffsetDateTime>,
     #[serde(default)]
     pub version_count: Option<u64>,
+    pub rotation: RotationStatus,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

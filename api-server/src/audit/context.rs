@@ -19,6 +19,8 @@ pub struct AuditContext {
     pub item_statuses: Vec<(String, u16)>,
     /// `seq` of the request record a mutating request wrote before its handler ran.
     pub request_seq: Option<u64>,
+    /// Why the caller made the request, when it said (a forced rotation's reason).
+    pub reason: Option<String>,
 }
 
 tokio::task_local! {
@@ -41,6 +43,11 @@ pub fn note_check(permission: Permission, path: &str, allowed: bool) {
             .checks
             .push((permission, path.to_owned(), allowed))
     });
+}
+
+/// Notes why the caller made the request; it goes into the response record.
+pub fn note_reason(reason: &str) {
+    let _ = AUDIT.try_with(|ctx| ctx.borrow_mut().reason = Some(reason.to_owned()));
 }
 
 /// Notes the `seq` of the request record, so the response record can link to it.

@@ -196,6 +196,7 @@ pub fn unsealed(now: OffsetDateTime) -> AuditRecord {
         accessor_hmac: None,
         phase: None,
         request_seq: None,
+        reason: None,
         prev_hash: String::new(),
         hash: String::new(),
     }

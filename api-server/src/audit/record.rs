@@ -125,6 +125,7 @@ mod tests {
             accessor_hmac: None,
             phase: None,
             request_seq: None,
+            reason: None,
             prev_hash: prev.into(),
             hash: String::new(),
         }

@@ -327,6 +327,7 @@ async fn audit_response(
     );
     base.status = status;
     base.outcome = outcome_of(status).to_owned();
+    base.reason = context.reason;
     if request_seq.is_some() {
         base.phase = Some(AuditPhase::Response);
         base.request_seq = request_seq;

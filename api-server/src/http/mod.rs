@@ -5,6 +5,7 @@ mod auth;
 mod authorize;
 mod constraints;
 mod error;
+mod events;
 mod extract;
 mod health;
 mod idempotency;
@@ -13,6 +14,7 @@ pub mod openapi;
 pub mod operations;
 mod pagination;
 mod policies;
+mod rotation;
 mod secrets;
 mod sys;
 
@@ -83,6 +85,8 @@ fn routes() -> operations::Routes {
     let routes = sys::routes(routes);
     let routes = policies::routes(routes);
     let routes = audit::routes(routes);
+    let routes = rotation::routes(routes);
+    let routes = events::routes(routes);
     let routes = health::routes(routes);
     openapi::routes(routes)
 }

@@ -255,12 +255,16 @@ mod declared {
     pub static WRITE_SECRET: Operation = Operation::new("write_secret", Put, SECRET, on_secret(Write), "secrets.write", true);
     pub static WRITE_SECRET_POST: Operation = Operation::new("write_secret_post", Post, SECRET, on_secret(Write), "secrets.write", true);
     pub static RESTORE_SECRET: Operation = Operation::new("restore_secret", Post, "/v1/secrets/{path}/restore", on_secret(Delete), "secrets.restore", true);
-    /// Declared so the answer is an honest 501 until rotation lands; it changes nothing yet.
-    pub static ROTATE_SECRET: Operation = Operation::new("rotate_secret", Post, "/v1/secrets/{path}/rotate", on_secret(Rotate), "secrets.rotate", false);
+    pub static ROTATE_SECRET: Operation = Operation::new("rotate_secret", Post, "/v1/secrets/{path}/rotate", on_secret(Rotate), "secrets.rotate", true);
     pub static UPDATE_METADATA: Operation = Operation::new("update_metadata", Patch, "/v1/secrets/{path}/metadata", on_secret(Write), "secrets.update_metadata", true);
     pub static DELETE_SECRET: Operation = Operation::new("delete_secret", Verb::Delete, SECRET, on_secret(Delete), "secrets.delete", true).with_flag_action("destroy", "secrets.destroy");
     pub static LIST_SECRETS: Operation = Operation::new("list_secrets", Get, "/v1/secrets", Guard::Permission(List, ListedPaths), "secrets.list", false);
     pub static BATCH_READ: Operation = Operation::new("batch_read", Post, "/v1/batch/read", Guard::Permission(Read, EachPath), "secrets.read", false);
+
+    pub static ROTATION_DUE: Operation = Operation::new("rotation_due", Get, "/v1/rotation/due", Guard::Permission(List, ListedPaths), "rotation.due", false);
+
+    // Events.
+    pub static LIST_EVENTS: Operation = Operation::new("list_events", Get, "/v1/events", Guard::Permission(List, ListedPaths), "events.list", false).also("policies:read for policy.changed events");
 
     // Auth and tokens.
     pub static WHOAMI: Operation = Operation::new("whoami", Get, "/v1/auth/whoami", Token, "auth.whoami", false);
@@ -319,6 +323,8 @@ pub static OPERATIONS: &[&Operation] = &[
     &DELETE_SECRET,
     &LIST_SECRETS,
     &BATCH_READ,
+    &ROTATION_DUE,
+    &LIST_EVENTS,
     &WHOAMI,
     &CREATE_TOKEN,
     &LIST_TOKENS,

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use scaivault_api::ErrorBody;
 use scaivault_api::ErrorCode;
+use scaivault_api::rotation::{RotateRequest, RotateResponse};
 use scaivault_api::secrets::{
     BatchReadRequest, BatchReadResponse, ListSecretsResponse, SecretMetadataResponse,
     SecretResponse, UpdateMetadataRequest, VersionsResponse, WriteSecretRequest,
@@ -99,7 +100,13 @@ async fn post_route(
     if auth.is(&ops::RESTORE_SECRET) {
         restore_secret(&state, &auth).await
     } else if auth.is(&ops::ROTATE_SECRET) {
-        Err(rotate_secret().await)
+        // An empty body asks for nothing but the rotation.
+        let request = if body.is_empty() {
+            RotateRequest::default()
+        } else {
+            super::extract::parse_json(&body)?
+        };
+        rotate_secret(&state, &auth, request).await
     } else {
         write_secret(&state, &auth, super::extract::parse_json(&body)?).await
     }
@@ -192,16 +199,29 @@ pub async fn restore_secret(state: &SharedState, auth: &Authorized) -> Result<Re
     Ok(Json(state.vault.secrets.restore(auth.path()).await?).into_response())
 }
 
-/// Rotate a secret now. Not available yet: the server answers `501 not_implemented`
-/// (after authentication and the `secrets:rotate` check) and changes nothing.
+/// Rotate a secret now: `generate` writes a new version from its generator, `external`
+/// and `manual` raise `rotation.requested` for whoever rotates it. The reason goes to the
+/// audit record and the event.
 #[utoipa::path(post, path = ops::ROTATE_SECRET.path, tag = "secrets",
     params(("path" = String, Path, description = "Secret path")),
-    responses((status = 501, description = "not_implemented: rotation is not available yet", body = ErrorBody)))]
-pub async fn rotate_secret() -> Error {
-    Error::new(
-        ErrorCode::NotImplemented,
-        "rotation is not available yet; write a new version to rotate by hand",
-    )
+    request_body = RotateRequest,
+    responses((status = 200, body = RotateResponse),
+        (status = 404, description = "secret_not_found", body = ErrorBody),
+        (status = 409, description = "rotation_not_configured, cas_mismatch (a write landed meanwhile)", body = ErrorBody)))]
+pub async fn rotate_secret(
+    state: &SharedState,
+    auth: &Authorized,
+    request: RotateRequest,
+) -> Result<Response> {
+    if let Some(reason) = &request.reason {
+        crate::audit::context::note_reason(reason);
+    }
+    let rotated = state
+        .vault
+        .secrets
+        .rotate(&auth.caller.identity_id, auth.path(), request.reason)
+        .await?;
+    Ok(Json(rotated).into_response())
 }
 
 /// Replace tags and/or description.

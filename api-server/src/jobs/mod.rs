@@ -8,6 +8,7 @@
 //! in-memory counts, so every replica runs it.
 
 pub mod leadership;
+pub mod rotation;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -231,6 +232,29 @@ impl Jobs {
                 )
             })
             .collect()
+    }
+
+    /// Starts the rotation scheduler, once per slot of `interval` on the replica that
+    /// leads. Apart from [`Self::spawn`] because it needs the unsealed vault and the
+    /// audit writer, which start after the jobs.
+    pub fn spawn_rotation(
+        self: &Arc<Self>,
+        scheduler: Arc<rotation::RotationScheduler>,
+        interval: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let run = boxed(move |_jobs: Arc<Jobs>, term: Option<u64>| {
+            let scheduler = Arc::clone(&scheduler);
+            async move { scheduler.run(term).await }
+        });
+        spawn_loop(
+            "rotation",
+            interval,
+            Runs::OncePerSlot,
+            shutdown,
+            Arc::clone(self),
+            run,
+        )
     }
 
     /// Claims the job's current slot for this replica's term, if it leads.

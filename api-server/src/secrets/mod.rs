@@ -5,6 +5,7 @@
 
 pub mod access;
 mod listing;
+pub mod rotation;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use scaivault_api::ErrorCode;
 use scaivault_api::error::ItemError;
 use scaivault_api::limits::{MAX_BATCH_PATHS, MAX_LIST_SCAN_ROWS};
 use scaivault_api::secrets::{
-    BatchReadResponse, RotationStatus, SecretListItem, SecretMetadataInput, SecretMetadataResponse,
+    BatchReadResponse, SecretListItem, SecretMetadataInput, SecretMetadataResponse,
     SecretMetadataView, SecretResponse, SecretType, VersionInfo, WriteSecretRequest,
     WriteSecretResponse,
 };
@@ -24,8 +25,10 @@ use zeroize::Zeroizing;
 use crate::crypto::Barrier;
 use crate::crypto::barrier::{BarrierError, Context, WrappedKey};
 use crate::error::{Error, Result};
+use crate::store::rotation::Schedule;
 use crate::store::{
-    ListQuery, NewVersion, RestoreOutcome, SecretRow, Store, VersionMeta, now_millis,
+    ListQuery, NewVersion, RestoreOutcome, SealFn, SecretRow, Store, UnitOfWork, VersionMeta,
+    now_millis,
 };
 pub use access::AccessCounter;
 pub use validate::Limits;
@@ -121,6 +124,14 @@ impl SecretsService {
                 .map_err(|e| e.to_string())
         });
         let metadata = request.metadata.unwrap_or_default();
+        let schedule = match metadata.rotation {
+            Some(Some(policy)) => Some(Some(
+                self.schedule_for(path, &policy, request.secret_type)
+                    .await?,
+            )),
+            Some(None) => Some(None),
+            None => None,
+        };
         let options = request.options.unwrap_or_default();
         let new = NewVersion {
             path: path.to_owned(),
@@ -134,8 +145,7 @@ impl SecretsService {
             description: metadata.description,
         };
         let version = self
-            .store
-            .apply(|u| u.secrets().write_version(new, seal))
+            .commit_write(UnitOfWork::new(), new, seal, schedule, None)
             .await?;
         Ok(WriteSecretResponse {
             path: path.to_owned(),
@@ -143,6 +153,32 @@ impl SecretsService {
             created_at: now,
             expires_at,
         })
+    }
+
+    /// Commits a new version with whatever `unit` holds already, in one transaction: the
+    /// version moves the secret's rotation cycle on (`reason`: why, for a forced one),
+    /// and `schedule` sets (`Some(Some)`) or removes (`Some(None)`) its schedule.
+    async fn commit_write(
+        &self,
+        mut unit: UnitOfWork,
+        new: NewVersion,
+        seal: SealFn,
+        schedule: Option<Option<Schedule>>,
+        reason: Option<String>,
+    ) -> Result<u64> {
+        let (path, at) = (new.path.clone(), new.created_at);
+        let version = unit.secrets().write_version(new, seal);
+        unit.rotation().rotated(&path, at, reason);
+        match schedule {
+            Some(Some(schedule)) => {
+                unit.rotation().set(&path, schedule, at);
+            }
+            Some(None) => {
+                unit.rotation().clear(&path);
+            }
+            None => {}
+        }
+        Ok(self.store.commit(unit).await?.take(version)?)
     }
 
     /// Reads the current or a given version and counts the access.
@@ -259,11 +295,7 @@ impl SecretsService {
             tags: head.tags,
             description: head.description,
             max_versions: head.max_versions,
-            rotation: RotationStatus {
-                status: "not_configured".into(),
-                next_rotation_at: None,
-                last_rotated_at: None,
-            },
+            rotation: rotation::status_of(head.rotation.as_ref(), OffsetDateTime::now_utc()),
             created_at: head.created_at,
             updated_at: head.updated_at,
             deleted_at: head.deleted_at,
@@ -280,24 +312,32 @@ impl SecretsService {
     ) -> Result<SecretMetadataResponse> {
         validate::path(path)?;
         self.limits.check_metadata(&input)?;
-        if input.tags.is_none() && input.description.is_none() {
+        if input.tags.is_none() && input.description.is_none() && input.rotation.is_none() {
             return Err(Error::invalid(
-                "nothing to update: give tags and/or description",
+                "nothing to update: give tags, description and/or rotation",
             ));
         }
+        let schedule = match &input.rotation {
+            Some(Some(policy)) => Some(Some(self.schedule_for(path, policy, None).await?)),
+            Some(None) => Some(None),
+            None => None,
+        };
         let tags = input.tags.map(validate::normalize_tags);
-        let updated = self
-            .store
-            .apply(|u| {
-                u.secrets().update_metadata(
-                    path,
-                    tags,
-                    input.description,
-                    OffsetDateTime::now_utc(),
-                )
-            })
-            .await?;
-        if !updated {
+        let now = OffsetDateTime::now_utc();
+        let mut unit = UnitOfWork::new();
+        let updated = unit
+            .secrets()
+            .update_metadata(path, tags, input.description, now);
+        match schedule {
+            Some(Some(schedule)) => {
+                unit.rotation().set(path, schedule, now);
+            }
+            Some(None) => {
+                unit.rotation().clear(path);
+            }
+            None => {}
+        }
+        if !self.store.commit(unit).await?.take(updated)? {
             return Err(not_found(path));
         }
         self.metadata(path).await
@@ -404,7 +444,9 @@ impl SecretsService {
         } else {
             (None, None, None, None, None)
         };
+        let rotation = rotation::status_of(r.rotation.as_ref(), OffsetDateTime::now_utc());
         SecretListItem {
+            rotation,
             path: r.path,
             secret_type: parse_type(&r.secret_type),
             tags: r.tags,

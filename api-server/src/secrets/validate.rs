@@ -151,6 +151,7 @@ mod tests {
         r.metadata = Some(SecretMetadataInput {
             tags: Some(vec!["bad tag".into()]),
             description: None,
+            rotation: None,
         });
         assert_eq!(
             limits.check_write(&r).err().map(|e| e.code),
@@ -159,6 +160,7 @@ mod tests {
         r.metadata = Some(SecretMetadataInput {
             tags: Some(vec!["x".into(); 33]),
             description: None,
+            rotation: None,
         });
         assert_eq!(
             limits.check_write(&r).err().map(|e| e.code),

@@ -3,8 +3,9 @@
 //! change committed. It is the outbox that event delivery, webhooks and the agents'
 //! push stream read, and what lets a replica learn what another one changed.
 //!
-//! Records carry what changed (`kind`) and which object (`subject`: a secret's path, a
-//! token's accessor, a policy's id), never a value. `seq` grows with commit order, with
+//! Records carry what changed (`kind`), which object (`subject`: a secret's path, a
+//! token's accessor, a policy's id), the secret's version when there is one, who acted
+//! (`actor`) and why when the change says (`reason`), never a value. `seq` grows with commit order, with
 //! no record appearing behind one a reader has already seen: SQLite has one writer, and
 //! PostgreSQL backends serialise the feed's appends until commit. A reader resumes after
 //! the last `seq` it handled; records older than the retention are pruned, and a reader
@@ -25,6 +26,7 @@ use super::idempotency::IdempotencyChange;
 use super::keyring::KeyringChange;
 use super::maintenance::MaintenanceChange;
 use super::policies::PolicyChange;
+use super::rotation::{RotationChange, Signal};
 use super::secrets::SecretChange;
 use super::tokens::TokenChange;
 use super::unit_of_work::{Applied, Change};
@@ -36,6 +38,10 @@ pub struct ChangeRecord {
     pub at: OffsetDateTime,
     pub kind: ChangeKind,
     pub subject: String,
+    pub version: Option<u64>,
+    /// The identity whose request made the change; `None` for the server's own jobs.
+    pub actor: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// What changed. The names are stable: consumers outside the process (events, the
@@ -58,6 +64,11 @@ pub enum ChangeKind {
     IdentityCreated,
     KeyAdded,
     MetaUpdated,
+    RotationDue,
+    RotationOverdue,
+    RotationFailed,
+    RotationRequested,
+    RotationCompleted,
 }
 
 macro_rules! change_kinds {
@@ -91,6 +102,11 @@ change_kinds!(
     IdentityCreated => "identity.created",
     KeyAdded => "keyring.key_added",
     MetaUpdated => "keyring.meta_updated",
+    RotationDue => "rotation.due",
+    RotationOverdue => "rotation.overdue",
+    RotationFailed => "rotation.failed",
+    RotationRequested => "rotation.requested",
+    RotationCompleted => "rotation.completed",
 );
 
 /// A record to append: what and which, before the backend gives it a `seq`.
@@ -98,6 +114,8 @@ change_kinds!(
 pub struct FeedEntry {
     pub kind: ChangeKind,
     pub subject: String,
+    pub version: Option<u64>,
+    pub reason: Option<String>,
 }
 
 /// What a change will record, known before it is applied (it is consumed by applying);
@@ -106,6 +124,10 @@ pub struct FeedEntry {
 pub enum Planned {
     Nothing,
     Always(FeedEntry),
+    /// A version written: the record carries the version number the write yielded.
+    Written(String),
+    /// A scheduled secret's cycle moved on (`Applied::Versioned(Some(_))`).
+    IfRotated(FeedEntry),
     /// Only when the addressed row existed (`Applied::Found(true)`).
     IfFound(FeedEntry),
     IfRestored(String),
@@ -118,6 +140,15 @@ fn entry(kind: ChangeKind, subject: &str) -> FeedEntry {
     FeedEntry {
         kind,
         subject: subject.to_owned(),
+        version: None,
+        reason: None,
+    }
+}
+
+fn because(kind: ChangeKind, subject: &str, reason: &Option<String>) -> FeedEntry {
+    FeedEntry {
+        reason: reason.clone(),
+        ..entry(kind, subject)
     }
 }
 
@@ -126,9 +157,7 @@ impl Planned {
         use ChangeKind as K;
         match change {
             Change::Secret(c) => match c {
-                SecretChange::WriteVersion { new, .. } => {
-                    Planned::Always(entry(K::SecretWritten, &new.path))
-                }
+                SecretChange::WriteVersion { new, .. } => Planned::Written(new.path.clone()),
                 SecretChange::UpdateMetadata { path, .. } => {
                     Planned::IfFound(entry(K::SecretMetadataUpdated, path))
                 }
@@ -167,6 +196,30 @@ impl Planned {
                     Planned::IfFound(entry(K::MetaUpdated, key))
                 }
             },
+            Change::Rotation(c) => match c {
+                RotationChange::Set { path, .. } | RotationChange::Clear { path } => {
+                    Planned::IfFound(entry(K::SecretMetadataUpdated, path))
+                }
+                RotationChange::Rotated { path, reason, .. } => {
+                    Planned::IfRotated(because(K::RotationCompleted, path, reason))
+                }
+                RotationChange::Signal {
+                    path,
+                    signal,
+                    reason,
+                    ..
+                } => {
+                    let kind = match signal {
+                        Signal::Due => K::RotationDue,
+                        Signal::Overdue => K::RotationOverdue,
+                        Signal::Failed => K::RotationFailed,
+                    };
+                    Planned::IfFound(because(kind, path, reason))
+                }
+                RotationChange::Requested { path, reason } => {
+                    Planned::IfFound(because(K::RotationRequested, path, reason))
+                }
+            },
             Change::Maintenance(MaintenanceChange::PurgeExpiredSecrets { .. }) => Planned::Erased,
             // Bookkeeping, not a change of the vault's objects: read counts, purges of
             // expired tokens and idempotency keys.
@@ -186,6 +239,14 @@ impl Planned {
     pub fn entries(self, applied: &Applied) -> Vec<FeedEntry> {
         match (self, applied) {
             (Planned::Always(e), _) | (Planned::IfFound(e), Applied::Found(true)) => vec![e],
+            (Planned::Written(path), Applied::Number(version)) => vec![FeedEntry {
+                version: Some(*version),
+                ..entry(ChangeKind::SecretWritten, &path)
+            }],
+            (Planned::IfRotated(e), Applied::Versioned(Some(version))) => vec![FeedEntry {
+                version: Some(*version),
+                ..e
+            }],
             (Planned::IfRestored(path), Applied::Restore(RestoreOutcome::Restored)) => {
                 vec![entry(ChangeKind::SecretRestored, &path)]
             }

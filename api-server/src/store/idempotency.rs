@@ -164,7 +164,7 @@ pub enum IdempotencyChange {
         scope: String,
         key: String,
     },
-    /// Added by [`super::UnitOfWork::into_changes`] while a keyed request runs.
+    /// Added by [`super::UnitOfWork::prepare`] while a keyed request runs.
     MarkApplied {
         scope: String,
         key: String,

@@ -7,8 +7,8 @@
 //! aggregates commit in one transaction. Values arrive here already sealed by the
 //! barrier; the store never sees plaintext.
 //!
-//! A backend implements the six read traits and [`Store`]. Its `commit` takes the changes
-//! with [`UnitOfWork::into_changes`] in the calling task, applies them in order in one
+//! A backend implements the seven read traits and [`Store`]. Its `commit` takes the changes
+//! with [`UnitOfWork::prepare`] in the calling task, applies them in order in one
 //! transaction, appends the unit's change records ([`feed`]) in the same transaction, and
 //! rolls everything back on the first error; a constraint violation is
 //! [`StoreError::Conflict`], and two writers racing on one secret end with one version
@@ -26,6 +26,7 @@ pub mod maintenance;
 pub mod policies;
 pub mod postgres;
 mod read_cache;
+pub mod rotation;
 pub mod secrets;
 pub mod sqlite;
 mod time_codec;
@@ -42,13 +43,14 @@ pub use idempotency::{ClaimOutcome, IdempotencyClaim, StoredAnswer};
 pub use jobs::{JobReads, JobRunRow, TermRow};
 pub use keyring::{KeyRow, KeyringReads};
 pub use policies::{BindingRow, IdentityRow, PolicyReads, PolicyRow};
+pub use rotation::{RotationReads, RotationRow};
 pub use secrets::{
     ListQuery, NewVersion, RestoreOutcome, SealFn, SecretReads, SecretRow, VersionMeta, VersionRow,
 };
 pub use sqlite::{DATA_COMMIT_SECONDS, DATA_COMMIT_UNITS};
 pub use time_codec::{from_millis, now_millis, to_millis};
 pub use tokens::{TokenReads, TokenRow};
-pub use unit_of_work::{Committed, Slot, UnitOfWork};
+pub use unit_of_work::{Committed, Prepared, Slot, UnitOfWork};
 pub use wal_checkpoint::{AUDIT_PAUSE_SECONDS, DATA_PAUSE_SECONDS};
 
 /// Clone: one failure of a group commit is every unit's of the batch.
@@ -84,7 +86,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// A vault's storage: the reads of every aggregate, and writes as units of work.
 #[async_trait]
 pub trait Store:
-    SecretReads + TokenReads + PolicyReads + KeyringReads + FeedReads + JobReads
+    SecretReads + TokenReads + PolicyReads + KeyringReads + FeedReads + JobReads + RotationReads
 {
     /// Backend name for health output (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;

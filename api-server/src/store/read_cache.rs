@@ -108,6 +108,7 @@ mod tests {
                 deleted_at: None,
                 expires_at: None,
                 access_count_30d: 0,
+                rotation: None,
             },
             VersionRow {
                 version,

@@ -25,6 +25,8 @@ pub struct SecretRow {
     pub expires_at: Option<OffsetDateTime>,
     /// Reads counted over the last 30 days, as flushed to storage.
     pub access_count_30d: u64,
+    /// The rotation schedule (metadata and lists; reads of the value leave it `None`).
+    pub rotation: Option<super::RotationRow>,
 }
 
 /// One stored version: its sealed value and who wrote it.

@@ -21,6 +21,7 @@ use super::jobs::JobChange;
 use super::keyring::KeyringChange;
 use super::maintenance::MaintenanceChange;
 use super::policies::PolicyChange;
+use super::rotation::RotationChange;
 use super::secrets::SecretChange;
 use super::tokens::TokenChange;
 use super::{ClaimOutcome, RestoreOutcome, Result, StoreError};
@@ -34,6 +35,7 @@ pub enum Change {
     Idempotency(IdempotencyChange),
     Maintenance(MaintenanceChange),
     Job(JobChange),
+    Rotation(RotationChange),
 }
 
 /// What one change did. Backends return one per change, in order.
@@ -50,6 +52,8 @@ pub enum Applied {
     Claim(ClaimOutcome),
     /// Paths of secrets the change erased.
     Erased(Vec<String>),
+    /// The version of the row the change addressed, `None` when it had none to address.
+    Versioned(Option<u64>),
 }
 
 /// The Rust type of a change's result, as carried by [`Applied`].
@@ -77,6 +81,7 @@ from_applied!(
     Option<[u8; 32]> => Revoked,
     ClaimOutcome => Claim,
     Vec<String> => Erased,
+    Option<u64> => Versioned,
 );
 
 impl FromApplied for () {
@@ -146,18 +151,29 @@ impl UnitOfWork {
         &self.changes
     }
 
-    /// For backends: the changes to apply, in order. Call it in the task that commits:
-    /// while a keyed request runs it adds the change that marks its idempotency key
-    /// applied ([`super::idempotency::while_held`]).
-    pub fn into_changes(self) -> Vec<Change> {
+    /// For backends: the changes to apply, in order, and who makes them (the actor of
+    /// the unit's change records). Call it in the task that commits: while a keyed request
+    /// runs it adds the change that marks its idempotency key applied
+    /// ([`super::idempotency::while_held`]), and the actor is the identity the request
+    /// authenticated as (`None` outside a request: the server's own jobs).
+    pub fn prepare(self) -> Prepared {
         let mut changes = self.changes;
         if !changes.is_empty()
             && let Some(mark) = super::idempotency::held_key_change()
         {
             changes.push(mark);
         }
-        changes
+        Prepared {
+            changes,
+            actor: crate::audit::context::noted_caller().0,
+        }
     }
+}
+
+/// A unit ready for its backend: see [`UnitOfWork::prepare`].
+pub struct Prepared {
+    pub changes: Vec<Change>,
+    pub actor: Option<String>,
 }
 
 /// The results of a committed unit, one per change.

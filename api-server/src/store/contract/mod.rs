@@ -28,6 +28,7 @@ pub(crate) mod jobs;
 pub(crate) mod keyring;
 pub(crate) mod maintenance;
 pub(crate) mod policies;
+pub(crate) mod rotation;
 pub(crate) mod secrets;
 pub(crate) mod tokens;
 pub(crate) mod unit_of_work;
@@ -70,6 +71,10 @@ macro_rules! store_contract_tests {
                 a_follower_misses_nothing_under_concurrent_writers,
             }
             jobs { terms_fence_the_units_of_the_last, a_slot_runs_once }
+            rotation {
+                schedules_follow_their_secret, signals_are_raised_once_per_cycle,
+                due_and_to_act_on_queries, records_carry_version_actor_and_reason,
+            }
             unit_of_work {
                 changes_across_aggregates_commit_together, first_error_rolls_back_the_unit,
                 constraint_violation_rolls_back_as_conflict, empty_unit_and_ping,

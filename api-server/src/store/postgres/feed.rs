@@ -22,7 +22,12 @@ use crate::store::{Result, StoreError, from_millis, to_millis};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-pub(super) async fn append(c: &Tx<'_>, at: OffsetDateTime, entries: &[FeedEntry]) -> Result<()> {
+pub(super) async fn append(
+    c: &Tx<'_>,
+    at: OffsetDateTime,
+    actor: Option<&str>,
+    entries: &[FeedEntry],
+) -> Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
@@ -30,8 +35,16 @@ pub(super) async fn append(c: &Tx<'_>, at: OffsetDateTime, entries: &[FeedEntry]
     for entry in entries {
         exec(
             c,
-            "INSERT INTO changes (at, kind, subject) VALUES ($1, $2, $3)",
-            &[&to_millis(at), &entry.kind.as_str(), &entry.subject],
+            "INSERT INTO changes (at, kind, subject, version, actor, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &to_millis(at),
+                &entry.kind.as_str(),
+                &entry.subject,
+                &super::opt_u64(entry.version),
+                &actor,
+                &entry.reason,
+            ],
         )
         .await?;
     }
@@ -57,6 +70,9 @@ fn record_of(r: &Row) -> Result<ChangeRecord> {
         kind: ChangeKind::parse(kind)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown change kind {kind:?}")))?,
         subject: get(r, 3)?,
+        version: get::<Option<i64>>(r, 4)?.map(|v| v.max(0) as u64),
+        actor: get(r, 5)?,
+        reason: get(r, 6)?,
     })
 }
 
@@ -65,7 +81,7 @@ impl FeedReads for PostgresStore {
     async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         self.rows(
-            "SELECT seq, at, kind, subject FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, at, kind, subject, version, actor, reason FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
             &[&after, &(limit as i64)],
             record_of,
         )

@@ -157,6 +157,27 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE audit_exports ADD COLUMN running BOOLEAN NOT NULL DEFAULT FALSE;
     "#,
+    // 6: rotation schedules (`store::rotation`), and what change records tell events: the
+    // version, who acted and why (SQLite's migration 8).
+    r#"
+    CREATE TABLE rotations (
+        path TEXT COLLATE "C" PRIMARY KEY,
+        policy TEXT NOT NULL,
+        strategy TEXT NOT NULL,
+        interval_secs BIGINT NOT NULL,
+        grace_secs BIGINT NOT NULL,
+        rotate_at_minute BIGINT,
+        last_rotated_at BIGINT,
+        next_at BIGINT NOT NULL,
+        due_signalled BIGINT,
+        overdue_signalled BIGINT,
+        failed_signalled BIGINT
+    );
+    CREATE INDEX rotations_by_next ON rotations (next_at);
+    ALTER TABLE changes ADD COLUMN version BIGINT;
+    ALTER TABLE changes ADD COLUMN actor TEXT;
+    ALTER TABLE changes ADD COLUMN reason TEXT;
+    "#,
 ];
 
 async fn applied_version(client: &impl tokio_postgres::GenericClient) -> Result<usize> {

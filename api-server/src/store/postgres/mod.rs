@@ -36,6 +36,7 @@ mod locks;
 mod maintenance;
 pub(crate) mod migrations;
 mod policies;
+mod rotation;
 mod secrets;
 mod sessions;
 mod tls;
@@ -307,6 +308,7 @@ async fn apply(c: &Tx<'_>, change: Change) -> Result<Applied> {
         Change::Idempotency(change) => idempotency::apply(c, change).await,
         Change::Maintenance(change) => maintenance::apply(c, change).await,
         Change::Job(change) => jobs::apply(c, change).await,
+        Change::Rotation(change) => rotation::apply(c, change).await,
     }
 }
 
@@ -336,19 +338,19 @@ impl Store for PostgresStore {
         if unit.is_empty() {
             return Ok(Committed::default());
         }
-        let changes = unit.into_changes();
+        let unit = unit.prepare();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
-        let mut applied = Vec::with_capacity(changes.len());
+        let mut applied = Vec::with_capacity(unit.changes.len());
         let mut records = Vec::new();
-        for change in changes {
+        for change in unit.changes {
             let planned = Planned::of(&change);
             // Dropping `tx` on the first error rolls the whole unit back.
             let outcome = apply(&tx, change).await?;
             records.extend(planned.entries(&outcome));
             applied.push(outcome);
         }
-        feed::append(&tx, now_millis(), &records).await?;
+        feed::append(&tx, now_millis(), unit.actor.as_deref(), &records).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(Committed::new(applied))
     }

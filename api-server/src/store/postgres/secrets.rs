@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
+use super::rotation::{ROTATION_COLUMNS, rotation_from_row};
 use super::{PostgresStore, Tx, exec, get, get_u64, lock_key, opt_u64, query_opt};
 use crate::store::secrets::{VersionPlan, WriteHead};
 use crate::store::unit_of_work::Applied;
@@ -24,6 +25,8 @@ fn day_30_ago() -> i64 {
 const SECRET_COLUMNS: &str = "s.path, s.secret_type, s.current_version, s.version_count, \
     s.tags, s.description, s.max_versions, s.created_at, s.updated_at, s.deleted_at, s.expires_at, \
     (SELECT COALESCE(SUM(a.count), 0)::BIGINT FROM access_counts a WHERE a.path = s.path AND a.day >= $1)";
+/// What [`SECRET_COLUMNS`] and the schedule's columns are selected from.
+const FROM_SECRETS: &str = "FROM secrets s LEFT JOIN rotations r ON r.path = s.path";
 
 fn tags_of(json: &str) -> Result<Vec<String>> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("tags: {e}")))
@@ -47,6 +50,7 @@ fn secret_from_row(row: &Row) -> Result<SecretRow> {
         deleted_at: get::<Option<i64>>(row, 9)?.map(from_millis),
         expires_at: get::<Option<i64>>(row, 10)?.map(from_millis),
         access_count_30d: get_u64(row, 11)?,
+        rotation: rotation_from_row(row, 12)?,
     })
 }
 
@@ -187,6 +191,7 @@ pub(super) async fn erase(c: &Tx<'_>, path: &str) -> Result<bool> {
     lock_key(c, LOCK_SCOPE, path).await?;
     exec(c, "DELETE FROM secret_versions WHERE path = $1", &[&path]).await?;
     exec(c, "DELETE FROM access_counts WHERE path = $1", &[&path]).await?;
+    exec(c, "DELETE FROM rotations WHERE path = $1", &[&path]).await?;
     let n = exec(c, "DELETE FROM secrets WHERE path = $1", &[&path]).await?;
     Ok(n > 0)
 }
@@ -221,6 +226,7 @@ fn read_from_row(r: &Row) -> Result<(SecretRow, Option<VersionRow>)> {
         deleted_at: get::<Option<i64>>(r, 8)?.map(from_millis),
         expires_at: get::<Option<i64>>(r, 9)?.map(from_millis),
         access_count_30d: 0,
+        rotation: None,
     };
     let version = match get::<Option<i64>>(r, 10)? {
         Some(v) => Some(VersionRow {
@@ -258,7 +264,8 @@ impl SecretReads for PostgresStore {
     }
 
     async fn get_secret(&self, path: &str) -> Result<Option<SecretRow>> {
-        let sql = format!("SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.path = $2");
+        let sql =
+            format!("SELECT {SECRET_COLUMNS}, {ROTATION_COLUMNS} {FROM_SECRETS} WHERE s.path = $2");
         self.row(&sql, &[&day_30_ago(), &path], secret_from_row)
             .await
     }
@@ -291,7 +298,7 @@ impl SecretReads for PostgresStore {
         };
         let upper = format!("{}{PREFIX_UPPER_BOUND}", query.prefix);
         let sql = format!(
-            "SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.path {} $2 AND s.path < $3 \
+            "SELECT {SECRET_COLUMNS}, {ROTATION_COLUMNS} {FROM_SECRETS} WHERE s.path {} $2 AND s.path < $3 \
              AND ($4 OR s.deleted_at IS NULL) ORDER BY s.path LIMIT $5",
             if strict { ">" } else { ">=" }
         );

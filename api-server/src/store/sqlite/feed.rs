@@ -10,13 +10,27 @@ use super::{SqliteStore, all_rows, map_err, one_row};
 use crate::store::feed::{ChangeKind, ChangeRecord, FeedEntry, FeedReads};
 use crate::store::{Result, StoreError, from_millis, to_millis};
 
-pub(super) fn append(c: &Connection, at: OffsetDateTime, entries: &[FeedEntry]) -> Result<()> {
+pub(super) fn append(
+    c: &Connection,
+    at: OffsetDateTime,
+    actor: Option<&str>,
+    entries: &[FeedEntry],
+) -> Result<()> {
     let mut st = c
-        .prepare_cached("INSERT INTO changes (at, kind, subject) VALUES (?1, ?2, ?3)")
+        .prepare_cached(
+            "INSERT INTO changes (at, kind, subject, version, actor, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
         .map_err(map_err)?;
     for entry in entries {
-        st.execute(params![to_millis(at), entry.kind.as_str(), entry.subject])
-            .map_err(map_err)?;
+        st.execute(params![
+            to_millis(at),
+            entry.kind.as_str(),
+            entry.subject,
+            entry.version.map(|v| v as i64),
+            actor,
+            entry.reason
+        ])
+        .map_err(map_err)?;
     }
     Ok(())
 }
@@ -30,17 +44,39 @@ pub(super) fn prune(c: &Connection, before: OffsetDateTime, limit: usize) -> Res
     .map_err(map_err)
 }
 
-fn record_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, String, String)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+/// A row as stored; its kind is checked by [`decode`].
+struct StoredChange {
+    seq: i64,
+    at: i64,
+    kind: String,
+    subject: String,
+    version: Option<i64>,
+    actor: Option<String>,
+    reason: Option<String>,
 }
 
-fn decode((seq, at, kind, subject): (i64, i64, String, String)) -> Result<ChangeRecord> {
+fn record_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredChange> {
+    Ok(StoredChange {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        kind: r.get(2)?,
+        subject: r.get(3)?,
+        version: r.get(4)?,
+        actor: r.get(5)?,
+        reason: r.get(6)?,
+    })
+}
+
+fn decode(row: StoredChange) -> Result<ChangeRecord> {
     Ok(ChangeRecord {
-        seq: seq.max(0) as u64,
-        at: from_millis(at),
-        kind: ChangeKind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown change kind {kind:?}")))?,
-        subject,
+        seq: row.seq.max(0) as u64,
+        at: from_millis(row.at),
+        kind: ChangeKind::parse(&row.kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown change kind {:?}", row.kind)))?,
+        subject: row.subject,
+        version: row.version.map(|v| v.max(0) as u64),
+        actor: row.actor,
+        reason: row.reason,
     })
 }
 
@@ -51,7 +87,7 @@ impl FeedReads for SqliteStore {
             .read(move |c| {
                 all_rows(
                     c,
-                    "SELECT seq, at, kind, subject FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                    "SELECT seq, at, kind, subject, version, actor, reason FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                     params![i64::try_from(after).unwrap_or(i64::MAX), limit as i64],
                     record_of,
                 )

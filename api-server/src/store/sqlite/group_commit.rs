@@ -21,7 +21,7 @@ use super::feed;
 use super::{CacheEffects, apply, map_err};
 use crate::store::feed::Planned;
 use crate::store::read_cache::ReadCache;
-use crate::store::unit_of_work::{Change, Committed};
+use crate::store::unit_of_work::{Committed, Prepared};
 use crate::store::wal_checkpoint::Checkpointer;
 use crate::store::{Result, StoreError, now_millis};
 
@@ -38,7 +38,7 @@ pub static DATA_COMMIT_UNITS: LazyLock<Histogram> =
     LazyLock::new(|| Histogram::new(exponential_buckets(1.0, 2.0, 9)));
 
 struct Pending {
-    changes: Vec<Change>,
+    unit: Prepared,
     effects: CacheEffects,
     reply: oneshot::Sender<Result<Committed>>,
 }
@@ -64,16 +64,12 @@ impl GroupCommitter {
 
     /// Commits the unit's changes (with the next batch) and returns its results. The unit
     /// is committed, and its cache entries dropped, even if the caller stops waiting.
-    pub(super) async fn commit(
-        &self,
-        changes: Vec<Change>,
-        effects: CacheEffects,
-    ) -> Result<Committed> {
+    pub(super) async fn commit(&self, unit: Prepared, effects: CacheEffects) -> Result<Committed> {
         let (reply, done) = oneshot::channel();
         let stopped = || StoreError::Unavailable("the data writer stopped".into());
         self.tx
             .send(Pending {
-                changes,
+                unit,
                 effects,
                 reply,
             })
@@ -101,7 +97,7 @@ fn run(
         let mut units = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for pending in batch {
-            units.push(pending.changes);
+            units.push(pending.unit);
             replies.push((pending.effects, pending.reply));
         }
         DATA_COMMIT_UNITS.observe(units.len() as f64);
@@ -122,21 +118,21 @@ fn run(
 }
 
 /// One unit's changes and their change records, inside the batch's transaction.
-fn apply_unit(c: &Connection, changes: Vec<Change>) -> Result<Committed> {
-    let mut applied = Vec::with_capacity(changes.len());
+fn apply_unit(c: &Connection, unit: Prepared) -> Result<Committed> {
+    let mut applied = Vec::with_capacity(unit.changes.len());
     let mut records = Vec::new();
-    for change in changes {
+    for change in unit.changes {
         let planned = Planned::of(&change);
         let outcome = apply(c, change)?;
         records.extend(planned.entries(&outcome));
         applied.push(outcome);
     }
-    feed::append(c, now_millis(), &records)?;
+    feed::append(c, now_millis(), unit.actor.as_deref(), &records)?;
     Ok(Committed::new(applied))
 }
 
 /// The outcome of every unit, in order.
-fn commit_batch(conn: &mut Connection, units: Vec<Vec<Change>>) -> Vec<Result<Committed>> {
+fn commit_batch(conn: &mut Connection, units: Vec<Prepared>) -> Vec<Result<Committed>> {
     let count = units.len();
     let all_fail = |e: &StoreError| (0..count).map(|_| Err(e.clone())).collect();
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
@@ -144,12 +140,12 @@ fn commit_batch(conn: &mut Connection, units: Vec<Vec<Change>>) -> Vec<Result<Co
         Err(e) => return all_fail(&map_err(e)),
     };
     let mut outcomes = Vec::with_capacity(count);
-    for changes in units {
+    for unit in units {
         let savepoint = match tx.savepoint() {
             Ok(savepoint) => savepoint,
             Err(e) => return all_fail(&map_err(e)),
         };
-        match apply_unit(&savepoint, changes) {
+        match apply_unit(&savepoint, unit) {
             Ok(committed) => match savepoint.commit() {
                 Ok(()) => outcomes.push(Ok(committed)),
                 Err(e) => return all_fail(&map_err(e)),

@@ -129,6 +129,27 @@ pub const MIGRATIONS: &[&str] = &[
         runs INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 8: rotation schedules (`store::rotation`), and what change records tell events: the
+    // version, who acted and why.
+    r#"
+    CREATE TABLE rotations (
+        path TEXT PRIMARY KEY,
+        policy TEXT NOT NULL,
+        strategy TEXT NOT NULL,
+        interval_secs INTEGER NOT NULL,
+        grace_secs INTEGER NOT NULL,
+        rotate_at_minute INTEGER,
+        last_rotated_at INTEGER,
+        next_at INTEGER NOT NULL,
+        due_signalled INTEGER,
+        overdue_signalled INTEGER,
+        failed_signalled INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX rotations_by_next ON rotations (next_at);
+    ALTER TABLE changes ADD COLUMN version INTEGER;
+    ALTER TABLE changes ADD COLUMN actor TEXT;
+    ALTER TABLE changes ADD COLUMN reason TEXT;
+    "#,
 ];
 
 /// The audit database's own schema (a separate file).

@@ -33,6 +33,7 @@ mod keyring;
 mod maintenance;
 pub(crate) mod migrations;
 mod policies;
+mod rotation;
 mod secrets;
 mod tokens;
 
@@ -262,6 +263,7 @@ fn apply(c: &Connection, change: Change) -> Result<Applied> {
         Change::Idempotency(change) => idempotency::apply(c, change),
         Change::Maintenance(change) => maintenance::apply(c, change),
         Change::Job(change) => jobs::apply(c, change),
+        Change::Rotation(change) => rotation::apply(c, change),
     }
 }
 
@@ -296,7 +298,7 @@ impl Store for SqliteStore {
                 .iter()
                 .any(|c| !matches!(Planned::of(c), Planned::Nothing))
         });
-        let committed = self.committer.commit(unit.into_changes(), effects).await?;
+        let committed = self.committer.commit(unit.prepare(), effects).await?;
         if let Some(notify) = notify {
             notify.notify_one();
         }

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
+use super::rotation::{ROTATION_COLUMNS, rotation_from_row};
 use super::{SqliteStore, all_rows, map_err, one_row};
 use crate::store::secrets::{VersionPlan, WriteHead};
 use crate::store::unit_of_work::Applied;
@@ -22,9 +23,11 @@ fn day_30_ago() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp() / 86_400 - 29
 }
 
+/// Selected `FROM secrets s LEFT JOIN rotations r ON r.path = s.path` (see [`FROM_SECRETS`]).
 const SECRET_COLUMNS: &str = "s.path, s.secret_type, s.current_version, s.version_count, \
     s.tags, s.description, s.max_versions, s.created_at, s.updated_at, s.deleted_at, s.expires_at, \
     (SELECT COALESCE(SUM(a.count), 0) FROM access_counts a WHERE a.path = s.path AND a.day >= ?1)";
+const FROM_SECRETS: &str = "FROM secrets s LEFT JOIN rotations r ON r.path = s.path";
 
 fn secret_from_row(row: &Row<'_>) -> rusqlite::Result<SecretRow> {
     let tags_json: String = row.get(4)?;
@@ -44,6 +47,7 @@ fn secret_from_row(row: &Row<'_>) -> rusqlite::Result<SecretRow> {
         deleted_at: row.get::<_, Option<i64>>(9)?.map(from_millis),
         expires_at: row.get::<_, Option<i64>>(10)?.map(from_millis),
         access_count_30d: row.get::<_, i64>(11)? as u64,
+        rotation: rotation_from_row(row, 12)?,
     })
 }
 
@@ -189,6 +193,8 @@ pub(super) fn erase(c: &Connection, path: &str) -> Result<bool> {
         .map_err(map_err)?;
     c.execute("DELETE FROM access_counts WHERE path = ?1", [path])
         .map_err(map_err)?;
+    c.execute("DELETE FROM rotations WHERE path = ?1", [path])
+        .map_err(map_err)?;
     let n = c
         .execute("DELETE FROM secrets WHERE path = ?1", [path])
         .map_err(map_err)?;
@@ -225,6 +231,7 @@ fn read_current_or(
                 deleted_at: r.get::<_, Option<i64>>(8)?.map(from_millis),
                 expires_at: r.get::<_, Option<i64>>(9)?.map(from_millis),
                 access_count_30d: 0,
+                rotation: None,
             };
             let version = match r.get::<_, Option<i64>>(10)? {
                 Some(v) => Some(VersionRow {
@@ -274,7 +281,9 @@ impl SecretReads for SqliteStore {
     async fn get_secret(&self, path: &str) -> Result<Option<SecretRow>> {
         let path = path.to_owned();
         self.read(move |c| {
-            let sql = format!("SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.path = ?2");
+            let sql = format!(
+                "SELECT {SECRET_COLUMNS}, {ROTATION_COLUMNS} {FROM_SECRETS} WHERE s.path = ?2"
+            );
             one_row(c, &sql, params![day_30_ago(), path], secret_from_row)
         })
         .await
@@ -306,7 +315,7 @@ impl SecretReads for SqliteStore {
             let strict = query.after.as_deref().is_some_and(|a| a >= query.prefix.as_str());
             let upper = format!("{}{PREFIX_UPPER_BOUND}", query.prefix);
             let sql = format!(
-                "SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.path {} ?2 AND s.path < ?3 AND (?4 OR s.deleted_at IS NULL) ORDER BY s.path LIMIT ?5",
+                "SELECT {SECRET_COLUMNS}, {ROTATION_COLUMNS} {FROM_SECRETS} WHERE s.path {} ?2 AND s.path < ?3 AND (?4 OR s.deleted_at IS NULL) ORDER BY s.path LIMIT ?5",
                 if strict { ">" } else { ">=" }
             );
             all_rows(

@@ -1,0 +1,276 @@
+//! Rotation of secrets: schedules set with a write or a metadata update, forced rotation,
+//! the due/overdue query, and the generated versions of `generate` schedules (which the
+//! scheduler in `jobs::rotation` writes on time).
+
+mod generate;
+mod schedule;
+
+use scaivault_api::ErrorCode;
+use scaivault_api::limits::MAX_LIST_SCAN_ROWS;
+use scaivault_api::rotation::{
+    DueSecret, MAX_ROTATION_REASON_CHARS, RotateOutcome, RotateResponse, RotationPolicy,
+    RotationStrategy,
+};
+use scaivault_api::secrets::SecretType;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+pub use schedule::{policy_of, status_of};
+
+use super::{SecretsService, listing, not_found, parse_type, validate};
+use crate::crypto::barrier::Context;
+use crate::error::{Error, Result};
+use crate::store::rotation::{DueQuery, RotationRow, Schedule};
+use crate::store::{NewVersion, UnitOfWork, now_millis};
+
+/// What the due query asks, already parsed and bounded.
+#[derive(Debug, Clone)]
+pub struct DueParams {
+    pub prefix: String,
+    pub within: time::Duration,
+    pub include_overdue: bool,
+    pub limit: usize,
+    pub after: Option<String>,
+}
+
+/// One page of the due query, before its position is sealed into a cursor.
+#[derive(Debug)]
+pub struct DuePage {
+    pub secrets: Vec<DueSecret>,
+    pub next_after: Option<String>,
+}
+
+/// Rows read per storage round trip while filling a page.
+const DUE_CHUNK_ROWS: usize = 128;
+
+pub fn check_reason(reason: Option<&str>) -> Result<()> {
+    match reason {
+        Some(r) if r.chars().count() > MAX_ROTATION_REASON_CHARS => Err(Error::invalid(format!(
+            "reason is at most {MAX_ROTATION_REASON_CHARS} characters"
+        ))),
+        Some(r) if r.chars().any(char::is_control) => {
+            Err(Error::invalid("reason must not hold control characters"))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl SecretsService {
+    /// The schedule `policy` makes for the secret at `path`, whose type is `secret_type`
+    /// when the write gives one, else the stored one.
+    pub(super) async fn schedule_for(
+        &self,
+        path: &str,
+        policy: &RotationPolicy,
+        secret_type: Option<SecretType>,
+    ) -> Result<Schedule> {
+        let secret_type = match secret_type {
+            Some(t) => t,
+            None => self
+                .store
+                .get_secret(path)
+                .await?
+                .map(|head| parse_type(&head.secret_type))
+                .unwrap_or_default(),
+        };
+        schedule::schedule_of(policy, secret_type)
+    }
+
+    /// `POST /v1/secrets/{path}/rotate`: a new generated version now (`generate`), or a
+    /// `rotation.requested` event for whoever rotates the secret (`external`, `manual`).
+    pub async fn rotate(
+        &self,
+        author: &str,
+        path: &str,
+        reason: Option<String>,
+    ) -> Result<RotateResponse> {
+        validate::path(path)?;
+        check_reason(reason.as_deref())?;
+        let head = self
+            .store
+            .get_secret(path)
+            .await?
+            .filter(|h| h.deleted_at.is_none())
+            .ok_or_else(|| not_found(path))?;
+        let row = head.rotation.ok_or_else(|| {
+            Error::new(
+                ErrorCode::RotationNotConfigured,
+                format!(
+                    "secret {path} has no rotation schedule; set metadata.rotation first, or write a new version"
+                ),
+            )
+        })?;
+        let policy = policy_of(&row)?;
+        let (outcome, version) = match policy.strategy {
+            RotationStrategy::Generate => {
+                let version = self
+                    .write_generated(UnitOfWork::new(), author, &row, reason)
+                    .await?;
+                (RotateOutcome::Rotated, version)
+            }
+            RotationStrategy::External | RotationStrategy::Manual => {
+                let requested = self
+                    .store
+                    .apply(|u| u.rotation().requested(path, reason))
+                    .await?;
+                if !requested {
+                    return Err(not_found(path));
+                }
+                (RotateOutcome::Requested, head.current_version)
+            }
+        };
+        let rotation = self.store.rotation(path).await?;
+        Ok(RotateResponse {
+            path: path.to_owned(),
+            outcome,
+            version,
+            rotation: status_of(rotation.as_ref(), OffsetDateTime::now_utc()),
+        })
+    }
+
+    /// Writes a generated version of the scheduled secret `row`, after what `unit` holds
+    /// (a job's fence and signal). Check-and-set on the version it read: a write that
+    /// lands meanwhile wins, and counts as the rotation.
+    pub async fn write_generated(
+        &self,
+        unit: UnitOfWork,
+        author: &str,
+        row: &RotationRow,
+        reason: Option<String>,
+    ) -> Result<u64> {
+        let path = row.path.as_str();
+        let policy = policy_of(row)?;
+        let (head, current) = self
+            .store
+            .read_secret(path, None)
+            .await?
+            .ok_or_else(|| not_found(path))?;
+        let current = current.ok_or_else(|| not_found(path))?;
+        let secret_type = parse_type(&current.secret_type);
+        let opened = self
+            .barrier
+            .open(
+                Context::Secret {
+                    path,
+                    version: current.version,
+                },
+                &current.ciphertext,
+            )
+            .map_err(Error::internal)?;
+        let data: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&opened)
+            .map_err(|_| Error::internal("stored value is not a JSON object"))?;
+        let generator = policy.generator.clone().unwrap_or_default();
+        let next = generate::regenerate(&generator, secret_type, &data)?;
+        let plaintext = Zeroizing::new(serde_json::to_vec(&next).map_err(Error::internal)?);
+        let barrier = std::sync::Arc::clone(&self.barrier);
+        let seal_path = path.to_owned();
+        let seal = Box::new(move |version: u64| {
+            barrier
+                .seal(
+                    Context::Secret {
+                        path: &seal_path,
+                        version,
+                    },
+                    &plaintext,
+                )
+                .map_err(|e| e.to_string())
+        });
+        let now = now_millis();
+        let new = NewVersion {
+            path: path.to_owned(),
+            secret_type: None,
+            created_by: author.to_owned(),
+            created_at: now,
+            // A generated version keeps the lifetime the current one was given.
+            expires_at: current.expires_at.map(|at| now + (at - current.created_at)),
+            cas: Some(head.current_version),
+            max_versions: None,
+            tags: None,
+            description: None,
+        };
+        self.commit_write(unit, new, seal, None, reason).await
+    }
+
+    /// One page of the schedules due within `params.within` under `params.prefix` that
+    /// `visible` lets the caller list, read only within `reach` (see [`Self::list`]).
+    pub async fn due(
+        &self,
+        params: DueParams,
+        reach: &[String],
+        visible: impl Fn(&str) -> bool,
+    ) -> Result<DuePage> {
+        scaivault_api::path::validate_prefix(&params.prefix)
+            .map_err(|e| Error::new(ErrorCode::InvalidPath, e.to_string()))?;
+        let now = OffsetDateTime::now_utc();
+        let ranges = listing::narrow(&params.prefix, reach);
+        let wanted = params.limit.saturating_add(1);
+        let mut found: Vec<RotationRow> = Vec::new();
+        let mut position = params.after;
+        let mut budget = MAX_LIST_SCAN_ROWS;
+        let mut cut_short = false;
+        'ranges: for range in &ranges {
+            if position
+                .as_deref()
+                .is_some_and(|p| listing::passed(p, range))
+            {
+                continue;
+            }
+            loop {
+                if budget == 0 {
+                    cut_short = true;
+                    break 'ranges;
+                }
+                let chunk = (wanted - found.len()).max(DUE_CHUNK_ROWS).min(budget);
+                let rows = self
+                    .store
+                    .rotations_due(DueQuery {
+                        prefix: range.clone(),
+                        after: position.clone(),
+                        limit: chunk,
+                        until: now + params.within,
+                        exclude_overdue_at: (!params.include_overdue).then_some(now),
+                    })
+                    .await?;
+                let read = rows.len();
+                budget -= read;
+                for row in rows {
+                    position = Some(row.path.clone());
+                    if visible(&row.path) {
+                        found.push(row);
+                        if found.len() == wanted {
+                            break 'ranges;
+                        }
+                    }
+                }
+                if read < chunk {
+                    break;
+                }
+            }
+        }
+        let next_after = if found.len() == wanted {
+            found.truncate(params.limit);
+            found.last().map(|r| r.path.clone())
+        } else if cut_short {
+            position
+        } else {
+            None
+        };
+        let secrets = found
+            .iter()
+            .filter_map(|row| {
+                let strategy = policy_of(row).ok()?.strategy;
+                Some(DueSecret {
+                    path: row.path.clone(),
+                    next_rotation_at: row.next_at,
+                    is_overdue: now >= row.overdue_at(),
+                    strategy,
+                    last_rotated_at: row.last_rotated_at,
+                })
+            })
+            .collect();
+        Ok(DuePage {
+            secrets,
+            next_after,
+        })
+    }
+}
