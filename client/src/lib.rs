@@ -19,9 +19,11 @@ mod auth;
 mod builder;
 mod client;
 mod error;
+mod events;
 mod paging;
 mod policies;
 mod retry;
+mod rotation;
 mod secrets;
 mod sys;
 
@@ -32,8 +34,10 @@ pub use audit::{
 pub use builder::{ClientBuilder, DEFAULT_ADDRESS, ENV_ADDRESS, ENV_CA_CERT, ENV_TOKEN};
 pub use client::Client;
 pub use error::{Error, Result};
+pub use events::{EventPages, EventsOptions};
 pub use paging::PageOptions;
 pub use retry::RetryPolicy;
+pub use rotation::DueOptions;
 pub use scaivault_api as api;
 pub use secrecy::SecretString;
 pub use secrets::ListOptions;

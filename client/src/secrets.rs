@@ -91,7 +91,8 @@ impl Client {
             .await
     }
 
-    /// Replaces the fields given (`tags`, `description`); returns the metadata document.
+    /// Replaces the fields given (`tags`, `description`, `rotation`: `Some(None)` removes
+    /// the schedule); returns the metadata document.
     pub async fn update_metadata(
         &self,
         path: &str,
