@@ -55,7 +55,7 @@ pub enum Charset {
     Alphanumeric,
     /// Alphanumeric plus ``!#$%&()*+,-./:;<=>?@[]^_{|}~``.
     Symbols,
-    /// Lowercase hex of `length / 2` random bytes (`length` must be even).
+    /// Lowercase hex digits of random bytes, `length` of them.
     Hex,
     /// Unpadded base64url of random bytes, `length` characters.
     Base64url,

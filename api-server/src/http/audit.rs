@@ -183,7 +183,8 @@ pub async fn hmac(
 
 /// Start an export job (JSONL to S3 or to a file under `--audit-export-dir`).
 #[utoipa::path(post, path = ops::AUDIT_EXPORT.path, tag = "audit", request_body = ExportRequest,
-    responses((status = 202, body = ExportJob), (status = 400, body = ErrorBody)))]
+    responses((status = 202, body = ExportJob), (status = 400, body = ErrorBody),
+        (status = 404, description = "secret_not_found: no credentials secret at `credentials_path`", body = ErrorBody)))]
 pub async fn export(
     State(state): State<SharedState>,
     auth: Authorized,

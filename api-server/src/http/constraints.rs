@@ -2,6 +2,7 @@
 //! valid by the document is one the server takes (and a client generated from it, or a
 //! fuzzer, can tell). Each rule comes from the limit or grammar it states.
 
+use scaivault_api::events::{EventType, MAX_EVENT_TYPE_FILTERS};
 use scaivault_api::idempotency::{MAX_KEY_CHARS, MIN_KEY_CHARS};
 use scaivault_api::limits::{
     MAX_BATCH_PATHS, MAX_CURSOR_CHARS, MAX_DESCRIPTION_CHARS, MAX_LIST_LIMIT, MAX_MAX_VERSIONS,
@@ -9,6 +10,10 @@ use scaivault_api::limits::{
     MAX_TAGS,
 };
 use scaivault_api::path::secret_path_pattern;
+use scaivault_api::rotation::{
+    MAX_GENERATED_FIELDS, MAX_GENERATED_LENGTH, MAX_GENERATED_PREFIX_CHARS,
+    MAX_ROTATION_REASON_CHARS, MIN_GENERATED_LENGTH,
+};
 use serde_json::{Value, json};
 
 use scaivault_api::pattern::MAX_PATTERN_SEGMENTS;
@@ -57,7 +62,36 @@ fn time_or_date() -> Value {
 
 /// `<n><unit>` groups, e.g. `30m`, `1h30m`, `7d`; at least 1s.
 fn duration() -> Value {
-    json!({"type": "string", "pattern": "^(0*[1-9][0-9]{0,2}[smhd])$"})
+    // At most 12 digits, as the server reads them.
+    json!({"type": "string", "pattern": "^(0{0,9}[1-9][0-9]{0,2}[smhd])$"})
+}
+
+/// A rotation interval: 1m..=999d (the server takes up to 3650d and combined units).
+fn rotation_interval() -> Value {
+    json!({"type": "string", "pattern": "^0{0,9}[1-9][0-9]{0,2}[mhd]$"})
+}
+
+/// Text without control characters, at most `max` characters.
+fn plain_text(max: usize) -> Value {
+    json!({"type": ["string", "null"], "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$", "maxLength": max})
+}
+
+/// What a rotation policy must hold together, beyond each field: `generate` needs a
+/// generator naming its fields (the server infers them for password, api_key and token
+/// secrets, which a schema cannot know), and `rotate_at` needs an interval of whole days.
+fn rotation_policy(mut policy: Value) -> Value {
+    let days = json!({"type": "string", "pattern": "^0{0,9}[1-9][0-9]{0,2}d$"});
+    policy["allOf"] = json!([
+        {"oneOf": [
+            {"properties": {"strategy": {"const": "generate"}, "generator": {"type": "object", "required": ["fields"], "properties": {"fields": {"type": "array"}}}}, "required": ["generator"]},
+            {"properties": {"strategy": {"enum": ["external", "manual"]}}},
+        ]},
+        {"oneOf": [
+            {"not": {"required": ["rotate_at"]}},
+            {"properties": {"interval": days}, "required": ["rotate_at"]},
+        ]},
+    ]);
+    policy
 }
 
 /// A token lifetime: a duration of at most 30 days.
@@ -86,7 +120,16 @@ pub fn parameter(op: &Operation, name: &str) -> Option<Value> {
         "limit" => json!({"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT}),
         "cursor" => json!({"type": "string", "maxLength": MAX_CURSOR_CHARS}),
         "from" | "to" => time_or_date(),
-        "prefix" => prefix(),
+        "prefix" | "path_prefix" => prefix(),
+        "types" => {
+            let one = EventType::ALL
+                .iter()
+                .map(|t| t.as_str().replace('.', "[.]"))
+                .collect::<Vec<_>>()
+                .join("|");
+            let more = MAX_EVENT_TYPE_FILTERS - 1;
+            json!({"type": "string", "pattern": format!("^({one})(,({one})){{0,{more}}}$")})
+        }
         "accessor" => json!({"type": "string", "pattern": "^acc_[A-Za-z0-9]+$", "maxLength": 64}),
         "identity" | "identity_id" if !op.path.starts_with(AUDIT_PATHS) => identity_id(),
         "Idempotency-Key" => json!({
@@ -114,6 +157,33 @@ fn fields() -> Vec<(&'static str, &'static str, Value)> {
             json!({"type": ["string", "null"], "maxLength": MAX_DESCRIPTION_CHARS}),
         ),
         ("WriteOptions", "expires_in", duration()),
+        ("RotationPolicy", "interval", rotation_interval()),
+        ("RotationPolicy", "grace", duration()),
+        (
+            "RotationPolicy",
+            "rotate_at",
+            json!({"type": ["string", "null"], "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]Z?$"}),
+        ),
+        (
+            "Generator",
+            "fields",
+            json!({"type": ["array", "null"], "items": {"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$", "maxLength": 128}, "minItems": 1, "maxItems": MAX_GENERATED_FIELDS}),
+        ),
+        (
+            "Generator",
+            "length",
+            json!({"type": ["integer", "null"], "minimum": MIN_GENERATED_LENGTH, "maximum": MAX_GENERATED_LENGTH}),
+        ),
+        (
+            "Generator",
+            "prefix",
+            json!({"type": ["string", "null"], "pattern": "^[!-~]*$", "maxLength": MAX_GENERATED_PREFIX_CHARS}),
+        ),
+        (
+            "RotateRequest",
+            "reason",
+            plain_text(MAX_ROTATION_REASON_CHARS),
+        ),
         (
             "WriteOptions",
             "max_versions",
@@ -170,6 +240,12 @@ pub fn apply(doc: &mut Value) {
         }
     }
     let schemas = &mut doc["components"]["schemas"];
+    schemas["RotationPolicy"] = rotation_policy(schemas["RotationPolicy"].take());
+    // Event types by their wire names, from the one list of them.
+    schemas["EventType"] = json!({
+        "type": "string",
+        "enum": EventType::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+    });
     // At least one of the two, not null: an update with nothing in it is refused.
     let tag = fields()
         .into_iter()
@@ -181,6 +257,7 @@ pub fn apply(doc: &mut Value) {
         "properties": {
             "tags": {"type": "array", "items": tag, "maxItems": MAX_TAGS},
             "description": {"type": "string", "maxLength": MAX_DESCRIPTION_CHARS},
+            "rotation": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/RotationPolicy"}]},
         },
         "minProperties": 1,
         "additionalProperties": false,

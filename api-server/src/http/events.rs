@@ -44,6 +44,11 @@ fn parse_types(raw: &str) -> Result<BTreeSet<EventType>> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .collect();
+    if names.is_empty() {
+        return Err(Error::invalid(
+            "types names no event type; leave it out for all",
+        ));
+    }
     if names.len() > MAX_EVENT_TYPE_FILTERS {
         return Err(Error::invalid(format!(
             "types names at most {MAX_EVENT_TYPE_FILTERS} event types"
@@ -82,6 +87,10 @@ pub async fn list_events(
             "limit must be between 1 and {MAX_EVENTS_LIMIT}"
         )));
     }
+    let after = q.after.unwrap_or(0);
+    if i64::try_from(after).is_err() {
+        return Err(Error::invalid("after is at most 9223372036854775807"));
+    }
     let types = q.types.as_deref().map(parse_types).transpose()?;
     if let Some(prefix) = &q.path_prefix {
         scaivault_api::path::validate_prefix(prefix)
@@ -99,7 +108,7 @@ pub async fn list_events(
             .allows(&auth.caller, Permission::Read, resource::POLICIES);
     let page = crate::events::list(
         state.vault.store.as_ref(),
-        q.after.unwrap_or(0),
+        after,
         limit,
         &filter,
         |subject| match subject {

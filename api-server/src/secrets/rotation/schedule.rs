@@ -4,7 +4,7 @@
 use scaivault_api::ErrorCode;
 use scaivault_api::duration::parse_duration;
 use scaivault_api::rotation::{
-    Charset, DEFAULT_ROTATION_GRACE_SECS, Generator, MAX_GENERATED_FIELDS, MAX_GENERATED_LENGTH,
+    DEFAULT_ROTATION_GRACE_SECS, Generator, MAX_GENERATED_FIELDS, MAX_GENERATED_LENGTH,
     MAX_GENERATED_PREFIX_CHARS, MAX_ROTATION_INTERVAL_SECS, MIN_GENERATED_LENGTH,
     MIN_ROTATION_INTERVAL_SECS, RotationPolicy, RotationState, RotationStatus, RotationStrategy,
 };
@@ -42,10 +42,12 @@ pub fn schedule_of(policy: &RotationPolicy, secret_type: SecretType) -> Result<S
             "rotation.rotate_at needs an interval of a day or more",
         ));
     }
-    match (&policy.generator, policy.strategy) {
-        (Some(generator), _) => check_generator(generator, secret_type)?,
-        (None, RotationStrategy::Generate) => check_generator(&Generator::default(), secret_type)?,
-        (None, _) => {}
+    // Only `generate` generates: its fields must be known now. Another strategy may keep
+    // a generator for later; its fields are checked when it becomes `generate`.
+    let generator = policy.generator.clone().unwrap_or_default();
+    match policy.strategy {
+        RotationStrategy::Generate => check_generator(&generator, Some(secret_type))?,
+        _ => check_generator(&generator, None)?,
     }
     Ok(Schedule {
         policy: serde_json::to_string(policy).map_err(Error::internal)?,
@@ -89,8 +91,13 @@ pub fn generated_fields(generator: &Generator, secret_type: SecretType) -> Resul
     Ok(vec![field.to_owned()])
 }
 
-fn check_generator(generator: &Generator, secret_type: SecretType) -> Result<()> {
-    let fields = generated_fields(generator, secret_type)?;
+/// Checks what `generator` says; with `secret_type`, also that it can name its fields.
+fn check_generator(generator: &Generator, secret_type: Option<SecretType>) -> Result<()> {
+    let fields = match (secret_type, &generator.fields) {
+        (Some(secret_type), _) => generated_fields(generator, secret_type)?,
+        (None, Some(fields)) => fields.clone(),
+        (None, None) => vec!["unnamed".to_owned()],
+    };
     if fields.is_empty() || fields.len() > MAX_GENERATED_FIELDS {
         return Err(invalid(format!(
             "rotation.generator.fields must name 1 to {MAX_GENERATED_FIELDS} fields"
@@ -98,7 +105,7 @@ fn check_generator(generator: &Generator, secret_type: SecretType) -> Result<()>
     }
     if fields
         .iter()
-        .any(|f| f.is_empty() || f.len() > 128 || f.chars().any(char::is_control))
+        .any(|f| f.is_empty() || f.chars().count() > 128 || f.chars().any(char::is_control))
     {
         return Err(invalid(
             "rotation.generator.fields: each field is 1 to 128 printable characters",
@@ -109,9 +116,6 @@ fn check_generator(generator: &Generator, secret_type: SecretType) -> Result<()>
         return Err(invalid(format!(
             "rotation.generator.length must be from {MIN_GENERATED_LENGTH} to {MAX_GENERATED_LENGTH}"
         )));
-    }
-    if generator.charset.unwrap_or_default() == Charset::Hex && !length.is_multiple_of(2) {
-        return Err(invalid("rotation.generator.length must be even for hex"));
     }
     if let Some(prefix) = &generator.prefix
         && (prefix.chars().count() > MAX_GENERATED_PREFIX_CHARS
