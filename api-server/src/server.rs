@@ -20,6 +20,7 @@ use crate::config::{
     MigrateArgs, RuntimeArgs, ServeArgs, StorageArgs, StorageUrl,
 };
 use crate::crypto::MasterKey;
+use crate::events::hub::EventHub;
 use crate::follower::Follower;
 use crate::http::{AppState, HttpLimits, app};
 use crate::jobs::leadership::{Leadership, RunnerLock};
@@ -506,9 +507,13 @@ async fn run_server(
             .context("starting to follow the change feed")?;
         job_handles.push(follower.spawn(shutdown_rx.clone()));
     }
+    let events = EventHub::start(Arc::clone(&vault.store), shutdown_rx.clone())
+        .await
+        .context("starting the event hub")?;
     let state = Arc::new(AppState {
         audit,
         exporter,
+        events,
         vault,
         leadership,
         limiter: RateLimiter::new(runtime.rate_limit_per_minute),

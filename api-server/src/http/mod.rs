@@ -42,6 +42,8 @@ pub struct AppState {
     pub leadership: crate::jobs::leadership::Leadership,
     pub audit: crate::audit::AuditService,
     pub exporter: Arc<crate::audit::export::Exporter>,
+    /// Fans the change feed's events out to stream subscribers.
+    pub events: Arc<crate::events::hub::EventHub>,
     pub limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
     pub jobs: Arc<JobRegistry>,

@@ -37,7 +37,7 @@ impl Modify for BearerAuth {
     paths(
         secrets::read_secret, secrets::read_metadata, secrets::list_versions, secrets::write_secret,
         secrets::restore_secret, secrets::rotate_secret, secrets::update_metadata, secrets::delete_secret,
-        secrets::list_secrets, secrets::batch_read, rotation::rotation_due, events::list_events,
+        secrets::list_secrets, secrets::batch_read, rotation::rotation_due, events::list_events, events::stream_events,
         auth::whoami, auth::create_token, auth::list_tokens, auth::revoke_token, auth::kubernetes_login,
         sys::rotate_key, sys::list_keys,
         policies::create_policy, policies::list_policies, policies::get_policy, policies::update_policy,

@@ -265,6 +265,7 @@ mod declared {
 
     // Events.
     pub static LIST_EVENTS: Operation = Operation::new("list_events", Get, "/v1/events", Guard::Permission(List, ListedPaths), "events.list", false).also("policies:read for policy.changed events");
+    pub static STREAM_EVENTS: Operation = Operation::new("stream_events", Get, "/v1/events/stream", Guard::Permission(List, ListedPaths), "events.stream", false).also("policies:read for policy.changed events");
 
     // Auth and tokens.
     pub static WHOAMI: Operation = Operation::new("whoami", Get, "/v1/auth/whoami", Token, "auth.whoami", false);
@@ -325,6 +326,7 @@ pub static OPERATIONS: &[&Operation] = &[
     &BATCH_READ,
     &ROTATION_DUE,
     &LIST_EVENTS,
+    &STREAM_EVENTS,
     &WHOAMI,
     &CREATE_TOKEN,
     &LIST_TOKENS,

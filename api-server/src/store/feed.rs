@@ -273,7 +273,7 @@ pub trait FeedReads: Send + Sync + 'static {
     /// missed pruned records and must resynchronise from the state itself.
     async fn first_change_seq(&self) -> Result<u64>;
     /// Wakes `notify` after commits that recorded changes: this process's on SQLite, every
-    /// replica's on PostgreSQL (`LISTEN`/`NOTIFY`). A wake may cover several commits or
+    /// replica's on PostgreSQL (`LISTEN`/`NOTIFY`); each caller's `notify` is woken. A wake may cover several commits or
     /// none (a reconnection wakes it once); the waiter reads the feed to learn what
     /// changed, and reads it on a timer too, for a wake lost with a connection.
     fn notify_changes(&self, notify: std::sync::Arc<tokio::sync::Notify>);

@@ -122,6 +122,9 @@ impl FeedReads for SqliteStore {
 
     /// One process writes this file: its own commits are all there is to hear.
     fn notify_changes(&self, notify: std::sync::Arc<tokio::sync::Notify>) {
-        let _ = self.changes_notify.set(notify);
+        self.changes_notify
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(notify);
     }
 }

@@ -51,7 +51,8 @@ pub struct SqliteStore {
     cache: Arc<ReadCache>,
     checkpointer: Arc<Checkpointer>,
     /// Woken after each commit that recorded changes (see `FeedReads::notify_changes`).
-    changes_notify: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
+    /// Who hears of commits that recorded changes (the event hub, a follower).
+    changes_notify: std::sync::RwLock<Vec<Arc<tokio::sync::Notify>>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -144,7 +145,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             cache,
             checkpointer,
-            changes_notify: std::sync::OnceLock::new(),
+            changes_notify: std::sync::RwLock::default(),
         })
     }
 
@@ -292,16 +293,21 @@ impl Store for SqliteStore {
         // happens even if the caller stops waiting (a cancelled request must not leave a
         // stale entry behind).
         let effects = CacheEffects::of(unit.changes());
-        // Only when someone listens: the write path pays nothing otherwise.
-        let notify = self.changes_notify.get().filter(|_| {
-            unit.changes()
-                .iter()
-                .any(|c| !matches!(Planned::of(c), Planned::Nothing))
-        });
+        // Only units that record a change wake the listeners.
+        let listeners = if unit
+            .changes()
+            .iter()
+            .any(|c| !matches!(Planned::of(c), Planned::Nothing))
+        {
+            self.changes_notify
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+        } else {
+            Vec::new()
+        };
         let committed = self.committer.commit(unit.prepare(), effects).await?;
-        if let Some(notify) = notify {
-            notify.notify_one();
-        }
+        listeners.iter().for_each(|notify| notify.notify_one());
         Ok(committed)
     }
 }

@@ -4,6 +4,8 @@
 //! A record names its object and never a value; tokens, identities and the keyring are
 //! the server's own bookkeeping and make no event.
 
+pub mod hub;
+
 use std::collections::BTreeSet;
 
 use scaivault_api::events::{Event, EventType};
