@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from scaivault_sdk import audit, auth, client, policies, secrets, system
+from scaivault_sdk import audit, auth, client, events, policies, rotation, secrets, system
 from scaivault_sdk._transport import Call
 from scaivault_sdk._wire import ModelDecoder, wire_fields
-from scaivault_sdk.models import PolicyRule
+from scaivault_sdk.models import PolicyRule, RotationGenerator, RotationPolicy
 from scaivault_sdk.testing import DevServer
 
 SERVED_CALLS: list[Call[Any]] = [
@@ -31,6 +31,29 @@ SERVED_CALLS: list[Call[Any]] = [
     secrets._delete("app/db", True),
     secrets._restore("app/db"),
     secrets._versions("app/db"),
+    secrets._write(
+        "app/db",
+        {"password": "p"},
+        "password",
+        None,
+        {
+            "rotation": {
+                "interval": "30d",
+                "strategy": "generate",
+                "generator": {"fields": ["password"], "length": 32, "charset": "symbols", "prefix": "pw_"},
+                "grace": "24h",
+                "rotate_at": "03:00Z",
+            }
+        },
+    ),
+    secrets._update_metadata(
+        "app/db", None, RotationPolicy("7d", "external", RotationGenerator(charset="base64url"), "1h", "03:00")
+    ),
+    secrets._update_metadata("app/db", {"tags": ["t"]}, None),
+    secrets._rotate("app/db", "compromise"),
+    secrets._rotate("app/db", None),
+    rotation._due(168, True, "app/", 10, "cursor"),
+    events._list(["rotation.due", "secret.updated"], "app/", 12, 100),
     auth._whoami(),
     auth._create_token("sa:ci", "1h", "ci"),
     auth._login_kubernetes("a.b.c", "web"),
@@ -68,9 +91,7 @@ SERVED_CALLS: list[Call[Any]] = [
 # Wrapped by the SDK, not served yet: checked as soon as openapi.json lists them.
 # Each names the path template it waits for: a catch-all route such as
 # `POST /v1/secrets/{path}` would otherwise match `.../rotate` and pass for served.
-PENDING_CALLS: list[tuple[str, str, Call[Any]]] = [
-    ("rotation", "/v1/secrets/{path}/rotate", secrets._rotate("app/db", "compromise")),
-]
+PENDING_CALLS: list[tuple[str, str, Call[Any]]] = []
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +128,12 @@ def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
                 node = node[part]
             schema = node
         elif "allOf" in schema:
+            # The schema's own properties hold beside each part's, and win: a part may only
+            # add constraints (the rotation policy's "generate names its fields").
             merged: dict[str, Any] = {"properties": {}}
             for part in schema["allOf"]:
                 merged["properties"].update(_resolve(spec, part).get("properties", {}))
+            merged["properties"].update(schema.get("properties", {}))
             return merged
         elif "oneOf" in schema or "anyOf" in schema:
             branches = [b for b in schema.get("oneOf", schema.get("anyOf", [])) if b.get("type") != "null"]
@@ -241,12 +265,11 @@ def test_pending_calls_match_once_served(
 
 
 # Documented operations the SDK deliberately does not wrap: the scrape, the POST spelling
-# of a write, the document itself, and rotation, which answers 501 until it lands.
+# of a write, and the document itself.
 UNWRAPPED = {
     ("get", "/metrics"),
     ("post", "/v1/secrets/{path}"),
     ("get", "/v1/openapi.json"),
-    ("post", "/v1/secrets/{path}/rotate"),
 }
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from scaivault_sdk import RetryConfig, SyncScaiVaultClient, audit, auth, policies, secrets, system
+from scaivault_sdk import RetryConfig, SyncScaiVaultClient, audit, auth, events, policies, rotation, secrets, system
 from scaivault_sdk.errors import (
     ConflictError,
     IdempotencyKeyReusedError,
@@ -131,6 +131,8 @@ def test_every_mutation_but_a_login_carries_a_key_and_may_be_repeated() -> None:
         secrets._write("a/b", {"k": "v"}, None, None, None),
         secrets._delete("a/b", False),
         secrets._restore("a/b"),
+        secrets._rotate("a/b", "compromise"),
+        secrets._update_metadata("a/b", None, None),
         auth._create_token("sa:ci", None, None),
         system._rotate_keys(),
         policies._create("p", [], None),
@@ -140,7 +142,13 @@ def test_every_mutation_but_a_login_carries_a_key_and_may_be_repeated() -> None:
         assert call.sends_key and call.repeatable, call
     # A fresh key per logical call; its retries reuse the headers made once in run().
     assert keyed[0].idempotency_headers() != keyed[0].idempotency_headers()
-    for call in [secrets._read("a/b", None), secrets._batch_read(["a/b"]), policies._test("sa:ci", "a", "read", None)]:
+    for call in [
+        secrets._read("a/b", None),
+        secrets._batch_read(["a/b"]),
+        policies._test("sa:ci", "a", "read", None),
+        rotation._due(None, False, None, None, None),
+        events._list(None, None, None, None),
+    ]:
         assert not call.sends_key and call.repeatable, call
     login = auth._login_kubernetes("jwt", None)
     assert not login.sends_key and not login.repeatable

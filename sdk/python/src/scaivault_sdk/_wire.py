@@ -109,7 +109,3 @@ class ModelDecoder(Generic[T]):
 def model(cls: type[T]) -> ModelDecoder[T]:
     return ModelDecoder(cls)
 
-
-def json_object(body: Any) -> dict[str, Any]:
-    """Decoder for responses the SDK passes through as plain dicts."""
-    return dict(body) if isinstance(body, Mapping) else {}

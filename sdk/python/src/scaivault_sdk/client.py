@@ -11,9 +11,11 @@ from ._transport import DEFAULT_TIMEOUT, AsyncTransport, Call, Settings, SyncTra
 from ._wire import model
 from .audit import AsyncAuditAPI, AuditAPI
 from .auth import AsyncAuth, Auth
+from .events import AsyncEventsAPI, EventsAPI
 from .models import Health, HealthDetailed
 from .policies import AsyncIdentitiesAPI, AsyncPoliciesAPI, IdentitiesAPI, PoliciesAPI
 from .retry import RetryConfig
+from .rotation import AsyncRotationAPI, RotationAPI
 from .secrets import AsyncSecrets, Secrets
 from .system import AsyncSys, Sys
 
@@ -70,6 +72,8 @@ class SyncScaiVaultClient(_ClientBase):
         self.policies = PoliciesAPI(self._transport)
         self.identities = IdentitiesAPI(self._transport)
         self.audit = AuditAPI(self._transport)
+        self.rotation = RotationAPI(self._transport)
+        self.events = EventsAPI(self._transport)
 
     def health(self) -> Health:
         """Liveness without authentication: the server answers (it touches no storage)."""
@@ -122,6 +126,8 @@ class ScaiVaultClient(_ClientBase):
         self.policies = AsyncPoliciesAPI(self._transport)
         self.identities = AsyncIdentitiesAPI(self._transport)
         self.audit = AsyncAuditAPI(self._transport)
+        self.rotation = AsyncRotationAPI(self._transport)
+        self.events = AsyncEventsAPI(self._transport)
 
     async def health(self) -> Health:
         return await self._transport.run(_health())

@@ -7,7 +7,7 @@ traceback shows which keys it has, never what they are.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
@@ -22,10 +22,15 @@ class WriteOptions(TypedDict, total=False):
 
 
 class MetadataUpdate(TypedDict, total=False):
-    """Fields of a metadata update; each given one replaces the stored value."""
+    """Fields of a metadata update; each given one replaces the stored value.
+
+    ``rotation`` sets the rotation schedule (a ``RotationPolicy`` or its wire dict);
+    ``None`` removes it.
+    """
 
     tags: list[str]
     description: str
+    rotation: RotationPolicy | Mapping[str, Any] | None
 
 
 class S3Destination(TypedDict, total=False):
@@ -91,10 +96,89 @@ class VersionInfo:
 
 
 @dataclass(frozen=True)
+class RotationGenerator:
+    """How ``generate`` makes a value: each of ``fields`` gets a new random string.
+
+    ``fields`` defaults by secret type (``password``, ``api_key``, ``token``; other types
+    must name them); ``length`` 8..4096 (default 32, the prefix excluded); ``charset``
+    ``alphanumeric`` (default), ``symbols``, ``hex`` or ``base64url``; ``prefix`` (at most
+    32 characters) goes before each value, like ``sk_live_``.
+    """
+
+    fields: list[str] | None = None
+    length: int | None = None
+    charset: str | None = None
+    prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class RotationPolicy:
+    """A secret's rotation schedule, as written and as metadata shows it.
+
+    ``interval``: ``30d``, ``12h``... (1m to 3650d). ``strategy``: ``generate`` (the
+    server writes a new version from ``generator``), ``external`` (the server signals
+    ``rotation.due``; a write counts as the rotation) or ``manual`` (only ``rotate`` or a
+    write). ``grace``: how long after ``next_rotation_at`` the secret becomes overdue
+    (default ``24h``). ``rotate_at``: a UTC time of day, ``03:00``, for intervals of a day
+    or more.
+    """
+
+    interval: str
+    strategy: str
+    generator: RotationGenerator | None = None
+    grace: str | None = None
+    rotate_at: str | None = None
+
+
+@dataclass(frozen=True)
 class RotationStatus:
+    """Where a secret stands: ``status`` is ``not_configured``, ``scheduled``, ``due``
+    (``next_rotation_at`` passed, within the grace) or ``overdue`` (past the grace too)."""
+
     status: str
+    strategy: str | None = None
+    interval: str | None = None
     next_rotation_at: datetime | None = None
     last_rotated_at: datetime | None = None
+    is_overdue: bool = False
+    policy: RotationPolicy | None = None
+
+
+@dataclass(frozen=True)
+class RotateResult:
+    """What ``secrets.rotate`` did: ``outcome`` is ``rotated`` (a ``generate`` secret got
+    ``version``) or ``requested`` (``rotation.requested`` was raised; ``version`` is the
+    current one)."""
+
+    path: str
+    outcome: str
+    version: int
+    rotation: RotationStatus
+
+
+@dataclass(frozen=True)
+class DueSecret:
+    """One entry of ``rotation.due``; ``strategy`` says who is expected to rotate it."""
+
+    path: str
+    next_rotation_at: datetime
+    is_overdue: bool
+    strategy: str
+    last_rotated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DuePage:
+    """One page of ``rotation.due``; pass ``next_cursor`` back for the next (``None`` at the end)."""
+
+    secrets: list[DueSecret]
+    next_cursor: str | None = None
+
+    def __iter__(self) -> Iterator[DueSecret]:
+        return iter(self.secrets)
+
+    def __len__(self) -> int:
+        return len(self.secrets)
 
 
 @dataclass(frozen=True)
@@ -132,6 +216,7 @@ class SecretListItem:
     expires_at: datetime | None = None
     version_count: int | None = None
     deleted_at: datetime | None = None
+    rotation: RotationStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -477,3 +562,63 @@ class ExportJob:
     @property
     def done(self) -> bool:
         return self.status != "running"
+
+
+# --- events --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to a secret or a policy; never a value.
+
+    ``type`` is ``secret.created``, ``secret.updated``, ``rotation.due``, ... (see
+    ``EVENT_TYPES``); ``id`` (``evt_<seq>``) is unique and stable; ``seq`` is the position
+    in the change feed (``after=`` resumes from it). ``path`` names the secret,
+    ``policy_id`` the policy of ``policy.changed``; ``reason`` is a forced rotation's
+    reason or a failure's cause.
+    """
+
+    id: str
+    type: str
+    time: datetime
+    actor: str
+    seq: int
+    path: str | None = None
+    policy_id: str | None = None
+    version: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One page of ``events.list``, oldest first; pass ``last_seq`` as ``after`` for the next.
+
+    ``last_seq`` moves on even when none of the page's events was visible to the caller.
+    """
+
+    events: list[Event]
+    last_seq: int
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+#: The event types the server emits (``api/src/events.rs``).
+EVENT_TYPES = (
+    "secret.created",
+    "secret.updated",
+    "secret.metadata_updated",
+    "secret.deleted",
+    "secret.restored",
+    "secret.expired",
+    "secret.destroyed",
+    "rotation.due",
+    "rotation.overdue",
+    "rotation.requested",
+    "rotation.completed",
+    "rotation.failed",
+    "policy.changed",
+)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ._transport import AsyncTransport, Call, SyncTransport, no_content, query, secret_path
-from ._wire import json_object, model
+from ._wire import model
 from .models import (
     BatchReadResult,
     MetadataUpdate,
+    RotateResult,
+    RotationPolicy,
     Secret,
     SecretListItem,
     SecretMetadata,
@@ -31,6 +35,42 @@ class _VersionList:
 
 # Inside the API classes `list` names the method, so annotations use this alias.
 VersionInfos = list[VersionInfo]
+
+Schedule = RotationPolicy | Mapping[str, Any]
+
+
+class _Keep(enum.Enum):
+    KEEP = "keep"
+
+
+#: ``update_metadata(rotation=...)`` left out: the schedule stays as it is.
+KEEP: Final = _Keep.KEEP
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def rotation_body(policy: Schedule | None) -> dict[str, Any] | None:
+    """The wire form of a schedule: a ``RotationPolicy`` without its unset fields, or the dict."""
+    if policy is None:
+        return None
+    if isinstance(policy, RotationPolicy):
+        body: dict[str, Any] = _without_none(dataclasses.asdict(policy))
+        return body
+    return dict(policy)
+
+
+def _metadata_body(metadata: MetadataUpdate | Mapping[str, Any] | None, rotation: Schedule | None | _Keep) -> dict[str, Any]:
+    body: dict[str, Any] = dict(metadata) if metadata is not None else {}
+    if rotation is not KEEP:
+        body["rotation"] = rotation
+    if "rotation" in body:
+        # `null` removes the schedule; absent keeps it.
+        body["rotation"] = rotation_body(body["rotation"])
+    return body
 
 
 def _url(path: str, action: str = "") -> str:
@@ -56,7 +96,7 @@ def _write(
     if secret_type is not None:
         body["secret_type"] = secret_type
     if metadata is not None:
-        body["metadata"] = dict(metadata)
+        body["metadata"] = _metadata_body(metadata, KEEP)
     if options is not None:
         body["options"] = dict(options)
     # Each write adds a version: a retry is safe only because it carries the call's
@@ -64,8 +104,11 @@ def _write(
     return Call("PUT", _url(path), model(WriteResult), json=body)
 
 
-def _update_metadata(path: str, metadata: MetadataUpdate | Mapping[str, Any]) -> Call[SecretMetadata]:
-    return Call("PATCH", _url(path, "metadata"), model(SecretMetadata), json=dict(metadata))
+def _update_metadata(
+    path: str, metadata: MetadataUpdate | Mapping[str, Any] | None, rotation: Schedule | None | _Keep = KEEP
+) -> Call[SecretMetadata]:
+    body = _metadata_body(metadata, rotation)
+    return Call("PATCH", _url(path, "metadata"), model(SecretMetadata), json=body)
 
 
 def _list(
@@ -101,9 +144,10 @@ def _versions(path: str) -> Call[_VersionList]:
     return Call("GET", _url(path, "versions"), model(_VersionList))
 
 
-def _rotate(path: str, reason: str | None) -> Call[dict[str, Any]]:
+def _rotate(path: str, reason: str | None) -> Call[RotateResult]:
     body = {"reason": reason} if reason is not None else {}
-    return Call("POST", _url(path, "rotate"), json_object, json=body)
+    # Keyed like every mutation: a retry after a lost answer never rotates twice.
+    return Call("POST", _url(path, "rotate"), model(RotateResult), json=body)
 
 
 def _chunks(paths: Iterable[str]) -> list[list[str]]:
@@ -144,12 +188,26 @@ class Secrets:
         options: WriteOptions | Mapping[str, Any] | None = None,
         metadata: MetadataUpdate | Mapping[str, Any] | None = None,
     ) -> WriteResult:
-        """Write a new version. ``options``: ``expires_in``, ``cas``, ``max_versions``."""
+        """Write a new version. ``options``: ``expires_in``, ``cas``, ``max_versions``.
+
+        ``metadata``: ``tags``, ``description``, and ``rotation`` (a ``RotationPolicy`` or its
+        dict: ``{"interval": "30d", "strategy": "generate", "generator": {...}}``).
+        """
         return self._run(_write(path, data, secret_type, options, metadata))
 
-    def update_metadata(self, path: str, metadata: MetadataUpdate | Mapping[str, Any]) -> SecretMetadata:
-        """Replace the given metadata fields (``tags``, ``description``); the value is untouched."""
-        return self._run(_update_metadata(path, metadata))
+    def update_metadata(
+        self,
+        path: str,
+        metadata: MetadataUpdate | Mapping[str, Any] | None = None,
+        *,
+        rotation: Schedule | None | _Keep = KEEP,
+    ) -> SecretMetadata:
+        """Replace the given metadata fields (``tags``, ``description``); the value is untouched.
+
+        ``rotation=RotationPolicy(...)`` (or its dict) sets the rotation schedule,
+        ``rotation=None`` removes it; left out, the schedule stays.
+        """
+        return self._run(_update_metadata(path, metadata, rotation))
 
     def list(
         self,
@@ -203,8 +261,13 @@ class Secrets:
     def versions(self, path: str) -> VersionInfos:
         return self._run(_versions(path)).versions
 
-    def rotate(self, path: str, reason: str | None = None) -> dict[str, Any]:
-        """Rotate now (server side arrives with the rotation feature)."""
+    def rotate(self, path: str, reason: str | None = None) -> RotateResult:
+        """Rotate now: a ``generate`` secret gets a new version (``outcome == "rotated"``),
+        an ``external`` or ``manual`` one raises ``rotation.requested`` (``"requested"``).
+
+        ``reason`` (at most 512 characters) goes to the audit record and the event. A
+        secret without a schedule raises ``ConflictError`` (``rotation_not_configured``).
+        """
         return self._run(_rotate(path, reason))
 
 
@@ -231,9 +294,13 @@ class AsyncSecrets:
         return await self._run(_write(path, data, secret_type, options, metadata))
 
     async def update_metadata(
-        self, path: str, metadata: MetadataUpdate | Mapping[str, Any]
+        self,
+        path: str,
+        metadata: MetadataUpdate | Mapping[str, Any] | None = None,
+        *,
+        rotation: Schedule | None | _Keep = KEEP,
     ) -> SecretMetadata:
-        return await self._run(_update_metadata(path, metadata))
+        return await self._run(_update_metadata(path, metadata, rotation))
 
     async def list(
         self,
@@ -283,5 +350,5 @@ class AsyncSecrets:
     async def versions(self, path: str) -> VersionInfos:
         return (await self._run(_versions(path))).versions
 
-    async def rotate(self, path: str, reason: str | None = None) -> dict[str, Any]:
+    async def rotate(self, path: str, reason: str | None = None) -> RotateResult:
         return await self._run(_rotate(path, reason))
