@@ -264,12 +264,14 @@ def test_pending_calls_match_once_served(
     assert set(call.params or {}) <= documented, f"undocumented query parameters on {template}"
 
 
-# Documented operations the SDK deliberately does not wrap: the scrape, the POST spelling
-# of a write, and the document itself.
+# Documented operations the SDK does not wrap: the scrape, the POST spelling of a write,
+# the document itself; and the event stream (Server-Sent Events), not wrapped yet:
+# `events.list` with `after` reads the same events by polling.
 UNWRAPPED = {
     ("get", "/metrics"),
     ("post", "/v1/secrets/{path}"),
     ("get", "/v1/openapi.json"),
+    ("get", "/v1/events/stream"),
 }
 
 
