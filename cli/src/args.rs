@@ -7,9 +7,10 @@ use scaivault_api::secrets::SecretType;
 use scaivault_client::{DEFAULT_ADDRESS, SecretString};
 
 use crate::input::{
-    parse_audit_identity, parse_duration_arg, parse_identity, parse_key_file, parse_key_value,
-    parse_permission, parse_rule, parse_secret_type,
+    parse_audit_identity, parse_duration_arg, parse_event_type, parse_identity, parse_key_file,
+    parse_key_value, parse_permission, parse_rotate_at, parse_rule, parse_secret_type,
 };
+use scaivault_api::events::EventType;
 use scaivault_api::policy::{Permission, PolicyRule};
 
 #[derive(Debug, Parser)]
@@ -85,6 +86,12 @@ pub enum Command {
     /// Query, verify and export the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Set and clear rotation schedules; list the secrets due for rotation.
+    #[command(subcommand)]
+    Rotation(RotationCommand),
+    /// Read what happened to secrets and policies.
+    #[command(subcommand)]
+    Events(EventsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +161,125 @@ pub enum SecretsCommand {
     Versions {
         /// Secret path, like `app/db`.
         path: String,
+    },
+    /// Rotate now: a `generate` secret gets a new version; an `external` or `manual` one
+    /// raises `rotation.requested` for whoever rotates it. Needs a schedule
+    /// (`scaivault rotation set`).
+    Rotate {
+        /// Secret path, like `app/db`.
+        path: String,
+        /// Why (`compromise`, `offboarding`, ...): recorded in the audit log and the event.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RotationCommand {
+    /// Give a secret a rotation schedule (replacing the one it has).
+    Set(RotationSetArgs),
+    /// Remove a secret's rotation schedule.
+    Clear {
+        /// Secret path, like `app/db`.
+        path: String,
+    },
+    /// List secrets whose next rotation falls within a window, in path order.
+    Due {
+        /// The window from now, in hours (server default 168, a week).
+        #[arg(long, value_name = "HOURS")]
+        within_hours: Option<u64>,
+        /// Also list secrets past their rotation and its grace (left out otherwise).
+        #[arg(long)]
+        include_overdue: bool,
+        /// Only paths starting with this, like `environments/production/`.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Page size (1..=1000).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Continue after a previous page.
+        #[arg(long, conflicts_with = "all")]
+        cursor: Option<String>,
+        /// Follow every page.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// How a secret gets its next value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Strategy {
+    /// The server writes a new version from the generator, on schedule.
+    Generate,
+    /// Something outside rotates: the server signals `rotation.due`; a write counts as the rotation.
+    External,
+    /// Never automatic: only `secrets rotate` or a write.
+    Manual,
+}
+
+/// The characters a generated value is drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GeneratorCharset {
+    /// A-Z a-z 0-9.
+    Alphanumeric,
+    /// Alphanumeric plus punctuation.
+    Symbols,
+    /// Lowercase hex (the length must be even).
+    Hex,
+    /// Unpadded base64url.
+    Base64url,
+}
+
+#[derive(Debug, Args)]
+pub struct RotationSetArgs {
+    /// Secret path, like `app/db`.
+    pub path: String,
+    /// How often, like 30d or 12h (1m to 3650d).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub interval: String,
+    /// Who rotates: the server (generate), something outside (external), or a person (manual).
+    #[arg(long, value_enum)]
+    pub strategy: Strategy,
+    /// How long after the rotation time the secret counts as overdue (server default 24h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub grace: Option<String>,
+    /// Time of day (UTC) rotations are moved to, HH:MM, for intervals of a day or more.
+    #[arg(long, value_name = "HH:MM", value_parser = parse_rotate_at)]
+    pub rotate_at: Option<String>,
+    /// A field the generator regenerates (repeatable; default by type: password,
+    /// api_key, token).
+    #[arg(long = "field", value_name = "FIELD")]
+    pub fields: Vec<String>,
+    /// Characters of each generated value, the prefix excluded (8..=4096, default 32).
+    #[arg(long)]
+    pub length: Option<u32>,
+    /// Characters generated values are drawn from (default alphanumeric).
+    #[arg(long, value_enum)]
+    pub charset: Option<GeneratorCharset>,
+    /// Put before each generated value, like sk_live_ (at most 32 characters).
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// List events after a position, oldest first.
+    List {
+        /// Only these types, comma-separated (secret.updated,rotation.due,...).
+        #[arg(long, value_name = "TYPE,...", value_delimiter = ',', value_parser = parse_event_type)]
+        types: Vec<EventType>,
+        /// Only events about paths starting with this, like `environments/production/`.
+        #[arg(long)]
+        path_prefix: Option<String>,
+        /// Events after this position (the `last_seq` of a previous listing).
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+        /// Page size (1..=1000).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Follow every page up to the newest event.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -667,6 +793,108 @@ mod tests {
             ])
             .is_ok()
         );
+    }
+
+    #[test]
+    fn rotation_commands_parse_and_check_their_values() {
+        let usage = |args: &[&str]| parse(args).err().map(|e| e.exit_code());
+        let cli = parse(&[
+            "rotation",
+            "set",
+            "app/db",
+            "--interval",
+            "30d",
+            "--strategy",
+            "generate",
+            "--field",
+            "password",
+            "--field",
+            "pin",
+            "--charset",
+            "base64url",
+            "--rotate-at",
+            "03:00Z",
+        ]);
+        let Ok(Cli {
+            command: Command::Rotation(RotationCommand::Set(args)),
+            ..
+        }) = cli
+        else {
+            unreachable!("{cli:?}")
+        };
+        assert_eq!(args.fields, ["password", "pin"]);
+        assert_eq!(args.charset, Some(GeneratorCharset::Base64url));
+        assert_eq!(args.strategy, Strategy::Generate);
+        // A schedule needs an interval and a strategy, each well-formed.
+        assert_eq!(
+            usage(&["rotation", "set", "app/db", "--interval", "30d"]),
+            Some(2)
+        );
+        assert_eq!(
+            usage(&["rotation", "set", "app/db", "--strategy", "manual"]),
+            Some(2)
+        );
+        for (flag, bad) in [
+            ("--interval", "monthly"),
+            ("--grace", "1 day"),
+            ("--rotate-at", "3am"),
+            ("--charset", "emoji"),
+        ] {
+            let args = [
+                "rotation",
+                "set",
+                "app/db",
+                "--interval",
+                "30d",
+                "--strategy",
+                "manual",
+                flag,
+                bad,
+            ];
+            assert_eq!(usage(&args), Some(2), "{flag} {bad}");
+        }
+        assert!(parse(&["rotation", "clear", "app/db"]).is_ok());
+        assert!(parse(&["secrets", "rotate", "app/db", "--reason", "compromise"]).is_ok());
+        assert!(
+            parse(&[
+                "rotation",
+                "due",
+                "--within-hours",
+                "24",
+                "--include-overdue",
+                "--prefix",
+                "app/",
+                "--all"
+            ])
+            .is_ok()
+        );
+        assert_eq!(
+            usage(&["rotation", "due", "--cursor", "c", "--all"]),
+            Some(2)
+        );
+        assert_eq!(usage(&["rotation", "due", "--within-hours", "-1"]), Some(2));
+    }
+
+    #[test]
+    fn event_types_are_a_comma_separated_list() {
+        let cli = parse(&[
+            "events",
+            "list",
+            "--types",
+            "rotation.due,secret.updated",
+            "--after",
+            "12",
+        ]);
+        let Ok(Cli {
+            command: Command::Events(EventsCommand::List { types, after, .. }),
+            ..
+        }) = cli
+        else {
+            unreachable!("{cli:?}")
+        };
+        assert_eq!(types, [EventType::RotationDue, EventType::SecretUpdated]);
+        assert_eq!(after, Some(12));
+        assert!(parse(&["events", "list", "--types", "rotation.later"]).is_err());
     }
 
     #[test]

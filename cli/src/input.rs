@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use scaivault_api::auth::identity_type_of;
 use scaivault_api::duration::parse_duration;
+use scaivault_api::events::EventType;
 use scaivault_api::pattern::PathPattern;
 use scaivault_api::policy::{Effect, Permission, PolicyInput, PolicyRule};
 use scaivault_api::secrets::SecretType;
@@ -47,6 +48,31 @@ pub fn parse_duration_arg(arg: &str) -> Result<String, String> {
     parse_duration(arg)
         .map(|_| arg.to_owned())
         .map_err(|e| e.to_string())
+}
+
+/// `--types secret.updated,rotation.due`: each name as the API spells it.
+pub fn parse_event_type(arg: &str) -> Result<EventType, String> {
+    EventType::parse(arg.trim()).ok_or_else(|| {
+        let names: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        format!("unknown event type {arg:?}; one of {}", names.join(", "))
+    })
+}
+
+/// `--rotate-at 03:00` (or `03:00Z`): a UTC time of day, checked before anything is sent.
+pub fn parse_rotate_at(arg: &str) -> Result<String, String> {
+    const FORM: &str = "expected a UTC time of day HH:MM, like 03:00";
+    let time = arg.strip_suffix('Z').unwrap_or(arg);
+    let (hours, minutes) = time.split_once(':').ok_or(FORM)?;
+    let two_digits = |s: &str, max: u32| {
+        (s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u32>().ok())
+            .flatten()
+            .filter(|n| *n <= max)
+    };
+    match (two_digits(hours, 23), two_digits(minutes, 59)) {
+        (Some(_), Some(_)) => Ok(arg.to_owned()),
+        _ => Err(FORM.to_owned()),
+    }
 }
 
 pub fn parse_identity(arg: &str) -> Result<String, String> {
@@ -237,6 +263,32 @@ mod tests {
             let want = want.map(|(k, v)| (k.to_owned(), v.to_owned()));
             assert_eq!(got, want, "{arg:?}");
         }
+    }
+
+    #[test]
+    fn rotate_at_is_a_time_of_day() {
+        for good in ["03:00", "03:00Z", "00:00", "23:59"] {
+            assert_eq!(parse_rotate_at(good).ok().as_deref(), Some(good), "{good}");
+        }
+        for bad in [
+            "3:00", "24:00", "12:60", "0300", "03:00z", "03:00:00", "", "aa:bb", "+3:00",
+        ] {
+            assert!(parse_rotate_at(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn event_types_are_the_api_names() {
+        assert_eq!(parse_event_type("rotation.due"), Ok(EventType::RotationDue));
+        assert_eq!(
+            parse_event_type(" secret.updated "),
+            Ok(EventType::SecretUpdated)
+        );
+        let err = parse_event_type("rotation.later").err().unwrap_or_default();
+        assert!(
+            err.contains("rotation.overdue") && err.contains("policy.changed"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -77,6 +77,7 @@ async fn secrets_round_trip_through_the_typed_client() {
             &SecretMetadataInput {
                 tags: Some(vec!["pci".into()]),
                 description: Some("stripe key".into()),
+                rotation: None,
             },
         )
         .await

@@ -1,5 +1,5 @@
 //! The routes, methods, success statuses and query parameters the client uses for policies,
-//! identities and audit, checked against the server's own `/v1/openapi.json`.
+//! identities, audit, rotation and events, checked against the server's own `/v1/openapi.json`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
@@ -66,6 +66,25 @@ fn the_client_uses_the_documented_routes() {
         ("post", "/v1/audit/hmac", "200", &[]),
         ("post", "/v1/audit/export", "202", &[]),
         ("get", "/v1/audit/exports/{id}", "200", &[]),
+        ("post", "/v1/secrets/{path}/rotate", "200", &[]),
+        (
+            "get",
+            "/v1/rotation/due",
+            "200",
+            &[
+                "within_hours",
+                "include_overdue",
+                "prefix",
+                "limit",
+                "cursor",
+            ],
+        ),
+        (
+            "get",
+            "/v1/events",
+            "200",
+            &["types", "path_prefix", "after", "limit"],
+        ),
     ];
     for (method, route, status, query) in used {
         let operation = &doc["paths"][route][method];

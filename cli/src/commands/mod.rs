@@ -1,7 +1,9 @@
 //! One module per command group; each command returns what to print.
 
 mod audit;
+mod events;
 mod policies;
+mod rotation;
 mod secrets;
 mod system;
 mod tokens;
@@ -28,6 +30,8 @@ pub async fn run(cli: Cli) -> Result<Output, Failure> {
         Command::Policies(command) => policies::run(&client, format, command).await,
         Command::Identities(command) => policies::identities(&client, format, command).await,
         Command::Audit(command) => audit::run(&client, format, command).await,
+        Command::Rotation(command) => rotation::run(&client, format, command).await,
+        Command::Events(command) => events::run(&client, format, command).await,
     }
 }
 

@@ -1,11 +1,13 @@
 //! `scaivault secrets ...`
 
+use scaivault_api::rotation::RotateResponse;
 use scaivault_api::secrets::{
     ListSecretsResponse, SecretListItem, SecretMetadataInput, SecretMetadataResponse,
     SecretResponse, VersionInfo, WriteOptions, WriteSecretRequest, WriteSecretResponse,
 };
 use scaivault_client::{Client, ListOptions};
 
+use super::rotation::{outcome_name, rotation_pairs};
 use super::{done, render};
 use crate::args::{OutputFormat, SecretsCommand, WriteArgs};
 use crate::failure::Failure;
@@ -100,7 +102,7 @@ pub async fn run(
             let tags = apply_tag_changes(&current.tags, &add, &remove)?;
             let update = SecretMetadataInput {
                 tags: Some(tags),
-                description: None,
+                ..SecretMetadataInput::default()
             };
             let metadata = client.update_metadata(&path, &update).await?;
             render(format, &metadata, |m| {
@@ -110,6 +112,10 @@ pub async fn run(
         SecretsCommand::Versions { path } => {
             let versions = client.versions(&path).await?;
             render(format, &versions, |v| render_versions(&v.versions))
+        }
+        SecretsCommand::Rotate { path, reason } => {
+            let rotated = client.rotate(&path, reason.as_deref()).await?;
+            render(format, &rotated, render_rotated)
         }
     }
 }
@@ -123,6 +129,7 @@ fn write_request(args: WriteArgs) -> Result<WriteSecretRequest, Failure> {
         (!args.tags.is_empty() || args.description.is_some()).then(|| SecretMetadataInput {
             tags: (!args.tags.is_empty()).then_some(args.tags),
             description: args.description,
+            rotation: None,
         });
     let options = WriteOptions {
         expires_in: args.expires_in,
@@ -199,7 +206,7 @@ fn render_list(items: &[SecretListItem]) -> String {
 }
 
 fn render_metadata(m: &SecretMetadataResponse) -> String {
-    let header = pairs(&[
+    let mut items = vec![
         ("path", m.path.clone()),
         ("type", m.secret_type.to_string()),
         ("current_version", m.current_version.to_string()),
@@ -207,14 +214,26 @@ fn render_metadata(m: &SecretMetadataResponse) -> String {
         ("max_versions", m.max_versions.to_string()),
         ("tags", list(&m.tags)),
         ("description", opt_text(&m.description)),
-        ("rotation", m.rotation.status.clone()),
+    ];
+    items.extend(rotation_pairs(&m.rotation));
+    items.extend([
         ("created_at", time(&m.created_at)),
         ("updated_at", time(&m.updated_at)),
         ("deleted_at", opt_time(&m.deleted_at)),
         ("expires_at", opt_time(&m.expires_at)),
         ("access_count_30d", m.access_count_30d.to_string()),
     ]);
-    format!("{header}\n{}", render_versions(&m.versions))
+    format!("{}\n{}", pairs(&items), render_versions(&m.versions))
+}
+
+fn render_rotated(r: &RotateResponse) -> String {
+    let mut items = vec![
+        ("path", r.path.clone()),
+        ("outcome", outcome_name(r.outcome).to_owned()),
+        ("version", r.version.to_string()),
+    ];
+    items.extend(rotation_pairs(&r.rotation));
+    pairs(&items)
 }
 
 fn render_versions(versions: &[VersionInfo]) -> String {
