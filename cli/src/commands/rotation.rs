@@ -1,8 +1,8 @@
 //! `scaivault rotation ...` and the rotation lines of other commands' output.
 
 use scaivault_api::rotation::{
-    Charset, DueSecret, Generator, RotateOutcome, RotationDueResponse, RotationPolicy,
-    RotationState, RotationStatus, RotationStrategy,
+    Charset, DEFAULT_ROTATION_GRACE_SECS, DueSecret, Generator, RotateOutcome, RotationDueResponse,
+    RotationPolicy, RotationState, RotationStatus, RotationStrategy,
 };
 use scaivault_api::secrets::SecretMetadataResponse;
 use scaivault_client::{Client, DueOptions};
@@ -140,7 +140,11 @@ pub fn rotation_pairs(r: &RotationStatus) -> Vec<(&'static str, String)> {
         ("last_rotated_at", opt_time(&r.last_rotated_at)),
     ]);
     if let Some(policy) = &r.policy {
-        items.push(("rotation_grace", text(policy.grace.as_deref())));
+        let grace = policy
+            .grace
+            .clone()
+            .unwrap_or_else(|| format!("{}h (default)", DEFAULT_ROTATION_GRACE_SECS / 3600));
+        items.push(("rotation_grace", grace));
         items.push(("rotate_at", text(policy.rotate_at.as_deref())));
         if let Some(g) = &policy.generator {
             items.push(("generator", generator_text(g)));
@@ -280,7 +284,7 @@ mod tests {
              rotation_interval  30d\n\
              next_rotation_at   1970-01-01T00:00:00Z\n\
              last_rotated_at    -\n\
-             rotation_grace     -\n\
+             rotation_grace     24h (default)\n\
              rotate_at          03:00Z\n\
              generator          length=24 charset=hex\n"
         );
