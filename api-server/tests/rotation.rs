@@ -251,6 +251,7 @@ async fn a_forced_rotation_generates_a_version_or_asks_for_one() {
     let asked = events_of(&s, "rotation.requested", "ext/key").await;
     assert_eq!(asked.len(), 1, "{asked:?}");
     assert_eq!(asked[0]["reason"], "offboarding");
+    assert_eq!(asked[0]["version"], 1, "the version to replace");
 
     // What cannot be rotated says why.
     s.write("plain/x", json!({"data": {"k": "v"}})).await;

@@ -71,16 +71,7 @@ impl RotationScheduler {
         if strategy == RotationStrategy::Generate {
             return self.rotate(row, now, unit, term).await;
         }
-        if now >= row.overdue_at() && row.overdue_signalled != Some(row.next_at) {
-            unit.rotation()
-                .signal(&row.path, Signal::Overdue, row.next_at, None);
-        }
-        self.vault
-            .store
-            .commit(unit)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+        self.commit_with_overdue(unit, row, now).await
     }
 
     /// Writes the generated version (its `due` signal in the same unit), audited like a
@@ -118,6 +109,16 @@ impl RotationScheduler {
         } else {
             tracing::debug!(path = %row.path, error = %error.message, "scheduled rotation failed again");
         }
+        self.commit_with_overdue(unit, row, now).await
+    }
+
+    /// Commits `unit`, with the cycle's `overdue` signal when its grace has passed.
+    async fn commit_with_overdue(
+        &self,
+        mut unit: UnitOfWork,
+        row: &RotationRow,
+        now: OffsetDateTime,
+    ) -> Result<(), String> {
         if now >= row.overdue_at() && row.overdue_signalled != Some(row.next_at) {
             unit.rotation()
                 .signal(&row.path, Signal::Overdue, row.next_at, None);

@@ -4,6 +4,10 @@
 //! with the requested prefix they become disjoint key ranges, walked in path order. Each
 //! row read from them is still checked with the exact matcher (deny beats allow).
 
+use scaivault_api::limits::MAX_LIST_SCAN_ROWS;
+
+use crate::store::Result;
+
 /// The ranges to read, as prefixes: sorted, and none a prefix of another (so their key
 /// ranges are disjoint and in path order). Empty when the caller may list nothing here.
 pub fn narrow(requested: &str, allowed: &[String]) -> Vec<String> {
@@ -30,6 +34,76 @@ pub fn narrow(requested: &str, allowed: &[String]) -> Vec<String> {
         kept.push(range.to_owned());
     }
     kept
+}
+
+/// Rows read per storage round trip while filling a page.
+const CHUNK_ROWS: usize = 128;
+
+/// Something listed by path.
+pub trait Pathed {
+    fn path(&self) -> &str;
+}
+
+/// One page of what `read` yields within `ranges` (see [`narrow`]) after `after`: rows
+/// that `keep` accepts, in path order, at most `limit`, and the position to go on from
+/// (`None` on the last page). Reads in chunks, and stops after `MAX_LIST_SCAN_ROWS`
+/// rows examined (kept or not) with the position reached, so a caller who may see few of
+/// many rows gets a short page instead of a long wait. `read(range, after, limit)` gives
+/// rows of `range` strictly after `after`, in path order.
+pub async fn page<T, F, Fut>(
+    ranges: &[String],
+    after: Option<String>,
+    limit: usize,
+    mut read: F,
+    keep: impl Fn(&T) -> bool,
+) -> Result<(Vec<T>, Option<String>)>
+where
+    T: Pathed,
+    F: FnMut(String, Option<String>, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>>>,
+{
+    // One more than the page, to know whether another page follows.
+    let wanted = limit.saturating_add(1);
+    let mut found: Vec<T> = Vec::new();
+    let mut position = after;
+    let mut budget = MAX_LIST_SCAN_ROWS;
+    let mut cut_short = false;
+    'ranges: for range in ranges {
+        if position.as_deref().is_some_and(|p| passed(p, range)) {
+            continue;
+        }
+        loop {
+            if budget == 0 {
+                cut_short = true;
+                break 'ranges;
+            }
+            let chunk = (wanted - found.len()).max(CHUNK_ROWS).min(budget);
+            let rows = read(range.clone(), position.clone(), chunk).await?;
+            let count = rows.len();
+            budget -= count;
+            for row in rows {
+                position = Some(row.path().to_owned());
+                if keep(&row) {
+                    found.push(row);
+                    if found.len() == wanted {
+                        break 'ranges;
+                    }
+                }
+            }
+            if count < chunk {
+                break;
+            }
+        }
+    }
+    let next_after = if found.len() == wanted {
+        found.truncate(limit);
+        found.last().map(|r| r.path().to_owned())
+    } else if cut_short {
+        position
+    } else {
+        None
+    };
+    Ok((found, next_after))
 }
 
 /// Whether every path of `range` sorts before `position` (nothing left to read there).

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use scaivault_api::ErrorCode;
 use scaivault_api::error::ItemError;
-use scaivault_api::limits::{MAX_BATCH_PATHS, MAX_LIST_SCAN_ROWS};
+use scaivault_api::limits::MAX_BATCH_PATHS;
 use scaivault_api::secrets::{
     BatchReadResponse, SecretListItem, SecretMetadataInput, SecretMetadataResponse,
     SecretMetadataView, SecretResponse, SecretType, VersionInfo, WriteSecretRequest,
@@ -59,8 +59,11 @@ pub struct Listed {
     pub next_after: Option<String>,
 }
 
-/// Rows read per storage round trip while filling a page.
-const LIST_CHUNK_ROWS: usize = 128;
+impl listing::Pathed for SecretRow {
+    fn path(&self) -> &str {
+        &self.path
+    }
+}
 
 fn not_found(path: &str) -> Error {
     Error::new(ErrorCode::SecretNotFound, format!("no secret at {path}"))
@@ -368,59 +371,23 @@ impl SecretsService {
         scaivault_api::path::validate_prefix(&prefix)
             .map_err(|e| Error::new(ErrorCode::InvalidPath, e.to_string()))?;
         let ranges = listing::narrow(&prefix, reach);
-        // One more than the page, to know whether another page follows.
-        let wanted = params.limit.saturating_add(1);
-        let mut found: Vec<SecretRow> = Vec::new();
-        let mut position = params.after;
-        let mut budget = MAX_LIST_SCAN_ROWS;
-        let mut cut_short = false;
         let now = OffsetDateTime::now_utc();
-        'ranges: for range in &ranges {
-            if position
-                .as_deref()
-                .is_some_and(|p| listing::passed(p, range))
-            {
-                continue;
-            }
-            loop {
-                if budget == 0 {
-                    cut_short = true;
-                    break 'ranges;
-                }
-                let chunk = (wanted - found.len()).max(LIST_CHUNK_ROWS).min(budget);
-                let rows = self
-                    .store
-                    .list_secrets(ListQuery {
-                        prefix: range.clone(),
-                        after: position.clone(),
-                        limit: chunk,
-                        include_deleted: params.include_deleted,
-                    })
-                    .await?;
-                let read = rows.len();
-                budget -= read;
-                for row in rows {
-                    position = Some(row.path.clone());
-                    if visible(&row.path) && !is_expired(row.expires_at, now) {
-                        found.push(row);
-                        if found.len() == wanted {
-                            break 'ranges;
-                        }
-                    }
-                }
-                if read < chunk {
-                    break;
-                }
-            }
-        }
-        let next_after = if found.len() == wanted {
-            found.truncate(params.limit);
-            found.last().map(|r| r.path.clone())
-        } else if cut_short {
-            position
-        } else {
-            None
-        };
+        let include_deleted = params.include_deleted;
+        let (found, next_after) = listing::page(
+            &ranges,
+            params.after,
+            params.limit,
+            |prefix, after, limit| {
+                self.store.list_secrets(ListQuery {
+                    prefix,
+                    after,
+                    limit,
+                    include_deleted,
+                })
+            },
+            |row: &SecretRow| visible(&row.path) && !is_expired(row.expires_at, now),
+        )
+        .await?;
         let secrets = found
             .into_iter()
             .map(|r| self.list_item(r, params.include_metadata))

@@ -126,7 +126,8 @@ pub enum Planned {
     Always(FeedEntry),
     /// A version written: the record carries the version number the write yielded.
     Written(String),
-    /// A scheduled secret's cycle moved on (`Applied::Versioned(Some(_))`).
+    /// Only when the change addressed a scheduled secret (`Applied::Versioned(Some(_))`):
+    /// the record carries that version.
     IfRotated(FeedEntry),
     /// Only when the addressed row existed (`Applied::Found(true)`).
     IfFound(FeedEntry),
@@ -217,7 +218,7 @@ impl Planned {
                     Planned::IfFound(because(kind, path, reason))
                 }
                 RotationChange::Requested { path, reason } => {
-                    Planned::IfFound(because(K::RotationRequested, path, reason))
+                    Planned::IfRotated(because(K::RotationRequested, path, reason))
                 }
             },
             Change::Maintenance(MaintenanceChange::PurgeExpiredSecrets { .. }) => Planned::Erased,

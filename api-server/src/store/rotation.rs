@@ -198,8 +198,9 @@ impl RotationWrites<'_> {
         })
     }
 
-    /// Yields false when the secret has no schedule.
-    pub fn requested(self, path: &str, reason: Option<String>) -> Slot<bool> {
+    /// Yields the secret's current version (the one to replace), `None` when the secret
+    /// has no schedule.
+    pub fn requested(self, path: &str, reason: Option<String>) -> Slot<Option<u64>> {
         self.push(RotationChange::Requested {
             path: path.to_owned(),
             reason,

@@ -6,7 +6,6 @@ mod generate;
 mod schedule;
 
 use scaivault_api::ErrorCode;
-use scaivault_api::limits::MAX_LIST_SCAN_ROWS;
 use scaivault_api::rotation::{
     DueSecret, MAX_ROTATION_REASON_CHARS, RotateOutcome, RotateResponse, RotationPolicy,
     RotationStrategy,
@@ -40,8 +39,11 @@ pub struct DuePage {
     pub next_after: Option<String>,
 }
 
-/// Rows read per storage round trip while filling a page.
-const DUE_CHUNK_ROWS: usize = 128;
+impl listing::Pathed for RotationRow {
+    fn path(&self) -> &str {
+        &self.path
+    }
+}
 
 pub fn check_reason(reason: Option<&str>) -> Result<()> {
     match reason {
@@ -109,14 +111,12 @@ impl SecretsService {
                 (RotateOutcome::Rotated, version)
             }
             RotationStrategy::External | RotationStrategy::Manual => {
-                let requested = self
+                let version = self
                     .store
                     .apply(|u| u.rotation().requested(path, reason))
-                    .await?;
-                if !requested {
-                    return Err(not_found(path));
-                }
-                (RotateOutcome::Requested, head.current_version)
+                    .await?
+                    .ok_or_else(|| not_found(path))?;
+                (RotateOutcome::Requested, version)
             }
         };
         let rotation = self.store.rotation(path).await?;
@@ -203,58 +203,26 @@ impl SecretsService {
             .map_err(|e| Error::new(ErrorCode::InvalidPath, e.to_string()))?;
         let now = OffsetDateTime::now_utc();
         let ranges = listing::narrow(&params.prefix, reach);
-        let wanted = params.limit.saturating_add(1);
-        let mut found: Vec<RotationRow> = Vec::new();
-        let mut position = params.after;
-        let mut budget = MAX_LIST_SCAN_ROWS;
-        let mut cut_short = false;
-        'ranges: for range in &ranges {
-            if position
-                .as_deref()
-                .is_some_and(|p| listing::passed(p, range))
-            {
-                continue;
-            }
-            loop {
-                if budget == 0 {
-                    cut_short = true;
-                    break 'ranges;
-                }
-                let chunk = (wanted - found.len()).max(DUE_CHUNK_ROWS).min(budget);
-                let rows = self
-                    .store
-                    .rotations_due(DueQuery {
-                        prefix: range.clone(),
-                        after: position.clone(),
-                        limit: chunk,
-                        until: now + params.within,
-                        exclude_overdue_at: (!params.include_overdue).then_some(now),
-                    })
-                    .await?;
-                let read = rows.len();
-                budget -= read;
-                for row in rows {
-                    position = Some(row.path.clone());
-                    if visible(&row.path) {
-                        found.push(row);
-                        if found.len() == wanted {
-                            break 'ranges;
-                        }
-                    }
-                }
-                if read < chunk {
-                    break;
-                }
-            }
-        }
-        let next_after = if found.len() == wanted {
-            found.truncate(params.limit);
-            found.last().map(|r| r.path.clone())
-        } else if cut_short {
-            position
-        } else {
-            None
-        };
+        let (until, exclude_overdue_at) = (
+            now + params.within,
+            (!params.include_overdue).then_some(now),
+        );
+        let (found, next_after) = listing::page(
+            &ranges,
+            params.after,
+            params.limit,
+            |prefix, after, limit| {
+                self.store.rotations_due(DueQuery {
+                    prefix,
+                    after,
+                    limit,
+                    until,
+                    exclude_overdue_at,
+                })
+            },
+            |row: &RotationRow| visible(&row.path),
+        )
+        .await?;
         let secrets = found
             .iter()
             .filter_map(|row| {

@@ -166,11 +166,15 @@ pub(crate) async fn signals_are_raised_once_per_cycle(store: Arc<dyn Store>) -> 
     assert_eq!(next, at(10 + DAY));
     assert!(signal(Signal::Due, next).await?);
     // A request changes nothing but the feed; an unscheduled secret has none to make.
-    assert!(store.apply(|u| u.rotation().requested("s/a", None)).await?);
-    assert!(
-        !store
+    assert_eq!(
+        store.apply(|u| u.rotation().requested("s/a", None)).await?,
+        Some(2)
+    );
+    assert_eq!(
+        store
             .apply(|u| u.rotation().requested("s/none", None))
-            .await?
+            .await?,
+        None
     );
     Ok(())
 }
@@ -278,7 +282,7 @@ pub(crate) async fn records_carry_version_actor_and_reason(store: Arc<dyn Store>
             (K::SecretWritten, Some(1), None),
             (K::SecretMetadataUpdated, None, None),
             (K::RotationDue, None, Some("on time")),
-            (K::RotationRequested, None, Some("compromise")),
+            (K::RotationRequested, Some(1), Some("compromise")),
             (K::SecretWritten, Some(2), None),
             (K::RotationCompleted, Some(2), Some("compromise")),
         ]

@@ -146,14 +146,16 @@ pub(super) async fn apply(c: &Tx<'_>, change: RotationChange) -> Result<Applied>
                 .await
                 .map(|n| Applied::Found(n > 0))
         }
-        RotationChange::Requested { path, .. } => query_opt(
-            c,
-            "SELECT 1 FROM rotations r JOIN secrets s ON s.path = r.path \
-             WHERE r.path = $1 AND s.deleted_at IS NULL",
-            &[&path],
-        )
-        .await
-        .map(|found| Applied::Found(found.is_some())),
+        RotationChange::Requested { path, .. } => {
+            let row = query_opt(
+                c,
+                "SELECT s.current_version FROM rotations r JOIN secrets s ON s.path = r.path \
+                 WHERE r.path = $1 AND s.deleted_at IS NULL",
+                &[&path],
+            )
+            .await?;
+            Ok(Applied::Versioned(row.map(|r| get_u64(&r, 0)).transpose()?))
+        }
     }
 }
 

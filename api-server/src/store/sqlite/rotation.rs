@@ -156,13 +156,13 @@ pub(super) fn apply(c: &Connection, change: RotationChange) -> Result<Applied> {
         }
         RotationChange::Requested { path, .. } => c
             .query_row(
-                "SELECT 1 FROM rotations r JOIN secrets s ON s.path = r.path \
+                "SELECT s.current_version FROM rotations r JOIN secrets s ON s.path = r.path \
                  WHERE r.path = ?1 AND s.deleted_at IS NULL",
                 [path],
-                |_| Ok(()),
+                |r| r.get::<_, i64>(0),
             )
             .optional()
-            .map(|found| Applied::Found(found.is_some()))
+            .map(|version| Applied::Versioned(version.map(|v| v.max(0) as u64)))
             .map_err(map_err),
     }
 }
