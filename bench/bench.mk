@@ -7,7 +7,7 @@
 BENCH_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 SCAIVAULT_RELEASE_BIN := $(CARGO_TARGET_DIR)/release/scaivault-server
 
-.PHONY: bench bench-deps test-bench-smoke bench-operator
+.PHONY: bench bench-deps test-bench-smoke bench-operator bench-stream
 
 bench-deps:
 	@bash $(BENCH_DIR)/install-deps.sh
@@ -35,3 +35,9 @@ BENCH_OPERATOR_SIZES ?= 1000 10000
 bench-operator: e2e-env bench-deps
 	$(CARGO) build --release -p scaivault-server
 	BENCH_OPERATOR_SIZES="$(BENCH_OPERATOR_SIZES)" CARGO="$(CARGO)" bash $(BENCH_DIR)/operator/run.sh
+
+# The event stream at 1,000 subscribers (bench/README.md, "The event stream"): write to
+# receipt p50/p99 and server RSS. Never part of `make test`.
+bench-stream:
+	$(CARGO) build --release -p scaivault-server
+	SCAIVAULT_BIN=$(SCAIVAULT_RELEASE_BIN) python3 $(BENCH_DIR)/stream/stream.py
