@@ -281,6 +281,22 @@ pub enum EventsCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Print events as they happen (the event stream), one line each (`-o json`: one
+    /// JSON document per line), until interrupted. Reconnects from where it stopped.
+    Tail {
+        /// Only these types, comma-separated (secret.updated,rotation.due,...).
+        #[arg(long, value_name = "TYPE,...", value_delimiter = ',', value_parser = parse_event_type)]
+        types: Vec<EventType>,
+        /// Only events about paths starting with this, like `environments/production/`.
+        #[arg(long)]
+        path_prefix: Option<String>,
+        /// Start after this position (replaying what came since); default: from now on.
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+        /// Stop after this many events (default: never).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
 }
 
 #[derive(Debug, Args)]

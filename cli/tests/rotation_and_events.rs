@@ -337,3 +337,78 @@ fn events_list_pages_on_with_after() {
         .failed_with(2);
     assert!(bad.stderr.contains("unknown event type"), "{bad:#?}");
 }
+
+#[test]
+fn events_tail_replays_from_a_position_then_follows_live() {
+    let server = Server::start(&[]);
+    server
+        .run(&["secrets", "write", "tail/a", "--data", "k=1"])
+        .ok();
+    let start = server
+        .run(&["events", "list", "--path-prefix", "tail/", "-o", "json"])
+        .ok()
+        .json()["last_seq"]
+        .as_u64()
+        .unwrap();
+    // Started from a position, `tail` replays what came after it and then follows the
+    // stream; whichever way the next write reaches it, it prints it once.
+    let after = start.to_string();
+    let tail = std::thread::scope(|scope| {
+        let tail = scope.spawn(|| {
+            server.run(&[
+                "events",
+                "tail",
+                "--path-prefix",
+                "tail/",
+                "--after",
+                &after,
+                "--count",
+                "2",
+                "-o",
+                "json",
+            ])
+        });
+        server
+            .run(&["secrets", "write", "tail/b", "--data", "k=2"])
+            .ok();
+        server
+            .run(&["secrets", "write", "tail/b", "--data", "k=3"])
+            .ok();
+        tail.join().unwrap()
+    })
+    .ok();
+    let events: Vec<Value> = tail
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen: Vec<(&str, u64)> = events
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["version"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("secret.created", 1), ("secret.updated", 2)],
+        "{tail:#?}"
+    );
+    assert!(events.iter().all(|e| e["path"] == "tail/b"));
+    assert!(!tail.stdout.contains("k=2"), "no values");
+
+    // The table form: one line per event.
+    let line = server
+        .run(&[
+            "events",
+            "tail",
+            "--path-prefix",
+            "tail/",
+            "--after",
+            "0",
+            "--count",
+            "1",
+        ])
+        .ok();
+    assert!(
+        line.stdout.contains("secret.created tail/a v1 by root"),
+        "{line:#?}"
+    );
+}

@@ -1,7 +1,7 @@
 //! The client and the one place that talks HTTP: URL building, auth, retries, decoding.
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
-use reqwest::{Method, StatusCode, Url};
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use scaivault_api::ErrorCode;
 use scaivault_api::idempotency::KEY_HEADER as IDEMPOTENCY_KEY;
 use scaivault_api::path::validate_secret_path;
@@ -12,6 +12,9 @@ use serde::de::DeserializeOwned;
 use crate::builder::{ClientBuilder, check_token};
 use crate::error::{Error, Result};
 use crate::retry::{Retry, RetryPolicy};
+
+/// How long a stream may last in all: far beyond any session (reqwest has no "never").
+const STREAM_LIFETIME: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 /// An async ScaiVault client. Cheap to clone: clones share the connection pool.
 ///
@@ -180,11 +183,9 @@ impl Client {
         }
     }
 
-    async fn send_once(&self, call: &Call) -> Result<Answer> {
-        let mut request = self
-            .http
-            .request(call.method.clone(), call.url.clone())
-            .header(ACCEPT, "application/json");
+    /// A request to `url` with the client's token, accepting `accept`.
+    fn authorized(&self, method: Method, url: Url, accept: &'static str) -> Result<RequestBuilder> {
+        let mut request = self.http.request(method, url).header(ACCEPT, accept);
         if let Some(token) = &self.token {
             // Checked for header-safety when the client was built.
             let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
@@ -197,6 +198,37 @@ impl Client {
             value.set_sensitive(true);
             request = request.header(AUTHORIZATION, value);
         }
+        Ok(request)
+    }
+
+    /// Opens a streaming answer (Server-Sent Events): the request is sent once, a 2xx
+    /// answer is returned with its body unread, and no overall timeout applies (the
+    /// stream lasts until closed; the reader watches its heartbeats instead).
+    pub(crate) async fn open_stream(
+        &self,
+        url: Url,
+        query: &[(&'static str, String)],
+        last_event_id: Option<u64>,
+    ) -> Result<reqwest::Response> {
+        let mut request = self
+            .authorized(Method::GET, url, "text/event-stream")?
+            .query(query)
+            .timeout(STREAM_LIFETIME);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.map_err(Error::Transport)?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body = response.bytes().await.map_err(Error::Transport)?;
+        Err(Error::from_response(status, &headers, &body))
+    }
+
+    async fn send_once(&self, call: &Call) -> Result<Answer> {
+        let mut request =
+            self.authorized(call.method.clone(), call.url.clone(), "application/json")?;
         if let Some(key) = &call.idempotency_key {
             request = request.header(IDEMPOTENCY_KEY, key);
         }

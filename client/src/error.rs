@@ -33,6 +33,10 @@ pub enum Error {
     /// Rejected before sending: a bad path, an out-of-range limit, an unreadable CA file.
     #[error("{code}: {message}")]
     InvalidInput { code: ErrorCode, message: String },
+    /// An event stream sent nothing, not even its heartbeat, for this long: the
+    /// connection is gone. Open a new stream from the position reached.
+    #[error("the event stream went silent for {0:?}")]
+    StreamSilent(Duration),
 }
 
 /// Says which side of the exchange failed, before reqwest's own (longer) message.
@@ -57,7 +61,7 @@ impl Error {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Error::Api { code, .. } | Error::InvalidInput { code, .. } => Some(*code),
-            Error::Transport(_) | Error::Decode { .. } => None,
+            Error::Transport(_) | Error::Decode { .. } | Error::StreamSilent(_) => None,
         }
     }
 

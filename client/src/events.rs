@@ -114,6 +114,129 @@ impl Client {
     }
 }
 
+/// Filters and position of [`Client::event_stream`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Only these types (at most 32); every type when empty.
+    pub types: Vec<EventType>,
+    /// Only events about paths starting with this.
+    pub path_prefix: Option<String>,
+    /// Resume after this feed position (`seq` of the last event handled); from now on
+    /// when `None`.
+    pub after: Option<u64>,
+}
+
+/// What a stream delivers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamItem {
+    Event(Event),
+    /// The subscriber fell too far behind and the server dropped it: open a new stream
+    /// with `after: Some(resume_after)` to miss nothing.
+    Lagged {
+        resume_after: u64,
+    },
+    /// Storage could not be read while catching up; resume from `resume_after` later.
+    Unavailable {
+        resume_after: u64,
+    },
+}
+
+/// An open event stream; see [`Client::event_stream`].
+#[derive(Debug)]
+pub struct EventStream {
+    response: reqwest::Response,
+    buffer: String,
+    position: u64,
+}
+
+/// The server sends a heartbeat every 15 s: three missed ones mean the connection is gone.
+const STREAM_SILENCE: std::time::Duration = std::time::Duration::from_secs(45);
+
+impl EventStream {
+    /// The next item, or `None` when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<StreamItem>> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if let Some(item) = self.parse(&block)? {
+                    return Ok(Some(item));
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(STREAM_SILENCE, self.response.chunk())
+                .await
+                .map_err(|_| Error::StreamSilent(STREAM_SILENCE))?
+                .map_err(Error::Transport)?;
+            let Some(chunk) = chunk else {
+                return Ok(None);
+            };
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Where to resume after what was delivered so far.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn parse(&mut self, block: &str) -> Result<Option<StreamItem>> {
+        let (mut kind, mut id, mut data) = (None, None, String::new());
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                kind = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().parse::<u64>().ok();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+        // A comment (the heartbeat) has no event.
+        let Some(kind) = kind else {
+            return Ok(None);
+        };
+        let position = id.unwrap_or(self.position);
+        Ok(Some(match kind.as_str() {
+            "lagged" => StreamItem::Lagged {
+                resume_after: position,
+            },
+            "unavailable" => StreamItem::Unavailable {
+                resume_after: position,
+            },
+            _ => {
+                let event: Event = serde_json::from_str(&data).map_err(|e| Error::Decode {
+                    what: "event stream",
+                    detail: e.to_string(),
+                })?;
+                self.position = event.seq;
+                StreamItem::Event(event)
+            }
+        }))
+    }
+}
+
+impl Client {
+    /// Events as they happen (`GET /v1/events/stream`), from `options.after` (replayed
+    /// from the change feed first) or from now on. Each event arrives once, in order;
+    /// after a disconnect, open a new stream with `after: Some(stream.position())`.
+    pub async fn event_stream(&self, options: &StreamOptions) -> Result<EventStream> {
+        let query = EventsOptions {
+            types: options.types.clone(),
+            path_prefix: options.path_prefix.clone(),
+            after: None,
+            limit: None,
+        }
+        .query()?;
+        let response = self
+            .open_stream(self.url(["events", "stream"])?, &query, options.after)
+            .await?;
+        Ok(EventStream {
+            response,
+            buffer: String::new(),
+            position: options.after.unwrap_or(0),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

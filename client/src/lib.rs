@@ -34,7 +34,7 @@ pub use audit::{
 pub use builder::{ClientBuilder, DEFAULT_ADDRESS, ENV_ADDRESS, ENV_CA_CERT, ENV_TOKEN};
 pub use client::Client;
 pub use error::{Error, Result};
-pub use events::{EventPages, EventsOptions};
+pub use events::{EventPages, EventStream, EventsOptions, StreamItem, StreamOptions};
 pub use paging::PageOptions;
 pub use retry::RetryPolicy;
 pub use rotation::DueOptions;

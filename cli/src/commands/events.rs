@@ -1,7 +1,7 @@
 //! `scaivault events ...`
 
 use scaivault_api::events::{Event, EventsResponse};
-use scaivault_client::{Client, EventsOptions};
+use scaivault_client::{Client, EventsOptions, StreamItem, StreamOptions};
 
 use super::render;
 use crate::args::{EventsCommand, OutputFormat};
@@ -49,7 +49,72 @@ pub async fn run(
                 _ => output,
             })
         }
+        EventsCommand::Tail {
+            types,
+            path_prefix,
+            after,
+            count,
+        } => {
+            let options = StreamOptions {
+                types,
+                path_prefix,
+                after,
+            };
+            tail(client, format, options, count).await
+        }
     }
+}
+
+/// Streams events to stdout, line by line, reconnecting from the position reached when
+/// the server drops the stream (a lagging subscriber, storage briefly away).
+async fn tail(
+    client: &Client,
+    format: OutputFormat,
+    mut options: StreamOptions,
+    count: Option<u64>,
+) -> Result<Output, Failure> {
+    let mut printed = 0;
+    loop {
+        let mut stream = client.event_stream(&options).await?;
+        while let Some(item) = stream.next().await? {
+            let StreamItem::Event(event) = item else {
+                // Lagged or unavailable: open a new stream from where this one stopped.
+                break;
+            };
+            let line = match format {
+                OutputFormat::Json => serde_json::to_string(&event)
+                    .map_err(|e| Failure::Local(format!("cannot print an event as JSON: {e}")))?,
+                OutputFormat::Table => tail_line(&event),
+            };
+            println!("{line}");
+            printed += 1;
+            if count.is_some_and(|n| printed >= n) {
+                return Ok(Output::text(String::new()));
+            }
+        }
+        options.after = Some(stream.position());
+    }
+}
+
+/// One event on one line: time, type, what, version, who, why.
+fn tail_line(e: &Event) -> String {
+    let subject = e
+        .path
+        .clone()
+        .or_else(|| e.policy_id.clone())
+        .unwrap_or_else(|| NONE.to_owned());
+    let version = e.version.map(|v| format!(" v{v}")).unwrap_or_default();
+    let reason = e
+        .reason
+        .as_ref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    format!(
+        "{} {} {subject}{version} by {}{reason}",
+        time(&e.time),
+        e.event_type,
+        e.actor
+    )
 }
 
 fn render_events(events: &[Event]) -> String {
