@@ -264,15 +264,24 @@ def test_pending_calls_match_once_served(
     assert set(call.params or {}) <= documented, f"undocumented query parameters on {template}"
 
 
-# Documented operations the SDK does not wrap: the scrape, the POST spelling of a write,
-# the document itself; and the event stream (Server-Sent Events), not wrapped yet:
-# `events.list` with `after` reads the same events by polling.
+# Documented operations the SDK does not wrap as calls: the scrape, the POST spelling of a
+# write, the document itself; and the event stream, which `events.stream` reads as
+# Server-Sent Events (checked below against the document and in test_events_stream.py).
 UNWRAPPED = {
     ("get", "/metrics"),
     ("post", "/v1/secrets/{path}"),
     ("get", "/v1/openapi.json"),
     ("get", "/v1/events/stream"),
 }
+
+
+def test_the_event_stream_is_documented_as_the_sdk_reads_it(spec: dict[str, Any]) -> None:
+    from scaivault_sdk.events import STREAM_PATH, _stream_params
+
+    operation = spec["paths"][STREAM_PATH]["get"]
+    documented = {p["name"] for p in operation.get("parameters", [])}
+    assert set(_stream_params(["secret.created"], "app/")) <= documented
+    assert "text/event-stream" in operation["responses"]["200"]["content"]
 
 
 def test_every_documented_operation_is_wrapped(spec: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import os
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -177,6 +177,18 @@ def _transport_error(exc: httpx.TransportError) -> TransportError:
     return TransportError(f"{type(exc).__name__}: {exc}", code="transport_error")
 
 
+# --- streams (Server-Sent Events) ---------------------------------------------------------------
+
+# The server sends a heartbeat every 15 s: a read that waits longer than three of them
+# means the connection is gone. There is no overall timeout: a stream lasts until closed.
+STREAM_TIMEOUT = httpx.Timeout(connect=10.0, read=45.0, write=10.0, pool=10.0)
+STREAM_HEADERS = {"Accept": "text/event-stream"}
+
+
+def _stream_error(response: httpx.Response) -> ScaiVaultError:
+    return error_from_response(response)
+
+
 class SyncTransport:
     def __init__(self, settings: Settings) -> None:
         self._retry = settings.retry
@@ -208,6 +220,21 @@ class SyncTransport:
             if delay is None:
                 raise error from cause
             time.sleep(delay)
+
+    def stream_lines(
+        self, path: str, params: Mapping[str, str], headers: Mapping[str, str]
+    ) -> Generator[str, None, None]:
+        """The lines of a streaming answer, as they arrive; one request, no retries."""
+        try:
+            with self._http.stream(
+                "GET", path, params=params, headers={**STREAM_HEADERS, **headers}, timeout=STREAM_TIMEOUT
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    raise _stream_error(response)
+                yield from response.iter_lines()
+        except httpx.TransportError as exc:
+            raise _transport_error(exc) from exc
 
     def close(self) -> None:
         self._http.close()
@@ -243,6 +270,22 @@ class AsyncTransport:
             if delay is None:
                 raise error from cause
             await asyncio.sleep(delay)
+
+    async def stream_lines(
+        self, path: str, params: Mapping[str, str], headers: Mapping[str, str]
+    ) -> AsyncGenerator[str, None]:
+        """The lines of a streaming answer, as they arrive; one request, no retries."""
+        try:
+            async with self._http.stream(
+                "GET", path, params=params, headers={**STREAM_HEADERS, **headers}, timeout=STREAM_TIMEOUT
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise _stream_error(response)
+                async for line in response.aiter_lines():
+                    yield line
+        except httpx.TransportError as exc:
+            raise _transport_error(exc) from exc
 
     async def close(self) -> None:
         await self._http.aclose()

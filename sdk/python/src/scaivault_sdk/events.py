@@ -7,7 +7,9 @@ and who acted, never a value; only events on paths the caller may list are shown
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
 
 from ._transport import AsyncTransport, Call, SyncTransport, query
 from ._wire import model
@@ -35,11 +37,85 @@ def _moved_on(page: EventPage, after: int | None) -> bool:
     return page.last_seq > (after or 0)
 
 
+STREAM_PATH = "/v1/events/stream"
+_decode_event = model(Event)
+
+
+@dataclass
+class _Sse:
+    """Turns the lines of a Server-Sent Events answer into (event, id, data) blocks."""
+
+    kind: str | None = None
+    id: str | None = None
+    data: list[str] = field(default_factory=list)
+
+    def feed(self, line: str) -> tuple[str, int | None, str] | None:
+        if line == "":
+            block = (self.kind, self.id, "\n".join(self.data))
+            self.kind, self.id, self.data = None, None, []
+            if block[0] is None:
+                return None  # a comment block: the heartbeat
+            position = int(block[1]) if block[1] and block[1].isdigit() else None
+            return block[0], position, block[2]
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "event":
+            self.kind = value
+        elif name == "id":
+            self.id = value
+        elif name == "data":
+            self.data.append(value)
+        return None
+
+
+def _stream_params(types: Types, path_prefix: str | None) -> dict[str, str]:
+    return query(types=_types(types), path_prefix=path_prefix)
+
+
+def _resume_headers(after: int | None) -> dict[str, str]:
+    return {"Last-Event-ID": str(after)} if after is not None else {}
+
+
+def _event_of(kind: str, position: int | None, data: str) -> Event | int | None:
+    """An event; or, for ``lagged``/``unavailable``, the position to resume from."""
+    if kind in ("lagged", "unavailable"):
+        return position
+    return _decode_event(json.loads(data))
+
+
 class EventsAPI:
     """Events API of the sync client."""
 
     def __init__(self, transport: SyncTransport) -> None:
         self._run = transport.run
+        self._lines = transport.stream_lines
+
+    def stream(self, types: Types = None, path_prefix: str | None = None, after: int | None = None) -> Iterator[Event]:
+        """Events as they happen (Server-Sent Events), each once and in order, forever.
+
+        From ``after`` (what came since is replayed first) or, by default, from now on. When
+        the server drops the stream (a subscriber too far behind, storage briefly away) it
+        reconnects from the position reached; a lost connection raises ``TransportError``:
+        call again with ``after=`` the last event's ``seq``. Nothing is sent until the first
+        ``next()``.
+        """
+        params = _stream_params(types, path_prefix)
+        while True:
+            sse = _Sse()
+            lines = self._lines(STREAM_PATH, params, _resume_headers(after))
+            try:
+                for line in lines:
+                    block = sse.feed(line)
+                    if block is None:
+                        continue
+                    item = _event_of(*block)
+                    if not isinstance(item, Event):
+                        after = item if item is not None else after
+                        break
+                    after = item.seq
+                    yield item
+            finally:
+                lines.close()
 
     def list(
         self,
@@ -77,6 +153,29 @@ class AsyncEventsAPI:
 
     def __init__(self, transport: AsyncTransport) -> None:
         self._run = transport.run
+        self._lines = transport.stream_lines
+
+    async def stream(
+        self, types: Types = None, path_prefix: str | None = None, after: int | None = None
+    ) -> AsyncIterator[Event]:
+        """Events as they happen; see ``EventsAPI.stream``."""
+        params = _stream_params(types, path_prefix)
+        while True:
+            sse = _Sse()
+            lines = self._lines(STREAM_PATH, params, _resume_headers(after))
+            try:
+                async for line in lines:
+                    block = sse.feed(line)
+                    if block is None:
+                        continue
+                    item = _event_of(*block)
+                    if not isinstance(item, Event):
+                        after = item if item is not None else after
+                        break
+                    after = item.seq
+                    yield item
+            finally:
+                await lines.aclose()
 
     async def list(
         self,
