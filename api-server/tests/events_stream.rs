@@ -48,6 +48,20 @@ impl EventReader {
             .expect("an event within the wait")
     }
 
+    /// Whether the server ends the stream (within the wait), skipping events until then.
+    async fn ends(&mut self) -> bool {
+        tokio::time::timeout(EVENT_WAIT, async {
+            loop {
+                match self.response.chunk().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => return true,
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+
     async fn read(&mut self) -> Sse {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
@@ -206,4 +220,36 @@ async fn every_event_is_authorised_when_it_is_sent() {
     s.write("marker/after", json!({"data": {"v": 3}})).await;
     let next = events.next().await;
     assert_eq!(next.data["path"], "marker/after", "{next:?}");
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_token_is_revoked_or_expires() {
+    let s = Server::start(&[]);
+    let token_with = |ttl: Option<&str>| {
+        let s = &s;
+        let ttl = ttl.map(str::to_owned);
+        async move {
+            let mut body = json!({"identity_id": "sa:streamer"});
+            if let Some(ttl) = ttl {
+                body["ttl"] = json!(ttl);
+            }
+            let (status, issued) = s.call(Method::POST, "/v1/auth/tokens", Some(body)).await;
+            assert_eq!(status, StatusCode::CREATED, "{issued}");
+            (
+                issued["token"].as_str().unwrap().to_owned(),
+                issued["accessor"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    let (token, accessor) = token_with(None).await;
+    let mut events = EventReader::open(stream(&s, &token, "")).await;
+    let (status, _) = s
+        .call(Method::DELETE, &format!("/v1/auth/tokens/{accessor}"), None)
+        .await;
+    assert!(status.is_success());
+    assert!(events.ends().await, "a revoked token's stream ends");
+
+    let (short, _) = token_with(Some("2s")).await;
+    let mut events = EventReader::open(stream(&s, &short, "")).await;
+    assert!(events.ends().await, "an expired token's stream ends");
 }

@@ -5,6 +5,7 @@
 //! Each subscriber has a bounded view of the hub's ring ([`STREAM_BUFFER`] events): one
 //! that falls further behind is told where it stopped and dropped, and resumes from
 //! there with `Last-Event-ID` (the feed keeps a week); the hub never waits for anyone.
+//! It also passes on token revocations, so a revoked token's streams end at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use scaivault_api::events::Event;
 use tokio::sync::{Notify, broadcast, watch};
 
 use super::event_of;
-use crate::store::{Result, Store};
+use crate::store::{ChangeKind, Result, Store};
 
 /// Events a subscriber may fall behind the hub before it is dropped.
 pub const STREAM_BUFFER: usize = 1024;
@@ -22,8 +23,16 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Records read per feed round trip.
 const CHUNK: usize = 256;
 
+/// What the hub fans out: the events, and the revocations streams must stop for.
+#[derive(Debug, Clone)]
+pub enum HubItem {
+    Event(Arc<Event>),
+    /// The token with this accessor was revoked: its streams end.
+    Revoked(Arc<str>),
+}
+
 pub struct EventHub {
-    events: broadcast::Sender<Arc<Event>>,
+    events: broadcast::Sender<HubItem>,
 }
 
 impl EventHub {
@@ -58,10 +67,15 @@ impl EventHub {
                     let read = records.len();
                     for record in records {
                         at = record.seq;
-                        if let Some(event) = event_of(&record) {
-                            // No subscriber is not an error.
-                            let _ = events.send(Arc::new(event));
-                        }
+                        let item = match event_of(&record) {
+                            Some(event) => HubItem::Event(Arc::new(event)),
+                            None if record.kind == ChangeKind::TokenRevoked => {
+                                HubItem::Revoked(record.subject.as_str().into())
+                            }
+                            None => continue,
+                        };
+                        // No subscriber is not an error.
+                        let _ = events.send(item);
                     }
                     if read < CHUNK {
                         break;
@@ -76,7 +90,7 @@ impl EventHub {
     /// is in the feed, so a subscriber that subscribes, then reads the feed to its end,
     /// has every event: those before on the feed, those after on the receiver (some on
     /// both: it skips `seq`s it has sent).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<HubItem> {
         self.events.subscribe()
     }
 

@@ -26,6 +26,7 @@ use super::operations::{self as ops, Routes};
 use crate::auth::Caller;
 use crate::authz::{Permission, resource};
 use crate::error::{Error, Result};
+use crate::events::hub::HubItem;
 use crate::events::{EventFilter, Subject};
 
 pub fn routes(routes: Routes) -> Routes {
@@ -165,7 +166,7 @@ fn resume_position(headers: &HeaderMap, after: Option<u64>) -> Result<Option<u64
 /// Events as they happen, as Server-Sent Events (`id` is the event's `seq`, `event` its
 /// type, `data` the event). Resume with `Last-Event-ID`; a comment heartbeat every 15 s.
 /// Every event is authorised when it is sent, so a policy change that takes access away
-/// stops the flow. A subscriber more than 1024 events behind gets an `event: lagged` whose
+/// stops the flow; the stream ends when its token expires or is revoked. A subscriber more than 1024 events behind gets an `event: lagged` whose
 /// `id` is where to resume, and the stream ends.
 #[utoipa::path(get, path = ops::STREAM_EVENTS.path, tag = "events", params(StreamQuery),
     responses((status = 200, description = "text/event-stream of events", content_type = "text/event-stream", body = String),
@@ -211,6 +212,9 @@ pub async fn stream_events(
 
 /// Between heartbeats of an idle stream (proxies close connections idle for long).
 const STREAM_HEARTBEAT: Duration = Duration::from_secs(15);
+/// A stream whose token expires later than this wakes to look again (a sleep that long
+/// would overflow the timer).
+const TOKEN_RECHECK: Duration = Duration::from_secs(3600);
 /// Events read from the feed per page while a stream catches up.
 const REPLAY_PAGE: usize = 256;
 
@@ -219,7 +223,7 @@ struct EventStream {
     state: SharedState,
     caller: Arc<Caller>,
     filter: EventFilter,
-    live: broadcast::Receiver<Arc<Event>>,
+    live: broadcast::Receiver<HubItem>,
     /// The feed `seq` up to which everything was sent or passed over.
     covered: u64,
     replaying: bool,
@@ -284,7 +288,30 @@ impl EventStream {
                 }
                 continue;
             }
-            match self.live.recv().await {
+            // A token that expires or is revoked while streaming ends its stream.
+            let lifetime = match self.caller.expires_at {
+                Some(at) => (at - time::OffsetDateTime::now_utc()).max(time::Duration::ZERO),
+                None => time::Duration::MAX,
+            };
+            let lifetime = Duration::try_from(lifetime).unwrap_or(Duration::MAX);
+            let received = tokio::select! {
+                received = self.live.recv() => received,
+                _ = tokio::time::sleep(lifetime.min(TOKEN_RECHECK)) => {
+                    if lifetime <= TOKEN_RECHECK {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            let event = match received {
+                Ok(HubItem::Event(event)) => Ok(event),
+                Ok(HubItem::Revoked(accessor)) if *accessor == *self.caller.accessor => {
+                    return None;
+                }
+                Ok(HubItem::Revoked(_)) => continue,
+                Err(e) => Err(e),
+            };
+            match event {
                 Ok(event) if event.seq > self.covered => {
                     self.covered = event.seq;
                     if self.filter.matches(&event)
