@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
@@ -43,9 +43,10 @@ pub struct Context {
     pub last_synced: Mutex<HashMap<String, LastSync>>,
     /// Bounds VaultSecret work and serves namespaces in turn.
     pub gate: crate::fair::FairGate,
-    /// The owned Secrets as the watch sees them, values replaced by their MAC
-    /// (`vault_secret::project`): the target is observed here, not by a GET per refresh.
-    pub secrets: Store<Secret>,
+    /// The owned Secrets as the watch sees them, slimmed to what a reconcile reads, the
+    /// values to their MAC (`owned_secret`): the target is observed here, not by a GET
+    /// per refresh.
+    pub secrets: Store<crate::owned_secret::OwnedSecret>,
     /// Turns true once `secrets` holds the first full list. (Many reconciles wait for it:
     /// `Store::wait_until_ready` wakes only one of several concurrent waiters.)
     pub secrets_ready: tokio::sync::watch::Receiver<bool>,
@@ -58,13 +59,23 @@ pub struct Context {
 /// What the last successful sync of a VaultSecret left behind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LastSync {
-    /// The status as written (or found already equal).
-    pub status: VaultSecretStatus,
+    /// The status as written, while the cache may not show it yet; `None` once the
+    /// cached VaultSecret held exactly this status (then the cache's copy is the one:
+    /// 10,000 copies of a status are a few MiB). Boxed: the map of these is sized for
+    /// every VaultSecret, most of them `None`.
+    pub status: Option<Box<VaultSecretStatus>>,
     /// The generation whose spec was applied.
     pub generation: Option<i64>,
     pub target: String,
     /// When the vault is read again.
     pub next_refresh: Instant,
+}
+
+impl LastSync {
+    /// The status last written for `vs`: ours, or the cache's once it showed ours.
+    pub fn status<'a>(&'a self, vs: &'a crate::crd::VaultSecret) -> Option<&'a VaultSecretStatus> {
+        self.status.as_deref().or(vs.status.as_ref())
+    }
 }
 
 impl Context {

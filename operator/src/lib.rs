@@ -12,6 +12,7 @@ pub mod fair;
 pub mod lease;
 pub mod mac;
 pub mod metrics;
+pub mod owned_secret;
 pub mod render;
 pub mod run;
 pub mod schedule;

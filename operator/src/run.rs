@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::http::Request;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, PostParams};
@@ -33,6 +33,7 @@ use crate::fair::FairGate;
 use crate::lease::{LeaderElector, LeaseConfig};
 use crate::mac::{self, MacKey};
 use crate::metrics::{KubeRequestLabels, Metrics, method_label};
+use crate::owned_secret::OwnedSecret;
 use crate::vault_auth::VaultAuth;
 use crate::{vault_policy, vault_secret};
 
@@ -197,7 +198,7 @@ async fn wait_stop(mut stop: watch::Receiver<bool>) {
 async fn run_controllers(
     args: &Args,
     ctx: Arc<Context>,
-    secret_writer: reflector::store::Writer<Secret>,
+    secret_writer: reflector::store::Writer<OwnedSecret>,
     secrets_ready: watch::Sender<bool>,
     stop: watch::Receiver<bool>,
 ) {
@@ -224,20 +225,34 @@ async fn run_controllers(
         .applied_objects()
         .predicate_filter(generation_and_uid, Default::default());
     let mac_key = ctx.mac_key.clone();
-    let owned_secrets = watcher(
-        secret_api,
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+    // The owned Secrets go into the cache as `OwnedSecret`s, and a change of one
+    // reconciles the VaultSecrets owning it.
+    let owned_secrets = reflector::reflector(
+        secret_writer,
+        watcher(
+            secret_api,
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+        )
+        .default_backoff()
+        .map_ok(move |event| OwnedSecret::project_event(event, &mac_key)),
     )
-    .default_backoff()
-    .modify(move |s| vault_secret::project(s, &mac_key))
-    .reflect(secret_writer)
-    .touched_objects();
+    .touched_objects()
+    .filter_map(|secret| {
+        std::future::ready(match secret {
+            Ok(secret) => Some(futures::stream::iter(secret.owners().collect::<Vec<_>>())),
+            Err(e) => {
+                tracing::debug!(error = %e, "owned Secret watch");
+                None
+            }
+        })
+    })
+    .flatten();
     // Every due object is admitted (up to ADMITTED, a memory backstop) and waits, small,
     // at the fair gate, which bounds the work to --reconcile-concurrency and serves the
     // namespaces in turn; bounding here instead would admit in list order (by namespace).
     let secrets = Controller::for_stream(vs_stream, reader)
         .with_config(controller::Config::default().concurrency(ADMITTED))
-        .owns_stream(owned_secrets)
+        .reconcile_on(owned_secrets)
         .graceful_shutdown_on(wait_stop(stop.clone()))
         .run(
             vault_secret::reconcile_guarded,
@@ -269,7 +284,7 @@ async fn run_controllers(
         let ctx = ctx_for_purge;
         let mut stop = stop.clone();
         async move {
-            let mut tick = tokio::time::interval(crate::shared_reads::WINDOW);
+            let mut tick = tokio::time::interval(crate::shared_reads::PURGE_EVERY);
             loop {
                 tokio::select! {
                     _ = tick.tick() => ctx.reads.purge(),

@@ -12,7 +12,14 @@ use std::time::{Duration, Instant};
 use scaivault_client::api::secrets::SecretResponse;
 
 /// Longest a read is shared (less for VaultSecrets refreshing faster: see `max_age`).
-pub const WINDOW: Duration = Duration::from_secs(5);
+/// VaultSecrets sharing a key come due at the same instant and are reconciled moments
+/// apart (concurrently, or a few turns of the fair gate apart), so a longer window only
+/// holds more values: after a cold sync the refreshes that fell due meanwhile run back
+/// to back, about a thousand reads a second, and holding each value for 5-10 s made
+/// these reads the largest part of the operator's peak heap at 10,000 VaultSecrets.
+pub const WINDOW: Duration = Duration::from_secs(1);
+/// How often reads older than `WINDOW` are dropped.
+pub const PURGE_EVERY: Duration = Duration::from_millis(500);
 
 /// What one read is shared by.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -72,8 +79,8 @@ impl SharedReads {
         Ok(value)
     }
 
-    /// Drops every read older than `WINDOW` (called every `WINDOW`), so secret values do
-    /// not linger in memory.
+    /// Drops every read older than `WINDOW` (called every `PURGE_EVERY`), so secret values
+    /// do not linger in memory.
     pub fn purge(&self) {
         self.lock().retain(|_, slot| match slot.try_lock() {
             Ok(entry) => entry
@@ -155,6 +162,7 @@ mod tests {
         reads.purge();
         assert_eq!(reads.len(), 1, "a fresh entry stays");
         assert_eq!(max_age(Duration::from_secs(2)), Duration::from_millis(500));
+        assert_eq!(max_age(Duration::from_secs(60)), WINDOW);
         assert_eq!(max_age(Duration::from_secs(3600)), WINDOW);
     }
 }

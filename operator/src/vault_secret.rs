@@ -4,7 +4,6 @@
 //! observe (vault value as the SA, the current Secret) -> plan (render, MAC, decide what
 //! changed; pure) -> apply (Secret by server-side apply, rollout restarts, status).
 
-use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +28,7 @@ use crate::context::{
     reconcile_parsed,
 };
 use crate::crd::{ConditionStatus, RolloutKind, VaultSecret, VaultSecretStatus};
-use crate::mac::MacKey;
+use crate::owned_secret::OwnedSecret;
 use crate::shared_reads::{self, ReadKey};
 use crate::{render, schedule, vault_auth};
 
@@ -39,54 +38,21 @@ pub const KIND: &str = "VaultSecret";
 pub const RESTARTED_AT: &str = "scaivault.io/restartedAt";
 /// ServiceAccount used when `spec.serviceAccountName` is unset.
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
-/// Where a cached Secret keeps the MAC of its data (see `project`).
-const CACHED_MAC: &str = "scaivault.io/cached-data-mac";
 
-/// Turns a Secret as the apiserver sends it into what the operator keeps: the data is
-/// replaced by its MAC and what nothing reads is dropped (`slim`). The cache of owned
-/// Secrets so holds no secret values, and stays small.
-///
-/// The MAC goes into the labels map, which every owned Secret has already (our
-/// managed-by label), rather than into a map of its own: a map is a 544-byte B-tree node
-/// however few entries it holds, a tenth of what the operator keeps per VaultSecret. A
-/// label of that name on the real Secret is overwritten here, so it cannot pass for the
-/// MAC, and it is never written back: applies render the Secret afresh.
-pub fn project(secret: &mut Secret, key: &MacKey) {
-    let ty = secret.type_.as_deref().unwrap_or("Opaque");
-    let mac = key.mac(ty, &data_of(secret));
-    secret.data = None;
-    secret.string_data = None;
-    secret
-        .metadata
-        .labels
-        .get_or_insert_default()
-        .insert(CACHED_MAC.to_owned(), mac);
-    slim(&mut secret.metadata);
-}
-
-/// What the operator's caches drop from every object: managedFields and kubectl's
-/// last-applied copy of the whole object, most of an object's bytes, read by nothing here.
+/// What the VaultSecret cache keeps of an object's metadata: what the reconciler reads
+/// (name, namespace, uid, generation, a deletion in progress). Labels, annotations
+/// (kubectl's last-applied copy of the whole object among them), managedFields, owner
+/// references and the resourceVersion are read by nothing here; without them an
+/// object, and every reference to it the Controller keeps, is smaller.
 pub fn slim(meta: &mut ObjectMeta) {
-    meta.managed_fields = None;
-    if let Some(annotations) = &mut meta.annotations {
-        annotations.remove(LAST_APPLIED);
-        if annotations.is_empty() {
-            meta.annotations = None;
-        }
-    }
-}
-
-/// `kubectl apply`'s copy of the object as last applied.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// The MAC of a projected Secret's data.
-fn cached_mac(secret: &Secret) -> Option<&str> {
-    secret
-        .metadata
-        .labels
-        .as_ref()?
-        .get(CACHED_MAC)
-        .map(String::as_str)
+    *meta = ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        uid: meta.uid.take(),
+        generation: meta.generation,
+        deletion_timestamp: meta.deletion_timestamp.take(),
+        ..ObjectMeta::default()
+    };
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,16 +145,6 @@ pub fn plan(
     (change, restart)
 }
 
-/// The Secret's data as read back: the apiserver folds `stringData` into `data`.
-fn data_of(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    secret
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.0.clone()))
-        .collect()
-}
-
 fn owner_reference(vs: &VaultSecret) -> Option<OwnerReference> {
     Some(OwnerReference {
         api_version: VaultSecret::api_version(&()).into_owned(),
@@ -198,15 +154,6 @@ fn owner_reference(vs: &VaultSecret) -> Option<OwnerReference> {
         controller: Some(true),
         block_owner_deletion: Some(true),
     })
-}
-
-fn owned_by(secret: &Secret, uid: &str) -> bool {
-    secret
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == uid)
 }
 
 /// Reads the vault value as the VaultSecret's ServiceAccount; a 401 (token revoked or
@@ -263,13 +210,13 @@ struct Synced {
     schedule: u64,
 }
 
-/// The target Secret as the owned-Secret watch sees it (projected). A Secret missing there
-/// is absent, or lacks our label (someone else's, or a hand edit removed it): one GET tells.
+/// The target Secret as the owned-Secret watch sees it. A Secret missing there is absent,
+/// or lacks our label (someone else's, or a hand edit removed it): one GET tells.
 async fn observe_target(
     ctx: &Context,
     namespace: &str,
     name: &str,
-) -> Result<Option<Arc<Secret>>, Error> {
+) -> Result<Option<Arc<OwnedSecret>>, Error> {
     if let Some(cached) = ctx.secrets.get(&ObjectRef::new(name).within(namespace)) {
         return Ok(Some(cached));
     }
@@ -278,43 +225,7 @@ async fn observe_target(
         .get_opt(name)
         .await
         .map_err(kube_err(format!("reading Secret {name}")))?;
-    Ok(found.map(|mut s| {
-        project(&mut s, &ctx.mac_key);
-        Arc::new(s)
-    }))
-}
-
-/// Whether the Secret already carries what an apply would set besides the data (type,
-/// labels, annotations, our controller owner reference). The keys `project` rewrites are
-/// not compared: the cache does not hold their real values, so a template setting one
-/// would otherwise look unapplied on every refresh and be re-applied forever.
-fn metadata_applied(existing: &Secret, desired: &Secret) -> bool {
-    let contains = |have: &Option<BTreeMap<String, String>>,
-                    want: &Option<BTreeMap<String, String>>| {
-        want.iter()
-            .flatten()
-            .filter(|(k, _)| *k != CACHED_MAC && *k != LAST_APPLIED)
-            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
-    };
-    existing.type_ == desired.type_
-        && contains(&existing.metadata.labels, &desired.metadata.labels)
-        && contains(
-            &existing.metadata.annotations,
-            &desired.metadata.annotations,
-        )
-        && desired
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .all(|want| {
-                existing
-                    .metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|o| o.uid == want.uid && o.controller == Some(true))
-            })
+    Ok(found.map(|s| Arc::new(OwnedSecret::project(s, &ctx.mac_key))))
 }
 
 async fn sync(
@@ -366,7 +277,7 @@ async fn sync(
     let target = &spec.target;
     let existing = observe_target(ctx, &namespace, &target.name).await?;
     if let Some(existing) = &existing
-        && !owned_by(existing, &uid)
+        && !existing.owned_by(&uid)
     {
         return Err(Error::Conflict {
             name: target.name.clone(),
@@ -377,7 +288,7 @@ async fn sync(
     let type_name = render::type_name(target.r#type);
     let data = render::render(target.r#type, target.template.as_ref(), &secret.data)?;
     let desired_mac = ctx.mac_key.mac(type_name, &data);
-    let current_mac = existing.as_deref().and_then(cached_mac);
+    let current_mac = existing.as_deref().map(OwnedSecret::mac);
     let (change, restart) = plan(previous_mac, current_mac, &desired_mac);
 
     let mut labels = target.labels.clone();
@@ -400,9 +311,7 @@ async fn sync(
     let up_to_date = change == Change::Unchanged
         && applied_generation.is_some()
         && applied_generation == vs.metadata.generation
-        && existing
-            .as_deref()
-            .is_some_and(|e| metadata_applied(e, &desired));
+        && existing.as_deref().is_some_and(|e| e.has_applied(&desired));
     if !up_to_date {
         let mut apply = serde_json::to_value(&desired).map_err(|e| {
             Error::InvalidSpec(format!("encoding the Secret failed at {}", e.line()))
@@ -553,8 +462,8 @@ pub fn not_due(vs: &VaultSecret, ctx: &Context) -> Option<Action> {
     let secret = ctx
         .secrets
         .get(&ObjectRef::new(&vs.spec.target.name).within(&namespace))?;
-    (owned_by(&secret, uid) && cached_mac(&secret) == last.status.secret_mac.as_deref())
-        .then(|| Action::requeue(left))
+    let written_mac = last.status(vs)?.secret_mac.as_deref();
+    (secret.owned_by(uid) && Some(secret.mac()) == written_mac).then(|| Action::requeue(left))
 }
 
 /// The reconciler given to the Controller.
@@ -565,7 +474,7 @@ pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action
     let last = ctx.last_sync(&uid);
     // Our own last write wins over a possibly stale cached status.
     let previous = match &last {
-        Some(last) => last.status.clone(),
+        Some(last) => last.status(&vs).cloned().unwrap_or_default(),
         None => vs.status.clone().unwrap_or_default(),
     };
     let applied = applied_generation(&vs, last.as_ref());
@@ -594,7 +503,8 @@ pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action
                 last_synced_at,
                 secret_mac: Some(synced.mac.clone()),
             };
-            let written = if vs.status.as_ref() == Some(&status) {
+            let cached = vs.status.as_ref() == Some(&status);
+            let written = if cached {
                 Ok(())
             } else {
                 patch_status(&vs, &ctx, &status).await
@@ -605,7 +515,8 @@ pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action
                 ctx.remember_sync(
                     &uid,
                     LastSync {
-                        status,
+                        // Kept until the cache shows it.
+                        status: (!cached).then(|| Box::new(status)),
                         generation,
                         target: vs.spec.target.name.clone(),
                         next_refresh: Instant::now() + wait,
@@ -710,67 +621,6 @@ pub async fn reconcile_guarded(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_cache_keeps_a_mac_and_no_value() {
-        let key = MacKey::new(&[7; 32]);
-        let value = "hunter2-do-not-keep";
-        let mut secret = Secret {
-            metadata: ObjectMeta {
-                labels: Some(BTreeMap::from([
-                    (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
-                    // A label posing as the MAC is overwritten, never believed.
-                    (CACHED_MAC.to_owned(), "forged".to_owned()),
-                ])),
-                annotations: Some(BTreeMap::from([(
-                    LAST_APPLIED.to_owned(),
-                    format!("{{\"data\":\"{value}\"}}"),
-                )])),
-                ..ObjectMeta::default()
-            },
-            data: Some(BTreeMap::from([(
-                "password".to_owned(),
-                ByteString(value.as_bytes().to_vec()),
-            )])),
-            ..Secret::default()
-        };
-        let expected = key.mac("Opaque", &data_of(&secret));
-        project(&mut secret, &key);
-        assert_eq!(cached_mac(&secret), Some(expected.as_str()));
-        assert!(secret.data.is_none() && secret.string_data.is_none());
-        assert!(secret.metadata.annotations.is_none());
-        assert!(!format!("{secret:?}").contains(value));
-    }
-
-    #[test]
-    fn keys_the_cache_rewrites_never_look_unapplied() {
-        let key = MacKey::new(&[7; 32]);
-        let reserved = BTreeMap::from([
-            (CACHED_MAC.to_owned(), "from-the-template".to_owned()),
-            (LAST_APPLIED.to_owned(), "{}".to_owned()),
-        ]);
-        let desired = Secret {
-            metadata: ObjectMeta {
-                labels: Some(reserved.clone()),
-                annotations: Some(reserved),
-                ..ObjectMeta::default()
-            },
-            ..Secret::default()
-        };
-        let mut cached = desired.clone();
-        project(&mut cached, &key);
-        assert!(metadata_applied(&cached, &desired));
-        let mut other = desired.clone();
-        other
-            .metadata
-            .labels
-            .get_or_insert_default()
-            .insert("team".to_owned(), "a".to_owned());
-        assert!(
-            !metadata_applied(&cached, &other),
-            "a real label still counts"
-        );
-    }
 
     #[test]
     fn plans() {
