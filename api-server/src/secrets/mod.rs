@@ -111,21 +111,7 @@ impl SecretsService {
         let checked = self.limits.check_write(&request)?;
         let now = now_millis();
         let expires_at = checked.expires_in.map(|d| now + d);
-        // Serialize once; the plaintext buffer is wiped when dropped.
-        let plaintext = Zeroizing::new(serde_json::to_vec(&request.data).map_err(Error::internal)?);
-        let barrier = Arc::clone(&self.barrier);
-        let seal_path = path.to_owned();
-        let seal = Box::new(move |version: u64| {
-            barrier
-                .seal(
-                    Context::Secret {
-                        path: &seal_path,
-                        version,
-                    },
-                    &plaintext,
-                )
-                .map_err(|e| e.to_string())
-        });
+        let seal = self.sealer(path, &request.data)?;
         let metadata = request.metadata.unwrap_or_default();
         let schedule = match metadata.rotation {
             Some(Some(policy)) => Some(Some(
@@ -156,6 +142,29 @@ impl SecretsService {
             created_at: now,
             expires_at,
         })
+    }
+
+    /// Seals `data` for `path` at the version the store assigns in its transaction. The
+    /// value is serialised once; its plaintext buffer is wiped when the seal is dropped.
+    fn sealer(
+        &self,
+        path: &str,
+        data: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<SealFn> {
+        let plaintext = Zeroizing::new(serde_json::to_vec(data).map_err(Error::internal)?);
+        let barrier = Arc::clone(&self.barrier);
+        let path = path.to_owned();
+        Ok(Box::new(move |version: u64| {
+            barrier
+                .seal(
+                    Context::Secret {
+                        path: &path,
+                        version,
+                    },
+                    &plaintext,
+                )
+                .map_err(|e| e.to_string())
+        }))
     }
 
     /// Commits a new version with whatever `unit` holds already, in one transaction: the

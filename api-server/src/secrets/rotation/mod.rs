@@ -12,7 +12,6 @@ use scaivault_api::rotation::{
 };
 use scaivault_api::secrets::SecretType;
 use time::OffsetDateTime;
-use zeroize::Zeroizing;
 
 pub use schedule::{policy_of, status_of};
 
@@ -161,20 +160,7 @@ impl SecretsService {
             .map_err(|_| Error::internal("stored value is not a JSON object"))?;
         let generator = policy.generator.clone().unwrap_or_default();
         let next = generate::regenerate(&generator, secret_type, &data)?;
-        let plaintext = Zeroizing::new(serde_json::to_vec(&next).map_err(Error::internal)?);
-        let barrier = std::sync::Arc::clone(&self.barrier);
-        let seal_path = path.to_owned();
-        let seal = Box::new(move |version: u64| {
-            barrier
-                .seal(
-                    Context::Secret {
-                        path: &seal_path,
-                        version,
-                    },
-                    &plaintext,
-                )
-                .map_err(|e| e.to_string())
-        });
+        let seal = self.sealer(path, &next)?;
         let now = now_millis();
         let new = NewVersion {
             path: path.to_owned(),
