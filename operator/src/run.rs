@@ -17,6 +17,7 @@ use kube::client::retry::RetryPolicy;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::DeserializeGuard;
 use kube::runtime::events::Reporter;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::watch;
@@ -29,7 +30,7 @@ use crate::admin::{AdminClient, TokenFile};
 use crate::config::Args;
 use crate::context::{Context, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::crd::{VaultPolicy, VaultSecret};
-use crate::fair::FairGate;
+use crate::fair::{Call, FairGate};
 use crate::lease::{LeaderElector, LeaseConfig};
 use crate::mac::{self, MacKey};
 use crate::metrics::{KubeRequestLabels, Metrics, method_label};
@@ -38,8 +39,10 @@ use crate::vault_auth::VaultAuth;
 use crate::{vault_policy, vault_secret};
 
 const MAC_KEY_FIELD: &str = "key";
-/// VaultSecrets the Controller hands to reconciles at once; they wait at the fair gate.
-const ADMITTED: u16 = u16::MAX;
+/// VaultSecret reconciles the Controller runs at once, per slot of the fair gate: a due
+/// object either takes a slot or is parked there and its reconcile ends at once, so this
+/// only bounds the short-lived rest (and keeps the Controller's tables small).
+const ADMITTED_PER_SLOT: u16 = 4;
 /// VaultPolicy reconciles at once (each is a few admin calls to the vault).
 const POLICY_CONCURRENCY: u16 = 4;
 
@@ -200,6 +203,7 @@ async fn run_controllers(
     ctx: Arc<Context>,
     secret_writer: reflector::store::Writer<OwnedSecret>,
     secrets_ready: watch::Sender<bool>,
+    calls: futures::channel::mpsc::UnboundedReceiver<Call>,
     stop: watch::Receiver<bool>,
 ) {
     let client = ctx.client.clone();
@@ -247,12 +251,26 @@ async fn run_controllers(
         })
     })
     .flatten();
-    // Every due object is admitted (up to ADMITTED, a memory backstop) and waits, small,
-    // at the fair gate, which bounds the work to --reconcile-concurrency and serves the
-    // namespaces in turn; bounding here instead would admit in list order (by namespace).
+    // The fair gate's calls: parked objects whose turn has come. One that is gone gives
+    // its slot back at once.
+    let calls = {
+        let store = reader.clone();
+        let gate = ctx.gate.clone();
+        calls.filter_map(move |call| {
+            let obj = ObjectRef::new(&call.name).within(&call.namespace);
+            std::future::ready(if store.get(&obj).is_some() {
+                Some(obj)
+            } else {
+                gate.forfeit(&call.namespace, &call.name);
+                None
+            })
+        })
+    };
+    let admitted = args.reconcile_concurrency.saturating_mul(ADMITTED_PER_SLOT);
     let secrets = Controller::for_stream(vs_stream, reader)
-        .with_config(controller::Config::default().concurrency(ADMITTED))
+        .with_config(controller::Config::default().concurrency(admitted))
         .reconcile_on(owned_secrets)
+        .reconcile_on(calls)
         .graceful_shutdown_on(wait_stop(stop.clone()))
         .run(
             vault_secret::reconcile_guarded,
@@ -404,6 +422,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Arc::new(mac_key(&client, &args.operator_namespace, &args.mac_key_secret).await?);
             let (secrets, secret_writer) = reflector::store();
             let (secrets_ready_tx, secrets_ready) = watch::channel(false);
+            let (calls_tx, calls_rx) = futures::channel::mpsc::unbounded();
             let events = crate::events::Events::new(
                 client.clone(),
                 Reporter {
@@ -428,13 +447,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 secret_backoff: Default::default(),
                 policy_backoff: Default::default(),
                 last_synced: Default::default(),
-                gate: FairGate::new(usize::from(args.reconcile_concurrency)),
+                gate: FairGate::new(usize::from(args.reconcile_concurrency), calls_tx),
                 secrets,
                 secrets_ready,
                 reads: Default::default(),
                 epoch: std::time::Instant::now(),
             });
-            run_controllers(&args, ctx, secret_writer, secrets_ready_tx, stop_rx.clone()).await;
+            run_controllers(
+                &args,
+                ctx,
+                secret_writer,
+                secrets_ready_tx,
+                calls_rx,
+                stop_rx.clone(),
+            )
+            .await;
             anyhow::Ok(())
         };
         tokio::select! {

@@ -598,22 +598,28 @@ pub fn error_policy(
     Action::requeue(ctx.secret_backoff.failed(&object_key(obj.as_ref())))
 }
 
-/// The Controller's entry point: waits its namespace's turn at the fair gate, then
-/// reconciles. The work is boxed so a waiting reconcile stays a few bytes: thousands
-/// wait at once on a cold start.
+/// The Controller's entry point: takes a slot at the fair gate, then reconciles. Without
+/// a free slot the object is parked and this ends at once; the gate calls it (the
+/// Controller reconciles it again) when its namespace's turn comes.
 pub async fn reconcile_guarded(
     obj: Arc<DeserializeGuard<VaultSecret>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
     if let Ok(vs) = &obj.0
         && let Some(action) = not_due(vs, &ctx)
     {
+        // Called for nothing (another trigger got there first): the slot goes on.
+        ctx.gate.forfeit(&namespace, &name);
         return Ok(action);
     }
+    let Some(_permit) = ctx.gate.admit(&namespace, &name) else {
+        return Ok(Action::await_change());
+    };
     // A cold start would GET every target Secret before the watch has listed them.
     let _ = ctx.secrets_ready.clone().wait_for(|ready| *ready).await;
-    let namespace = obj.namespace().unwrap_or_default();
-    let _permit = ctx.gate.acquire(&namespace).await;
+    // Boxed: a reconcile that parks never allocates the work's (large) future.
     Box::pin(reconcile_parsed(obj, ctx, KIND, reconcile)).await
 }
 
