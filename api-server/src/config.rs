@@ -70,6 +70,11 @@ pub struct RuntimeArgs {
     /// generated versions): the most a scheduled rotation waits past its time.
     #[arg(long, env = "SCAIVAULT_ROTATION_CHECK_INTERVAL", default_value = "30s", value_parser = parse_interval)]
     pub rotation_check_interval: Duration,
+    /// Networks webhooks may reach although they are private (e.g. an in-cluster
+    /// receiver: `10.96.0.0/12`), comma-separated CIDRs. Without them webhooks reach only
+    /// public addresses; loopback only in dev mode.
+    #[arg(long, env = "SCAIVAULT_WEBHOOK_ALLOW_NETWORKS", value_delimiter = ',')]
+    pub webhook_allow_networks: Vec<ipnet::IpNet>,
     /// How often read counts are flushed to storage.
     #[arg(long, env = "SCAIVAULT_ACCESS_FLUSH_INTERVAL", default_value = "10s", value_parser = parse_interval)]
     pub access_flush_interval: Duration,

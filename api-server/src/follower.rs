@@ -62,7 +62,9 @@ impl Effects {
                 | ChangeKind::RotationOverdue
                 | ChangeKind::RotationFailed
                 | ChangeKind::RotationRequested
-                | ChangeKind::RotationCompleted => {}
+                | ChangeKind::RotationCompleted
+                | ChangeKind::WebhookExhausted
+                | ChangeKind::WebhookDisabled => {}
             }
         }
         effects

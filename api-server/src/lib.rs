@@ -16,5 +16,6 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod vault;
+pub mod webhooks;
 
 pub use server::run;

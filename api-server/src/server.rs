@@ -34,6 +34,9 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::audit::SqliteAuditStore;
 use crate::store::{AuditStore, Store};
 use crate::vault::{Vault, root_grant};
+use crate::webhooks::WebhookService;
+use crate::webhooks::dispatch::Dispatcher;
+use crate::webhooks::guard::AddressPolicy;
 
 const DEV_MASTER_KEY_FILE: &str = "dev-master.key";
 const DEV_ROOT_TOKEN_FILE: &str = "root-token";
@@ -299,8 +302,16 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         &args.runtime,
         listener,
         None,
+        Mode::Dev,
     )
     .await
+}
+
+/// `dev` or `serve`: dev mode lets webhooks reach loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Dev,
+    Serve,
 }
 
 fn write_secret_file(path: &Path, secret: &SecretString) -> anyhow::Result<()> {
@@ -363,6 +374,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &args.runtime,
         listener,
         tls,
+        Mode::Serve,
     )
     .await
 }
@@ -405,6 +417,7 @@ async fn run_server(
     runtime: &RuntimeArgs,
     listener: TcpListener,
     tls: Option<TlsFiles>,
+    mode: Mode,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(JobRegistry::default());
@@ -510,7 +523,27 @@ async fn run_server(
     let events = EventHub::start(Arc::clone(&vault.store), shutdown_rx.clone())
         .await
         .context("starting the event hub")?;
+    let webhooks = Arc::new(
+        WebhookService::new(
+            Arc::clone(&vault.store),
+            Arc::clone(&vault.barrier),
+            AddressPolicy {
+                allowed: runtime.webhook_allow_networks.clone(),
+                loopback: mode == Mode::Dev,
+            },
+        )
+        .context("starting webhook delivery")?,
+    );
+    job_handles.push(
+        Arc::new(Dispatcher::new(
+            Arc::clone(&webhooks),
+            Arc::clone(&vault.authz),
+            leadership.clone(),
+        ))
+        .spawn(shutdown_rx.clone()),
+    );
     let state = Arc::new(AppState {
+        webhooks,
         audit,
         exporter,
         events,

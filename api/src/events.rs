@@ -47,6 +47,9 @@ event_types!(
     RotationCompleted => "rotation.completed": "The server wrote a generated version.",
     RotationFailed => "rotation.failed": "The server could not rotate a `generate` secret.",
     PolicyChanged => "policy.changed": "A policy or one of its bindings was created, changed or removed.",
+    WebhookExhausted => "webhook.exhausted": "Every attempt of a delivery failed; `reason` names the event.",
+    WebhookDisabled => "webhook.disabled": "The server disabled a webhook whose deliveries failed for days.",
+    WebhookTest => "webhook.test": "Sent only by `POST /v1/webhooks/{id}/test`; never in the feed.",
 );
 
 impl std::fmt::Display for EventType {
@@ -70,6 +73,9 @@ pub struct Event {
     /// The policy's id (`policy.changed`).
     #[serde(default)]
     pub policy_id: Option<String>,
+    /// The webhook's id (`webhook.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_id: Option<String>,
     /// The secret's version the event is about, when it has one.
     #[serde(default)]
     pub version: Option<u64>,

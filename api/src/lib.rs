@@ -18,6 +18,7 @@ pub mod policy;
 pub mod rotation;
 pub mod secrets;
 pub mod sys;
+pub mod webhooks;
 pub mod whole;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};

@@ -23,4 +23,5 @@ pub mod resource {
     pub const KEYS: &str = "sys/keys";
     pub const HEALTH: &str = "sys/health";
     pub const AUDIT: &str = "sys/audit";
+    pub const WEBHOOKS: &str = "sys/webhooks";
 }

@@ -47,6 +47,8 @@ pub enum Context<'a> {
     /// The answer kept for an idempotency key, bound to its caller identity and key so
     /// a row moved to another caller or key no longer opens.
     IdempotentAnswer { scope: &'a str, key: &'a str },
+    /// A webhook's signing secret, bound to the webhook's id.
+    WebhookSecret(&'a str),
 }
 
 impl Context<'_> {
@@ -63,6 +65,11 @@ impl Context<'_> {
             Context::Meta(name) => {
                 aad.extend_from_slice(b"scaivault/meta/v1\0");
                 aad.extend_from_slice(name.as_bytes());
+                aad.push(0);
+            }
+            Context::WebhookSecret(id) => {
+                aad.extend_from_slice(b"scaivault/webhook-secret/v1\0");
+                aad.extend_from_slice(id.as_bytes());
                 aad.push(0);
             }
             Context::IdempotentAnswer { scope, key } => {

@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 
 use scaivault_api::events::{Event, EventType};
 
+use crate::auth::Caller;
+use crate::authz::{Engine, Permission, resource};
 use crate::error::Result;
 use crate::store::{ChangeKind, ChangeRecord, Store};
 
@@ -26,6 +28,7 @@ pub const MAX_EVENTS_SCAN: usize = 10_000;
 pub enum Subject<'a> {
     Secret(&'a str),
     Policy(&'a str),
+    Webhook(&'a str),
 }
 
 /// The event type of a change record, `None` for records that make no event.
@@ -50,6 +53,8 @@ pub fn event_type(record: &ChangeRecord) -> Option<EventType> {
         | K::PolicyDeleted
         | K::BindingAdded
         | K::BindingRemoved => E::PolicyChanged,
+        K::WebhookExhausted => E::WebhookExhausted,
+        K::WebhookDisabled => E::WebhookDisabled,
         K::TokenCreated | K::TokenRevoked | K::IdentityCreated | K::KeyAdded | K::MetaUpdated => {
             return None;
         }
@@ -59,13 +64,14 @@ pub fn event_type(record: &ChangeRecord) -> Option<EventType> {
 /// The event of a change record, if it makes one.
 pub fn event_of(record: &ChangeRecord) -> Option<Event> {
     let event_type = event_type(record)?;
-    let is_policy = event_type == EventType::PolicyChanged;
+    let subject = |of: Kind| (kind_of(event_type) == of).then(|| record.subject.clone());
     Some(Event {
         id: format!("evt_{}", record.seq),
         event_type,
         time: record.at,
-        path: (!is_policy).then(|| record.subject.clone()),
-        policy_id: is_policy.then(|| record.subject.clone()),
+        path: subject(Kind::Secret),
+        policy_id: subject(Kind::Policy),
+        webhook_id: subject(Kind::Webhook),
         version: record.version,
         actor: record
             .actor
@@ -76,11 +82,40 @@ pub fn event_of(record: &ChangeRecord) -> Option<Event> {
     })
 }
 
+/// Which kind of object an event type is about.
+#[derive(PartialEq, Eq)]
+enum Kind {
+    Secret,
+    Policy,
+    Webhook,
+}
+
+fn kind_of(event_type: EventType) -> Kind {
+    match event_type {
+        EventType::PolicyChanged => Kind::Policy,
+        EventType::WebhookExhausted | EventType::WebhookDisabled | EventType::WebhookTest => {
+            Kind::Webhook
+        }
+        _ => Kind::Secret,
+    }
+}
+
 pub fn subject_of(event: &Event) -> Option<Subject<'_>> {
-    match (&event.path, &event.policy_id) {
-        (Some(path), _) => Some(Subject::Secret(path)),
-        (None, Some(id)) => Some(Subject::Policy(id)),
-        (None, None) => None,
+    match (&event.path, &event.policy_id, &event.webhook_id) {
+        (Some(path), _, _) => Some(Subject::Secret(path)),
+        (None, Some(id), _) => Some(Subject::Policy(id)),
+        (None, None, Some(id)) => Some(Subject::Webhook(id)),
+        (None, None, None) => None,
+    }
+}
+
+/// Whether `caller` may see events about `subject`: `list` on a secret's path, `read` on
+/// the vault's policies or webhooks.
+pub fn visible_to(authz: &Engine, caller: &Caller, subject: Subject<'_>) -> bool {
+    match subject {
+        Subject::Secret(path) => authz.allows(caller, Permission::List, path),
+        Subject::Policy(_) => authz.allows(caller, Permission::Read, resource::POLICIES),
+        Subject::Webhook(_) => authz.allows(caller, Permission::Read, resource::WEBHOOKS),
     }
 }
 

@@ -24,10 +24,9 @@ use super::authorize::Authorized;
 use super::extract::ApiQuery;
 use super::operations::{self as ops, Routes};
 use crate::auth::Caller;
-use crate::authz::{Permission, resource};
 use crate::error::{Error, Result};
 use crate::events::hub::HubItem;
-use crate::events::{EventFilter, Subject};
+use crate::events::{EventFilter, Subject, visible_to};
 
 pub fn routes(routes: Routes) -> Routes {
     routes
@@ -113,11 +112,6 @@ pub async fn list_events(
         path_prefix: q.path_prefix,
     };
     let scope = auth.scope(&state)?;
-    let reads_policies =
-        state
-            .vault
-            .authz
-            .allows(&auth.caller, Permission::Read, resource::POLICIES);
     let page = crate::events::list(
         state.vault.store.as_ref(),
         after,
@@ -125,7 +119,7 @@ pub async fn list_events(
         &filter,
         |subject| match subject {
             Subject::Secret(path) => scope.allows(path),
-            Subject::Policy(_) => reads_policies,
+            other => visible_to(&state.vault.authz, &auth.caller, other),
         },
     )
     .await?;
@@ -233,11 +227,7 @@ struct EventStream {
 
 impl EventStream {
     fn visible(&self, subject: Subject<'_>) -> bool {
-        let authz = &self.state.vault.authz;
-        match subject {
-            Subject::Secret(path) => authz.allows(&self.caller, Permission::List, path),
-            Subject::Policy(_) => authz.allows(&self.caller, Permission::Read, resource::POLICIES),
-        }
+        visible_to(&self.state.vault.authz, &self.caller, subject)
     }
 
     fn push(&mut self, event: &Event) {

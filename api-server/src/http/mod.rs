@@ -17,6 +17,7 @@ mod policies;
 mod rotation;
 mod secrets;
 mod sys;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +45,7 @@ pub struct AppState {
     pub exporter: Arc<crate::audit::export::Exporter>,
     /// Fans the change feed's events out to stream subscribers.
     pub events: Arc<crate::events::hub::EventHub>,
+    pub webhooks: Arc<crate::webhooks::WebhookService>,
     pub limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
     pub jobs: Arc<JobRegistry>,
@@ -89,6 +91,7 @@ fn routes() -> operations::Routes {
     let routes = audit::routes(routes);
     let routes = rotation::routes(routes);
     let routes = events::routes(routes);
+    let routes = webhooks::routes(routes);
     let routes = health::routes(routes);
     openapi::routes(routes)
 }

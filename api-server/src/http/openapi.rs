@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::constraints;
 use super::operations::{self as ops, Guard, OPERATIONS, Operation, Resource, Routes};
-use super::{audit, auth, events, health, policies, rotation, secrets, sys};
+use super::{audit, auth, events, health, policies, rotation, secrets, sys, webhooks};
 
 struct BearerAuth;
 
@@ -38,6 +38,8 @@ impl Modify for BearerAuth {
         secrets::read_secret, secrets::read_metadata, secrets::list_versions, secrets::write_secret,
         secrets::restore_secret, secrets::rotate_secret, secrets::update_metadata, secrets::delete_secret,
         secrets::list_secrets, secrets::batch_read, rotation::rotation_due, events::list_events, events::stream_events,
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook, webhooks::update_webhook,
+        webhooks::delete_webhook, webhooks::test_webhook, webhooks::list_deliveries, webhooks::retry_delivery,
         auth::whoami, auth::create_token, auth::list_tokens, auth::revoke_token, auth::kubernetes_login,
         sys::rotate_key, sys::list_keys,
         policies::create_policy, policies::list_policies, policies::get_policy, policies::update_policy,
@@ -49,7 +51,7 @@ impl Modify for BearerAuth {
     ),
     components(schemas(scaivault_api::ErrorBody)),
     modifiers(&BearerAuth),
-    tags((name = "secrets"), (name = "auth"), (name = "policies"), (name = "identities"), (name = "audit"), (name = "events"), (name = "sys"), (name = "health"))
+    tags((name = "secrets"), (name = "auth"), (name = "policies"), (name = "identities"), (name = "audit"), (name = "events"), (name = "webhooks"), (name = "sys"), (name = "health"))
 )]
 pub struct ApiDoc;
 

@@ -248,6 +248,7 @@ mod declared {
     const POLICIES: &str = resource::POLICIES;
     const IDENTITIES: &str = resource::IDENTITIES;
     const AUDIT: &str = resource::AUDIT;
+    const WEBHOOKS: &str = resource::WEBHOOKS;
     // Secrets.
     pub static READ_SECRET: Operation = Operation::new("read_secret", Get, SECRET, on_secret(Read), "secrets.read", false);
     pub static READ_METADATA: Operation = Operation::new("read_metadata", Get, "/v1/secrets/{path}/metadata", on_secret(List), "secrets.read_metadata", false);
@@ -266,6 +267,16 @@ mod declared {
     // Events.
     pub static LIST_EVENTS: Operation = Operation::new("list_events", Get, "/v1/events", Guard::Permission(List, ListedPaths), "events.list", false).also("policies:read for policy.changed events");
     pub static STREAM_EVENTS: Operation = Operation::new("stream_events", Get, "/v1/events/stream", Guard::Permission(List, ListedPaths), "events.stream", false).also("policies:read for policy.changed events");
+
+    // Webhooks.
+    pub static CREATE_WEBHOOK: Operation = Operation::new("create_webhook", Post, "/v1/webhooks", on_sys(Admin, WEBHOOKS), "webhooks.create", true);
+    pub static LIST_WEBHOOKS: Operation = Operation::new("list_webhooks", Get, "/v1/webhooks", on_sys(Read, WEBHOOKS), "webhooks.list", false);
+    pub static GET_WEBHOOK: Operation = Operation::new("get_webhook", Get, "/v1/webhooks/{id}", on_sys(Read, WEBHOOKS), "webhooks.read", false);
+    pub static UPDATE_WEBHOOK: Operation = Operation::new("update_webhook", Patch, "/v1/webhooks/{id}", on_sys(Admin, WEBHOOKS), "webhooks.update", true);
+    pub static DELETE_WEBHOOK: Operation = Operation::new("delete_webhook", Verb::Delete, "/v1/webhooks/{id}", on_sys(Admin, WEBHOOKS), "webhooks.delete", true);
+    pub static TEST_WEBHOOK: Operation = Operation::new("test_webhook", Post, "/v1/webhooks/{id}/test", on_sys(Admin, WEBHOOKS), "webhooks.test", true);
+    pub static LIST_DELIVERIES: Operation = Operation::new("list_deliveries", Get, "/v1/webhooks/{id}/deliveries", on_sys(Read, WEBHOOKS), "webhooks.deliveries", false);
+    pub static RETRY_DELIVERY: Operation = Operation::new("retry_delivery", Post, "/v1/webhooks/{id}/deliveries/{delivery_id}/retry", on_sys(Admin, WEBHOOKS), "webhooks.retry", true);
 
     // Auth and tokens.
     pub static WHOAMI: Operation = Operation::new("whoami", Get, "/v1/auth/whoami", Token, "auth.whoami", false);
@@ -327,6 +338,14 @@ pub static OPERATIONS: &[&Operation] = &[
     &ROTATION_DUE,
     &LIST_EVENTS,
     &STREAM_EVENTS,
+    &CREATE_WEBHOOK,
+    &LIST_WEBHOOKS,
+    &GET_WEBHOOK,
+    &UPDATE_WEBHOOK,
+    &DELETE_WEBHOOK,
+    &TEST_WEBHOOK,
+    &LIST_DELIVERIES,
+    &RETRY_DELIVERY,
     &WHOAMI,
     &CREATE_TOKEN,
     &LIST_TOKENS,

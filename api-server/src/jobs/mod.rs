@@ -384,7 +384,7 @@ impl Jobs {
 }
 
 /// Fences the unit by the runner's term, when the job runs under one.
-fn fence(unit: &mut UnitOfWork, term: Option<u64>) {
+pub(crate) fn fence(unit: &mut UnitOfWork, term: Option<u64>) {
     if let Some(epoch) = term {
         unit.jobs().fence(epoch);
     }

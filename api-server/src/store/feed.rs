@@ -30,6 +30,7 @@ use super::rotation::{RotationChange, Signal};
 use super::secrets::SecretChange;
 use super::tokens::TokenChange;
 use super::unit_of_work::{Applied, Change};
+use super::webhooks::WebhookChange;
 
 /// One committed change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +70,8 @@ pub enum ChangeKind {
     RotationFailed,
     RotationRequested,
     RotationCompleted,
+    WebhookExhausted,
+    WebhookDisabled,
 }
 
 macro_rules! change_kinds {
@@ -107,6 +110,8 @@ change_kinds!(
     RotationFailed => "rotation.failed",
     RotationRequested => "rotation.requested",
     RotationCompleted => "rotation.completed",
+    WebhookExhausted => "webhook.exhausted",
+    WebhookDisabled => "webhook.disabled",
 );
 
 /// A record to append: what and which, before the backend gives it a `seq`.
@@ -220,6 +225,24 @@ impl Planned {
                 RotationChange::Requested { path, reason } => {
                     Planned::IfRotated(because(K::RotationRequested, path, reason))
                 }
+            },
+            Change::Webhook(c) => match c {
+                WebhookChange::Disable { id, reason } => {
+                    Planned::IfFound(because(K::WebhookDisabled, id, &Some(reason.clone())))
+                }
+                WebhookChange::Exhausted { webhook_id, reason } => Planned::Always(because(
+                    K::WebhookExhausted,
+                    webhook_id,
+                    &Some(reason.clone()),
+                )),
+                // Settings and the dispatcher's bookkeeping: the audit log records who
+                // changed a webhook; the feed carries what receivers act on.
+                WebhookChange::Create { .. }
+                | WebhookChange::Update(_)
+                | WebhookChange::Delete { .. }
+                | WebhookChange::Failing { .. }
+                | WebhookChange::Take { .. }
+                | WebhookChange::Record(_) => Planned::Nothing,
             },
             Change::Maintenance(MaintenanceChange::PurgeExpiredSecrets { .. }) => Planned::Erased,
             // Bookkeeping, not a change of the vault's objects: read counts, purges of

@@ -7,7 +7,7 @@
 //! aggregates commit in one transaction. Values arrive here already sealed by the
 //! barrier; the store never sees plaintext.
 //!
-//! A backend implements the seven read traits and [`Store`]. Its `commit` takes the changes
+//! A backend implements the eight read traits and [`Store`]. Its `commit` takes the changes
 //! with [`UnitOfWork::prepare`] in the calling task, applies them in order in one
 //! transaction, appends the unit's change records ([`feed`]) in the same transaction, and
 //! rolls everything back on the first error; a constraint violation is
@@ -33,6 +33,7 @@ mod time_codec;
 pub mod tokens;
 pub mod unit_of_work;
 mod wal_checkpoint;
+pub mod webhooks;
 
 #[cfg(test)]
 pub(crate) mod contract;
@@ -52,6 +53,7 @@ pub use time_codec::{from_millis, now_millis, to_millis};
 pub use tokens::{TokenReads, TokenRow};
 pub use unit_of_work::{Committed, Prepared, Slot, UnitOfWork};
 pub use wal_checkpoint::{AUDIT_PAUSE_SECONDS, DATA_PAUSE_SECONDS};
+pub use webhooks::{DeliveryRow, WebhookReads, WebhookRow};
 
 /// Clone: one failure of a group commit is every unit's of the batch.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -86,7 +88,14 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// A vault's storage: the reads of every aggregate, and writes as units of work.
 #[async_trait]
 pub trait Store:
-    SecretReads + TokenReads + PolicyReads + KeyringReads + FeedReads + JobReads + RotationReads
+    SecretReads
+    + TokenReads
+    + PolicyReads
+    + KeyringReads
+    + FeedReads
+    + JobReads
+    + RotationReads
+    + WebhookReads
 {
     /// Backend name for health output (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;

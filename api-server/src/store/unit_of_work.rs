@@ -24,6 +24,7 @@ use super::policies::PolicyChange;
 use super::rotation::RotationChange;
 use super::secrets::SecretChange;
 use super::tokens::TokenChange;
+use super::webhooks::WebhookChange;
 use super::{ClaimOutcome, RestoreOutcome, Result, StoreError};
 
 /// One storage write, grouped by the aggregate it belongs to.
@@ -36,6 +37,7 @@ pub enum Change {
     Maintenance(MaintenanceChange),
     Job(JobChange),
     Rotation(RotationChange),
+    Webhook(WebhookChange),
 }
 
 /// What one change did. Backends return one per change, in order.

@@ -178,6 +178,37 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE changes ADD COLUMN actor TEXT;
     ALTER TABLE changes ADD COLUMN reason TEXT;
     "#,
+    // 7: webhooks, and their deliveries (`store::webhooks`; SQLite's migration 9).
+    r#"
+    CREATE TABLE webhooks (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        name TEXT COLLATE "C" NOT NULL UNIQUE,
+        settings TEXT NOT NULL,
+        enabled BOOLEAN NOT NULL,
+        disabled_reason TEXT,
+        failing_since BIGINT,
+        secret BYTEA NOT NULL,
+        previous_secret BYTEA,
+        previous_secret_until BIGINT,
+        secret_set_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        cursor BIGINT NOT NULL
+    );
+    CREATE TABLE webhook_deliveries (
+        webhook_id TEXT COLLATE "C" NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        seq BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        next_attempt_at BIGINT,
+        body TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (webhook_id, seq)
+    );
+    CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (webhook_id, seq)
+        WHERE status = 'pending';
+    "#,
 ];
 
 async fn applied_version(client: &impl tokio_postgres::GenericClient) -> Result<usize> {

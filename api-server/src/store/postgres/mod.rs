@@ -41,6 +41,7 @@ mod secrets;
 mod sessions;
 mod tls;
 mod tokens;
+mod webhooks;
 
 pub use audit::PostgresAuditStore;
 pub use tls::TlsSettings;
@@ -309,6 +310,7 @@ async fn apply(c: &Tx<'_>, change: Change) -> Result<Applied> {
         Change::Maintenance(change) => maintenance::apply(c, change).await,
         Change::Job(change) => jobs::apply(c, change).await,
         Change::Rotation(change) => rotation::apply(c, change).await,
+        Change::Webhook(change) => webhooks::apply(c, change).await,
     }
 }
 

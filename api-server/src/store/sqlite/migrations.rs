@@ -150,6 +150,37 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE changes ADD COLUMN actor TEXT;
     ALTER TABLE changes ADD COLUMN reason TEXT;
     "#,
+    // 9: webhooks, and their deliveries (`store::webhooks`).
+    r#"
+    CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        settings TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        disabled_reason TEXT,
+        failing_since INTEGER,
+        secret BLOB NOT NULL,
+        previous_secret BLOB,
+        previous_secret_until INTEGER,
+        secret_set_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        cursor INTEGER NOT NULL
+    );
+    CREATE TABLE webhook_deliveries (
+        webhook_id TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at INTEGER,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (webhook_id, seq)
+    );
+    CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (webhook_id, seq)
+        WHERE status = 'pending';
+    "#,
 ];
 
 /// The audit database's own schema (a separate file).

@@ -36,6 +36,7 @@ mod policies;
 mod rotation;
 mod secrets;
 mod tokens;
+mod webhooks;
 
 const READERS: usize = 4;
 /// Current versions kept in memory: ~0.5 KiB each typically, bounded in bytes because a
@@ -265,6 +266,7 @@ fn apply(c: &Connection, change: Change) -> Result<Applied> {
         Change::Maintenance(change) => maintenance::apply(c, change),
         Change::Job(change) => jobs::apply(c, change),
         Change::Rotation(change) => rotation::apply(c, change),
+        Change::Webhook(change) => webhooks::apply(c, change),
     }
 }
 

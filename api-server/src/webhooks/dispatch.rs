@@ -1,0 +1,324 @@
+//! Delivery from the outbox, on the replica that runs the jobs.
+//!
+//! For each enabled webhook a worker sends its oldest pending delivery; only when that
+//! one succeeded (or failed for good) does it take the next event from the change feed,
+//! queueing it and moving the webhook's cursor in one unit. So deliveries are ordered per
+//! webhook and at least once: a crash between the POST and recording its outcome leaves
+//! the delivery pending, and the next runner sends it again under the same
+//! `webhook-id`. Units are fenced by the runner's term: a replica that lost the lead
+//! cannot record anything after its successor started.
+//!
+//! Retry times are wall-clock times in the delivery rows; workers look every second, so a
+//! test that moves the clock (`testkit::clock`) sees the next attempt without waiting.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use scaivault_api::webhooks::{
+    DISABLE_AFTER_FAILING_SECS, DeliveryStatus, MAX_ATTEMPTS_KEPT, RETRY_SCHEDULE_SECS,
+};
+use time::OffsetDateTime;
+use tokio::sync::{Notify, watch};
+
+use super::{DeliveryBody, WebhookService, WebhookSettings, body_of, delivery_id, settings_of};
+use crate::auth::Caller;
+use crate::authz::Engine;
+use crate::error::{Error, Result};
+use crate::events::{EventFilter, Subject, event_of, subject_of, visible_to};
+use crate::jobs::fence;
+use crate::jobs::leadership::Leadership;
+use crate::store::UnitOfWork;
+use crate::store::webhooks::{DeliveryRow, WebhookRow};
+
+/// How often workers look for due retries and a moved clock, besides being woken by
+/// new changes.
+const POLL: Duration = Duration::from_secs(1);
+/// Change records read per storage round trip while looking for a webhook's next event.
+const FEED_CHUNK: usize = 256;
+/// Deliveries one worker sends before it lets the next round start it again.
+const MAX_SENDS_PER_ROUND: usize = 100;
+
+pub struct Dispatcher {
+    pub service: Arc<WebhookService>,
+    pub authz: Arc<Engine>,
+    pub leadership: Leadership,
+    /// Webhooks with a worker now: at most one each, so one webhook's deliveries stay in
+    /// order and a slow endpoint holds up only itself.
+    running: Mutex<HashSet<String>>,
+}
+
+/// Removes a webhook from `running` when its worker ends, however it ends.
+struct Running<'a> {
+    dispatcher: &'a Dispatcher,
+    id: String,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.dispatcher.running.lock() {
+            running.remove(&self.id);
+        }
+    }
+}
+
+impl Dispatcher {
+    pub fn new(service: Arc<WebhookService>, authz: Arc<Engine>, leadership: Leadership) -> Self {
+        Dispatcher {
+            service,
+            authz,
+            leadership,
+            running: Mutex::default(),
+        }
+    }
+
+    pub fn spawn(
+        self: Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let changes = Arc::new(Notify::new());
+        self.service.store().notify_changes(Arc::clone(&changes));
+        tokio::spawn(async move {
+            loop {
+                if let Some(term) = self.leadership.term() {
+                    self.round(term).await;
+                }
+                tokio::select! {
+                    _ = changes.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        })
+    }
+
+    /// Starts a worker for every enabled webhook that has none.
+    async fn round(self: &Arc<Self>, term: u64) {
+        let webhooks = match self.service.store().webhooks().await {
+            Ok(webhooks) => webhooks,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading webhooks to deliver to");
+                return;
+            }
+        };
+        for row in webhooks.into_iter().filter(|w| w.enabled) {
+            let started = self
+                .running
+                .lock()
+                .map(|mut running| running.insert(row.id.clone()))
+                .unwrap_or(false);
+            if !started {
+                continue;
+            }
+            let dispatcher = Arc::clone(self);
+            tokio::spawn(async move {
+                let _running = Running {
+                    dispatcher: &dispatcher,
+                    id: row.id.clone(),
+                };
+                if let Err(e) = dispatcher.work(row, term).await {
+                    tracing::warn!(error = %e.message, "webhook delivery");
+                }
+            });
+        }
+    }
+
+    /// Sends this webhook's deliveries in order while they succeed and are due.
+    async fn work(&self, mut row: WebhookRow, term: u64) -> Result<()> {
+        let settings = settings_of(&row)?;
+        let owner = owner_of(&settings, &row);
+        for _ in 0..MAX_SENDS_PER_ROUND {
+            let store = self.service.store();
+            let next = match store.next_delivery(&row.id).await? {
+                Some(delivery) => delivery,
+                None => match self.take_next(&mut row, &settings, &owner, term).await? {
+                    Some(delivery) => delivery,
+                    None => return Ok(()),
+                },
+            };
+            let now = OffsetDateTime::now_utc();
+            if next.next_attempt_at.is_some_and(|at| at > now) {
+                return Ok(());
+            }
+            if !self.attempt(&mut row, &settings, next, term).await? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the next event this webhook should get, moving its cursor past what it
+    /// should not; `None` when the feed holds nothing more for it.
+    async fn take_next(
+        &self,
+        row: &mut WebhookRow,
+        settings: &WebhookSettings,
+        owner: &Caller,
+        term: u64,
+    ) -> Result<Option<DeliveryRow>> {
+        let store = self.service.store();
+        let filter = EventFilter {
+            types: Some(settings.events.clone()),
+            path_prefix: settings.filters.path_prefix.clone(),
+        };
+        loop {
+            let records = store.changes_after(row.cursor, FEED_CHUNK).await?;
+            let Some(last) = records.last().map(|r| r.seq) else {
+                return Ok(None);
+            };
+            let wanted = records.iter().filter_map(event_of).find(|event| {
+                filter.matches(event)
+                    && subject_of(event).is_some_and(|subject| match subject {
+                        // A webhook's own failures would only fail again.
+                        Subject::Webhook(id) if id == row.id => false,
+                        subject => visible_to(&self.authz, owner, subject),
+                    })
+            });
+            let now = OffsetDateTime::now_utc();
+            let delivery = wanted
+                .map(|event| {
+                    let seq = event.seq;
+                    let body = DeliveryBody {
+                        event,
+                        attempt_log: Vec::new(),
+                    };
+                    serde_json::to_string(&body)
+                        .map(|body| DeliveryRow {
+                            webhook_id: row.id.clone(),
+                            seq,
+                            status: DeliveryStatus::Pending.as_str().to_owned(),
+                            attempts: 0,
+                            next_attempt_at: Some(now),
+                            body,
+                            created_at: now,
+                            updated_at: now,
+                        })
+                        .map_err(Error::internal)
+                })
+                .transpose()?;
+            let cursor = delivery.as_ref().map_or(last, |d| d.seq);
+            let mut unit = UnitOfWork::new();
+            fence(&mut unit, Some(term));
+            let taken = unit.webhooks().take(&row.id, cursor, delivery.clone());
+            if !store.commit(unit).await?.take(taken)? {
+                // Deleted meanwhile, or another runner moved on: the next round sees.
+                return Ok(None);
+            }
+            row.cursor = cursor;
+            if delivery.is_some() || records.len() < FEED_CHUNK {
+                return Ok(delivery);
+            }
+        }
+    }
+
+    /// Sends one attempt and records it; whether it succeeded.
+    async fn attempt(
+        &self,
+        row: &mut WebhookRow,
+        settings: &WebhookSettings,
+        mut delivery: DeliveryRow,
+        term: u64,
+    ) -> Result<bool> {
+        let mut body = body_of(&delivery)?;
+        let keys = self.service.signing_keys(row, OffsetDateTime::now_utc())?;
+        let message_id = delivery_id(&row.id, delivery.seq);
+        let attempt = self
+            .service
+            .sender()
+            .send(&settings.url, &message_id, &body.event, &keys)
+            .await;
+        let now = OffsetDateTime::now_utc();
+        let succeeded = attempt
+            .status_code
+            .is_some_and(|status| (200..300).contains(&status));
+        delivery.attempts += 1;
+        delivery.updated_at = now;
+        body.attempt_log.push(attempt);
+        let excess = body.attempt_log.len().saturating_sub(MAX_ATTEMPTS_KEPT);
+        body.attempt_log.drain(..excess);
+
+        let mut unit = UnitOfWork::new();
+        fence(&mut unit, Some(term));
+        if succeeded {
+            delivery.status = DeliveryStatus::Succeeded.as_str().to_owned();
+            delivery.next_attempt_at = None;
+            if row.failing_since.take().is_some() {
+                unit.webhooks().failing(&row.id, None);
+            }
+        } else {
+            let since = *row.failing_since.get_or_insert(now);
+            if since == now {
+                unit.webhooks().failing(&row.id, Some(now));
+            }
+            match RETRY_SCHEDULE_SECS.get(delivery.attempts as usize) {
+                Some(&delay) => {
+                    delivery.next_attempt_at = Some(now + jittered(delay));
+                }
+                None => {
+                    delivery.status = DeliveryStatus::Failed.as_str().to_owned();
+                    delivery.next_attempt_at = None;
+                    tracing::warn!(webhook = %row.id, event = %body.event.id, "webhook delivery exhausted its retries");
+                    unit.webhooks().exhausted(
+                        &row.id,
+                        format!(
+                            "{} ({}) failed {} attempts",
+                            body.event.id, body.event.event_type, delivery.attempts
+                        ),
+                    );
+                }
+            }
+            let failing_for = now - since;
+            if failing_for >= time::Duration::seconds(DISABLE_AFTER_FAILING_SECS as i64) {
+                tracing::warn!(webhook = %row.id, "disabling a webhook whose deliveries failed for days");
+                unit.webhooks().disable(
+                    &row.id,
+                    format!(
+                        "every delivery failed since {since}; re-enable with enabled: true once the endpoint answers"
+                    ),
+                );
+                row.enabled = false;
+            }
+        }
+        delivery.body = serde_json::to_string(&body).map_err(Error::internal)?;
+        unit.webhooks().record(delivery);
+        self.service.store().commit(unit).await?;
+        Ok(succeeded && row.enabled)
+    }
+}
+
+/// The identity whose access bounds what a webhook receives.
+fn owner_of(settings: &WebhookSettings, row: &WebhookRow) -> Caller {
+    Caller {
+        identity_id: settings.created_by.clone(),
+        identity_type: settings.created_by_type,
+        accessor: String::new(),
+        policies: Vec::new(),
+        display_name: None,
+        issued_at: row.created_at,
+        expires_at: None,
+    }
+}
+
+/// `secs` plus up to a tenth more, so endpoints that failed together are not retried in
+/// one burst.
+fn jittered(secs: u64) -> time::Duration {
+    let spread = crate::crypto::token::random_bytes::<2>()
+        .map(|b| u16::from_be_bytes(*b))
+        .unwrap_or(0);
+    let extra_ms = secs * 100 * u64::from(spread) / u64::from(u16::MAX);
+    time::Duration::milliseconds((secs * 1000 + extra_ms) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_adds_at_most_a_tenth() {
+        for secs in [0, 5, 300, 36_000] {
+            let delay = jittered(secs);
+            assert!(delay >= time::Duration::seconds(secs as i64));
+            assert!(delay <= time::Duration::milliseconds((secs * 1100) as i64));
+        }
+    }
+}
