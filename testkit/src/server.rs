@@ -180,6 +180,11 @@ impl Server {
     /// `scaivault-server init`, then `serve` over TLS with a certificate for 127.0.0.1
     /// and localhost signed by a fresh CA ([`Server::ca_pem`]) that no platform trusts.
     pub fn start_tls() -> Server {
+        Server::start_tls_with(&[])
+    }
+
+    /// [`Server::start_tls`] with extra `serve` flags.
+    pub fn start_tls_with(extra: &[&str]) -> Server {
         let dir = scratch_dir();
         crate::certs::write_server_cert(dir.path(), "server");
         let data_dir = dir.path().join("data");
@@ -218,6 +223,7 @@ impl Server {
             path("server.key"),
         ];
         args.extend(storage_args(&data_dir));
+        args.extend(extra.iter().map(OsString::from));
         let http = crate::certs::client_trusting(&dir.path().join("server-ca.pem"));
         let launch = Launch {
             bin,

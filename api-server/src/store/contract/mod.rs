@@ -32,6 +32,7 @@ pub(crate) mod rotation;
 pub(crate) mod secrets;
 pub(crate) mod tokens;
 pub(crate) mod unit_of_work;
+pub(crate) mod webhooks;
 
 /// A new, empty store and whatever must live as long as it (a temporary directory).
 pub(crate) struct Fresh<S: ?Sized> {
@@ -74,6 +75,10 @@ macro_rules! store_contract_tests {
             rotation {
                 schedules_follow_their_secret, signals_are_raised_once_per_cycle,
                 due_and_to_act_on_queries, records_carry_version_actor_and_reason,
+            }
+            webhooks {
+                webhooks_are_limited_named_and_updated,
+                deliveries_are_taken_once_and_sent_oldest_first,
             }
             unit_of_work {
                 changes_across_aggregates_commit_together, first_error_rolls_back_the_unit,
