@@ -24,8 +24,17 @@ pub struct JobLabels {
     pub outcome: String,
 }
 
+/// How a webhook delivery attempt ended: `success`, `failure` (retried) or `exhausted`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub webhook_attempts: Family<AttemptLabels, Counter>,
+    /// From a change's commit to its delivery's success, per delivery.
+    pub webhook_delivery_lag: Histogram,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<RouteLabels, Histogram>,
     pub job_runs: Family<JobLabels, Counter>,
@@ -44,6 +53,8 @@ impl Metrics {
             Histogram::new(exponential_buckets(0.0005, 2.0, 14))
         });
         let job_runs = Family::<JobLabels, Counter>::default();
+        let webhook_attempts = Family::<AttemptLabels, Counter>::default();
+        let webhook_delivery_lag = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let rate_limited = Counter::default();
         let shed = Counter::default();
         let timed_out = Counter::default();
@@ -116,8 +127,23 @@ impl Metrics {
             "Background job runs by outcome",
             job_runs.clone(),
         );
+        {
+            let webhooks = registry.sub_registry_with_prefix("webhook");
+            webhooks.register(
+                "attempts",
+                "Webhook delivery attempts by outcome",
+                webhook_attempts.clone(),
+            );
+            webhooks.register(
+                "delivery_lag_seconds",
+                "Time from an event's commit to its webhook delivery's success",
+                webhook_delivery_lag.clone(),
+            );
+        }
         Metrics {
             registry,
+            webhook_attempts,
+            webhook_delivery_lag,
             requests,
             request_duration,
             job_runs,

@@ -539,6 +539,7 @@ async fn run_server(
             Arc::clone(&webhooks),
             Arc::clone(&vault.authz),
             leadership.clone(),
+            Arc::clone(&metrics),
         ))
         .spawn(shutdown_rx.clone()),
     );

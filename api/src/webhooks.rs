@@ -36,7 +36,7 @@ pub const MAX_RESPONSE_EXCERPT_BYTES: usize = 512;
 pub const MAX_ATTEMPTS_KEPT: usize = 20;
 /// Default and largest page of `GET /v1/webhooks/{id}/deliveries`.
 pub const DEFAULT_DELIVERIES_LIMIT: usize = 50;
-pub const MAX_DELIVERIES_LIMIT: usize = 500;
+pub const MAX_DELIVERIES_LIMIT: usize = crate::limits::MAX_LIST_LIMIT;
 
 /// Which events a webhook receives, besides their types.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

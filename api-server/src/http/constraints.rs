@@ -14,6 +14,10 @@ use scaivault_api::rotation::{
     MAX_GENERATED_FIELDS, MAX_GENERATED_LENGTH, MAX_GENERATED_PREFIX_CHARS,
     MAX_ROTATION_REASON_CHARS, MIN_GENERATED_LENGTH,
 };
+use scaivault_api::webhooks::{
+    MAX_WEBHOOK_EVENT_TYPES, MAX_WEBHOOK_NAME_CHARS, MAX_WEBHOOK_SECRET_BYTES,
+    MAX_WEBHOOK_URL_CHARS, MIN_WEBHOOK_SECRET_BYTES, WEBHOOK_SECRET_PREFIX,
+};
 use serde_json::{Value, json};
 
 use scaivault_api::pattern::MAX_PATTERN_SEGMENTS;
@@ -52,6 +56,49 @@ pub fn identity_id() -> Value {
         "type": "string",
         "pattern": "^(user:[A-Za-z0-9._@+-]{1,253}|sa:[A-Za-z0-9._-]{1,253}|k8s:[A-Za-z0-9._-]+/[A-Za-z0-9._-]+)$",
         "maxLength": 257,
+    })
+}
+
+/// 1..=`max` characters, none of them a control character.
+fn plain_text_required(max: usize) -> Value {
+    json!({"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$", "minLength": 1, "maxLength": max})
+}
+
+/// `rule`, or `null` for "leave as it is".
+fn nullable(rule: Value) -> Value {
+    json!({"anyOf": [rule, {"type": "null"}]})
+}
+
+/// An http(s) URL. Whether its address may be reached is decided when it is given (and
+/// again on each delivery): a document cannot say.
+fn webhook_url() -> Value {
+    json!({"type": "string", "pattern": "^https?://", "maxLength": MAX_WEBHOOK_URL_CHARS})
+}
+
+/// `whsec_` and the base64 of 24..=64 bytes.
+fn webhook_secret() -> Value {
+    let (min, max) = (
+        MIN_WEBHOOK_SECRET_BYTES.div_ceil(3) * 4,
+        MAX_WEBHOOK_SECRET_BYTES.div_ceil(3) * 4,
+    );
+    json!({
+        "type": "string",
+        "pattern": format!("^{WEBHOOK_SECRET_PREFIX}[A-Za-z0-9+/]{{{min},{max}}}={{0,2}}$"),
+    })
+}
+
+/// The types a webhook may subscribe to: every one but `webhook.test`.
+fn webhook_events() -> Value {
+    let types: Vec<&str> = EventType::ALL
+        .iter()
+        .filter(|t| **t != EventType::WebhookTest)
+        .map(|t| t.as_str())
+        .collect();
+    json!({
+        "type": "array",
+        "items": {"type": "string", "enum": types},
+        "minItems": 1,
+        "maxItems": MAX_WEBHOOK_EVENT_TYPES,
     })
 }
 
@@ -211,6 +258,23 @@ fn fields() -> Vec<(&'static str, &'static str, Value)> {
             json!({"type": "array", "items": {"$ref": "#/components/schemas/Permission"}, "minItems": 1}),
         ),
         ("PolicyTestRequest", "path", resource_path()),
+        (
+            "CreateWebhookRequest",
+            "name",
+            plain_text_required(MAX_WEBHOOK_NAME_CHARS),
+        ),
+        ("CreateWebhookRequest", "url", webhook_url()),
+        ("CreateWebhookRequest", "secret", webhook_secret()),
+        ("CreateWebhookRequest", "events", webhook_events()),
+        (
+            "UpdateWebhookRequest",
+            "name",
+            nullable(plain_text_required(MAX_WEBHOOK_NAME_CHARS)),
+        ),
+        ("UpdateWebhookRequest", "url", nullable(webhook_url())),
+        ("UpdateWebhookRequest", "secret", nullable(webhook_secret())),
+        ("UpdateWebhookRequest", "events", nullable(webhook_events())),
+        ("WebhookFilters", "path_prefix", nullable(prefix())),
         ("ExportRequest", "from", time_or_date()),
         ("ExportRequest", "to", time_or_date()),
         (

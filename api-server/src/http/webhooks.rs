@@ -113,8 +113,8 @@ pub struct DeliveriesQuery {
     /// Only deliveries of events before this `seq` (`next_before` of the previous page).
     #[param(minimum = 0)]
     before: Option<u64>,
-    /// Page size, 1..=500 (default 50).
-    #[param(minimum = 1, maximum = 500)]
+    /// Page size, 1..=1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::events::{EventFilter, Subject, event_of, subject_of, visible_to};
 use crate::jobs::fence;
 use crate::jobs::leadership::Leadership;
+use crate::metrics::{AttemptLabels, Metrics};
 use crate::store::UnitOfWork;
 use crate::store::webhooks::{DeliveryRow, WebhookRow};
 
@@ -40,9 +41,10 @@ const FEED_CHUNK: usize = 256;
 const MAX_SENDS_PER_ROUND: usize = 100;
 
 pub struct Dispatcher {
-    pub service: Arc<WebhookService>,
-    pub authz: Arc<Engine>,
-    pub leadership: Leadership,
+    service: Arc<WebhookService>,
+    authz: Arc<Engine>,
+    leadership: Leadership,
+    metrics: Arc<Metrics>,
     /// Webhooks with a worker now: at most one each, so one webhook's deliveries stay in
     /// order and a slow endpoint holds up only itself.
     running: Mutex<HashSet<String>>,
@@ -63,11 +65,17 @@ impl Drop for Running<'_> {
 }
 
 impl Dispatcher {
-    pub fn new(service: Arc<WebhookService>, authz: Arc<Engine>, leadership: Leadership) -> Self {
+    pub fn new(
+        service: Arc<WebhookService>,
+        authz: Arc<Engine>,
+        leadership: Leadership,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Dispatcher {
             service,
             authz,
             leadership,
+            metrics,
             running: Mutex::default(),
         }
     }
@@ -239,7 +247,18 @@ impl Dispatcher {
 
         let mut unit = UnitOfWork::new();
         fence(&mut unit, Some(term));
+        let outcome = |outcome| {
+            self.metrics
+                .webhook_attempts
+                .get_or_create(&AttemptLabels { outcome })
+                .inc();
+        };
         if succeeded {
+            outcome("success");
+            let lag = now - body.event.time;
+            self.metrics
+                .webhook_delivery_lag
+                .observe(lag.as_seconds_f64().max(0.0));
             delivery.status = DeliveryStatus::Succeeded.as_str().to_owned();
             delivery.next_attempt_at = None;
             if row.failing_since.take().is_some() {
@@ -252,9 +271,11 @@ impl Dispatcher {
             }
             match RETRY_SCHEDULE_SECS.get(delivery.attempts as usize) {
                 Some(&delay) => {
+                    outcome("failure");
                     delivery.next_attempt_at = Some(now + jittered(delay));
                 }
                 None => {
+                    outcome("exhausted");
                     delivery.status = DeliveryStatus::Failed.as_str().to_owned();
                     delivery.next_attempt_at = None;
                     tracing::warn!(webhook = %row.id, event = %body.event.id, "webhook delivery exhausted its retries");

@@ -85,7 +85,7 @@ pub(crate) async fn webhooks_are_limited_named_and_updated(store: Arc<dyn Store>
     changed.previous_secret = Some(vec![1, 2, 3]);
     changed.previous_secret_until = Some(at(100));
     assert!(store.apply(|u| u.webhooks().update(changed)).await?);
-    let row = store.webhook("wh_a").await?.expect("kept");
+    let row = store.webhook("wh_a").await?.ok_or(StoreError::NotFound)?;
     assert_eq!(
         (row.name.as_str(), row.cursor, row.secret.as_slice()),
         ("renamed", 7, &[9u8][..])
@@ -113,7 +113,7 @@ pub(crate) async fn webhooks_are_limited_named_and_updated(store: Arc<dyn Store>
             .apply(|u| u.webhooks().disable("wh_a", "down".into()))
             .await?
     );
-    let row = store.webhook("wh_a").await?.expect("kept");
+    let row = store.webhook("wh_a").await?.ok_or(StoreError::NotFound)?;
     assert!(!row.enabled);
     assert_eq!(
         (row.disabled_reason.as_deref(), row.failing_since),
@@ -123,7 +123,7 @@ pub(crate) async fn webhooks_are_limited_named_and_updated(store: Arc<dyn Store>
     enabled.enabled = true;
     enabled.disabled_reason = None;
     store.apply(|u| u.webhooks().update(enabled)).await?;
-    let row = store.webhook("wh_a").await?.expect("kept");
+    let row = store.webhook("wh_a").await?.ok_or(StoreError::NotFound)?;
     assert!(row.enabled && row.failing_since.is_none());
     store
         .apply(|u| u.webhooks().exhausted("wh_a", "evt_3 failed".into()))
