@@ -253,3 +253,115 @@ async fn a_stream_ends_when_its_token_is_revoked_or_expires() {
     let mut events = EventReader::open(stream(&s, &short, "")).await;
     assert!(events.ends().await, "an expired token's stream ends");
 }
+
+/// A subscriber that stops reading: a raw connection (closed by the server when its
+/// stream ends) with a small receive buffer.
+async fn stalled_subscriber(s: &Server, query: &str) -> tokio::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address: std::net::SocketAddr = s.address.trim_start_matches("http://").parse().unwrap();
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&address.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut tcp = tokio::net::TcpStream::from_std(socket.into()).unwrap();
+    let request = format!(
+        "GET /v1/events/stream?{query} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        s.token
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_dropped_with_where_to_resume_and_holds_up_no_one() {
+    use tokio::io::AsyncReadExt;
+    // More than the hub's 1024 plus what the sockets and the HTTP server buffer for a
+    // connection that reads nothing (about 2.8 MB, 13,600 events, on this machine).
+    const WRITES: usize = 20_000;
+    let s = Server::start(&["--rate-limit-per-minute", "0"]);
+    let mut stalled = stalled_subscriber(&s, "path_prefix=slow/").await;
+    let mut keeping_up = EventReader::open(stream(&s, &s.token, "path_prefix=slow/")).await;
+    let reader = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        while seqs.len() < WRITES {
+            let sse = keeping_up.next().await;
+            assert_eq!(sse.event, "secret.created", "{:?}", sse.data);
+            seqs.push(sse.data["seq"].as_u64().unwrap());
+        }
+        seqs
+    });
+    // Writers on several connections, while one subscriber reads nothing.
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (http, url, token) = (s.http.clone(), s.address.clone(), s.token.clone());
+            tokio::spawn(async move {
+                for i in (w..WRITES).step_by(8) {
+                    let (status, body) = send(
+                        http.put(format!("{url}/v1/secrets/slow/{i}"))
+                            .bearer_auth(&token)
+                            .json(&json!({"data": {"k": "v"}})),
+                    )
+                    .await;
+                    assert_eq!(status, StatusCode::OK, "{body}");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    // The reader that kept up has every event, in order: the stalled one held up no one.
+    let seqs = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order");
+    let last = *seqs.last().unwrap();
+
+    // The stalled subscriber, read at last: some events, then `lagged` with where to
+    // resume, then the end of the stream.
+    let mut text = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stalled.read_to_end(&mut text))
+        .await
+        .expect("the server ends the stalled stream")
+        .unwrap();
+    let text = String::from_utf8_lossy(&text);
+    let lagged = text.find("event: lagged").expect("a lagged event");
+    let resume: u64 = text[lagged..]
+        .lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .expect("the lagged event's id")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        resume < last,
+        "dropped at {resume}, the last event is {last}"
+    );
+    println!(
+        "a stalled subscriber was dropped {} events behind the last write",
+        last - resume
+    );
+    // Resuming there misses nothing.
+    let mut resumed = EventReader::open(
+        stream(&s, &s.token, "path_prefix=slow/").header("last-event-id", resume.to_string()),
+    )
+    .await;
+    let expected: Vec<u64> = seqs.iter().copied().filter(|seq| *seq > resume).collect();
+    for seq in expected {
+        assert_eq!(resumed.next().await.data["seq"].as_u64(), Some(seq));
+    }
+}
