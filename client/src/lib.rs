@@ -26,6 +26,7 @@ mod retry;
 mod rotation;
 mod secrets;
 mod sys;
+mod webhooks;
 
 pub use audit::{
     AuditLogOptions, AuditPages, AuditRange, EXPORT_COMPLETED, EXPORT_FAILED, EXPORT_RUNNING,
@@ -41,3 +42,8 @@ pub use rotation::DueOptions;
 pub use scaivault_api as api;
 pub use secrecy::SecretString;
 pub use secrets::ListOptions;
+pub use webhooks::{
+    DeliveriesOptions, DeliveryPages, GENERATED_SECRET_BYTES, NewWebhook, VerifyError,
+    WEBHOOK_TOLERANCE, WebhookHeaders, WebhookUpdate, generate_webhook_secret,
+    verify_webhook_signature,
+};
