@@ -92,6 +92,9 @@ pub enum Command {
     /// Read what happened to secrets and policies.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Push events to HTTPS endpoints, signed (Standard Webhooks); see their deliveries.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -297,6 +300,136 @@ pub enum EventsCommand {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Create a webhook; it receives the chosen events from now on.
+    Create(WebhookCreateArgs),
+    /// List every webhook (at most 100 exist).
+    List,
+    /// Show one webhook.
+    Get {
+        /// Webhook id (`wh_...`).
+        id: String,
+    },
+    /// Change a webhook; flags left out stay as they are.
+    Update(WebhookUpdateArgs),
+    /// Delete a webhook and its delivery history.
+    Delete {
+        /// Webhook id (`wh_...`).
+        id: String,
+    },
+    /// Send one signed `webhook.test` event now; exits 1 when the endpoint does not
+    /// answer 2xx.
+    Test {
+        /// Webhook id (`wh_...`).
+        id: String,
+    },
+    /// List a webhook's deliveries, newest first.
+    Deliveries {
+        /// Webhook id (`wh_...`).
+        id: String,
+        /// Only deliveries in this state.
+        #[arg(long, value_enum)]
+        status: Option<DeliveryState>,
+        /// Page size (1..=500).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Only deliveries of events before this position (the `next_before` of a
+        /// previous listing).
+        #[arg(long, value_name = "SEQ", conflicts_with = "all")]
+        before: Option<u64>,
+        /// Follow every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Attempt a pending or failed delivery again now.
+    Retry {
+        /// Webhook id (`wh_...`).
+        id: String,
+        /// Delivery id (`msg_...`), as `deliveries` shows it.
+        delivery_id: String,
+    },
+    /// Print a fresh signing secret (`whsec_` + 32 random bytes) for --secret-file.
+    NewSecret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeliveryState {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+/// Where a webhook's signing secret comes from. A flag shows up in `ps`: prefer the file
+/// (or `-` for standard input) or the environment variable.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+pub struct SecretSource {
+    /// The signing secret, `whsec_...` (a --secret-file wins over it and the variable).
+    #[arg(long, env = "SCAIVAULT_WEBHOOK_SECRET", hide_env_values = true, value_parser = parse_token)]
+    pub secret: Option<SecretString>,
+    /// A file holding the signing secret (`scaivault webhooks new-secret > FILE`); `-`
+    /// reads standard input.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookCreateArgs {
+    /// A unique name.
+    #[arg(long)]
+    pub name: String,
+    /// Where events are POSTed: an https:// (or http://) URL the server may reach.
+    #[arg(long)]
+    pub url: String,
+    #[command(flatten)]
+    pub secret: SecretSource,
+    /// Event types, comma-separated (rotation.due,rotation.overdue,...).
+    #[arg(long, required = true, value_name = "TYPE,...", value_delimiter = ',', value_parser = parse_event_type)]
+    pub events: Vec<EventType>,
+    /// Only events about paths starting with this, like `environments/production/`.
+    #[arg(long)]
+    pub path_prefix: Option<String>,
+    /// Create it disabled (nothing is sent until `update --enable`).
+    #[arg(long)]
+    pub disabled: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("change").required(true).multiple(true)
+    .args(["name", "url", "secret", "secret_file", "events", "path_prefix", "no_path_prefix", "enable", "disable"]))]
+pub struct WebhookUpdateArgs {
+    /// Webhook id (`wh_...`).
+    pub id: String,
+    /// New name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// New URL.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// A new signing secret, `whsec_...` (the old one keeps signing too for 24 h).
+    #[arg(long, value_parser = parse_token, conflicts_with = "secret_file")]
+    pub secret: Option<SecretString>,
+    /// A file holding the new signing secret; `-` reads standard input.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Replace the event types, comma-separated.
+    #[arg(long, value_name = "TYPE,...", value_delimiter = ',', value_parser = parse_event_type)]
+    pub events: Option<Vec<EventType>>,
+    /// Only events about paths starting with this.
+    #[arg(long, conflicts_with = "no_path_prefix")]
+    pub path_prefix: Option<String>,
+    /// Remove the path filter: events about every path.
+    #[arg(long)]
+    pub no_path_prefix: bool,
+    /// Enable it (also re-enables a webhook the server disabled after days of failures).
+    #[arg(long, conflicts_with = "disable")]
+    pub enable: bool,
+    /// Disable it: nothing is sent until it is enabled again.
+    #[arg(long)]
+    pub disable: bool,
 }
 
 #[derive(Debug, Args)]
@@ -911,6 +1044,115 @@ mod tests {
         assert_eq!(types, [EventType::RotationDue, EventType::SecretUpdated]);
         assert_eq!(after, Some(12));
         assert!(parse(&["events", "list", "--types", "rotation.later"]).is_err());
+    }
+
+    #[test]
+    fn webhook_commands_parse_and_keep_the_secret_hidden() {
+        let usage = |args: &[&str]| parse(args).err().map(|e| e.exit_code());
+        let cli = parse(&[
+            "webhooks",
+            "create",
+            "--name",
+            "prod-rotations",
+            "--url",
+            "https://ops.acme.example/hook",
+            "--secret",
+            "whsec_supersecretsupersecret",
+            "--events",
+            "rotation.due,rotation.overdue",
+            "--path-prefix",
+            "environments/production/",
+        ]);
+        let Ok(Cli {
+            command: Command::Webhooks(WebhooksCommand::Create(args)),
+            ..
+        }) = &cli
+        else {
+            unreachable!("{cli:?}")
+        };
+        assert_eq!(
+            args.events,
+            [EventType::RotationDue, EventType::RotationOverdue]
+        );
+        assert!(!format!("{cli:?}").contains("supersecret"));
+        let create = [
+            "webhooks",
+            "create",
+            "--name",
+            "n",
+            "--url",
+            "https://x.example/",
+        ];
+        // A secret is needed; events too.
+        if std::env::var_os("SCAIVAULT_WEBHOOK_SECRET").is_none() {
+            assert_eq!(
+                usage(&[&create[..], &["--events", "rotation.due"]].concat()),
+                Some(2)
+            );
+        }
+        assert_eq!(
+            usage(&[&create[..], &["--secret-file", "s"]].concat()),
+            Some(2)
+        );
+        assert_eq!(
+            usage(
+                &[
+                    &create[..],
+                    &["--secret-file", "s", "--events", "rotation.later"]
+                ]
+                .concat()
+            ),
+            Some(2)
+        );
+        assert!(
+            parse(
+                &[
+                    &create[..],
+                    &["--secret-file", "-", "--events", "rotation.due"]
+                ]
+                .concat()
+            )
+            .is_ok()
+        );
+        // An update changes something, and not both ways at once.
+        assert_eq!(usage(&["webhooks", "update", "wh_1"]), Some(2));
+        assert!(parse(&["webhooks", "update", "wh_1", "--enable"]).is_ok());
+        assert_eq!(
+            usage(&["webhooks", "update", "wh_1", "--enable", "--disable"]),
+            Some(2)
+        );
+        assert_eq!(
+            usage(&[
+                "webhooks",
+                "update",
+                "wh_1",
+                "--path-prefix",
+                "a/",
+                "--no-path-prefix"
+            ]),
+            Some(2)
+        );
+        assert!(
+            parse(&[
+                "webhooks",
+                "deliveries",
+                "wh_1",
+                "--status",
+                "failed",
+                "--all"
+            ])
+            .is_ok()
+        );
+        assert_eq!(
+            usage(&["webhooks", "deliveries", "wh_1", "--status", "lost"]),
+            Some(2)
+        );
+        assert_eq!(
+            usage(&["webhooks", "deliveries", "wh_1", "--before", "5", "--all"]),
+            Some(2)
+        );
+        assert!(parse(&["webhooks", "retry", "wh_1", "msg_1_5"]).is_ok());
+        assert!(parse(&["webhooks", "new-secret"]).is_ok());
     }
 
     #[test]

@@ -196,7 +196,7 @@ fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
 }
 
 /// Reads a file, or standard input for `-`.
-fn read_source(path: &Path) -> Result<Vec<u8>, Failure> {
+pub(crate) fn read_source(path: &Path) -> Result<Vec<u8>, Failure> {
     let mut bytes = Vec::new();
     let result = if path == Path::new("-") {
         std::io::stdin().read_to_end(&mut bytes).map(|_| ())

@@ -1,5 +1,5 @@
 //! The routes, methods, success statuses and query parameters the client uses for policies,
-//! identities, audit, rotation and events, checked against the server's own `/v1/openapi.json`.
+//! identities, audit, rotation, events and webhooks, checked against the server's own `/v1/openapi.json`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
@@ -84,6 +84,24 @@ fn the_client_uses_the_documented_routes() {
             "/v1/events",
             "200",
             &["types", "path_prefix", "after", "limit"],
+        ),
+        ("post", "/v1/webhooks", "201", &[]),
+        ("get", "/v1/webhooks", "200", &[]),
+        ("get", "/v1/webhooks/{id}", "200", &[]),
+        ("patch", "/v1/webhooks/{id}", "200", &[]),
+        ("delete", "/v1/webhooks/{id}", "204", &[]),
+        ("post", "/v1/webhooks/{id}/test", "200", &[]),
+        (
+            "get",
+            "/v1/webhooks/{id}/deliveries",
+            "200",
+            &["status", "before", "limit"],
+        ),
+        (
+            "post",
+            "/v1/webhooks/{id}/deliveries/{delivery_id}/retry",
+            "200",
+            &[],
         ),
     ];
     for (method, route, status, query) in used {

@@ -102,6 +102,7 @@ fn tail_line(e: &Event) -> String {
         .path
         .clone()
         .or_else(|| e.policy_id.clone())
+        .or_else(|| e.webhook_id.clone())
         .unwrap_or_else(|| NONE.to_owned());
     let version = e.version.map(|v| format!(" v{v}")).unwrap_or_default();
     let reason = e
@@ -128,6 +129,7 @@ fn render_events(events: &[Event]) -> String {
             e.path
                 .clone()
                 .or_else(|| e.policy_id.clone())
+                .or_else(|| e.webhook_id.clone())
                 .unwrap_or_else(|| NONE.to_owned()),
             e.version
                 .map(|v| v.to_string())
@@ -154,6 +156,7 @@ mod tests {
                 time: OffsetDateTime::UNIX_EPOCH,
                 path: Some("app/db".into()),
                 policy_id: None,
+                webhook_id: None,
                 version: Some(3),
                 actor: "root".into(),
                 reason: Some("compromise".into()),
@@ -165,6 +168,7 @@ mod tests {
                 time: OffsetDateTime::UNIX_EPOCH,
                 path: None,
                 policy_id: Some("pol_1".into()),
+                webhook_id: None,
                 version: None,
                 actor: "user:alice@acme.example".into(),
                 reason: None,

@@ -7,6 +7,7 @@ mod rotation;
 mod secrets;
 mod system;
 mod tokens;
+mod webhooks;
 
 use scaivault_client::{Client, ClientBuilder};
 
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> Result<Output, Failure> {
         Command::Audit(command) => audit::run(&client, format, command).await,
         Command::Rotation(command) => rotation::run(&client, format, command).await,
         Command::Events(command) => events::run(&client, format, command).await,
+        Command::Webhooks(command) => webhooks::run(&client, format, command).await,
     }
 }
 
