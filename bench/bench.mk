@@ -7,7 +7,7 @@
 BENCH_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 SCAIVAULT_RELEASE_BIN := $(CARGO_TARGET_DIR)/release/scaivault-server
 
-.PHONY: bench bench-deps test-bench-smoke bench-operator bench-stream
+.PHONY: bench bench-deps test-bench-smoke bench-operator bench-stream bench-webhooks
 
 bench-deps:
 	@bash $(BENCH_DIR)/install-deps.sh
@@ -41,3 +41,9 @@ bench-operator: e2e-env bench-deps
 bench-stream:
 	$(CARGO) build --release -p scaivault-server
 	SCAIVAULT_BIN=$(SCAIVAULT_RELEASE_BIN) python3 $(BENCH_DIR)/stream/stream.py
+
+# Webhook delivery to 20 webhooks (bench/README.md, "Webhooks"): write to receipt p50/p99,
+# a burst's deliveries per second, signatures checked, server RSS. Never part of `make test`.
+bench-webhooks:
+	$(CARGO) build --release -p scaivault-server
+	SCAIVAULT_BIN=$(SCAIVAULT_RELEASE_BIN) python3 $(BENCH_DIR)/webhooks/webhooks.py

@@ -131,38 +131,60 @@ impl Dispatcher {
         }
     }
 
-    /// Sends this webhook's deliveries in order while they succeed and are due.
+    /// Sends this webhook's deliveries in order while they succeed and are due. A
+    /// success is recorded in the unit that takes the next event: one commit per
+    /// delivery while the endpoint keeps up.
     async fn work(&self, mut row: WebhookRow, term: u64) -> Result<()> {
         let settings = settings_of(&row)?;
         let owner = owner_of(&settings, &row);
+        let store = self.service.store();
+        let mut succeeded: Option<UnitOfWork> = None;
         for _ in 0..MAX_SENDS_PER_ROUND {
-            let store = self.service.store();
-            let next = match store.next_delivery(&row.id).await? {
+            let pending = match succeeded {
+                // The delivery just sent was the pending one.
+                Some(_) => None,
+                None => store.next_delivery(&row.id).await?,
+            };
+            let next = match pending {
                 Some(delivery) => delivery,
-                None => match self.take_next(&mut row, &settings, &owner, term).await? {
-                    Some(delivery) => delivery,
-                    None => return Ok(()),
-                },
+                None => {
+                    let unit = succeeded.take().unwrap_or_default();
+                    match self
+                        .take_next(&mut row, &settings, &owner, term, unit)
+                        .await?
+                    {
+                        Some(delivery) => delivery,
+                        None => return Ok(()),
+                    }
+                }
             };
             let now = OffsetDateTime::now_utc();
             if next.next_attempt_at.is_some_and(|at| at > now) {
                 return Ok(());
             }
-            if !self.attempt(&mut row, &settings, next, term).await? {
+            let (sent, unit) = self.attempt(&mut row, &settings, next, term).await?;
+            if !sent || !row.enabled {
+                store.commit(unit).await?;
                 return Ok(());
             }
+            succeeded = Some(unit);
+        }
+        if let Some(unit) = succeeded {
+            store.commit(unit).await?;
         }
         Ok(())
     }
 
     /// Queues the next event this webhook should get, moving its cursor past what it
-    /// should not; `None` when the feed holds nothing more for it.
+    /// should not, in `unit` (committed, whatever it holds); `None` when the feed holds
+    /// nothing more for it.
     async fn take_next(
         &self,
         row: &mut WebhookRow,
         settings: &WebhookSettings,
         owner: &Caller,
         term: u64,
+        mut unit: UnitOfWork,
     ) -> Result<Option<DeliveryRow>> {
         let store = self.service.store();
         let filter = EventFilter {
@@ -172,6 +194,9 @@ impl Dispatcher {
         loop {
             let records = store.changes_after(row.cursor, FEED_CHUNK).await?;
             let Some(last) = records.last().map(|r| r.seq) else {
+                if !unit.is_empty() {
+                    store.commit(unit).await?;
+                }
                 return Ok(None);
             };
             let wanted = records.iter().filter_map(event_of).find(|event| {
@@ -205,10 +230,13 @@ impl Dispatcher {
                 })
                 .transpose()?;
             let cursor = delivery.as_ref().map_or(last, |d| d.seq);
-            let mut unit = UnitOfWork::new();
-            fence(&mut unit, Some(term));
+            // A carried unit (a success's record) is fenced already.
+            if unit.is_empty() {
+                fence(&mut unit, Some(term));
+            }
             let taken = unit.webhooks().take(&row.id, cursor, delivery.clone());
-            if !store.commit(unit).await?.take(taken)? {
+            let committed = store.commit(std::mem::take(&mut unit)).await?.take(taken)?;
+            if !committed {
                 // Deleted meanwhile, or another runner moved on: the next round sees.
                 return Ok(None);
             }
@@ -219,14 +247,15 @@ impl Dispatcher {
         }
     }
 
-    /// Sends one attempt and records it; whether it succeeded.
+    /// Sends one attempt; whether it succeeded, and the unit that records it (fenced,
+    /// not committed).
     async fn attempt(
         &self,
         row: &mut WebhookRow,
         settings: &WebhookSettings,
         mut delivery: DeliveryRow,
         term: u64,
-    ) -> Result<bool> {
+    ) -> Result<(bool, UnitOfWork)> {
         let mut body = body_of(&delivery)?;
         let keys = self.service.signing_keys(row, OffsetDateTime::now_utc())?;
         let message_id = delivery_id(&row.id, delivery.seq);
@@ -302,8 +331,7 @@ impl Dispatcher {
         }
         delivery.body = serde_json::to_string(&body).map_err(Error::internal)?;
         unit.webhooks().record(delivery);
-        self.service.store().commit(unit).await?;
-        Ok(succeeded && row.enabled)
+        Ok((succeeded, unit))
     }
 }
 
