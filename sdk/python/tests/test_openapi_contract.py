@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from scaivault_sdk import audit, auth, client, events, policies, rotation, secrets, system
+from scaivault_sdk import audit, auth, client, events, policies, rotation, secrets, system, webhooks
 from scaivault_sdk._transport import Call
 from scaivault_sdk._wire import ModelDecoder, wire_fields
 from scaivault_sdk.models import PolicyRule, RotationGenerator, RotationPolicy
@@ -85,6 +85,18 @@ SERVED_CALLS: list[Call[Any]] = [
     audit._export("2026-04-01", "2026-04-30", "jsonl", {"type": "s3", "bucket": "b", "prefix": "p/", "credentials_path": "c"}),
     audit._export("2026-04-01", "2026-04-30", "jsonl", {"type": "file", "path": "a.jsonl"}),
     audit._export_status("exp_1"),
+    webhooks._create(
+        "prod", "https://ops.acme.example/", "whsec_x", ["rotation.due"], {"path_prefix": "environments/"}, True
+    ),
+    webhooks._list(),
+    webhooks._get("wh_1"),
+    webhooks._update(
+        "wh_1", "n", "https://ops.acme.example/", "whsec_x", ["rotation.due"], {"path_prefix": "a/"}, False
+    ),
+    webhooks._delete("wh_1"),
+    webhooks._test("wh_1"),
+    webhooks._deliveries("wh_1", "failed", 10, 50),
+    webhooks._retry("wh_1", "msg_1_1"),
 ]
 
 

@@ -51,7 +51,14 @@ from .models import (
     SecretMetadata,
     SecretPage,
     VerifyResult,
+    Webhook,
+    WebhookFilters,
+    WebhookTestResult,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryPage,
 )
+from .webhooks import WebhookVerificationError
 from .retry import RetryConfig
 
 __all__ = [
@@ -72,6 +79,13 @@ __all__ = [
     "Event",
     "EventPage",
     "EVENT_TYPES",
+    "Webhook",
+    "WebhookFilters",
+    "WebhookTestResult",
+    "Delivery",
+    "DeliveryAttempt",
+    "DeliveryPage",
+    "WebhookVerificationError",
     "Policy",
     "PolicyRule",
     "PolicyBinding",

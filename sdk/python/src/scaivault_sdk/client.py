@@ -18,6 +18,7 @@ from .retry import RetryConfig
 from .rotation import AsyncRotationAPI, RotationAPI
 from .secrets import AsyncSecrets, Secrets
 from .system import AsyncSys, Sys
+from .webhooks import AsyncWebhooksAPI, WebhooksAPI
 
 
 def _health() -> Call[Health]:
@@ -74,6 +75,7 @@ class SyncScaiVaultClient(_ClientBase):
         self.audit = AuditAPI(self._transport)
         self.rotation = RotationAPI(self._transport)
         self.events = EventsAPI(self._transport)
+        self.webhooks = WebhooksAPI(self._transport)
 
     def health(self) -> Health:
         """Liveness without authentication: the server answers (it touches no storage)."""
@@ -128,6 +130,7 @@ class ScaiVaultClient(_ClientBase):
         self.audit = AsyncAuditAPI(self._transport)
         self.rotation = AsyncRotationAPI(self._transport)
         self.events = AsyncEventsAPI(self._transport)
+        self.webhooks = AsyncWebhooksAPI(self._transport)
 
     async def health(self) -> Health:
         return await self._transport.run(_health())

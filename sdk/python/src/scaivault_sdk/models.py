@@ -574,8 +574,8 @@ class Event:
     ``type`` is ``secret.created``, ``secret.updated``, ``rotation.due``, ... (see
     ``EVENT_TYPES``); ``id`` (``evt_<seq>``) is unique and stable; ``seq`` is the position
     in the change feed (``after=`` resumes from it). ``path`` names the secret,
-    ``policy_id`` the policy of ``policy.changed``; ``reason`` is a forced rotation's
-    reason or a failure's cause.
+    ``policy_id`` the policy of ``policy.changed``, ``webhook_id`` the webhook of
+    ``webhook.*``; ``reason`` is a forced rotation's reason or a failure's cause.
     """
 
     id: str
@@ -585,6 +585,7 @@ class Event:
     seq: int
     path: str | None = None
     policy_id: str | None = None
+    webhook_id: str | None = None
     version: int | None = None
     reason: str | None = None
 
@@ -621,4 +622,101 @@ EVENT_TYPES = (
     "rotation.completed",
     "rotation.failed",
     "policy.changed",
+    "webhook.exhausted",
+    "webhook.disabled",
+    "webhook.test",
 )
+
+
+# --- webhooks ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookFilters:
+    """Which events a webhook gets besides their types: ``path_prefix`` limits them to
+    secrets under it (events without a path, ``policy.changed`` and ``webhook.*``, are
+    then not sent)."""
+
+    path_prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A webhook as the server shows it: never its signing secret.
+
+    ``disabled_reason`` says why the server disabled it (every delivery failing for five
+    days); ``failing_since`` is set while deliveries fail; ``secret_set_at`` is when the
+    secret was last replaced.
+    """
+
+    id: str
+    name: str
+    url: str
+    events: list[str]
+    filters: WebhookFilters
+    enabled: bool
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    secret_set_at: datetime
+    disabled_reason: str | None = None
+    failing_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class WebhookList:
+    webhooks: list[Webhook]
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """One try: the receiver's ``status_code`` when it answered, else the ``error``."""
+
+    at: datetime
+    duration_ms: int
+    status_code: int | None = None
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event on its way to one webhook. ``id`` is the ``webhook-id`` header, the same on
+    every attempt; ``status`` is ``pending``, ``succeeded`` or ``failed`` (the schedule ran
+    out); ``attempt_log`` holds the newest attempts, oldest first."""
+
+    id: str
+    webhook_id: str
+    event: Event
+    status: str
+    attempts: int
+    attempt_log: list[DeliveryAttempt]
+    created_at: datetime
+    updated_at: datetime
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryPage:
+    """One page of deliveries, newest first; pass ``next_before`` as ``before`` for the next
+    (older) one (``None`` on the last)."""
+
+    deliveries: list[Delivery]
+    next_before: int | None = None
+
+    def __iter__(self) -> Iterator[Delivery]:
+        return iter(self.deliveries)
+
+    def __len__(self) -> int:
+        return len(self.deliveries)
+
+
+@dataclass(frozen=True)
+class WebhookTestResult:
+    """What ``webhooks.test`` saw: ``delivered`` when the endpoint answered 2xx."""
+
+    delivered: bool
+    attempt: DeliveryAttempt
