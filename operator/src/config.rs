@@ -85,6 +85,12 @@ pub struct Args {
     /// limit, like client-go's QPS; the lease has its own, unlimited connection).
     #[arg(long, env = "SCAIVAULT_KUBE_QPS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     pub kube_qps: u64,
+    /// Follow the vault's event stream (`GET /v1/events/stream`, read with the token of
+    /// --vault-token-file, which needs `list` on the synced paths) and re-read a VaultSecret's
+    /// source within a second of its change; `refreshInterval` polling stays as the fallback
+    /// while the stream is down. `false`: polling only.
+    #[arg(long, env = "SCAIVAULT_EVENT_STREAM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub event_stream: bool,
     /// Log as JSON lines instead of plain text.
     #[arg(long, env = "SCAIVAULT_LOG_JSON")]
     pub log_json: bool,
@@ -177,5 +183,12 @@ mod tests {
             args(&["--policy-namespaces", "*"]).policy_namespaces(),
             NamespaceFilter::All
         );
+    }
+
+    #[test]
+    fn the_event_stream_is_on_unless_turned_off() {
+        assert!(args(&[]).event_stream);
+        assert!(!args(&["--event-stream", "false"]).event_stream);
+        assert!(args(&["--event-stream", "true"]).event_stream);
     }
 }

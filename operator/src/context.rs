@@ -52,6 +52,8 @@ pub struct Context {
     pub secrets_ready: tokio::sync::watch::Receiver<bool>,
     /// Vault reads shared by VaultSecrets naming the same path.
     pub reads: SharedReads,
+    /// VaultSecrets whose source the event stream reported changed, until synced.
+    pub changed: crate::changed::Changed,
     /// Origin of the refresh grid (`schedule::until_next_refresh`).
     pub epoch: Instant,
 }

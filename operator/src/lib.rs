@@ -3,10 +3,12 @@
 
 pub mod admin;
 pub mod backoff;
+pub mod changed;
 pub mod conditions;
 pub mod config;
 pub mod context;
 pub mod crd;
+pub mod event_stream;
 pub mod events;
 pub mod fair;
 pub mod lease;
@@ -17,6 +19,7 @@ pub mod render;
 pub mod run;
 pub mod schedule;
 pub mod shared_reads;
+pub mod source_index;
 pub mod vault_auth;
 pub mod vault_policy;
 pub mod vault_secret;

@@ -80,6 +80,15 @@ pub struct Metrics {
     pub vault_reads: Counter,
     /// `kube_requests_total{client, method}`: requests sent to the apiserver.
     pub kube_requests: Family<KubeRequestLabels, Counter>,
+    /// `event_stream_events_total`: events received from the vault's event stream.
+    pub stream_events: Counter,
+    /// `event_stream_connected`: 1 while the event stream is open.
+    pub stream_connected: Gauge,
+    /// `event_stream_reconnects_total`: streams opened again after one ended or failed.
+    pub stream_reconnects: Counter,
+    /// `event_stream_resyncs_total`: every VaultSecret re-read because events may have
+    /// been missed (the stream's position was unknown or too old).
+    pub stream_resyncs: Counter,
     ready: AtomicBool,
     /// Why this process can no longer lead or reconcile (`/healthz` answers 503 with it).
     unhealthy: Mutex<Option<String>>,
@@ -100,6 +109,10 @@ impl Default for Metrics {
         let vault_logins = Counter::default();
         let vault_reads = Counter::default();
         let kube_requests = Family::<KubeRequestLabels, Counter>::default();
+        let stream_events = Counter::default();
+        let stream_connected = Gauge::default();
+        let stream_reconnects = Counter::default();
+        let stream_resyncs = Counter::default();
         registry.register(
             "reconciles",
             "Reconciles by kind and result",
@@ -145,6 +158,26 @@ impl Default for Metrics {
             "Requests sent to the Kubernetes apiserver, by client and method",
             kube_requests.clone(),
         );
+        registry.register(
+            "event_stream_events",
+            "Events received from the vault's event stream",
+            stream_events.clone(),
+        );
+        registry.register(
+            "event_stream_connected",
+            "1 while the vault's event stream is open",
+            stream_connected.clone(),
+        );
+        registry.register(
+            "event_stream_reconnects",
+            "Event streams opened again after one ended or failed",
+            stream_reconnects.clone(),
+        );
+        registry.register(
+            "event_stream_resyncs",
+            "Resyncs of every VaultSecret because stream events may have been missed",
+            stream_resyncs.clone(),
+        );
         Metrics {
             registry: root,
             reconciles,
@@ -156,6 +189,10 @@ impl Default for Metrics {
             vault_logins,
             vault_reads,
             kube_requests,
+            stream_events,
+            stream_connected,
+            stream_reconnects,
+            stream_resyncs,
             ready: AtomicBool::new(false),
             unhealthy: Mutex::new(None),
         }

@@ -35,8 +35,9 @@ use crate::lease::{LeaderElector, LeaseConfig};
 use crate::mac::{self, MacKey};
 use crate::metrics::{KubeRequestLabels, Metrics, method_label};
 use crate::owned_secret::OwnedSecret;
+use crate::source_index::SourceIndex;
 use crate::vault_auth::VaultAuth;
-use crate::{vault_policy, vault_secret};
+use crate::{event_stream, vault_policy, vault_secret};
 
 const MAC_KEY_FIELD: &str = "key";
 /// VaultSecret reconciles the Controller runs at once, per slot of the fair gate: a due
@@ -222,9 +223,17 @@ async fn run_controllers(
         ),
     };
     let (reader, writer) = reflector::store();
+    // Which VaultSecrets read which vault path, for the event stream; kept from the watch
+    // before the store takes each change (`source_index`).
+    let index = Arc::new(SourceIndex::default());
     let vs_stream = watcher(vs_api, watcher::Config::default())
         .default_backoff()
         .modify(|vs| vault_secret::slim(vs.meta_mut()))
+        .inspect_ok({
+            let index = index.clone();
+            let store = reader.clone();
+            move |event| index.observe(event, &store)
+        })
         .reflect(writer)
         .applied_objects()
         .predicate_filter(generation_and_uid, Default::default());
@@ -266,11 +275,31 @@ async fn run_controllers(
             })
         })
     };
+    // VaultSecrets whose source the vault's event stream reported changed.
+    let (changed_tx, changed_rx) = futures::channel::mpsc::unbounded();
+    let subscription = {
+        let subscription = args.event_stream.then(|| event_stream::Subscription {
+            ctx: ctx.clone(),
+            index,
+            store: reader.clone(),
+            trigger: changed_tx,
+        });
+        let stop = stop.clone();
+        async move {
+            match subscription {
+                Some(s) => s.run(stop).await,
+                None => tracing::info!(
+                    "--event-stream=false: VaultSecrets refresh on their refreshInterval only"
+                ),
+            }
+        }
+    };
     let admitted = args.reconcile_concurrency.saturating_mul(ADMITTED_PER_SLOT);
     let secrets = Controller::for_stream(vs_stream, reader)
         .with_config(controller::Config::default().concurrency(admitted))
         .reconcile_on(owned_secrets)
         .reconcile_on(calls)
+        .reconcile_on(changed_rx)
         .graceful_shutdown_on(wait_stop(stop.clone()))
         .run(
             vault_secret::reconcile_guarded,
@@ -320,7 +349,7 @@ async fn run_controllers(
             }
         }
     };
-    futures::join!(secrets, policies, purge, ready);
+    futures::join!(secrets, policies, purge, ready, subscription);
 }
 
 /// Resolves on SIGTERM or ctrl-c.
@@ -451,6 +480,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 secrets,
                 secrets_ready,
                 reads: Default::default(),
+                changed: Default::default(),
                 epoch: std::time::Instant::now(),
             });
             run_controllers(

@@ -36,8 +36,16 @@ pub fn max_age(refresh: Duration) -> Duration {
 }
 
 struct Entry {
+    /// When the read was sent: a value is as old as its request, and one sent before a
+    /// change the stream reported may predate it.
     fetched: Instant,
     value: Arc<SecretResponse>,
+}
+
+/// A shared value and when its read was sent.
+pub struct Read {
+    pub value: Arc<SecretResponse>,
+    pub sent: Instant,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Entry>>>;
@@ -52,14 +60,16 @@ impl SharedReads {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The value of `key` read within `max_age`, or `read`'s (concurrent callers of one
-    /// key wait for a single read). Failures are not shared: each caller reports its own.
+    /// The value of `key` read within `max_age` (and, with `not_before`, sent no earlier
+    /// than that: after a change the stream reported), or `read`'s (concurrent callers of
+    /// one key wait for a single read). Failures are not shared: each caller reports its own.
     pub async fn get_or_read<E, F, Fut>(
         &self,
         key: ReadKey,
         max_age: Duration,
+        not_before: Option<Instant>,
         read: F,
-    ) -> Result<Arc<SecretResponse>, E>
+    ) -> Result<Read, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<SecretResponse, E>>,
@@ -68,15 +78,20 @@ impl SharedReads {
         let mut entry = slot.lock().await;
         if let Some(e) = entry.as_ref()
             && e.fetched.elapsed() <= max_age
+            && not_before.is_none_or(|at| e.fetched >= at)
         {
-            return Ok(e.value.clone());
+            return Ok(Read {
+                value: e.value.clone(),
+                sent: e.fetched,
+            });
         }
+        let sent = Instant::now();
         let value = Arc::new(read().await?);
         *entry = Some(Entry {
-            fetched: Instant::now(),
+            fetched: sent,
             value: value.clone(),
         });
-        Ok(value)
+        Ok(Read { value, sent })
     }
 
     /// Drops every read older than `WINDOW` (called every `PURGE_EVERY`), so secret values
@@ -133,32 +148,49 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
             Ok::<_, ()>(response(1))
         };
-        let all =
-            futures::future::join_all((0..10).map(|_| reads.get_or_read(key("a/b"), WINDOW, read)))
-                .await;
-        assert!(all.iter().all(|r| r.as_ref().unwrap().version == 1));
+        let all = futures::future::join_all(
+            (0..10).map(|_| reads.get_or_read(key("a/b"), WINDOW, None, read)),
+        )
+        .await;
+        assert!(all.iter().all(|r| r.as_ref().unwrap().value.version == 1));
         assert_eq!(count.load(Ordering::SeqCst), 1);
         // Another path is its own read; an older entry than max_age is read again.
-        reads.get_or_read(key("a/c"), WINDOW, read).await.unwrap();
+        reads
+            .get_or_read(key("a/c"), WINDOW, None, read)
+            .await
+            .unwrap();
         assert_eq!(count.load(Ordering::SeqCst), 2);
         reads
-            .get_or_read(key("a/b"), Duration::ZERO, read)
+            .get_or_read(key("a/b"), Duration::ZERO, None, read)
             .await
             .unwrap();
         assert_eq!(count.load(Ordering::SeqCst), 3);
+        // A change reported after that read: the next caller reads again, later ones share.
+        let changed = Instant::now();
+        let fresh = reads
+            .get_or_read(key("a/b"), WINDOW, Some(changed), read)
+            .await
+            .unwrap();
+        assert!(fresh.sent >= changed);
+        assert_eq!(count.load(Ordering::SeqCst), 4);
+        reads
+            .get_or_read(key("a/b"), WINDOW, Some(changed), read)
+            .await
+            .unwrap();
+        assert_eq!(count.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]
     async fn failures_are_not_shared_and_purge_forgets() {
         let reads = SharedReads::default();
         let failed: Result<_, &str> = reads
-            .get_or_read(key("a/b"), WINDOW, || async { Err("boom") })
+            .get_or_read(key("a/b"), WINDOW, None, || async { Err("boom") })
             .await;
         assert!(failed.is_err());
         let ok: Result<_, &str> = reads
-            .get_or_read(key("a/b"), WINDOW, || async { Ok(response(2)) })
+            .get_or_read(key("a/b"), WINDOW, None, || async { Ok(response(2)) })
             .await;
-        assert_eq!(ok.unwrap().version, 2);
+        assert_eq!(ok.unwrap().value.version, 2);
         reads.purge();
         assert_eq!(reads.len(), 1, "a fresh entry stays");
         assert_eq!(max_age(Duration::from_secs(2)), Duration::from_millis(500));

@@ -208,6 +208,8 @@ struct Synced {
     change: Change,
     /// Refresh schedule key (namespace, ServiceAccount, path, version).
     schedule: u64,
+    /// When the read of the value was sent (`changed::Changed::clear`).
+    read_sent: Instant,
 }
 
 /// The target Secret as the owned-Secret watch sees it. A Secret missing there is absent,
@@ -267,13 +269,21 @@ async fn sync(
         read_key.hash(&mut h);
         h.finish()
     };
-    let secret = ctx
+    // After a change the stream reported, only a read sent since then will do.
+    let changed_at = ctx.changed.since(&uid);
+    let read = ctx
         .reads
-        .get_or_read(read_key, shared_reads::max_age(refresh), || async {
-            ctx.metrics.vault_reads.inc();
-            read_as_service_account(ctx, &namespace, service_account, &spec.path, version).await
-        })
+        .get_or_read(
+            read_key,
+            shared_reads::max_age(refresh),
+            changed_at,
+            || async {
+                ctx.metrics.vault_reads.inc();
+                read_as_service_account(ctx, &namespace, service_account, &spec.path, version).await
+            },
+        )
         .await?;
+    let secret = read.value;
     let target = &spec.target;
     let existing = observe_target(ctx, &namespace, &target.name).await?;
     if let Some(existing) = &existing
@@ -343,6 +353,7 @@ async fn sync(
         mac: desired_mac,
         change,
         schedule,
+        read_sent: read.sent,
     })
 }
 
@@ -445,11 +456,14 @@ fn applied_generation(vs: &VaultSecret, last: Option<&LastSync>) -> Option<i64> 
     }
 }
 
-/// Nothing to do, decided without any I/O: the spec was applied, the refresh is not due
-/// and the Secret is as last written. What a reconcile triggered by our own Secret write,
+/// Nothing to do, decided without any I/O: the spec was applied, the refresh is not due,
+/// the stream reported no change of the source since, and the Secret is as last written. What a reconcile triggered by our own Secret write,
 /// or a resync, comes to: no vault read, no apiserver request.
 pub fn not_due(vs: &VaultSecret, ctx: &Context) -> Option<Action> {
     let uid = vs.metadata.uid.as_deref()?;
+    if ctx.changed.since(uid).is_some() {
+        return None;
+    }
     let last = ctx.last_sync(uid)?;
     if last.generation != vs.metadata.generation || last.target != vs.spec.target.name {
         return None;
@@ -512,6 +526,7 @@ pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action
             let wait =
                 schedule::until_next_refresh(synced.schedule, synced.refresh, ctx.epoch.elapsed());
             if written.is_ok() {
+                ctx.changed.clear(&uid, synced.read_sent);
                 ctx.remember_sync(
                     &uid,
                     LastSync {
