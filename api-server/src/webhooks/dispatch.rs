@@ -11,7 +11,7 @@
 //! Retry times are wall-clock times in the delivery rows; workers look every second, so a
 //! test that moves the clock (`testkit::clock`) sees the next attempt without waiting.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,19 +46,24 @@ pub struct Dispatcher {
     leadership: Leadership,
     metrics: Arc<Metrics>,
     /// Webhooks with a worker now: at most one each, so one webhook's deliveries stay in
-    /// order and a slow endpoint holds up only itself.
-    running: Mutex<HashSet<String>>,
+    /// order and a slow endpoint holds up only itself. The flag asks the worker to look
+    /// again before it ends: a change came while it was busy.
+    running: Mutex<HashMap<String, bool>>,
 }
 
-/// Removes a webhook from `running` when its worker ends, however it ends.
+/// Removes a webhook from `running` when its worker ends early (an error, a panic), so
+/// the next round starts another; disarmed once [`Dispatcher::again`] removed it.
 struct Running<'a> {
     dispatcher: &'a Dispatcher,
     id: String,
+    armed: bool,
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        if let Ok(mut running) = self.dispatcher.running.lock() {
+        if self.armed
+            && let Ok(mut running) = self.dispatcher.running.lock()
+        {
             running.remove(&self.id);
         }
     }
@@ -110,24 +115,60 @@ impl Dispatcher {
             }
         };
         for row in webhooks.into_iter().filter(|w| w.enabled) {
-            let started = self
-                .running
-                .lock()
-                .map(|mut running| running.insert(row.id.clone()))
-                .unwrap_or(false);
+            let started = match self.running.lock() {
+                Ok(mut running) => match running.get_mut(&row.id) {
+                    Some(again) => {
+                        *again = true;
+                        false
+                    }
+                    None => running.insert(row.id.clone(), false).is_none(),
+                },
+                Err(_) => false,
+            };
             if !started {
                 continue;
             }
             let dispatcher = Arc::clone(self);
             tokio::spawn(async move {
-                let _running = Running {
+                let id = row.id.clone();
+                let mut running = Running {
                     dispatcher: &dispatcher,
-                    id: row.id.clone(),
+                    id: id.clone(),
+                    armed: true,
                 };
-                if let Err(e) = dispatcher.work(row, term).await {
-                    tracing::warn!(error = %e.message, "webhook delivery");
+                let mut row = row;
+                loop {
+                    if let Err(e) = dispatcher.work(row, term).await {
+                        tracing::warn!(error = %e.message, "webhook delivery");
+                    }
+                    if !dispatcher.again(&id) {
+                        running.armed = false;
+                        return;
+                    }
+                    match dispatcher.service.store().webhook(&id).await {
+                        Ok(Some(fresh)) if fresh.enabled => row = fresh,
+                        _ => return,
+                    }
                 }
             });
+        }
+    }
+
+    /// Whether a round asked this webhook's worker to look again (the flag is cleared);
+    /// if not, the worker is gone from `running` at once, so no later ask is lost.
+    fn again(&self, id: &str) -> bool {
+        let Ok(mut running) = self.running.lock() else {
+            return false;
+        };
+        match running.get_mut(id) {
+            Some(again) if *again => {
+                *again = false;
+                true
+            }
+            _ => {
+                running.remove(id);
+                false
+            }
         }
     }
 
