@@ -15,16 +15,20 @@ from __future__ import annotations
 import ast
 import builtins
 import io
+import json
 import os
+import queue
 import shlex
 import shutil
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +87,32 @@ class Kitchen:
 
     # --- shell recipes (curl + jq, the scaivault CLI) -----------------------------------
 
-    def shell(self, recipe: Recipe, timeout: float = 60, **variables: str) -> subprocess.CompletedProcess[str]:
+    def shell(
+        self,
+        recipe: Recipe,
+        timeout: float = 60,
+        *,
+        placeholders: dict[str, tuple[str, str]] | None = None,
+        **variables: str,
+    ) -> subprocess.CompletedProcess[str]:
         """Run a bash recipe with ``variables`` set the way a reader would ``export`` them.
 
-        A self-contained recipe gets none of them: only ``SCAIVAULT_ADDR`` and
-        ``SCAIVAULT_TOKEN``, which every recipe's environment has.
+        ``placeholders`` maps text a contract recipe leaves for the reader to fill in (a
+        ``whsec_...``, another service's host) to ``(what the runner puts there, what
+        that is)``; each one used is reported as supplied. A self-contained recipe gets
+        none of either: only ``SCAIVAULT_ADDR`` and ``SCAIVAULT_TOKEN``, which every
+        recipe's environment has.
         """
+        code = recipe.with_host(self.server.address)
         if recipe.self_contained:
             variables = {}
         else:
             variables.setdefault("TOKEN", self.server.root_token)
-        script = self._shell_prelude(variables) + recipe.with_host(self.server.address)
+            for text, (value, what) in (placeholders or {}).items():
+                if text in code:
+                    code = code.replace(text, value)
+                    self.supplied.append(f"{what} in place of `{text}`")
+        script = self._shell_prelude(variables) + code
         return subprocess.run(
             ["bash", "--noprofile", "--norc", "-c", script],
             cwd=self.workdir,
@@ -258,6 +277,67 @@ class ShiftedClock:
         offset = round((when.timestamp() - time.time()) * 1e9)
         with self.file.open("r+b") as f:
             f.write(struct.pack("=q", offset))
+
+
+@dataclass
+class Delivery:
+    """One POST a ``WebhookReceiver`` got: headers (names lower-cased) and the raw body."""
+
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class WebhookReceiver:
+    """An HTTP endpoint on loopback for recipes that create webhooks (the dev server may
+    deliver to loopback); it answers every POST 200 and keeps what it got."""
+
+    def __init__(self) -> None:
+        self.got: queue.Queue[Delivery] = queue.Queue()
+        got = self.got
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                got.put(Delivery({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self._http.server_address[1]}"
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+
+    @classmethod
+    @contextmanager
+    def running(cls) -> Iterator[WebhookReceiver]:
+        receiver = cls()
+        try:
+            yield receiver
+        finally:
+            receiver._http.shutdown()
+            receiver._http.server_close()
+
+    def wait_for(self, wanted: Any, timeout: float = 30) -> list[Delivery]:
+        """Everything received until ``wanted(delivery)`` held for one (which is last)."""
+        deadline = time.monotonic() + timeout
+        seen: list[Delivery] = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no wanted delivery within {timeout} s; got {[d.json() for d in seen]}")
+            try:
+                delivery = self.got.get(timeout=left)
+            except queue.Empty:
+                continue
+            seen.append(delivery)
+            if wanted(delivery):
+                return seen
 
 
 @dataclass

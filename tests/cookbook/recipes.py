@@ -25,9 +25,10 @@ from typing import Any
 
 import pytest
 from cookbook import Recipe
-from kitchen import Kitchen, MotoS3
+from kitchen import Kitchen, MotoS3, WebhookReceiver
 
 from scaivault_sdk import SyncScaiVaultClient
+from scaivault_sdk.webhooks import generate_secret, verify
 from scaivault_sdk.errors import NotFoundError, PermissionDeniedError, RateLimitError
 
 Check = Callable[[Kitchen, Recipe], None]
@@ -41,6 +42,8 @@ class Expectation:
     clock: bool = False
     # For ``broken`` recipes: why the recipe cannot work as written.
     reason: str = ""
+    # More ``scaivault-server dev`` flags (a faster rotation scheduler, say).
+    server_args: tuple[str, ...] = ()
 
 
 EXPECTATIONS: dict[str, Expectation] = {}
@@ -51,11 +54,15 @@ ALIASES: dict[str, str] = {}
 
 
 def expect(
-    title: str, *, rate_limit_per_minute: int | None = None, clock: bool = False
+    title: str,
+    *,
+    rate_limit_per_minute: int | None = None,
+    clock: bool = False,
+    server_args: tuple[str, ...] = (),
 ) -> Callable[[Check], Check]:
     def register(check: Check) -> Check:
         assert title not in EXPECTATIONS, f"two checks for {title!r}"
-        EXPECTATIONS[title] = Expectation(check, rate_limit_per_minute, clock)
+        EXPECTATIONS[title] = Expectation(check, rate_limit_per_minute, clock, server_args=server_args)
         return check
 
     return register
@@ -317,6 +324,77 @@ def _catch_up_on_rotation_events(k: Kitchen, recipe: Recipe) -> None:
     assert k.printed.splitlines() == [f"{e.seq} {e.type} {e.path} {e.reason}" for e in wanted]
     # Where the next run goes on from: nothing new, nothing printed twice.
     assert namespace["after"] == wanted[-1].seq
+
+
+# --- Webhooks ----------------------------------------------------------------------------------
+
+# Where the contract's recipe sends events; the runner puts its own receiver there.
+OPS_HOST = "https://ops.acme.example"
+SECRET_PLACEHOLDER = '"whsec_..."'
+# What docs/cookbook.md's recipe keeps its signing secret in (for the receiver).
+SECRET_FILE = "prod-rotations.whsec"
+PRODUCTION = "environments/production/"
+
+
+@expect(
+    "Subscribe to rotation events on production secrets",
+    clock=True,
+    server_args=("--rotation-check-interval", "1s"),
+)
+def _subscribe_to_rotation_events(k: Kitchen, recipe: Recipe) -> None:
+    assert k.clock is not None
+    with WebhookReceiver.running() as receiver:
+        secret = generate_secret()
+        created = json.loads(
+            ok(
+                k.shell(
+                    recipe,
+                    placeholders={
+                        OPS_HOST: (receiver.origin, "a loopback receiver's address"),
+                        SECRET_PLACEHOLDER: (json.dumps(secret), "a signing secret"),
+                    },
+                )
+            )
+        )
+        # 201: the webhook as the server shows it, never its secret.
+        assert created["id"].startswith("wh_") and created["name"] == "prod-rotations"
+        assert created["enabled"] is True and created["filters"] == {"path_prefix": PRODUCTION}
+        assert {"rotation.due", "rotation.overdue"} <= set(created["events"])
+        assert "secret" not in created
+        # The reader's secret, or the one the recipe made and kept for its receiver.
+        kept = k.workdir / SECRET_FILE
+        if kept.exists():
+            secret = kept.read_text().strip()
+        assert secret[len("whsec_") :] not in json.dumps(created)
+        # A recipe that names the real endpoint (ops.acme.example does not resolve) is
+        # pointed at the receiver, so delivery is checked the same way for both.
+        if not created["url"].startswith(receiver.origin):
+            k.client.webhooks.update(created["id"], url=receiver.origin + "/scaivault/rotations")
+
+        # Two secrets on a 30-day schedule, written 32 days ago: both become due (and
+        # overdue) once the clock is back; only the production one concerns the webhook.
+        now = datetime.now(timezone.utc)
+        k.clock.set(now - timedelta(days=32))
+        for path in (STRIPE, "environments/staging/api"):
+            k.client.secrets.write(
+                path, data={"api_key": "k"}, metadata={"rotation": {"interval": "30d", "strategy": "external"}}
+            )
+        k.clock.set(now)
+        got = receiver.wait_for(lambda d: d.json()["type"] == "rotation.due")
+        for delivery in got:
+            payload = verify(secret, delivery.headers, delivery.body)
+            assert payload["data"]["path"] == STRIPE, payload
+            assert payload["type"] in created["events"]
+        due = got[-1].json()
+        assert (due["data"]["path"], due["data"]["actor"]) == (STRIPE, "system")
+        # Recorded as succeeded just after the receiver answered.
+        deadline = time.monotonic() + 10
+        while True:
+            delivered = k.client.webhooks.deliveries(created["id"], status="succeeded").deliveries
+            if got[-1].headers["webhook-id"] in [d.id for d in delivered] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert got[-1].headers["webhook-id"] in [d.id for d in delivered]
 
 
 # --- Policies and access ------------------------------------------------------------------------
@@ -707,7 +785,6 @@ def _unused(k: Kitchen, recipe: Recipe) -> None:
 
 # --- Waiting for capabilities the server does not have yet --------------------------------------
 
-pending("webhooks", "Subscribe to rotation events on production secrets")
 pending(
     "pki",
     "Issue a 7-day mTLS cert",

@@ -92,7 +92,8 @@ def kitchen(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kitchen]
     workdir.mkdir()
     clock = ShiftedClock(tmp_path) if expectation and expectation.clock else None
     # A fresh server per recipe: each one sees exactly the data it assumes.
-    with dev_server(rate_limit_per_minute=rate, env=clock.env() if clock else None) as server:
+    extra = expectation.server_args if expectation else ()
+    with dev_server(rate_limit_per_minute=rate, extra_args=extra, env=clock.env() if clock else None) as server:
         k = Kitchen(server=server, workdir=workdir, cli=find_cli(), clock=clock)
         try:
             yield k
