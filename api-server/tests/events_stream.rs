@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
-use scaivault_testkit::{Server, send};
+use scaivault_testkit::{Server, on_postgres, send};
 use serde_json::{Value, json};
 
 /// How long a test waits for one event before it fails.
@@ -291,6 +291,11 @@ async fn a_slow_consumer_is_dropped_with_where_to_resume_and_holds_up_no_one() {
     // More than the hub's 1024 plus what the sockets and the HTTP server buffer for a
     // connection that reads nothing (about 2.8 MB, 13,600 events, on this machine).
     const WRITES: usize = 20_000;
+    // What is tested is the hub and the HTTP stream, the same on either store: the
+    // PostgreSQL pass would spend minutes on the writes for nothing more.
+    if on_postgres() {
+        return;
+    }
     let s = Server::start(&["--rate-limit-per-minute", "0"]);
     let mut stalled = stalled_subscriber(&s, "path_prefix=slow/").await;
     let mut keeping_up = EventReader::open(stream(&s, &s.token, "path_prefix=slow/")).await;
