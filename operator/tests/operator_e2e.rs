@@ -139,7 +139,9 @@ async fn vault_secret_syncs_templates_refreshes_and_repairs() {
         json!({"registry": "registry.example", "username": "ci", "password": "reg-pass"}),
     )
     .await;
-    let op = Operator::start(shared, &ns, "op-a", &[]);
+    // Polling only: this test is about the refresh grid and repairs (the stream's push is
+    // tests/operator_stream.rs), and a 1 h VaultSecret below must not see pw-two early.
+    let op = Operator::start(shared, &ns, "op-a", &["--event-stream", "false"]);
     create_vault_secret(
         &client,
         &ns,
