@@ -8,12 +8,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Operator, Server, grant_read, namespace, root, service_account, shared, wait_for};
+use common::{
+    Operator, Server, Shared, grant_read, namespace, root, service_account, shared, wait_for,
+};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
+use scaivault_client::api::auth::CreateTokenRequest;
+use scaivault_client::api::policy::{IdentityInput, Permission, PolicyInput, PolicyRule};
 use scaivault_client::api::secrets::WriteSecretRequest;
 use scaivault_operator::crd::VaultSecret;
 use serde_json::{Value, json};
@@ -287,6 +291,110 @@ async fn with_the_stream_off_the_refresh_interval_still_refreshes() {
     );
 }
 
+/// The flags of an operator watching `ns` (also its lease's namespace) of the shared
+/// test environment, on the vault at `vault_addr` with the token in `token_file`.
+fn operator_args(
+    shared: &Shared,
+    vault_addr: &str,
+    token_file: &std::path::Path,
+    ns: &str,
+) -> Vec<String> {
+    [
+        "--vault-addr",
+        vault_addr,
+        "--vault-token-file",
+        &token_file.display().to_string(),
+        "--kubeconfig",
+        &shared.env.kubeconfig().display().to_string(),
+        "--operator-namespace",
+        ns,
+        "--watch-namespace",
+        ns,
+        "--identity",
+        "op",
+        "--lease-duration",
+        "4s",
+        "--renew-interval",
+        "1s",
+    ]
+    .map(str::to_owned)
+    .into()
+}
+
+#[tokio::test]
+async fn a_token_that_may_only_list_the_paths_gets_their_events() {
+    let shared = shared().await;
+    let client = shared.env.client().await;
+    let ns = namespace(&client, "stream-list").await;
+    let vault = root(&shared.vault);
+    service_account(&client, &ns, "app").await;
+    let prefix = format!("apps/{ns}");
+    grant_read(&vault, &ns, "app", &prefix).await;
+    // The operator's own token: `list` under the synced prefix, nothing else (what
+    // docs/kubernetes.md asks for); values are read as the ServiceAccount.
+    let identity = format!("sa:operator-{ns}");
+    vault
+        .create_identity(&IdentityInput {
+            id: identity.clone(),
+            display_name: None,
+        })
+        .await
+        .expect("create identity");
+    let policy = vault
+        .create_policy(&PolicyInput {
+            name: format!("operator-events-{ns}"),
+            description: None,
+            rules: vec![PolicyRule {
+                path_pattern: format!("{prefix}/**"),
+                permissions: vec![Permission::List],
+                effect: Default::default(),
+            }],
+        })
+        .await
+        .expect("create policy");
+    vault
+        .bind_policy(&policy.id, &identity)
+        .await
+        .expect("bind policy");
+    let token = vault
+        .create_token(&CreateTokenRequest {
+            identity_id: identity,
+            ttl: None,
+            display_name: None,
+        })
+        .await
+        .expect("create token");
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &token.token).unwrap();
+    let path = format!("{prefix}/db");
+    write(&vault, &path, json!({"password": "pw-0"})).await;
+    let args = operator_args(shared, &shared.vault.address, &token_file, &ns);
+    let op = Operator::start_args(shared, &format!("{ns}-op"), "op", args);
+    create_vault_secret(
+        &client,
+        &ns,
+        "db",
+        json!({"path": path, "serviceAccountName": "app", "refreshInterval": "1h",
+               "target": {"name": "db-creds"}}),
+    )
+    .await;
+    let mut watch = SecretWatch::new(&client, &ns, "db-creds");
+    watch
+        .until("password", "pw-0", Duration::from_secs(30))
+        .await;
+    wait_stream_connected(&op).await;
+    write(&vault, &path, json!({"password": "pw-1"})).await;
+    let acknowledged = Instant::now();
+    watch
+        .until("password", "pw-1", Duration::from_secs(5))
+        .await;
+    println!(
+        "with a list-only operator token the change took {:?}",
+        acknowledged.elapsed()
+    );
+}
+
 /// A fixed local address forwarding to a server that comes back on another port after a
 /// restart (the testkit's servers listen on port 0): what the operator is pointed at.
 struct Forwarder {
@@ -361,26 +469,7 @@ async fn after_a_vault_restart_the_stream_resumes_and_misses_nothing() {
     grant_read(&vault, &ns, "app", &prefix).await;
     let path = format!("{prefix}/db");
     write(&vault, &path, json!({"password": "pw-0"})).await;
-    let args: Vec<String> = [
-        "--vault-addr",
-        &forwarder.address,
-        "--vault-token-file",
-        &own.token_file().display().to_string(),
-        "--kubeconfig",
-        &shared.env.kubeconfig().display().to_string(),
-        "--operator-namespace",
-        &ns,
-        "--watch-namespace",
-        &ns,
-        "--identity",
-        "op",
-        "--lease-duration",
-        "4s",
-        "--renew-interval",
-        "1s",
-    ]
-    .map(str::to_owned)
-    .into();
+    let args = operator_args(shared, &forwarder.address, &own.token_file(), &ns);
     let op = Operator::start_args(shared, &format!("{ns}-op"), "op", args);
     create_vault_secret(
         &client,
