@@ -333,7 +333,7 @@ pub enum WebhooksCommand {
         /// Only deliveries in this state.
         #[arg(long, value_enum)]
         status: Option<DeliveryState>,
-        /// Page size (1..=500).
+        /// Page size (1..=1000, default 50).
         #[arg(long)]
         limit: Option<u32>,
         /// Only deliveries of events before this position (the `next_before` of a

@@ -105,7 +105,7 @@ pub struct DeliveriesOptions {
     /// Only deliveries of events before this feed position (`next_before` of the
     /// previous page).
     pub before: Option<u64>,
-    /// Page size, 1..=500 (server default 50).
+    /// Page size, 1..=1000 (server default 50).
     pub limit: Option<u32>,
 }
 
@@ -704,18 +704,18 @@ mod tests {
         let options = DeliveriesOptions {
             status: Some(DeliveryStatus::Failed),
             before: Some(42),
-            limit: Some(500),
+            limit: Some(1000),
         };
         assert_eq!(
             options.query().ok(),
             Some(vec![
                 ("status", "failed".to_owned()),
                 ("before", "42".to_owned()),
-                ("limit", "500".to_owned()),
+                ("limit", "1000".to_owned()),
             ])
         );
         assert_eq!(DeliveriesOptions::default().query().ok(), Some(vec![]));
-        for limit in [0, 501] {
+        for limit in [0, MAX_DELIVERIES_LIMIT as u32 + 1] {
             let bad = DeliveriesOptions {
                 limit: Some(limit),
                 ..DeliveriesOptions::default()
