@@ -174,12 +174,29 @@ mod tests {
                 reason: None,
                 seq: 12,
             },
+            Event {
+                id: "evt_15".into(),
+                event_type: EventType::WebhookExhausted,
+                time: OffsetDateTime::UNIX_EPOCH,
+                path: None,
+                policy_id: None,
+                webhook_id: Some("wh_1".into()),
+                version: None,
+                actor: "system".into(),
+                reason: Some("evt_9 failed".into()),
+                seq: 15,
+            },
         ];
         assert_eq!(
             render_events(&events),
             "SEQ  TIME                  TYPE                PATH    VERSION  ACTOR                    REASON\n\
              7    1970-01-01T00:00:00Z  rotation.requested  app/db  3        root                     compromise\n\
-             12   1970-01-01T00:00:00Z  policy.changed      pol_1   -        user:alice@acme.example  -\n"
+             12   1970-01-01T00:00:00Z  policy.changed      pol_1   -        user:alice@acme.example  -\n\
+             15   1970-01-01T00:00:00Z  webhook.exhausted   wh_1    -        system                   evt_9 failed\n"
+        );
+        assert_eq!(
+            tail_line(&events[2]),
+            "1970-01-01T00:00:00Z webhook.exhausted wh_1 by system (evt_9 failed)"
         );
     }
 }

@@ -258,6 +258,17 @@ def test_a_write_is_delivered_signed_and_listed(
     test = receiver.next_of("webhook.test")
     assert webhooks.verify(secret, test.headers, test.body)["data"]["webhook_id"] == hook.id
 
+    # A new secret: for 24 h both sign, so a receiver on either one accepts the message.
+    new_secret = webhooks.generate_secret()
+    client.webhooks.update(hook.id, secret=new_secret)
+    assert client.webhooks.test(hook.id).delivered
+    rotated = receiver.next_of("webhook.test")
+    assert len(rotated.headers["webhook-signature"].split()) == 2
+    for either in (secret, new_secret):
+        assert webhooks.verify(either, rotated.headers, rotated.body)["type"] == "webhook.test"
+        assert doc_verifier()(either, rotated.headers, rotated.body)["type"] == "webhook.test"
+    assert new_secret[6:] not in server.log()
+
     # Both deliveries succeeded, newest first, under the ids the receiver saw.
     def all_succeeded() -> list[Any]:
         found = list(client.webhooks.iter_deliveries(hook.id, limit=1))
