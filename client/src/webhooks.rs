@@ -410,6 +410,26 @@ fn key_of(secret: &str) -> std::result::Result<Zeroizing<Vec<u8>>, VerifyError> 
 /// (use [`WEBHOOK_TOLERANCE`]), and one `v1` signature of `{id}.{timestamp}.{body}`
 /// under `secret` (compared in constant time). `body` is the raw request body, before
 /// any JSON parsing.
+///
+/// ```
+/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+/// use scaivault_client::{WEBHOOK_TOLERANCE, WebhookHeaders, verify_webhook_signature};
+///
+/// // In a handler: the three headers and the raw body of the POST.
+/// let headers = WebhookHeaders {
+///     id: "msg_p5jXN8AQM9LWM0D4loKWxJek",
+///     timestamp: "1614265330",
+///     signature: "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+/// };
+/// let body = br#"{"test": 2432232314}"#;
+/// let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// let then = UNIX_EPOCH + Duration::from_secs(1_614_265_330); // SystemTime::now() in real use
+/// assert!(verify_webhook_signature(secret, &headers, body, then, WEBHOOK_TOLERANCE).is_ok());
+/// // A replay a day later is refused, however well signed.
+/// let later = then + Duration::from_secs(24 * 3600);
+/// assert!(verify_webhook_signature(secret, &headers, body, later, WEBHOOK_TOLERANCE).is_err());
+/// # let _ = SystemTime::now();
+/// ```
 pub fn verify_webhook_signature(
     secret: &str,
     headers: &WebhookHeaders<'_>,
