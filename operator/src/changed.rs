@@ -3,9 +3,10 @@
 //! its refresh is not due (`vault_secret::not_due`) and even when another VaultSecret read
 //! the same path a moment ago (the shared read may predate the change).
 //!
-//! A mark is the instant the event was handled. It is cleared only by a sync whose read
-//! started after it and that succeeded: a sync already reading when the event came, or one
-//! that failed, leaves it, so the next reconcile reads again. Marks live from the event to
+//! A mark is the instant the event was handled. It is cleared by a sync whose read started
+//! after it and that succeeded (or failed with an answer a retry would repeat, such as
+//! "not found"): a sync already reading when the event came, or one that failed for an
+//! outage, leaves it, so the next reconcile reads again. Marks live from the event to
 //! the sync (normally well under a second), by uid.
 
 use std::collections::HashMap;

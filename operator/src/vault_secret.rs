@@ -90,6 +90,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// An answer the same read would give again (unlike a vault or apiserver outage).
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidSpec(_)
+                | Error::PermissionDenied { .. }
+                | Error::NotFound { .. }
+                | Error::Render(_)
+                | Error::Conflict { .. }
+        )
+    }
+
     /// The Ready reason this error is reported with.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -493,6 +505,7 @@ pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action
     };
     let applied = applied_generation(&vs, last.as_ref());
     let generation = vs.metadata.generation;
+    let changed_at = ctx.changed.since(&uid);
     match sync(&vs, &ctx, previous.secret_mac.as_deref(), applied).await {
         Ok(synced) => {
             let message = format!(
@@ -573,6 +586,14 @@ pub async fn reconcile(vs: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action
         }
         Err(e) => {
             tracing::warn!(vaultsecret = %key, reason = e.reason(), error = %e, "sync failed");
+            // A change the vault answered for (the secret is gone, unreadable, unrenderable)
+            // is handled: the Secret keeps its last value and the status says why. Retrying
+            // it with the error backoff would only repeat the answer.
+            if let Some(at) = changed_at
+                && e.is_final()
+            {
+                ctx.changed.clear(&uid, at);
+            }
             // Keep what the last good sync recorded (SSA would drop omitted fields).
             let status = VaultSecretStatus {
                 conditions: vec![conditions::ready(

@@ -172,6 +172,50 @@ async fn a_changed_source_reaches_its_secret_within_a_second() {
         .await
         .unwrap_or_default();
     assert!(events >= 5.0, "events received: {events}");
+
+    // A delete is a change too: the VaultSecret says so at once (the Secret keeps its last
+    // value), and a restore makes it Ready again.
+    let mut status = ReadyWatch::new(&client, &ns, "db");
+    vault.delete(&path).await.expect("delete");
+    status.until("SecretNotFound", Duration::from_secs(5)).await;
+    vault.restore(&path).await.expect("restore");
+    status.until("Synced", Duration::from_secs(5)).await;
+}
+
+/// The `Ready` reason of one VaultSecret as a kube watch sees it change.
+struct ReadyWatch {
+    stream: futures::stream::BoxStream<'static, Result<VaultSecret, watcher::Error>>,
+}
+
+impl ReadyWatch {
+    fn new(client: &Client, ns: &str, name: &str) -> ReadyWatch {
+        let api = Api::<VaultSecret>::namespaced(client.clone(), ns);
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        ReadyWatch {
+            stream: watcher(api, config).applied_objects().boxed(),
+        }
+    }
+
+    async fn until(&mut self, reason: &str, timeout: Duration) {
+        let seen = tokio::time::timeout(timeout, async {
+            while let Some(vs) = self.stream.try_next().await.expect("watch VaultSecrets") {
+                let ready = vs
+                    .status
+                    .iter()
+                    .flat_map(|s| &s.conditions)
+                    .find(|c| c.r#type == "Ready");
+                if ready.is_some_and(|c| c.reason == reason) {
+                    return;
+                }
+            }
+            panic!("the VaultSecret watch ended");
+        })
+        .await;
+        assert!(
+            seen.is_ok(),
+            "Ready reason {reason} not seen within {timeout:?}"
+        );
+    }
 }
 
 #[tokio::test]
