@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
-use scaivault_testkit::{Server, on_postgres, send};
+use scaivault_testkit::server::on_postgres;
+use scaivault_testkit::{Server, send};
 use serde_json::{Value, json};
 
 /// How long a test waits for one event before it fails.
