@@ -496,9 +496,30 @@ fn host_port(url: &str) -> String {
 
 #[tokio::test]
 async fn after_a_vault_restart_the_stream_resumes_and_misses_nothing() {
+    restart_under_the_operator(true).await;
+}
+
+#[tokio::test]
+async fn a_stream_lost_before_it_had_a_position_resyncs_everything_once() {
+    restart_under_the_operator(false).await;
+}
+
+/// The vault restarts while the operator cannot reach it and a write lands meanwhile; the
+/// write must reach the Secret once the vault is reachable again. `with_position`: the
+/// stream delivered an event before, so it resumes from there (replay, no resync);
+/// without, nothing says where to resume, so every VaultSecret is synced once.
+async fn restart_under_the_operator(with_position: bool) {
     let shared = shared().await;
     let client = shared.env.client().await;
-    let ns = namespace(&client, "stream-resume").await;
+    let ns = namespace(
+        &client,
+        if with_position {
+            "stream-resume"
+        } else {
+            "stream-resync"
+        },
+    )
+    .await;
     // A vault of its own, restarted under the operator, which reaches it through a
     // forwarder that follows it to its new port.
     let mut own = Server::dev()
@@ -528,11 +549,13 @@ async fn after_a_vault_restart_the_stream_resumes_and_misses_nothing() {
         .until("password", "pw-0", Duration::from_secs(30))
         .await;
     wait_stream_connected(&op).await;
-    // One change through the live stream gives the operator a position to resume from.
-    write(&vault, &path, json!({"password": "pw-1"})).await;
-    watch
-        .until("password", "pw-1", Duration::from_secs(5))
-        .await;
+    if with_position {
+        // One change through the live stream gives the operator a position to resume from.
+        write(&vault, &path, json!({"password": "pw-1"})).await;
+        watch
+            .until("password", "pw-1", Duration::from_secs(5))
+            .await;
+    }
 
     // The operator loses the vault (new connections refused), the vault restarts (SIGTERM,
     // exit, start again on the same data) and takes a write the operator cannot hear of.
@@ -550,8 +573,8 @@ async fn after_a_vault_restart_the_stream_resumes_and_misses_nothing() {
     )
     .await;
     write(&root(&own), &path, json!({"password": "pw-2"})).await;
-    // Reachable again: only the replay from the operator's position can bring this
-    // change (no refresh is due for an hour).
+    // Reachable again: only the replay from the operator's position, or the resync, can
+    // bring this change (no refresh is due for an hour).
     forwarder.retarget(Some(&own));
     let reachable = Instant::now();
     watch
@@ -559,17 +582,22 @@ async fn after_a_vault_restart_the_stream_resumes_and_misses_nothing() {
         .await;
     let took = reachable.elapsed();
     println!(
-        "after the vault restart: a write made while the operator's stream was down reached the Secret {took:?} after the vault was reachable again (reconnect backoff included)"
+        "after the vault restart ({}): a write made while the operator's stream was down reached the Secret {took:?} after the vault was reachable again (reconnect backoff included)",
+        if with_position {
+            "resumed from its position"
+        } else {
+            "no position: resync"
+        }
     );
     let reconnects = op
         .metric("scaivault_operator_event_stream_reconnects_total ")
         .await
         .unwrap_or_default();
     assert!(reconnects >= 1.0, "reconnects: {reconnects}");
-    // Resumed by position, not by re-reading everything.
+    // Resumed by position, not by re-reading everything; without one, one resync.
     assert_eq!(
         op.metric("scaivault_operator_event_stream_resyncs_total ")
             .await,
-        Some(0.0)
+        Some(if with_position { 0.0 } else { 1.0 })
     );
 }
