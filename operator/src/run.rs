@@ -223,16 +223,20 @@ async fn run_controllers(
         ),
     };
     let (reader, writer) = reflector::store();
-    // Which VaultSecrets read which vault path, for the event stream; kept from the watch
-    // before the store takes each change (`source_index`).
-    let index = Arc::new(SourceIndex::default());
+    // Which VaultSecrets read which vault path, for the event stream (none without it);
+    // kept from the watch before the store takes each change (`source_index`).
+    let index = args.event_stream.then(|| Arc::new(SourceIndex::default()));
     let vs_stream = watcher(vs_api, watcher::Config::default())
         .default_backoff()
         .modify(|vs| vault_secret::slim(vs.meta_mut()))
         .inspect_ok({
             let index = index.clone();
             let store = reader.clone();
-            move |event| index.observe(event, &store)
+            move |event| {
+                if let Some(index) = &index {
+                    index.observe(event, &store);
+                }
+            }
         })
         .reflect(writer)
         .applied_objects()
@@ -278,7 +282,7 @@ async fn run_controllers(
     // VaultSecrets whose source the vault's event stream reported changed.
     let (changed_tx, changed_rx) = futures::channel::mpsc::unbounded();
     let subscription = {
-        let subscription = args.event_stream.then(|| event_stream::Subscription {
+        let subscription = index.map(|index| event_stream::Subscription {
             ctx: ctx.clone(),
             index,
             store: reader.clone(),
