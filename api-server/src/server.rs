@@ -537,6 +537,7 @@ async fn run_server(
     job_handles.push(
         Arc::new(Dispatcher::new(
             Arc::clone(&webhooks),
+            audit.writer.clone(),
             Arc::clone(&vault.authz),
             leadership.clone(),
             Arc::clone(&metrics),

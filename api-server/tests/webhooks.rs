@@ -400,6 +400,21 @@ async fn failed_attempts_follow_the_schedule_then_exhaust_and_a_dead_endpoint_is
         .call(Method::GET, "/v1/events?types=webhook.disabled", None)
         .await;
     assert_eq!(events["events"][0]["webhook_id"], id.as_str(), "{events}");
+    // The server's own change, audited as one.
+    let (_, audit) = s
+        .call(
+            Method::GET,
+            "/v1/audit/logs?action=webhooks.disable&limit=10",
+            None,
+        )
+        .await;
+    let records = audit["logs"].as_array().unwrap();
+    assert!(
+        records.iter().any(|r| r["identity_id"] == "system:webhooks"
+            && r["outcome"] == "success"
+            && r["path"] == id.as_str()),
+        "{audit}"
+    );
 
     // Re-enabled, it goes on where it stopped; a manual retry makes it due at once.
     let (status, enabled) = s

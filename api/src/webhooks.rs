@@ -48,7 +48,7 @@ pub struct WebhookFilters {
     pub path_prefix: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhookRequest {
     /// Unique, 1..=128 characters.
@@ -70,7 +70,7 @@ pub struct CreateWebhookRequest {
 
 /// Fields left out stay as they are. A new `secret` replaces the old one, which keeps
 /// signing too for 24 h; `enabled: true` re-enables a webhook the server disabled.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhookRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +85,35 @@ pub struct UpdateWebhookRequest {
     pub filters: Option<WebhookFilters>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+}
+
+/// Shown in place of a signing secret by `Debug`.
+const REDACTED: &str = "[redacted]";
+
+impl std::fmt::Debug for CreateWebhookRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateWebhookRequest")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("secret", &REDACTED)
+            .field("events", &self.events)
+            .field("filters", &self.filters)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for UpdateWebhookRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateWebhookRequest")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| REDACTED))
+            .field("events", &self.events)
+            .field("filters", &self.filters)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
 }
 
 /// A webhook as the API shows it: never its secret.
@@ -218,4 +247,29 @@ pub struct WebhookPayload {
     #[serde(with = "time::serde::rfc3339")]
     pub timestamp: OffsetDateTime,
     pub data: Event,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let create = CreateWebhookRequest {
+            name: "n".into(),
+            url: "https://example.com/".into(),
+            secret: "whsec_c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1ub3Qtc2hvdw==".into(),
+            events: vec![EventType::RotationDue],
+            filters: WebhookFilters::default(),
+            enabled: None,
+        };
+        let update = UpdateWebhookRequest {
+            secret: Some(create.secret.clone()),
+            ..Default::default()
+        };
+        for shown in [format!("{create:?}"), format!("{update:?}")] {
+            assert!(!shown.contains("c2VjcmV0"), "{shown}");
+            assert!(shown.contains(REDACTED), "{shown}");
+        }
+    }
 }

@@ -10,6 +10,7 @@ mod log;
 pub mod record;
 pub mod s3;
 pub mod service;
+pub mod system;
 
 pub use log::{AuditWriter, BATCH_RECORDS, COMMIT_SECONDS, Tail, stored_tail, unsealed};
 pub use service::AuditService;

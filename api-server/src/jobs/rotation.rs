@@ -13,8 +13,9 @@ use scaivault_api::rotation::RotationStrategy;
 use time::OffsetDateTime;
 
 use super::fence;
-use crate::audit::record::{AuditPhase, UNKNOWN_OUTCOME, outcome_of};
-use crate::audit::{AuditWriter, unsealed};
+use crate::audit::AuditWriter;
+use crate::audit::record::AuditPhase;
+use crate::audit::system::SystemChange;
 use crate::secrets::rotation::policy_of;
 use crate::store::UnitOfWork;
 use crate::store::rotation::{RotationRow, Signal};
@@ -142,19 +143,13 @@ impl RotationScheduler {
         let Some(writer) = &self.audit else {
             return Ok(0);
         };
-        let mut record = unsealed(OffsetDateTime::now_utc());
-        record.identity_id = Some(ROTATION_ACTOR.to_owned());
-        record.identity_type = Some("system".to_owned());
-        record.action = AUDIT_ACTION.to_owned();
-        record.path = Some(row.path.clone());
-        record.phase = Some(phase);
-        record.request_seq = request_seq;
-        record.reason = Some("scheduled".to_owned());
-        record.status = status;
-        record.outcome = match phase {
-            AuditPhase::Request => UNKNOWN_OUTCOME.to_owned(),
-            AuditPhase::Response => outcome_of(status).to_owned(),
-        };
-        writer.write(vec![record]).await
+        SystemChange {
+            actor: ROTATION_ACTOR,
+            action: AUDIT_ACTION,
+            path: &row.path,
+            reason: "scheduled",
+        }
+        .record(writer, phase, request_seq, status)
+        .await
     }
 }

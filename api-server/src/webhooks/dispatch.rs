@@ -22,6 +22,9 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
 use super::{DeliveryBody, WebhookService, WebhookSettings, body_of, delivery_id, settings_of};
+use crate::audit::AuditWriter;
+use crate::audit::record::AuditPhase;
+use crate::audit::system::SystemChange;
 use crate::auth::Caller;
 use crate::authz::Engine;
 use crate::error::{Error, Result};
@@ -40,8 +43,13 @@ const FEED_CHUNK: usize = 256;
 /// Deliveries one worker sends before it lets the next round start it again.
 const MAX_SENDS_PER_ROUND: usize = 100;
 
+/// Who disables a failing webhook, in the audit log.
+pub const WEBHOOKS_ACTOR: &str = "system:webhooks";
+
 pub struct Dispatcher {
     service: Arc<WebhookService>,
+    /// `None` when the audit log is disabled (benchmarks).
+    audit: Option<AuditWriter>,
     authz: Arc<Engine>,
     leadership: Leadership,
     metrics: Arc<Metrics>,
@@ -72,12 +80,14 @@ impl Drop for Running<'_> {
 impl Dispatcher {
     pub fn new(
         service: Arc<WebhookService>,
+        audit: Option<AuditWriter>,
         authz: Arc<Engine>,
         leadership: Leadership,
         metrics: Arc<Metrics>,
     ) -> Self {
         Dispatcher {
             service,
+            audit,
             authz,
             leadership,
             metrics,
@@ -204,7 +214,11 @@ impl Dispatcher {
                 return Ok(());
             }
             let (sent, unit) = self.attempt(&mut row, &settings, next, term).await?;
-            if !sent || !row.enabled {
+            if !row.enabled {
+                store.commit(unit).await?;
+                return self.disable(&row, term).await;
+            }
+            if !sent {
                 store.commit(unit).await?;
                 return Ok(());
             }
@@ -358,21 +372,54 @@ impl Dispatcher {
                     );
                 }
             }
-            let failing_for = now - since;
-            if failing_for >= time::Duration::seconds(DISABLE_AFTER_FAILING_SECS as i64) {
-                tracing::warn!(webhook = %row.id, "disabling a webhook whose deliveries failed for days");
-                unit.webhooks().disable(
-                    &row.id,
-                    format!(
-                        "every delivery failed since {since}; re-enable with enabled: true once the endpoint answers"
-                    ),
-                );
+            if now - since >= time::Duration::seconds(DISABLE_AFTER_FAILING_SECS as i64) {
+                // Disabled in a unit of its own, after this one, with its audit records.
                 row.enabled = false;
             }
         }
         delivery.body = serde_json::to_string(&body).map_err(Error::internal)?;
         unit.webhooks().record(delivery);
         Ok((succeeded, unit))
+    }
+}
+
+impl Dispatcher {
+    /// Disables a webhook whose deliveries failed for days, audited like a request: the
+    /// server's own change, as `system:webhooks`.
+    async fn disable(&self, row: &WebhookRow, term: u64) -> Result<()> {
+        let since = row.failing_since.map(|t| t.to_string()).unwrap_or_default();
+        let reason = format!(
+            "every delivery failed since {since}; re-enable with enabled: true once the endpoint answers"
+        );
+        tracing::warn!(webhook = %row.id, "disabling a webhook whose deliveries failed for days");
+        let change = SystemChange {
+            actor: WEBHOOKS_ACTOR,
+            action: "webhooks.disable",
+            path: &row.id,
+            reason: &reason,
+        };
+        let change = &change;
+        let audit = |phase, request_seq, status| async move {
+            match &self.audit {
+                Some(writer) => change
+                    .record(writer, phase, request_seq, status)
+                    .await
+                    .map(Some)
+                    .map_err(Error::internal),
+                None => Ok(None),
+            }
+        };
+        let request_seq = audit(AuditPhase::Request, None, 0).await?;
+        let mut unit = UnitOfWork::new();
+        fence(&mut unit, Some(term));
+        unit.webhooks().disable(&row.id, reason.clone());
+        let committed = self.service.store().commit(unit).await;
+        let status = match &committed {
+            Ok(_) => 200,
+            Err(_) => 503,
+        };
+        audit(AuditPhase::Response, request_seq, status).await?;
+        committed.map(drop).map_err(Error::from)
     }
 }
 

@@ -228,7 +228,8 @@ impl WebhookService {
             .map(|b| format!("wh_{}", crate::crypto::token::hex(b.as_ref())))
             .map_err(Error::internal)?;
         let secret = self.seal(&id, &request.secret)?;
-        let now = OffsetDateTime::now_utc();
+        // At the precision the store keeps, so the answer equals a later read.
+        let now = crate::store::now_millis();
         let settings = WebhookSettings {
             url: request.url,
             events,
@@ -302,7 +303,8 @@ impl WebhookService {
             validate_filters(&filters)?;
             settings.filters = filters;
         }
-        let now = OffsetDateTime::now_utc();
+        // At the precision the store keeps, so the answer equals a later read.
+        let now = crate::store::now_millis();
         if let Some(secret) = &request.secret {
             let sealed = self.seal(&row.id, secret)?;
             row.previous_secret = Some(std::mem::replace(&mut row.secret, sealed));
