@@ -26,7 +26,7 @@ fn vs(ns: &str, name: &str, path: &str) -> Guarded {
 }
 
 #[test]
-fn ten_thousand_vault_secrets_cost_the_index_under_a_mebibyte() {
+fn ten_thousand_vault_secrets_cost_the_index_well_under_two_mebibytes() {
     const N: usize = 10_000;
     // Names like the bench's: 10 namespaces, a path per VaultSecret.
     let objects: Vec<Guarded> = (0..N)
@@ -52,5 +52,8 @@ fn ten_thousand_vault_secrets_cost_the_index_under_a_mebibyte() {
         bytes / 1024,
         bytes as f64 / N as f64
     );
-    assert!(bytes < 1 << 20, "{bytes} bytes");
+    // 844 KiB measured; keying by the path strings themselves (the first version) comes
+    // to about 1.8 MB by arithmetic (not measured). The margin absorbs allocator
+    // differences, not that regression.
+    assert!(bytes < 1_300_000, "{bytes} bytes");
 }
