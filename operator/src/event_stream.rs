@@ -91,7 +91,10 @@ impl Subscription {
         let metrics = &self.ctx.metrics;
         let mut position: Option<u64> = None;
         let mut failures = 0u32;
+        // Since when changes may have gone unheard: the end of the last stream, or the first
+        // failed attempt to open one (the cold sync read everything before that).
         let mut down_since: Option<Instant> = None;
+        let mut opened_before = false;
         loop {
             let opened = match admin.client() {
                 Ok(client) => {
@@ -110,14 +113,18 @@ impl Subscription {
             let end = match opened {
                 Err(e) => {
                     tracing::warn!(error = %e, after = ?position, "opening the vault's event stream failed; VaultSecrets refresh on their schedule meanwhile");
+                    down_since.get_or_insert_with(Instant::now);
                     End::Retry
                 }
                 Ok(mut stream) => {
-                    if let Some(since) = down_since.take() {
+                    if opened_before {
                         metrics.stream_reconnects.inc();
-                        if must_resync(position, since.elapsed()) {
-                            self.resync_all();
-                        }
+                    }
+                    opened_before = true;
+                    if let Some(since) = down_since.take()
+                        && must_resync(position, since.elapsed())
+                    {
+                        self.resync_all();
                     }
                     metrics.stream_connected.set(1);
                     tracing::info!(after = ?position, "following the vault's event stream");
