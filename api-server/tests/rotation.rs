@@ -54,35 +54,6 @@ async fn events_of(s: &Server, event_type: &str, path: &str) -> Vec<Value> {
     .collect()
 }
 
-async fn token_for(s: &Server, identity: &str, rules: Value) -> String {
-    let (status, policy) = s
-        .call(
-            Method::POST,
-            "/v1/policies",
-            Some(json!({"name": format!("p-{identity}"), "rules": rules})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{policy}");
-    let id = policy["id"].as_str().unwrap();
-    let (status, body) = s
-        .call(
-            Method::POST,
-            &format!("/v1/policies/{id}/bindings"),
-            Some(json!({"identity_type": "service_account", "identity_id": identity})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, created) = s
-        .call(
-            Method::POST,
-            "/v1/auth/tokens",
-            Some(json!({"identity_id": identity})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    created["token"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn a_schedule_shows_in_metadata_and_lists_and_can_be_replaced_or_removed() {
     let s = Server::start(&[]);
@@ -377,12 +348,12 @@ async fn the_due_query_lists_what_is_due_within_the_window_and_what_is_overdue()
         )
         .await;
     assert_ne!(second["secrets"][0]["path"], first["secrets"][0]["path"]);
-    let team_b = token_for(
-        &s,
-        "sa:team-b",
-        json!([{"path_pattern": "team-b/**", "permissions": ["list"]}]),
-    )
-    .await;
+    let team_b = s
+        .token_for(
+            "sa:team-b",
+            json!([{"path_pattern": "team-b/**", "permissions": ["list"]}]),
+        )
+        .await;
     let (status, seen) = send(s.req_as(
         &team_b,
         Method::GET,
@@ -624,12 +595,12 @@ async fn events_are_filtered_paged_and_authorised_per_path() {
 
     // A caller sees events of the paths it may list, and no policy change without the
     // right to read policies.
-    let token = token_for(
-        &s,
-        "sa:ev-a",
-        json!([{"path_pattern": "ev/a/**", "permissions": ["list"]}]),
-    )
-    .await;
+    let token = s
+        .token_for(
+            "sa:ev-a",
+            json!([{"path_pattern": "ev/a/**", "permissions": ["list"]}]),
+        )
+        .await;
     let (status, seen) = send(s.req_as(&token, Method::GET, "/v1/events?limit=1000")).await;
     assert_eq!(status, StatusCode::OK, "{seen}");
     let seen = seen["events"].as_array().unwrap();

@@ -647,45 +647,16 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-async fn token_for(s: &Server, identity: &str, rules: Value) -> String {
-    let (status, policy) = s
-        .call(
-            Method::POST,
-            "/v1/policies",
-            Some(json!({"name": format!("p-{identity}"), "rules": rules})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{policy}");
-    let policy_id = policy["id"].as_str().unwrap();
-    let (status, body) = s
-        .call(
-            Method::POST,
-            &format!("/v1/policies/{policy_id}/bindings"),
-            Some(json!({"identity_type": "service_account", "identity_id": identity})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, created) = s
-        .call(
-            Method::POST,
-            "/v1/auth/tokens",
-            Some(json!({"identity_id": identity})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    created["token"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn a_webhook_gets_only_what_its_creator_may_list() {
     let s = Server::start(&[]);
     let mut hook = Receiver::start().await;
-    let reader = token_for(
-        &s,
-        "sa:reader",
-        json!([{"path_pattern": "team/**", "permissions": ["list"]}]),
-    )
-    .await;
+    let reader = s
+        .token_for(
+            "sa:reader",
+            json!([{"path_pattern": "team/**", "permissions": ["list"]}]),
+        )
+        .await;
     // Without admin on sys/webhooks: refused, and nothing learned.
     let body =
         json!({"name": "mine", "url": hook.url, "secret": SECRET, "events": ["secret.created"]});
@@ -698,15 +669,15 @@ async fn a_webhook_gets_only_what_its_creator_may_list() {
     let (status, _) = scaivault_testkit::send(s.req_as(&reader, Method::GET, "/v1/webhooks")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
-    let owner = token_for(
-        &s,
-        "sa:owner",
-        json!([
-            {"path_pattern": "team/**", "permissions": ["list"]},
-            {"path_pattern": "sys/webhooks", "permissions": ["admin"]}
-        ]),
-    )
-    .await;
+    let owner = s
+        .token_for(
+            "sa:owner",
+            json!([
+                {"path_pattern": "team/**", "permissions": ["list"]},
+                {"path_pattern": "sys/webhooks", "permissions": ["admin"]}
+            ]),
+        )
+        .await;
     let (status, created) =
         scaivault_testkit::send(s.req_as(&owner, Method::POST, "/v1/webhooks").json(&body)).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");

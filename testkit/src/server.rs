@@ -319,6 +319,39 @@ impl Server {
         crate::http::send(req).await
     }
 
+    /// A token for a service account `identity` bound to a new policy `p-<identity>` of
+    /// `rules` (as the API takes them).
+    pub async fn token_for(&self, identity: &str, rules: Value) -> String {
+        let (status, policy) = self
+            .call(
+                Method::POST,
+                "/v1/policies",
+                Some(serde_json::json!({"name": format!("p-{identity}"), "rules": rules})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{policy}");
+        let id = policy["id"].as_str().unwrap_or_default();
+        let binding =
+            serde_json::json!({"identity_type": "service_account", "identity_id": identity});
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/v1/policies/{id}/bindings"),
+                Some(binding),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, created) = self
+            .call(
+                Method::POST,
+                "/v1/auth/tokens",
+                Some(serde_json::json!({"identity_id": identity})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        created["token"].as_str().unwrap_or_default().to_owned()
+    }
+
     /// Writes a secret and expects 200.
     pub async fn write(&self, path: &str, body: Value) -> Value {
         let (status, json) = self
