@@ -25,6 +25,8 @@ struct Sse {
 struct EventReader {
     response: reqwest::Response,
     buffer: String,
+    /// The position the stream announced it starts from (its first message).
+    start: Option<u64>,
 }
 
 impl EventReader {
@@ -40,6 +42,7 @@ impl EventReader {
         EventReader {
             response,
             buffer: String::new(),
+            start: None,
         }
     }
 
@@ -86,6 +89,16 @@ impl EventReader {
                     continue; // a comment: the heartbeat
                 }
                 sse.data = serde_json::from_str(&data).unwrap();
+                if sse.event == "position" {
+                    assert!(self.start.is_none(), "a second position: {block}");
+                    assert_eq!(sse.data["after"].to_string(), sse.id, "{block}");
+                    self.start = Some(sse.id.parse().unwrap());
+                    continue;
+                }
+                assert!(
+                    self.start.is_some(),
+                    "an event before the position: {block}"
+                );
                 return sse;
             }
             let chunk = self
@@ -113,6 +126,11 @@ async fn changes_arrive_as_they_happen_and_a_client_resumes_where_it_stopped() {
         .await;
     let created = events.next().await;
     println!("write to receipt: {:?}", written.elapsed());
+    // The stream said where it started: just before the first event it sent.
+    assert_eq!(
+        events.start,
+        Some(created.data["seq"].as_u64().unwrap() - 1)
+    );
     assert_eq!(created.event, "secret.created", "{created:?}");
     assert_eq!(created.data["path"], "live/a");
     assert_eq!(created.data["version"], 1);
@@ -136,6 +154,10 @@ async fn changes_arrive_as_they_happen_and_a_client_resumes_where_it_stopped() {
     )
     .await;
     let third = resumed.next().await;
+    assert_eq!(
+        resumed.start.map(|s| s.to_string()),
+        Some(updated.id.clone())
+    );
     let fourth = resumed.next().await;
     assert_eq!(
         (&third.data["path"], &third.data["version"]),

@@ -147,6 +147,9 @@ pub struct EventStream {
     response: reqwest::Response,
     buffer: String,
     position: u64,
+    /// Whether `position` is known: given by the caller, announced by the server when the
+    /// stream opened, or an event's.
+    known: bool,
 }
 
 /// The server sends a heartbeat every 15 s: three missed ones mean the connection is gone.
@@ -179,6 +182,13 @@ impl EventStream {
         self.position
     }
 
+    /// [`Self::position`] once it is known: the caller gave one, or the server announced
+    /// where the stream starts (its first message), or an event came. `None` only when
+    /// the stream was lost before its first message.
+    pub fn resume_after(&self) -> Option<u64> {
+        self.known.then_some(self.position)
+    }
+
     fn parse(&mut self, block: &str) -> Result<Option<StreamItem>> {
         let (mut kind, mut id, mut data) = (None, None, String::new());
         for line in block.lines() {
@@ -195,6 +205,16 @@ impl EventStream {
             return Ok(None);
         };
         let position = id.unwrap_or(self.position);
+        if kind == "position" {
+            // Where the stream starts: resume from here even if no event comes.
+            self.position = position;
+            self.known = true;
+            return Ok(None);
+        }
+        // A type a newer server sends that this client does not know: not for us.
+        if !matches!(kind.as_str(), "lagged" | "unavailable") && EventType::parse(&kind).is_none() {
+            return Ok(None);
+        }
         Ok(Some(match kind.as_str() {
             "lagged" => StreamItem::Lagged {
                 resume_after: position,
@@ -208,6 +228,7 @@ impl EventStream {
                     detail: e.to_string(),
                 })?;
                 self.position = event.seq;
+                self.known = true;
                 StreamItem::Event(event)
             }
         }))
@@ -233,6 +254,7 @@ impl Client {
             response,
             buffer: String::new(),
             position: options.after.unwrap_or(0),
+            known: options.after.is_some(),
         })
     }
 }

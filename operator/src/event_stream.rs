@@ -168,6 +168,9 @@ impl Subscription {
                             }
                         }
                     };
+                    // Where the vault said the stream started, when no event came since:
+                    // a stream that delivered nothing resumes from there, not by a resync.
+                    position = position.max(stream.resume_after());
                     metrics.stream_connected.set(0);
                     down_since = Some(Instant::now());
                     if delivered || opened_at.elapsed() >= STABLE {

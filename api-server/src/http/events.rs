@@ -158,7 +158,9 @@ fn resume_position(headers: &HeaderMap, after: Option<u64>) -> Result<Option<u64
 }
 
 /// Events as they happen, as Server-Sent Events (`id` is the event's `seq`, `event` its
-/// type, `data` the event). Resume with `Last-Event-ID`; a comment heartbeat every 15 s.
+/// type, `data` the event). It opens with `event: position` whose `id` is where it starts
+/// (resume from there if it ends before an event). Resume with `Last-Event-ID`; a comment
+/// heartbeat every 15 s.
 /// Every event is authorised when it is sent, so a policy change that takes access away
 /// stops the flow; the stream ends when its token expires or is revoked. A subscriber more than 1024 events behind gets an `event: lagged` whose
 /// `id` is where to resume, and the stream ends.
@@ -186,6 +188,12 @@ pub async fn stream_events(
         Some(seq) => seq,
         None => state.vault.store.last_change_seq().await?,
     };
+    // Where this stream starts, said first: a client whose stream ends before any event
+    // passed its filter still knows where to resume.
+    let position = SseEvent::default()
+        .event("position")
+        .id(from.to_string())
+        .data(format!("{{\"after\":{from}}}"));
     let stream = EventStream {
         state: Arc::clone(&state),
         caller: Arc::clone(&auth.caller),
@@ -193,7 +201,7 @@ pub async fn stream_events(
         live,
         covered: from,
         replaying: true,
-        pending: VecDeque::new(),
+        pending: VecDeque::from([position]),
         ended: false,
     };
     let sse = Sse::new(futures::stream::unfold(stream, EventStream::next)).keep_alive(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ._transport import AsyncTransport, Call, SyncTransport, query
 from ._wire import model
-from .models import Event, EventPage
+from .models import EVENT_TYPES, Event, EventPage
 
 Types = Iterable[str] | str | None
 
@@ -76,11 +76,19 @@ def _resume_headers(after: int | None) -> dict[str, str]:
     return {"Last-Event-ID": str(after)} if after is not None else {}
 
 
-def _event_of(kind: str, position: int | None, data: str) -> Event | int | None:
-    """An event; or, for ``lagged``/``unavailable``, the position to resume from."""
+def _step(block: tuple[str, int | None, str], after: int | None) -> tuple[Event | None, int | None, bool]:
+    """What one message means: the event to yield (if any), the position to resume from,
+    and whether to reconnect (``lagged``, ``unavailable``). The stream's first message,
+    ``position``, says where it starts; types this SDK does not know yet are passed over."""
+    kind, position, data = block
     if kind in ("lagged", "unavailable"):
-        return position
-    return _decode_event(json.loads(data))
+        return None, position if position is not None else after, True
+    if kind == "position":
+        return None, position if position is not None else after, False
+    if kind not in EVENT_TYPES:
+        return None, after, False
+    event = _decode_event(json.loads(data))
+    return event, event.seq, False
 
 
 class EventsAPI:
@@ -108,12 +116,11 @@ class EventsAPI:
                     block = sse.feed(line)
                     if block is None:
                         continue
-                    item = _event_of(*block)
-                    if not isinstance(item, Event):
-                        after = item if item is not None else after
+                    event, after, reconnect = _step(block, after)
+                    if reconnect:
                         break
-                    after = item.seq
-                    yield item
+                    if event is not None:
+                        yield event
             finally:
                 lines.close()
 
@@ -168,12 +175,11 @@ class AsyncEventsAPI:
                     block = sse.feed(line)
                     if block is None:
                         continue
-                    item = _event_of(*block)
-                    if not isinstance(item, Event):
-                        after = item if item is not None else after
+                    event, after, reconnect = _step(block, after)
+                    if reconnect:
                         break
-                    after = item.seq
-                    yield item
+                    if event is not None:
+                        yield event
             finally:
                 await lines.aclose()
 
