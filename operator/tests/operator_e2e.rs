@@ -10,7 +10,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Operator, Shared, grant_read, namespace, root, service_account, shared, wait_for};
+use common::{
+    Operator, Shared, create_vault_secret, grant_read, namespace, root, service_account, shared,
+    wait_for, write,
+};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -19,42 +22,10 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use scaivault_client::api::policy::Permission;
-use scaivault_client::api::secrets::WriteSecretRequest;
 use scaivault_operator::crd::{ConditionStatus, VaultPolicy, VaultSecret};
 use scaivault_operator::vault_secret::RESTARTED_AT;
 use scaivault_testkit::wait_until;
 use serde_json::{Value, json};
-
-async fn write(vault: &scaivault_client::Client, path: &str, data: Value) -> u64 {
-    let Value::Object(data) = data else {
-        panic!("data must be an object")
-    };
-    let request = WriteSecretRequest {
-        data,
-        secret_type: None,
-        metadata: None,
-        options: None,
-    };
-    vault
-        .write(path, &request)
-        .await
-        .expect("vault write")
-        .version
-}
-
-async fn create_vault_secret(client: &Client, ns: &str, name: &str, spec: Value) -> VaultSecret {
-    let vs: VaultSecret = serde_json::from_value(json!({
-        "apiVersion": "scaivault.io/v1alpha1",
-        "kind": "VaultSecret",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("VaultSecret");
-    Api::<VaultSecret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &vs)
-        .await
-        .expect("create VaultSecret")
-}
 
 fn ready(vs: &VaultSecret) -> Option<(ConditionStatus, String, String)> {
     vs.status

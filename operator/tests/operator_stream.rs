@@ -9,49 +9,18 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Operator, Server, Shared, grant_read, namespace, root, service_account, shared, wait_for,
+    Operator, Server, Shared, create_vault_secret, grant_read, namespace, root, service_account,
+    shared, wait_for, write,
 };
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use scaivault_client::api::auth::CreateTokenRequest;
 use scaivault_client::api::policy::{IdentityInput, Permission, PolicyInput, PolicyRule};
-use scaivault_client::api::secrets::WriteSecretRequest;
 use scaivault_operator::crd::VaultSecret;
-use serde_json::{Value, json};
-
-async fn write(vault: &scaivault_client::Client, path: &str, data: Value) -> u64 {
-    let Value::Object(data) = data else {
-        panic!("data must be an object")
-    };
-    let request = WriteSecretRequest {
-        data,
-        secret_type: None,
-        metadata: None,
-        options: None,
-    };
-    vault
-        .write(path, &request)
-        .await
-        .expect("vault write")
-        .version
-}
-
-async fn create_vault_secret(client: &Client, ns: &str, name: &str, spec: Value) {
-    let vs: VaultSecret = serde_json::from_value(json!({
-        "apiVersion": "scaivault.io/v1alpha1",
-        "kind": "VaultSecret",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("VaultSecret");
-    Api::<VaultSecret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &vs)
-        .await
-        .expect("create VaultSecret");
-}
+use serde_json::json;
 
 fn value_of(secret: &Secret, key: &str) -> Option<String> {
     let bytes = secret.data.as_ref()?.get(key)?;
@@ -88,6 +57,34 @@ impl SecretWatch {
     }
 }
 
+/// `apps/<ns>/db` holding `pw-0`, readable by the ServiceAccount `app` of `ns`; its path.
+async fn seeded_db(client: &Client, ns: &str, vault: &scaivault_client::Client) -> String {
+    service_account(client, ns, "app").await;
+    let prefix = format!("apps/{ns}");
+    grant_read(vault, ns, "app", &prefix).await;
+    let path = format!("{prefix}/db");
+    write(vault, &path, json!({"password": "pw-0"})).await;
+    path
+}
+
+/// A VaultSecret `db` of `path` refreshed every `refresh`, and a watch of its Secret
+/// `db-creds` once that holds `pw-0`.
+async fn synced_db(client: &Client, ns: &str, path: &str, refresh: &str) -> SecretWatch {
+    create_vault_secret(
+        client,
+        ns,
+        "db",
+        json!({"path": path, "serviceAccountName": "app", "refreshInterval": refresh,
+               "target": {"name": "db-creds"}}),
+    )
+    .await;
+    let mut watch = SecretWatch::new(client, ns, "db-creds");
+    watch
+        .until("password", "pw-0", Duration::from_secs(30))
+        .await;
+    watch
+}
+
 async fn wait_stream_connected(op: &Operator) {
     wait_for(
         "the operator's event stream to connect",
@@ -113,24 +110,9 @@ async fn a_changed_source_reaches_its_secret_within_a_second() {
     let client = shared.env.client().await;
     let ns = namespace(&client, "stream-push").await;
     let vault = root(&shared.vault);
-    service_account(&client, &ns, "app").await;
-    let prefix = format!("apps/{ns}");
-    grant_read(&vault, &ns, "app", &prefix).await;
-    let path = format!("{prefix}/db");
-    write(&vault, &path, json!({"password": "pw-0"})).await;
+    let path = seeded_db(&client, &ns, &vault).await;
     let op = Operator::start(shared, &ns, "op", &[]);
-    create_vault_secret(
-        &client,
-        &ns,
-        "db",
-        json!({"path": path, "serviceAccountName": "app", "refreshInterval": "1h",
-               "target": {"name": "db-creds"}}),
-    )
-    .await;
-    let mut watch = SecretWatch::new(&client, &ns, "db-creds");
-    watch
-        .until("password", "pw-0", Duration::from_secs(30))
-        .await;
+    let mut watch = synced_db(&client, &ns, &path, "1h").await;
     wait_stream_connected(&op).await;
     let reads_before = op.metric("scaivault_operator_vault_reads_total ").await;
 
@@ -298,24 +280,9 @@ async fn with_the_stream_off_the_refresh_interval_still_refreshes() {
     let client = shared.env.client().await;
     let ns = namespace(&client, "stream-off").await;
     let vault = root(&shared.vault);
-    service_account(&client, &ns, "app").await;
-    let prefix = format!("apps/{ns}");
-    grant_read(&vault, &ns, "app", &prefix).await;
-    let path = format!("{prefix}/db");
-    write(&vault, &path, json!({"password": "pw-0"})).await;
+    let path = seeded_db(&client, &ns, &vault).await;
     let op = Operator::start(shared, &ns, "op", &["--event-stream", "false"]);
-    create_vault_secret(
-        &client,
-        &ns,
-        "db",
-        json!({"path": path, "serviceAccountName": "app", "refreshInterval": "3s",
-               "target": {"name": "db-creds"}}),
-    )
-    .await;
-    let mut watch = SecretWatch::new(&client, &ns, "db-creds");
-    watch
-        .until("password", "pw-0", Duration::from_secs(30))
-        .await;
+    let mut watch = synced_db(&client, &ns, &path, "3s").await;
     write(&vault, &path, json!({"password": "pw-1"})).await;
     let acknowledged = Instant::now();
     // Within one refresh (3 s + 10 % jitter), plus slack for the write and the apiserver.
@@ -415,18 +382,7 @@ async fn a_token_that_may_only_list_the_paths_gets_their_events() {
     write(&vault, &path, json!({"password": "pw-0"})).await;
     let args = operator_args(shared, &shared.vault.address, &token_file, &ns);
     let op = Operator::start_args(shared, &format!("{ns}-op"), "op", args);
-    create_vault_secret(
-        &client,
-        &ns,
-        "db",
-        json!({"path": path, "serviceAccountName": "app", "refreshInterval": "1h",
-               "target": {"name": "db-creds"}}),
-    )
-    .await;
-    let mut watch = SecretWatch::new(&client, &ns, "db-creds");
-    watch
-        .until("password", "pw-0", Duration::from_secs(30))
-        .await;
+    let mut watch = synced_db(&client, &ns, &path, "1h").await;
     wait_stream_connected(&op).await;
     write(&vault, &path, json!({"password": "pw-1"})).await;
     let acknowledged = Instant::now();
@@ -530,25 +486,10 @@ async fn restart_under_the_operator(with_position: bool) {
     let forwarder = Forwarder::to(&own).await;
     let vault = scaivault_client::Client::new(forwarder.address.clone(), own.token.clone())
         .expect("root client");
-    service_account(&client, &ns, "app").await;
-    let prefix = format!("apps/{ns}");
-    grant_read(&vault, &ns, "app", &prefix).await;
-    let path = format!("{prefix}/db");
-    write(&vault, &path, json!({"password": "pw-0"})).await;
+    let path = seeded_db(&client, &ns, &vault).await;
     let args = operator_args(shared, &forwarder.address, &own.token_file(), &ns);
     let op = Operator::start_args(shared, &format!("{ns}-op"), "op", args);
-    create_vault_secret(
-        &client,
-        &ns,
-        "db",
-        json!({"path": path, "serviceAccountName": "app", "refreshInterval": "1h",
-               "target": {"name": "db-creds"}}),
-    )
-    .await;
-    let mut watch = SecretWatch::new(&client, &ns, "db-creds");
-    watch
-        .until("password", "pw-0", Duration::from_secs(30))
-        .await;
+    let mut watch = synced_db(&client, &ns, &path, "1h").await;
     wait_stream_connected(&op).await;
     if with_position {
         // One change through the live stream gives the operator a position to resume from.

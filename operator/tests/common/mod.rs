@@ -296,3 +296,42 @@ fn leader_args(
     .map(str::to_owned)
     .into()
 }
+
+/// Writes a secret (`data` a JSON object) with the root client; its new version.
+pub async fn write(vault: &scaivault_client::Client, path: &str, data: serde_json::Value) -> u64 {
+    let serde_json::Value::Object(data) = data else {
+        panic!("data must be an object")
+    };
+    let request = scaivault_client::api::secrets::WriteSecretRequest {
+        data,
+        secret_type: None,
+        metadata: None,
+        options: None,
+    };
+    vault
+        .write(path, &request)
+        .await
+        .expect("vault write")
+        .version
+}
+
+/// Creates a VaultSecret `name` of `spec` in `ns`.
+pub async fn create_vault_secret(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> scaivault_operator::crd::VaultSecret {
+    use kube::api::{Api, PostParams};
+    let vs: scaivault_operator::crd::VaultSecret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "scaivault.io/v1alpha1",
+        "kind": "VaultSecret",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("VaultSecret");
+    Api::<scaivault_operator::crd::VaultSecret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &vs)
+        .await
+        .expect("create VaultSecret")
+}
