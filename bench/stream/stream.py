@@ -100,6 +100,39 @@ async def write(port: int, token: str, n: int) -> None:
         raise RuntimeError(f"write {n}: {status!r}")
 
 
+def start_dev_server(binary: str, port: int, token: str, work: Path) -> subprocess.Popen:
+    """`scaivault-server dev` on `port` with root token `token`, data in `work`, no rate
+    limit; returns once it answers `/v1/health`."""
+    env = dict(os.environ, SCAIVAULT_DEV_ROOT_TOKEN=token, SCAIVAULT_LOG="warn")
+    server = subprocess.Popen(
+        [binary, "dev", "--listen", f"127.0.0.1:{port}", "--data-dir", str(work / "data"), "--rate-limit-per-minute", "0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "server.log", "wb"),
+    )
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    return server
+
+
+def run_bench(run, out: Path, complete) -> int:
+    """Runs `run(binary)` on `$SCAIVAULT_BIN`, writes its result to `out` and prints it;
+    exit status 0 when `complete(result)`."""
+    binary = os.environ.get("SCAIVAULT_BIN")
+    if not binary:
+        print("set SCAIVAULT_BIN to a scaivault-server binary", file=sys.stderr)
+        return 2
+    result = asyncio.run(run(binary))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0 if complete(result) else 1
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -109,20 +142,8 @@ async def run(binary: str) -> dict:
     raise_fd_limit()
     port, token = free_port(), "svt_stream_" + secrets.token_hex(16)
     work = Path(tempfile.mkdtemp(prefix="scaivault-stream-"))
-    env = dict(os.environ, SCAIVAULT_DEV_ROOT_TOKEN=token, SCAIVAULT_LOG="warn")
-    server = subprocess.Popen(
-        [binary, "dev", "--listen", f"127.0.0.1:{port}", "--data-dir", str(work / "data"), "--rate-limit-per-minute", "0"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(work / "server.log", "wb"),
-    )
+    server = start_dev_server(binary, port, token, work)
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
         idle = rss_mib(server.pid)
         receipts: dict[int, list[float]] = {}
         connected = [0]
@@ -174,15 +195,7 @@ async def run(binary: str) -> dict:
 
 
 def main() -> int:
-    binary = os.environ.get("SCAIVAULT_BIN")
-    if not binary:
-        print("set SCAIVAULT_BIN to a scaivault-server binary", file=sys.stderr)
-        return 2
-    result = asyncio.run(run(binary))
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return 0 if result["deliveries_received"] == result["deliveries_expected"] else 1
+    return run_bench(run, OUT, lambda r: r["deliveries_received"] == r["deliveries_expected"])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "stream"))
-from stream import free_port, percentile, rss_mib, write  # noqa: E402
+from stream import free_port, percentile, rss_mib, run_bench, start_dev_server, write  # noqa: E402
 
 WEBHOOKS = int(os.environ.get("WEBHOOKS", "20"))
 WRITES = int(os.environ.get("WEBHOOK_WRITES", "200"))
@@ -106,23 +105,11 @@ def summary(latencies: list[float]) -> dict:
 async def run(binary: str) -> dict:
     port, token = free_port(), "svt_hooks_" + secrets.token_hex(16)
     work = Path(tempfile.mkdtemp(prefix="scaivault-webhooks-"))
-    env = dict(os.environ, SCAIVAULT_DEV_ROOT_TOKEN=token, SCAIVAULT_LOG="warn")
-    server = subprocess.Popen(
-        [binary, "dev", "--listen", f"127.0.0.1:{port}", "--data-dir", str(work / "data"), "--rate-limit-per-minute", "0"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(work / "server.log", "wb"),
-    )
+    server = start_dev_server(binary, port, token, work)
     receiver = Receiver()
     listener = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
     hook_url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}/hook"
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
         idle = rss_mib(server.pid)
         for i in range(WEBHOOKS):
             call(port, token, "POST", "/v1/webhooks", {
@@ -182,17 +169,13 @@ async def run(binary: str) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def complete(result: dict) -> bool:
+    delivered = all(result[k]["deliveries_received"] == result[k]["deliveries_expected"] for k in ("steady", "burst"))
+    return delivered and result["bad_signatures"] == 0
+
+
 def main() -> int:
-    binary = os.environ.get("SCAIVAULT_BIN")
-    if not binary:
-        print("set SCAIVAULT_BIN to a scaivault-server binary", file=sys.stderr)
-        return 2
-    result = asyncio.run(run(binary))
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    complete = all(result[k]["deliveries_received"] == result[k]["deliveries_expected"] for k in ("steady", "burst"))
-    return 0 if complete and result["bad_signatures"] == 0 else 1
+    return run_bench(run, OUT, complete)
 
 
 if __name__ == "__main__":
