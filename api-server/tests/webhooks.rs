@@ -691,6 +691,29 @@ async fn a_webhook_gets_only_what_its_creator_may_list() {
         "team/x",
         "a path the creator may not list was sent"
     );
+
+    // A root webhook that the limited admin points at itself is bounded by the admin's
+    // access from then on: redirecting it reveals nothing the admin may not list.
+    let root_hook = create(&s, "everything", &hook.url, &["secret.created"], None).await;
+    let root_id = root_hook["id"].as_str().unwrap();
+    let mut own = Receiver::start().await;
+    let (status, redirected) = scaivault_testkit::send(
+        s.req_as(&owner, Method::PATCH, &format!("/v1/webhooks/{root_id}"))
+            .json(&json!({"url": own.url})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{redirected}");
+    assert_eq!(redirected["created_by"], "sa:owner");
+    s.write("secret-elsewhere/y", json!({"data": {"k": "v"}}))
+        .await;
+    s.write("team/y", json!({"data": {"k": "v"}})).await;
+    assert_eq!(
+        own.next("the redirected webhook's event").await.path(),
+        "team/y",
+        "a redirected webhook sent a path its new owner may not list"
+    );
+    // The first webhook sees the same two writes and still gets only its own.
+    assert_eq!(hook.next("the owner's second event").await.path(), "team/y");
 }
 
 #[tokio::test]

@@ -136,8 +136,9 @@ pub struct Webhook {
         skip_serializing_if = "Option::is_none"
     )]
     pub failing_since: Option<OffsetDateTime>,
-    /// The identity that created it: it receives only events about paths this identity
-    /// may list, checked when each is delivered.
+    /// The identity whose access bounds what it receives: its creator, or whoever last
+    /// changed its `url`, `events` or `filters`. Only events about paths this identity
+    /// may list are queued, and each is checked again when it is sent.
     pub created_by: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,

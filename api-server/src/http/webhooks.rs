@@ -69,17 +69,21 @@ pub async fn get_webhook(
 
 /// Change a webhook; fields left out stay. A new `secret` signs from now on and the
 /// previous one keeps signing too for 24 h; `enabled: true` re-enables a disabled one.
+/// Changing `url`, `events` or `filters` makes the caller the identity whose access
+/// bounds what the webhook receives (`created_by`).
 #[utoipa::path(patch, path = ops::UPDATE_WEBHOOK.path, tag = "webhooks", params(("id" = String, Path, description = "wh_...")),
     request_body = UpdateWebhookRequest,
     responses((status = 200, body = Webhook), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "conflict: the name is taken", body = ErrorBody)))]
 pub async fn update_webhook(
     State(state): State<SharedState>,
-    _auth: Authorized,
+    auth: Authorized,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<UpdateWebhookRequest>,
 ) -> Result<Json<Webhook>> {
-    Ok(Json(state.webhooks.update(&id, request).await?))
+    Ok(Json(
+        state.webhooks.update(&auth.caller, &id, request).await?,
+    ))
 }
 
 /// Delete a webhook and its delivery history; what was not delivered is not sent.

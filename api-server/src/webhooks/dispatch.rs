@@ -15,8 +15,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use scaivault_api::events::Event;
 use scaivault_api::webhooks::{
-    DISABLE_AFTER_FAILING_SECS, DeliveryStatus, MAX_ATTEMPTS_KEPT, RETRY_SCHEDULE_SECS,
+    DISABLE_AFTER_FAILING_SECS, DeliveryAttempt, DeliveryStatus, MAX_ATTEMPTS_KEPT,
+    RETRY_SCHEDULE_SECS,
 };
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
@@ -213,7 +215,9 @@ impl Dispatcher {
             if next.next_attempt_at.is_some_and(|at| at > now) {
                 return Ok(());
             }
-            let (sent, unit) = self.attempt(&mut row, &settings, next, term).await?;
+            let (sent, unit) = self
+                .attempt(&mut row, &settings, next, term, &owner)
+                .await?;
             if !row.enabled {
                 store.commit(unit).await?;
                 return self.disable(&row, term).await;
@@ -254,14 +258,10 @@ impl Dispatcher {
                 }
                 return Ok(None);
             };
-            let wanted = records.iter().filter_map(event_of).find(|event| {
-                filter.matches(event)
-                    && subject_of(event).is_some_and(|subject| match subject {
-                        // A webhook's own failures would only fail again.
-                        Subject::Webhook(id) if id == row.id => false,
-                        subject => visible_to(&self.authz, owner, subject),
-                    })
-            });
+            let wanted = records
+                .iter()
+                .filter_map(event_of)
+                .find(|event| filter.matches(event) && self.may_get(row, owner, event));
             let now = OffsetDateTime::now_utc();
             let delivery = wanted
                 .map(|event| {
@@ -302,16 +302,45 @@ impl Dispatcher {
         }
     }
 
-    /// Sends one attempt; whether it succeeded, and the unit that records it (fenced,
-    /// not committed).
+    /// Whether `owner`'s webhook `row` may be sent `event`: its owner may see it, and it
+    /// is not about the webhook itself (a webhook's own failures would only fail again).
+    fn may_get(&self, row: &WebhookRow, owner: &Caller, event: &Event) -> bool {
+        subject_of(event).is_some_and(|subject| match subject {
+            Subject::Webhook(id) if id == row.id => false,
+            subject => visible_to(&self.authz, owner, subject),
+        })
+    }
+
+    /// Sends one attempt; whether the delivery is settled as sent, and the unit that
+    /// records it (fenced, not committed). An event the webhook's owner may no longer see
+    /// (its access changed, or someone else became the owner since it was queued) is not
+    /// sent: the delivery fails at once and the next one goes.
     async fn attempt(
         &self,
         row: &mut WebhookRow,
         settings: &WebhookSettings,
         mut delivery: DeliveryRow,
         term: u64,
+        owner: &Caller,
     ) -> Result<(bool, UnitOfWork)> {
         let mut body = body_of(&delivery)?;
+        if !self.may_get(row, owner, &body.event) {
+            let now = OffsetDateTime::now_utc();
+            body.attempt_log.push(DeliveryAttempt {
+                at: now,
+                status_code: None,
+                error: Some("not sent: the webhook's owner may not see this event".to_owned()),
+                duration_ms: 0,
+            });
+            delivery.status = DeliveryStatus::Failed.as_str().to_owned();
+            delivery.next_attempt_at = None;
+            delivery.updated_at = now;
+            delivery.body = serde_json::to_string(&body).map_err(Error::internal)?;
+            let mut unit = UnitOfWork::new();
+            fence(&mut unit, Some(term));
+            unit.webhooks().record(delivery);
+            return Ok((true, unit));
+        }
         let keys = self.service.signing_keys(row, OffsetDateTime::now_utc())?;
         let message_id = delivery_id(&row.id, delivery.seq);
         let attempt = self

@@ -75,6 +75,14 @@ fn seq_of(webhook_id: &str, delivery_id: &str) -> Option<u64> {
         .flatten()
 }
 
+/// A taken name is the one constraint a webhook write can break.
+fn name_taken(e: StoreError) -> Error {
+    match e {
+        StoreError::Conflict => Error::new(ErrorCode::Conflict, "a webhook with this name exists"),
+        other => other.into(),
+    }
+}
+
 fn not_found() -> Error {
     Error::new(ErrorCode::NotFound, "no webhook has this id")
 }
@@ -257,12 +265,7 @@ impl WebhookService {
             .store
             .apply(|u| u.webhooks().create(row.clone(), MAX_WEBHOOKS))
             .await
-            .map_err(|e| match e {
-                StoreError::Conflict => {
-                    Error::new(ErrorCode::Conflict, "a webhook with this name exists")
-                }
-                other => other.into(),
-            })?;
+            .map_err(name_taken)?;
         if !created {
             return Err(Error::new(
                 ErrorCode::Conflict,
@@ -285,9 +288,21 @@ impl WebhookService {
         webhook_of(&self.row(id).await?)
     }
 
-    pub async fn update(&self, id: &str, request: UpdateWebhookRequest) -> Result<Webhook> {
+    /// Whoever changes where a webhook sends or what it selects becomes the identity
+    /// whose access bounds it: otherwise a caller who may manage webhooks but not list a
+    /// path could point another identity's webhook at itself and read that path's events.
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        id: &str,
+        request: UpdateWebhookRequest,
+    ) -> Result<Webhook> {
         let mut row = self.row(id).await?;
         let mut settings = settings_of(&row)?;
+        if request.url.is_some() || request.events.is_some() || request.filters.is_some() {
+            settings.created_by = caller.identity_id.clone();
+            settings.created_by_type = caller.identity_type;
+        }
         if let Some(name) = request.name {
             validate_name(&name)?;
             row.name = name;
@@ -324,12 +339,7 @@ impl WebhookService {
             .store
             .apply(|u| u.webhooks().update(row.clone()))
             .await
-            .map_err(|e| match e {
-                StoreError::Conflict => {
-                    Error::new(ErrorCode::Conflict, "a webhook with this name exists")
-                }
-                other => other.into(),
-            })?;
+            .map_err(name_taken)?;
         if !found {
             return Err(not_found());
         }
