@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use scaivault_api::events::Event;
 use scaivault_api::webhooks::{
@@ -42,6 +42,9 @@ use crate::store::webhooks::{DeliveryRow, WebhookRow};
 const POLL: Duration = Duration::from_secs(1);
 /// Change records read per storage round trip while looking for a webhook's next event.
 const FEED_CHUNK: usize = 256;
+/// Events no webhook wanted are stored as passed over at most this often (and every
+/// [`FEED_CHUNK`] records).
+const STORE_PASSED_EVERY: Duration = Duration::from_secs(1);
 /// Deliveries one worker sends before it lets the next round start it again.
 const MAX_SENDS_PER_ROUND: usize = 100;
 
@@ -59,6 +62,17 @@ pub struct Dispatcher {
     /// order and a slow endpoint holds up only itself. The flag asks the worker to look
     /// again before it ends: a change came while it was busy.
     running: Mutex<HashMap<String, bool>>,
+    /// Per webhook, how far this replica passed over events it does not want, and what
+    /// of that is stored ([`Dispatcher::store_passed`]).
+    passed: Mutex<HashMap<String, Passed>>,
+}
+
+struct Passed {
+    /// Events up to here were looked at.
+    at: u64,
+    /// The cursor as last stored, and when.
+    stored: u64,
+    stored_at: Instant,
 }
 
 /// Removes a webhook from `running` when its worker ends early (an error, a panic), so
@@ -94,6 +108,7 @@ impl Dispatcher {
             leadership,
             metrics,
             running: Mutex::default(),
+            passed: Mutex::default(),
         }
     }
 
@@ -104,9 +119,23 @@ impl Dispatcher {
         let changes = Arc::new(Notify::new());
         self.service.store().notify_changes(Arc::clone(&changes));
         tokio::spawn(async move {
+            let mut webhooks = Vec::new();
+            let mut read_at: Option<Instant> = None;
             loop {
                 if let Some(term) = self.leadership.term() {
-                    self.round(term).await;
+                    // Woken by every commit of the vault: the webhooks are read at most
+                    // once per poll, not per write (a new one waits at most that long).
+                    if read_at.is_none_or(|at| at.elapsed() >= POLL) {
+                        match self.service.store().webhooks().await {
+                            Ok(rows) => {
+                                webhooks = rows;
+                                read_at = Some(Instant::now());
+                                self.forget_gone(&webhooks);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "reading webhooks to deliver to"),
+                        }
+                    }
+                    self.round(&webhooks, term);
                 }
                 tokio::select! {
                     _ = changes.notified() => {}
@@ -118,15 +147,8 @@ impl Dispatcher {
     }
 
     /// Starts a worker for every enabled webhook that has none.
-    async fn round(self: &Arc<Self>, term: u64) {
-        let webhooks = match self.service.store().webhooks().await {
-            Ok(webhooks) => webhooks,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading webhooks to deliver to");
-                return;
-            }
-        };
-        for row in webhooks.into_iter().filter(|w| w.enabled) {
+    fn round(self: &Arc<Self>, webhooks: &[WebhookRow], term: u64) {
+        for row in webhooks.iter().filter(|w| w.enabled).cloned() {
             let started = match self.running.lock() {
                 Ok(mut running) => match running.get_mut(&row.id) {
                     Some(again) => {
@@ -166,6 +188,13 @@ impl Dispatcher {
         }
     }
 
+    /// Drops what this replica remembers of webhooks that were deleted.
+    fn forget_gone(&self, webhooks: &[WebhookRow]) {
+        if let Ok(mut passed) = self.passed.lock() {
+            passed.retain(|id, _| webhooks.iter().any(|w| &w.id == id));
+        }
+    }
+
     /// Whether a round asked this webhook's worker to look again (the flag is cleared);
     /// if not, the worker is gone from `running` at once, so no later ask is lost.
     fn again(&self, id: &str) -> bool {
@@ -188,6 +217,7 @@ impl Dispatcher {
     /// success is recorded in the unit that takes the next event: one commit per
     /// delivery while the endpoint keeps up.
     async fn work(&self, mut row: WebhookRow, term: u64) -> Result<()> {
+        row.cursor = self.passed_to(&row);
         let settings = settings_of(&row)?;
         let owner = owner_of(&settings, &row);
         let store = self.service.store();
@@ -285,6 +315,14 @@ impl Dispatcher {
                 })
                 .transpose()?;
             let cursor = delivery.as_ref().map_or(last, |d| d.seq);
+            if delivery.is_none() && unit.is_empty() && !self.store_passed(row, cursor) {
+                // Nothing for this webhook: passed over in memory, stored later.
+                row.cursor = cursor;
+                if records.len() < FEED_CHUNK {
+                    return Ok(None);
+                }
+                continue;
+            }
             // A carried unit (a success's record) is fenced already.
             if unit.is_empty() {
                 fence(&mut unit, Some(term));
@@ -296,10 +334,52 @@ impl Dispatcher {
                 return Ok(None);
             }
             row.cursor = cursor;
+            self.stored(&row.id, cursor);
             if delivery.is_some() || records.len() < FEED_CHUNK {
                 return Ok(delivery);
             }
         }
+    }
+
+    /// Whether passing over events up to `cursor` should be stored now. Events no webhook
+    /// wants are passed over in memory ([`Dispatcher::passed`]) and stored at most every
+    /// [`STORE_PASSED_EVERY`] or [`FEED_CHUNK`] records: storing each would be a commit
+    /// per webhook for every write of the vault. What a restart forgets is filtered again.
+    fn store_passed(&self, row: &WebhookRow, cursor: u64) -> bool {
+        let Ok(mut passed) = self.passed.lock() else {
+            return true;
+        };
+        let entry = passed.entry(row.id.clone()).or_insert(Passed {
+            stored: row.cursor,
+            stored_at: Instant::now(),
+            at: row.cursor,
+        });
+        entry.at = cursor;
+        cursor.saturating_sub(entry.stored) >= FEED_CHUNK as u64
+            || entry.stored_at.elapsed() >= STORE_PASSED_EVERY
+    }
+
+    /// The webhook's cursor was stored at `cursor`.
+    fn stored(&self, id: &str, cursor: u64) {
+        if let Ok(mut passed) = self.passed.lock() {
+            passed.insert(
+                id.to_owned(),
+                Passed {
+                    stored: cursor,
+                    stored_at: Instant::now(),
+                    at: cursor,
+                },
+            );
+        }
+    }
+
+    /// Where this replica has passed over the webhook's events to, if past its row.
+    fn passed_to(&self, row: &WebhookRow) -> u64 {
+        self.passed
+            .lock()
+            .ok()
+            .and_then(|passed| passed.get(&row.id).map(|p| p.at))
+            .map_or(row.cursor, |at| at.max(row.cursor))
     }
 
     /// Whether `owner`'s webhook `row` may be sent `event`: its owner may see it, and it
