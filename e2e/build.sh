@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver, etcd and testenv-tool from e2e/testenv into
 # ${E2E_BIN_DIR:-e2e/.bin}; with E2E_WITH_CONTROLLERS=1 also
-# kube-controller-manager (about a third more build time, 105 MB).
+# kube-controller-manager (about a third more build time, 105 MB), and with
+# E2E_WITH_NODE=1 the kubelet of the test node (e2e/node.sh).
 # A second run is a no-op while the inputs (go.mod, go.sum, *.go, this script,
 # the Go version) are unchanged: their hash and the names of the binaries built
 # from them are kept in $E2E_BIN_DIR/.testenv-stamp.
@@ -19,6 +20,7 @@ K8S_MAJOR=1
 K8S_MINOR=37
 BINARIES=(kube-apiserver etcd testenv-tool)
 [[ "${E2E_WITH_CONTROLLERS:-0}" == 1 ]] && BINARIES+=(kube-controller-manager)
+[[ "${E2E_WITH_NODE:-0}" == 1 ]] && BINARIES+=(kubelet)
 
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 export CGO_ENABLED=0

@@ -149,6 +149,9 @@ start_once() {
     --tls-cert-file="$dir/pki/apiserver.crt" \
     --tls-private-key-file="$dir/pki/apiserver.key" \
     --client-ca-file="$dir/pki/ca.crt" \
+    --kubelet-client-certificate="$dir/pki/kubelet-client.crt" \
+    --kubelet-client-key="$dir/pki/kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP \
     --token-auth-file="$dir/pki/tokens.csv" \
     --authorization-mode=RBAC \
     --service-account-issuer="$issuer" \

@@ -2,7 +2,10 @@
 # Installs the system packages the test suites call. Idempotent and quiet when all is present.
 set -euo pipefail
 need=()
-for cmd_pkg in jq:jq curl:curl openssl:openssl; do
+# The test node (e2e/node.sh): containerd and runc run its pods, busybox-static is its
+# app image, the CNI plugins its pod network, gcc builds its pause image.
+for cmd_pkg in jq:jq curl:curl openssl:openssl containerd:containerd runc:runc \
+  gcc:gcc busybox:busybox-static; do
   cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -11,6 +14,7 @@ done
 if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi
+[[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -124,6 +124,25 @@ func writePKI(dir string) error {
 		return err
 	}
 
+	// The apiserver's client certificate towards kubelets (logs, exec), which trust
+	// this CA (e2e/node.sh).
+	kcKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	kcTmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	kcDER, err := x509.CreateCertificate(rand.Reader, kcTmpl, caCert, &kcKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+
 	// Service-account signing key: RSA, so tokens are RS256 like a default cluster.
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -148,6 +167,8 @@ func writePKI(dir string) error {
 		{"ca.key", ecKeyPEM(caKey)},
 		{"apiserver.crt", pemBytes("CERTIFICATE", srvDER)},
 		{"apiserver.key", ecKeyPEM(srvKey)},
+		{"kubelet-client.crt", pemBytes("CERTIFICATE", kcDER)},
+		{"kubelet-client.key", ecKeyPEM(kcKey)},
 		{"sa.key", pemBytes("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(saKey))},
 		{"sa.pub", pemBytes("PUBLIC KEY", saPub)},
 		{"admin.token", []byte(token + "\n")},
