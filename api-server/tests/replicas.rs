@@ -1,6 +1,6 @@
 //! Three replicas on loopback sharing one PostgreSQL database: writes through any read
-//! back through any other, a token revocation and a data-key rotation on one take
-//! effect on the others (measured), killing the job runner hands the jobs to another
+//! back through any other, a token revocation, a binding, a policy change and a
+//! data-key rotation on one take effect on the others within a second (measured), killing the job runner hands the jobs to another
 //! replica without a job slot running twice, and a PostgreSQL restart under load answers
 //! 503 with `Retry-After` until the replicas recover on their own.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -176,11 +176,39 @@ async fn three_replicas_share_one_database() {
         "a policy binding reached another replica in {:?}",
         bound_at.elapsed()
     );
+    // A policy's rules changed on B take effect on C within the bound: read taken away.
+    let policy_id = policy["id"].as_str().unwrap();
+    let (status, changed) = b
+        .call(Method::PUT, &format!("/v1/policies/{policy_id}"), Some(json!({"name": "shared-reader", "rules": [{"path_pattern": "other/**", "permissions": ["read"]}]})))
+        .await;
+    assert!(status.is_success(), "{changed}");
+    let changed_at = Instant::now();
+    wait_until(
+        "C to apply the changed rules",
+        PROPAGATION_BOUND,
+        || async { read_on_c().await.unwrap().status() == StatusCode::FORBIDDEN },
+    )
+    .await;
+    println!(
+        "a policy change reached another replica in {:?}",
+        changed_at.elapsed()
+    );
 
     // A data key added on A: C reads what A sealed under it, and C's own rotation
     // follows A's key instead of colliding with it.
     let (status, rotated) = a.call(Method::POST, "/v1/sys/keys/rotate", None).await;
     assert!(status.is_success(), "{rotated}");
+    // C seals with the new key within the bound, before anything asks it to read one.
+    let rotated_at = Instant::now();
+    wait_until("C to seal under A's new key", PROPAGATION_BOUND, || async {
+        let (_, keys) = c.call(Method::GET, "/v1/sys/keys", None).await;
+        keys["active_key_id"] == rotated["key_id"]
+    })
+    .await;
+    println!(
+        "a key rotation reached another replica in {:?}",
+        rotated_at.elapsed()
+    );
     a.write("shared/after-rotation", json!({"data": {"k": "v"}}))
         .await;
     let (status, read) = c
