@@ -228,12 +228,15 @@ start() {
     { tail -n 40 "$dir/logs/kubelet.log" >&2; die "node $name did not become Ready"; }
 }
 
+# Whether PID is this node's (its command line names DIR/node): a recycled pid is never hit.
+ours() { [[ -n "$1" ]] && tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -qF "$2/node/"; }
+
 stop() {
   local dir=$1 pid
   [[ -f "$dir/env" ]] || return 0
   for key in TESTENV_KUBELET_PID TESTENV_CONTAINERD_PID; do
     pid=$(env_get "$key" "$dir")
-    [[ -n "$pid" ]] || continue
+    ours "$pid" "$dir" || continue
     kill -TERM "$pid" 2>/dev/null || true
   done
   # The pods' shims and containers outlive containerd: kill what runs from this root.
@@ -244,9 +247,9 @@ stop() {
   local deadline=$((SECONDS + 20))
   for key in TESTENV_KUBELET_PID TESTENV_CONTAINERD_PID; do
     pid=$(env_get "$key" "$dir")
-    [[ -n "$pid" ]] || continue
-    while kill -0 "$pid" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
+    ours "$pid" "$dir" || continue
+    while ours "$pid" "$dir" && (( SECONDS < deadline )); do sleep 0.2; done
+    ours "$pid" "$dir" && kill -KILL "$pid" 2>/dev/null || true
   done
   local link
   for key in TESTENV_NODE_LINK TESTENV_NODE_BRIDGE; do

@@ -71,7 +71,12 @@ read_env() {  # sets TESTENV_* from DIR/env without sourcing arbitrary code
 stop_env() {
   local dir=$1
   TESTENV_APISERVER_PID='' TESTENV_ETCD_PID='' TESTENV_CONTROLLER_MANAGER_PID=''
+  TESTENV_KUBELET_PID='' TESTENV_CONTAINERD_PID=''
   read_env "$dir" || { echo "testenv: no $dir/env, nothing to stop"; return 0; }
+  # A node (e2e/node.sh) goes first, while the apiserver it reports to still runs.
+  if [[ -n "${TESTENV_KUBELET_PID:-}${TESTENV_CONTAINERD_PID:-}" ]]; then
+    bash "$E2E_DIR/node.sh" stop "$dir" || echo "testenv: stopping the node of $dir failed" >&2
+  fi
   stop_pid kube-controller-manager "$TESTENV_CONTROLLER_MANAGER_PID" "$dir"
   stop_pid kube-apiserver "$TESTENV_APISERVER_PID" "$dir"
   stop_pid etcd "$TESTENV_ETCD_PID" "$dir"

@@ -80,6 +80,40 @@ impl KubeEnv {
         }
     }
 
+    /// Adds a real node (`e2e/node.sh`: containerd, runc and the kubelet; needs root) and
+    /// returns its name, for pods' `spec.nodeName` (there is no scheduler). It has the
+    /// images `scaivault.local/pause:e2e` and `scaivault.local/busybox:e2e`, plus each
+    /// `images` entry (reference, root filesystem directory, entrypoint as a JSON array).
+    /// The node stops with the environment.
+    pub fn start_node(&self, images: &[(&str, &Path, &str)]) -> String {
+        let mut command = Command::new("bash");
+        command
+            .arg(self.root.join("e2e/node.sh"))
+            .arg("start")
+            .arg(&self.dir_path)
+            .current_dir(&self.root)
+            .env("E2E_BIN_DIR", &self.bin_dir);
+        for (reference, rootfs, entrypoint) in images {
+            command
+                .arg("--image")
+                .arg(format!("{reference}={}:{entrypoint}", rootfs.display()));
+        }
+        let out = command.output().expect("run e2e/node.sh");
+        assert!(
+            out.status.success(),
+            "e2e/node.sh start failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(self.dir_path.join("env"))
+            .expect("node.sh writes to the env file")
+            .lines()
+            .find_map(|l| l.strip_prefix("TESTENV_NODE_NAME="))
+            .expect("node.sh names the node")
+            .to_owned()
+    }
+
     /// The environment's directory: kubeconfig, `pki/`, the apiserver and etcd logs; a
     /// place for the test's own logs too.
     pub fn dir(&self) -> &Path {
