@@ -228,8 +228,15 @@ start() {
     { tail -n 40 "$dir/logs/kubelet.log" >&2; die "node $name did not become Ready"; }
 }
 
-# Whether PID is this node's (its command line names DIR/node): a recycled pid is never hit.
-ours() { [[ -n "$1" ]] && tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -qF "$2/node/"; }
+# Whether PID is this node's (its command line names DIR/node): a recycled pid is never
+# hit. No pipe into `grep -q`: with pipefail, grep leaving at the first match can SIGPIPE
+# `tr` and turn a match into a miss (testenv.sh learnt it on long command lines).
+ours() {
+  local cmdline
+  [[ -n "$1" ]] || return 1
+  cmdline=$(tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null) || return 1
+  [[ "$cmdline" == *"$2/node/"* ]]
+}
 
 stop() {
   local dir=$1 pid
