@@ -582,3 +582,55 @@ async fn rotated_certificate_files_are_served_without_a_restart() {
         "still the same process"
     );
 }
+
+/// Every object of `examples/injector.yaml` passes the apiserver's validation (a
+/// server-side dry run; the namespace is really created so namespaced objects can be
+/// checked in it).
+#[tokio::test]
+async fn the_example_manifest_is_valid() {
+    use kube::api::{DynamicObject, PatchParams};
+    use kube::core::GroupVersionKind;
+    let env = env().await;
+    let client = env.client().await;
+    let yaml = std::fs::read_to_string(repo_root().join("examples/injector.yaml")).unwrap();
+    let mut kinds = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&yaml) {
+        let value = <Value as serde::Deserialize>::deserialize(doc).unwrap();
+        let object: DynamicObject = serde_json::from_value(value.clone()).unwrap();
+        let types = object.types.clone().expect("apiVersion and kind");
+        let (group, version) = types
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", types.api_version.as_str()));
+        let gvk = GroupVersionKind::gvk(group, version, &types.kind);
+        let (resource, caps) = kube::discovery::pinned_kind(&client, &gvk)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", types.kind));
+        let name = object.metadata.name.clone().unwrap();
+        let api: Api<DynamicObject> = match (caps.scope, object.metadata.namespace.as_deref()) {
+            (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(client.clone(), ns, &resource)
+            }
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        let mut params = PatchParams::apply("scaivault-test");
+        // The namespace for real (a dry-run one does not exist for the rest).
+        params.dry_run = types.kind != "Namespace";
+        api.patch(&name, &params, &kube::api::Patch::Apply(&value))
+            .await
+            .unwrap_or_else(|e| panic!("{} {name} is refused: {e}", types.kind));
+        kinds.push(types.kind);
+    }
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Service",
+            "MutatingWebhookConfiguration"
+        ]
+    );
+}
