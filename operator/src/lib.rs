@@ -7,7 +7,9 @@ pub mod changed;
 pub mod conditions;
 pub mod config;
 pub mod context;
-pub mod crd;
+// The CRD types and the renderer live in scaivault-kube-api (shared with the injector
+// and the agent); re-exported so `crate::crd` and `crate::render` paths keep working.
+pub use scaivault_kube_api::{crd, render};
 pub mod event_stream;
 pub mod events;
 pub mod fair;
@@ -15,7 +17,6 @@ pub mod lease;
 pub mod mac;
 pub mod metrics;
 pub mod owned_secret;
-pub mod render;
 pub mod run;
 pub mod schedule;
 pub mod shared_reads;

@@ -35,7 +35,7 @@ use crate::{render, schedule, vault_auth};
 pub const KIND: &str = "VaultSecret";
 /// Pod-template annotation patched to restart a workload (what `kubectl rollout restart`
 /// does with its own key).
-pub const RESTARTED_AT: &str = "scaivault.io/restartedAt";
+pub use scaivault_kube_api::annotations::RESTARTED_AT;
 /// ServiceAccount used when `spec.serviceAccountName` is unset.
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 

@@ -129,25 +129,108 @@ fn value_bytes(v: &Value) -> Vec<u8> {
     }
 }
 
-fn render_one(key: &str, template: &str, data: &Map<String, Value>) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::with_capacity(template.len());
+/// One piece of a template, in order: literal text or a `{{ .field | filter }}` expression.
+enum Piece<'t> {
+    Text(&'t str),
+    Expression { at: usize, expr: &'t str },
+}
+
+/// Walks `template` piece by piece, so rendering and checking report the same first fault.
+fn walk<'t>(
+    key: &str,
+    template: &'t str,
+    mut on: impl FnMut(Piece<'t>) -> Result<(), Error>,
+) -> Result<(), Error> {
     let mut rest = template;
     let mut offset = 0;
     while let Some(start) = rest.find("{{") {
-        out.extend_from_slice(&rest.as_bytes()[..start]);
+        on(Piece::Text(&rest[..start]))?;
         let at = offset + start;
         let after = &rest[start + 2..];
         let end = after.find("}}").ok_or_else(|| Error::Unclosed {
             key: key.to_owned(),
             at,
         })?;
-        out.extend(expression(key, at, &after[..end], data)?);
+        on(Piece::Expression {
+            at,
+            expr: &after[..end],
+        })?;
         let consumed = start + 2 + end + 2;
         rest = &rest[consumed..];
         offset += consumed;
     }
-    out.extend_from_slice(rest.as_bytes());
+    on(Piece::Text(rest))
+}
+
+fn render_one(key: &str, template: &str, data: &Map<String, Value>) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(template.len());
+    walk(key, template, |piece| {
+        match piece {
+            Piece::Text(text) => out.extend_from_slice(text.as_bytes()),
+            Piece::Expression { at, expr } => out.extend(expression(key, at, expr, data)?),
+        }
+        Ok(())
+    })?;
     Ok(out)
+}
+
+/// Checks the syntax of one template without data (what an admission webhook can do
+/// before the vault value exists): the errors [`render`] would give for the template
+/// itself, never [`Error::MissingField`] or [`Error::NotBase64`]. Returns the vault
+/// fields it refers to, in order of first use.
+pub fn check_template(key: &str, template: &str) -> Result<Vec<String>, Error> {
+    let mut fields: Vec<String> = Vec::new();
+    walk(key, template, |piece| {
+        if let Piece::Expression { at, expr } = piece {
+            let (field, filter) = parse_expression(key, at, expr)?;
+            parse_filter(key, at, filter)?;
+            if !fields.iter().any(|f| f == field) {
+                fields.push(field.to_owned());
+            }
+        }
+        Ok(())
+    })?;
+    Ok(fields)
+}
+
+/// A template filter.
+#[derive(Clone, Copy)]
+enum Filter {
+    Base64,
+    Base64Decode,
+}
+
+/// `.field` or `.field | filter` -> (field, the filter's word).
+fn parse_expression<'e>(
+    key: &str,
+    at: usize,
+    expr: &'e str,
+) -> Result<(&'e str, Option<&'e str>), Error> {
+    let (field, filter) = match expr.split_once('|') {
+        Some((f, filter)) => (f.trim(), Some(filter.trim())),
+        None => (expr.trim(), None),
+    };
+    let field = field
+        .strip_prefix('.')
+        .filter(|f| valid_key(f))
+        .ok_or_else(|| bad_expression(key, at))?;
+    Ok((field, filter))
+}
+
+fn bad_expression(key: &str, at: usize) -> Error {
+    Error::Expression {
+        key: key.to_owned(),
+        at,
+    }
+}
+
+fn parse_filter(key: &str, at: usize, word: Option<&str>) -> Result<Option<Filter>, Error> {
+    match word {
+        None => Ok(None),
+        Some("base64") => Ok(Some(Filter::Base64)),
+        Some("base64decode") => Ok(Some(Filter::Base64Decode)),
+        Some(_) => Err(bad_expression(key, at)),
+    }
 }
 
 fn expression(
@@ -156,33 +239,23 @@ fn expression(
     expr: &str,
     data: &Map<String, Value>,
 ) -> Result<Vec<u8>, Error> {
-    let bad = || Error::Expression {
-        key: key.to_owned(),
-        at,
-    };
-    let (field, filter) = match expr.split_once('|') {
-        Some((f, filter)) => (f.trim(), Some(filter.trim())),
-        None => (expr.trim(), None),
-    };
-    let field = field.strip_prefix('.').ok_or_else(bad)?;
-    if !valid_key(field) {
-        return Err(bad());
-    }
+    let (field, filter) = parse_expression(key, at, expr)?;
     let value = data.get(field).ok_or_else(|| Error::MissingField {
         key: key.to_owned(),
         field: field.to_owned(),
     })?;
     let bytes = value_bytes(value);
-    match filter {
+    match parse_filter(key, at, filter)? {
         None => Ok(bytes),
-        Some("base64") => Ok(STANDARD.encode(bytes).into_bytes()),
-        Some("base64decode") => STANDARD
-            .decode(bytes.trim_ascii())
-            .map_err(|_| Error::NotBase64 {
-                key: key.to_owned(),
-                field: field.to_owned(),
-            }),
-        Some(_) => Err(bad()),
+        Some(Filter::Base64) => Ok(STANDARD.encode(bytes).into_bytes()),
+        Some(Filter::Base64Decode) => {
+            STANDARD
+                .decode(bytes.trim_ascii())
+                .map_err(|_| Error::NotBase64 {
+                    key: key.to_owned(),
+                    field: field.to_owned(),
+                })
+        }
     }
 }
 
@@ -355,5 +428,47 @@ mod tests {
     fn bad_secret_keys_are_refused() {
         let err = render(SecretType::Opaque, None, &data(json!({"a b": "x"}))).unwrap_err();
         assert_eq!(err, Error::BadKey("a b".into()));
+    }
+
+    #[test]
+    fn check_template_reports_syntax_faults_and_fields() {
+        assert_eq!(
+            check_template("k", "{{ .user }}:{{.password | base64}}@{{ .user }}").unwrap(),
+            vec!["user".to_owned(), "password".to_owned()]
+        );
+        assert_eq!(check_template("k", "plain").unwrap(), Vec::<String>::new());
+        let cases = [
+            (
+                "{{ .a",
+                Error::Unclosed {
+                    key: "k".into(),
+                    at: 0,
+                },
+            ),
+            (
+                "x{{ a }}",
+                Error::Expression {
+                    key: "k".into(),
+                    at: 1,
+                },
+            ),
+            (
+                "{{ .a | upper }}",
+                Error::Expression {
+                    key: "k".into(),
+                    at: 0,
+                },
+            ),
+            (
+                "{{ .a b }}",
+                Error::Expression {
+                    key: "k".into(),
+                    at: 0,
+                },
+            ),
+        ];
+        for (t, want) in cases {
+            assert_eq!(check_template("k", t).unwrap_err(), want, "{t}");
+        }
     }
 }
