@@ -10,7 +10,9 @@
 //! left, instead of waiting a whole renew interval.
 //!
 //! `run` is given a client of its own (its own connection pool, no rate limit), so a
-//! renewal never queues behind the controllers' traffic inside this process.
+//! renewal never queues behind the controllers' traffic inside this process; and it runs
+//! on a thread of its own ([`LeaseRuntime`]), so it never waits for a turn on the
+//! controllers' thread either (the operator's main runtime has one thread: see `main.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
-use tokio::sync::watch;
+use tokio::runtime::Handle;
+use tokio::sync::{oneshot, watch};
 
 /// Pause between two attempts of a failed renewal (bounded by the time left).
 pub const RENEW_RETRY: Duration = Duration::from_millis(250);
@@ -84,6 +87,42 @@ impl std::fmt::Display for StepDown {
                 "no renewal succeeded within the renew deadline of {deadline:?} (last error: {last_error})"
             ),
         }
+    }
+}
+
+/// A current-thread tokio runtime on an OS thread of its own, for the lease: the
+/// election task, its client's request queue and its connections are all driven there,
+/// however long the controllers' thread is busy. The thread ends when this is dropped
+/// (its tasks are cancelled).
+pub struct LeaseRuntime {
+    handle: Handle,
+    _stop: oneshot::Sender<()>,
+}
+
+impl LeaseRuntime {
+    pub fn start() -> std::io::Result<LeaseRuntime> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("lease".to_owned())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(LeaseRuntime {
+            handle,
+            _stop: stop,
+        })
+    }
+
+    /// Spawn onto it (`spawn`), or `enter` it to build a client whose request queue
+    /// lives there.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
     }
 }
 
@@ -311,5 +350,43 @@ impl LeaderElector {
                 _ = stop.changed() => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// The lease runtime's tasks progress while the thread that started them is blocked
+    /// (as the controllers' single thread is during a long poll): here it blocks on a
+    /// channel that only a timer of the lease runtime fills.
+    #[tokio::test(flavor = "current_thread")]
+    async fn runs_while_the_calling_thread_is_blocked() {
+        let lease = LeaseRuntime::start().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        lease.handle().spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            tx.send(()).unwrap();
+        });
+        // Blocking this runtime's only thread: nothing of this runtime could run now.
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the lease runtime ran its timer on its own thread");
+    }
+
+    /// Dropping it ends its thread's tasks.
+    #[test]
+    fn dropping_it_cancels_its_tasks() {
+        let lease = LeaseRuntime::start().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        lease.handle().spawn(async move {
+            let _keep = tx;
+            std::future::pending::<()>().await;
+        });
+        drop(lease);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        );
     }
 }

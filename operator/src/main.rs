@@ -1,7 +1,11 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
+// One thread for the controllers (and the metrics server): on 2 cores the default runtime's
+// workers and blocking threads each got a malloc arena of their own, and the burst after a
+// cold sync left them fragmented (bench/README.md, "Memory"). The work is bound by the
+// apiserver's rate limit, not by CPU. The lease renews on a thread of its own (`lease`).
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = scaivault_operator::config::Args::parse();
     let filter =

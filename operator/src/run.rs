@@ -31,7 +31,7 @@ use crate::config::Args;
 use crate::context::{Context, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::crd::{VaultPolicy, VaultSecret};
 use crate::fair::{Call, FairGate};
-use crate::lease::{LeaderElector, LeaseConfig};
+use crate::lease::{LeaderElector, LeaseConfig, LeaseRuntime};
 use crate::mac::{self, MacKey};
 use crate::metrics::{KubeRequestLabels, Metrics, method_label};
 use crate::owned_secret::OwnedSecret;
@@ -88,13 +88,21 @@ const RETRY_BUFFER: usize = 1024;
 /// Two clients of one config: the controllers' (at most `--kube-qps` requests a second;
 /// the client's one request queue makes the limit shared by every clone) and the lease's,
 /// with a connection pool of its own and no limit, so a renewal never waits behind
-/// reconcile traffic in this process.
-pub async fn kube_clients(args: &Args, metrics: &Arc<Metrics>) -> anyhow::Result<KubeClients> {
+/// reconcile traffic in this process. The lease's is built inside `lease`: its request
+/// queue's task runs there, and so do its connections (spawned by the tasks using it).
+pub async fn kube_clients(
+    args: &Args,
+    metrics: &Arc<Metrics>,
+    lease: &LeaseRuntime,
+) -> anyhow::Result<KubeClients> {
     let config = kube_config(args).await?;
-    let lease = ClientBuilder::try_from(config.clone())
-        .context("Kubernetes client")?
-        .with_layer(&counted(metrics, "lease"))
-        .build();
+    let lease = {
+        let _on_lease_thread = lease.handle().enter();
+        ClientBuilder::try_from(config.clone())
+            .context("Kubernetes client")?
+            .with_layer(&counted(metrics, "lease"))
+            .build()
+    };
     let controllers = ClientBuilder::try_from(config)
         .context("Kubernetes client")?
         .with_layer(&counted(metrics, "controllers"))
@@ -388,7 +396,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.lease_duration
     );
     let metrics = Arc::new(Metrics::default());
-    let kube = kube_clients(&args, &metrics).await?;
+    let lease_runtime = LeaseRuntime::start().context("starting the lease thread")?;
+    let kube = kube_clients(&args, &metrics, &lease_runtime).await?;
     let client = kube.controllers;
     let (base, admin) = vault_clients(&args)?;
     let identity = args.identity();
@@ -422,7 +431,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     );
     let (leader_tx, mut leader_rx) = watch::channel(false);
-    let mut election = tokio::spawn(elector.run(leader_tx, stop_rx.clone()));
+    // On the lease thread: renewals never wait for the controllers' thread.
+    let mut election = lease_runtime
+        .handle()
+        .spawn(elector.run(leader_tx, stop_rx.clone()));
 
     tracing::info!(%identity, lease = %args.lease_name, "waiting for leadership");
     let mut stop = stop_rx.clone();
@@ -518,7 +530,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 metrics.leader.set(0);
                 let why = match (&mut election).await {
                     Ok((elector, Some(why))) => {
-                        release(&elector, &args).await;
+                        release(&lease_runtime, elector, &args).await;
                         format!("lost the leader lease: {why}")
                     }
                     Ok((_, None)) => "lost the leader lease".to_owned(),
@@ -531,7 +543,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics.leader.set(0);
     }
     match election.await {
-        Ok((elector, _)) => release(&elector, &args).await,
+        Ok((elector, _)) => release(&lease_runtime, elector, &args).await,
         Err(e) => tracing::warn!(error = %e, "leader election task failed"),
     }
     metrics.set_ready(false);
@@ -543,11 +555,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Gives the lease up if we still hold it, so a standby takes over at once; bounded by
-/// the renew interval (a slow apiserver must not hold the exit back).
-async fn release(elector: &LeaderElector, args: &Args) {
-    match tokio::time::timeout(args.renew_interval, elector.release()).await {
-        Ok(Ok(())) => tracing::info!("released the leader lease"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "releasing the leader lease failed"),
-        Err(_) => tracing::warn!("releasing the leader lease timed out"),
+/// the renew interval (a slow apiserver must not hold the exit back). On the lease
+/// thread, where the lease's client lives.
+async fn release(lease: &LeaseRuntime, elector: LeaderElector, args: &Args) {
+    let within = args.renew_interval;
+    let released = lease
+        .handle()
+        .spawn(async move { tokio::time::timeout(within, elector.release()).await });
+    match released.await {
+        Ok(Ok(Ok(()))) => tracing::info!("released the leader lease"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "releasing the leader lease failed"),
+        Ok(Err(_)) => tracing::warn!("releasing the leader lease timed out"),
+        Err(e) => tracing::warn!(error = %e, "releasing the leader lease: task failed"),
     }
 }
