@@ -132,15 +132,19 @@ impl KubeEnv {
 
     /// Stops the apiserver and etcd now (what a server must survive).
     pub fn stop(&mut self) {
-        if self.dir.take().is_some() {
-            let out = testenv(&self.root, &self.bin_dir, "stop", &self.dir_path);
+        // The directory must outlive `testenv.sh stop`: it finds the processes through
+        // `DIR/env`. (`if self.dir.take().is_some()` dropped the `TempDir`, and so removed
+        // the directory, before the block ran: stop found nothing, etcd died with its data
+        // directory and every kube-apiserver stayed behind.)
+        if let Some(dir) = self.dir.take() {
+            let out = testenv(&self.root, &self.bin_dir, "stop", dir.path());
             if !out.status.success() {
                 eprintln!(
                     "e2e/testenv.sh stop failed: {}",
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
-            let _ = std::fs::remove_dir_all(&self.dir_path);
+            drop(dir);
         }
     }
 
