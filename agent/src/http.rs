@@ -41,9 +41,9 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) {
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &state)) }
+                async move { Ok::<_, Infallible>(answer(req.method(), req.uri().path(), &state)) }
             });
             let _ = http1::Builder::new()
                 .keep_alive(false)
@@ -53,8 +53,8 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) {
     }
 }
 
-fn answer(req: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match (req.method(), req.uri().path()) {
+fn answer(method: &Method, path: &str, state: &State) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (method, path) {
         (&Method::GET, "/ready") if state.ready.load(Ordering::Acquire) => {
             (StatusCode::OK, "text/plain", "ready\n".to_owned())
         }
@@ -82,4 +82,55 @@ fn answer(req: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
             .insert(hyper::header::CONTENT_TYPE, value);
     }
     response
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn call(state: &State, method: Method, path: &str) -> (StatusCode, String) {
+        let response = answer(&method, path, state);
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn ready_only_after_the_first_render() {
+        let state = State::new();
+        assert_eq!(
+            call(&state, Method::GET, "/ready").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        state.set_ready();
+        assert_eq!(call(&state, Method::GET, "/ready").await.0, StatusCode::OK);
+        assert_eq!(
+            call(&state, Method::POST, "/ready").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            call(&state, Method::GET, "/other").await.0,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_are_prometheus_text() {
+        let state = State::new();
+        state.metrics.renders.inc();
+        state.metrics.stream_connected.set(1);
+        let (status, body) = call(&state, Method::GET, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        for line in [
+            "scaivault_agent_renders_total 1",
+            "scaivault_agent_file_writes_total 0",
+            "scaivault_agent_errors_total 0",
+            "scaivault_agent_event_stream_connected 1",
+            "# EOF",
+        ] {
+            assert!(body.lines().any(|l| l == line), "{line} in:\n{body}");
+        }
+    }
 }

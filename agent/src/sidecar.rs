@@ -1,12 +1,13 @@
 //! The two ways the agent runs: `init-only` (render once, exit) and `sidecar` (render,
 //! become ready, keep the files current until SIGTERM).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use scaivault_client::api::events::EventType;
 use scaivault_client::{Client, EventStream, StreamItem, StreamOptions};
-use scaivault_kube_api::agent::AgentConfig;
+use scaivault_kube_api::agent::{AgentConfig, OnChange};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, sleep_until};
@@ -85,6 +86,33 @@ impl Backoff {
     }
 }
 
+/// Paths whose last read failed, read again with backoff (the stream would not bring
+/// them back: it has delivered their event already).
+struct Retry {
+    paths: BTreeSet<String>,
+    at: Option<Instant>,
+    backoff: Backoff,
+}
+
+impl Retry {
+    fn new() -> Retry {
+        Retry {
+            paths: BTreeSet::new(),
+            at: None,
+            backoff: Backoff::new(),
+        }
+    }
+
+    fn schedule(&mut self, failed_now: bool) {
+        if self.paths.is_empty() {
+            self.at = None;
+            self.backoff.reset();
+        } else if failed_now || self.at.is_none() {
+            self.at = Some(Instant::now() + self.backoff.next());
+        }
+    }
+}
+
 fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(0.9 + fastrand::f64() * 0.2)
 }
@@ -113,36 +141,42 @@ impl Agent {
             .await
     }
 
-    /// Re-reads `path` (or every path); failures are logged and counted, the files keep
-    /// their last content. Returns whether the vault token was refused.
-    async fn refresh(&self, path: Option<&str>) -> bool {
-        let result = match path {
-            Some(path) => {
-                self.files
-                    .refresh(&self.session, &self.state.metrics, path)
-                    .await
-            }
-            None => {
-                self.files
-                    .refresh_all(&self.session, &self.state.metrics)
-                    .await
-            }
-        };
-        match result {
-            Ok(_) => false,
-            Err(e) => {
-                self.state.metrics.errors.inc();
-                match &e {
-                    Error::NotFound { .. } => {
-                        tracing::warn!(error = %e, "the file keeps its last content")
-                    }
-                    _ => {
-                        tracing::error!(error = %e, "refresh failed; the file keeps its last content")
-                    }
+    /// Re-reads `paths` (every path when `None`). A failure is logged and counted, its
+    /// files keep their last content, and the path is read again later ([`Retry`]); a
+    /// refused vault token asks for a login now.
+    async fn refresh(
+        &self,
+        paths: Option<Vec<String>>,
+        retry: &mut Retry,
+        relogin_at: &mut Instant,
+    ) {
+        let paths = paths.unwrap_or_else(|| self.files.by_path.keys().cloned().collect());
+        let mut failed = false;
+        for path in paths {
+            match self
+                .files
+                .refresh(&self.session, &self.state.metrics, &path)
+                .await
+            {
+                Ok(_) => {
+                    retry.paths.remove(&path);
                 }
-                matches!(e, Error::Unauthenticated { .. })
+                Err(e) => {
+                    self.state.metrics.errors.inc();
+                    if matches!(e, Error::NotFound { .. }) {
+                        tracing::warn!(error = %e, "the files keep their last content");
+                    } else {
+                        tracing::error!(error = %e, "refresh failed; the files keep their last content");
+                    }
+                    if matches!(e, Error::Unauthenticated { .. }) {
+                        *relogin_at = Instant::now();
+                    }
+                    retry.paths.insert(path);
+                    failed = true;
+                }
             }
         }
+        retry.schedule(failed);
     }
 
     /// A new session; the old token is revoked once it is replaced.
@@ -177,6 +211,12 @@ pub async fn sidecar(config: AgentConfig) -> Result<()> {
     let base = base_client(&config)?;
     let files = Files::new(&config);
     remove_stale_temps(&files.dir);
+    if config.on_change != OnChange::None {
+        tracing::warn!(
+            on_change = ?config.on_change,
+            "this agent does not act on on-change yet: the files are kept current, the app is not signalled or restarted"
+        );
+    }
     let state = State::new();
     let addr = format!("0.0.0.0:{}", config.ready_port);
     let listener = TcpListener::bind(&addr)
@@ -187,8 +227,6 @@ pub async fn sidecar(config: AgentConfig) -> Result<()> {
         })?;
     tracing::info!(%addr, "serving /ready and /metrics");
     let server = tokio::spawn(http::serve(listener, state.clone()));
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::Runtime(e.to_string()))?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::Runtime(e.to_string()))?;
 
     let session = Session::login(&base, &config.token_path).await?;
     state.metrics.logins.inc();
@@ -215,6 +253,9 @@ pub async fn sidecar(config: AgentConfig) -> Result<()> {
         .files
         .refresh_all(&agent.session, &agent.state.metrics)
         .await?;
+    // From here on SIGTERM revokes the token first (before, it ends the process at once).
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::Runtime(e.to_string()))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::Runtime(e.to_string()))?;
     agent.state.set_ready();
     tracing::info!(files = agent.config.files.len(), "ready");
     agent.check_list_permission().await;
@@ -222,6 +263,7 @@ pub async fn sidecar(config: AgentConfig) -> Result<()> {
     let mut position: Option<u64> = None;
     let mut stream_backoff = Backoff::new();
     let mut login_backoff = Backoff::new();
+    let mut retry = Retry::new();
     let far = || Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let mut relogin_at = agent
         .session
@@ -238,6 +280,9 @@ pub async fn sidecar(config: AgentConfig) -> Result<()> {
                 match agent.relogin().await {
                     Ok(()) => {
                         login_backoff.reset();
+                        if !retry.paths.is_empty() {
+                            retry.at = Some(Instant::now());
+                        }
                         relogin_at = agent.session.renew_after().map_or_else(far, |d| Instant::now() + d);
                         // The stream runs on the old token: open it again on the new one.
                         if let Some(s) = stream.take() {
@@ -263,10 +308,8 @@ pub async fn sidecar(config: AgentConfig) -> Result<()> {
                             && agent.files.by_path.contains_key(path)
                         {
                             agent.state.metrics.stream_events.inc();
-                            tracing::debug!(path, event = %event.event_type, seq = event.seq, "event");
-                            if agent.refresh(Some(path)).await {
-                                relogin_at = Instant::now();
-                            }
+                            tracing::debug!(%path, event = %event.event_type, seq = event.seq, "event");
+                            agent.refresh(Some(vec![path.to_owned()]), &mut retry, &mut relogin_at).await;
                         }
                     }
                     Ok(Some(StreamItem::Lagged { resume_after } | StreamItem::Unavailable { resume_after })) => {
@@ -297,9 +340,7 @@ pub async fn sidecar(config: AgentConfig) -> Result<()> {
                         if position.is_none() {
                             // Nothing to resume from: changes made meanwhile are read now.
                             agent.state.metrics.polls.inc();
-                            if agent.refresh(None).await {
-                                relogin_at = Instant::now();
-                            }
+                            agent.refresh(None, &mut retry, &mut relogin_at).await;
                         }
                     }
                     Err(e) => {
@@ -312,11 +353,14 @@ pub async fn sidecar(config: AgentConfig) -> Result<()> {
                     }
                 }
             }
+            () = sleep_until(retry.at.unwrap_or_else(far)), if retry.at.is_some() => {
+                retry.at = None;
+                let paths: Vec<String> = retry.paths.iter().cloned().collect();
+                agent.refresh(Some(paths), &mut retry, &mut relogin_at).await;
+            }
             () = sleep_until(poll_at), if stream.is_none() => {
                 agent.state.metrics.polls.inc();
-                if agent.refresh(None).await {
-                    relogin_at = Instant::now();
-                }
+                agent.refresh(None, &mut retry, &mut relogin_at).await;
                 poll_at = Instant::now() + jittered(POLL_INTERVAL);
             }
         }

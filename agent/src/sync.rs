@@ -70,7 +70,7 @@ impl Files {
             scrub(value);
         }
         let written = result?;
-        tracing::info!(path, version, files = specs.len(), written, "rendered");
+        tracing::info!(%path, version, files = specs.len(), written, "rendered");
         Ok(written)
     }
 
