@@ -578,12 +578,16 @@ async fn sidecar_keeps_files_current_atomically_and_revokes_its_token_on_sigterm
     // Memory, from the kernel's view of the process.
     let pid = agent.id().expect("running");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss = status
+    let memory: Vec<String> = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .unwrap_or_default()
-        .to_owned();
-    println!("agent {} {rss}", agent_bin().display());
+        .filter(|l| {
+            ["VmRSS:", "VmHWM:", "RssAnon:", "RssFile:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    println!("agent {}: {}", agent_bin().display(), memory.join(", "));
 
     let logs = agent.logs();
     assert!(
