@@ -15,7 +15,7 @@ pub const LOGIN_ROLE: &str = "scaivault-agent";
 /// A token is renewed after this share of its lifetime.
 const RENEW_AT: f64 = 2.0 / 3.0;
 /// Never renew more often than this, however short the token.
-const MIN_RENEW: Duration = Duration::from_secs(5);
+const MIN_RENEW: Duration = Duration::from_secs(1);
 
 /// A logged-in client.
 #[derive(Debug)]

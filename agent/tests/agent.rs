@@ -82,6 +82,17 @@ impl Pod {
         permissions: Vec<Permission>,
         audience: &str,
     ) -> Pod {
+        Pod::on(shared, &shared.vault, granted, permissions, audience).await
+    }
+
+    /// With its policy on `vault` (another server than the shared one).
+    async fn on(
+        shared: &Shared,
+        vault: &Server,
+        granted: &str,
+        permissions: Vec<Permission>,
+        audience: &str,
+    ) -> Pod {
         let client = shared.env.client().await;
         let ns = namespace(&client, "agent").await;
         service_account(&client, &ns, "app").await;
@@ -92,7 +103,7 @@ impl Pod {
             .unwrap();
         std::fs::write(dir.path().join("token"), token).unwrap();
         std::fs::create_dir(dir.path().join("secrets")).unwrap();
-        let vault = root(&shared.vault);
+        let vault = root(vault);
         let policy = vault
             .create_policy(&PolicyInput {
                 name: format!("agent-{ns}"),
@@ -764,6 +775,88 @@ async fn after_a_cut_the_stream_resumes_from_its_position_and_replays_what_was_m
         "replayed, not polled"
     );
     assert!(metric(&base, "scaivault_agent_event_stream_reconnects_total").await >= 1);
+    assert_eq!(
+        metric(&base, "scaivault_agent_event_stream_connected").await,
+        1
+    );
+    let status = agent.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status}\n{}", agent.tail());
+}
+
+#[tokio::test]
+async fn a_short_lived_vault_token_is_renewed_in_time_and_the_stream_moves_to_the_new_one() {
+    let shared = shared().await;
+    // Vault tokens of 6 s: the agent logs in again after 4 s, reading the token file again.
+    let short = Server::dev()
+        .arg("--kubernetes-kubeconfig")
+        .arg(shared.env.kubeconfig())
+        .args([
+            "--rate-limit-per-minute",
+            "0",
+            "--kubernetes-token-ttl",
+            "6s",
+        ])
+        .start();
+    let pod = Pod::on(
+        shared,
+        &short,
+        "**",
+        vec![Permission::Read, Permission::List],
+        "scaivault",
+    )
+    .await;
+    let vault = root(&short);
+    let path = pod.path("web/db");
+    write(&vault, &path, json!({"password": "one"})).await;
+    let config = pod.config(
+        &short,
+        Mode::Sidecar,
+        vec![file(
+            "password",
+            &path,
+            Content::Format(Format::Raw("password".into())),
+            0o644,
+        )],
+    );
+    let base = format!("http://127.0.0.1:{}", config.ready_port);
+    let mut agent = pod.spawn(&config);
+    let target = pod.secrets().join("password");
+    wait_for("the first render", Duration::from_secs(30), || {
+        let exited = agent.try_wait().map(|s| format!("{s}:\n{}", agent.tail()));
+        let target = target.clone();
+        async move {
+            if let Some(exited) = exited {
+                panic!("the agent exited ({exited})");
+            }
+            (std::fs::read_to_string(&target).ok()? == "one").then_some(())
+        }
+    })
+    .await;
+    // Two renewals: past the first token's expiry.
+    wait_for("two renewals", Duration::from_secs(20), || async {
+        (metric(&base, "scaivault_agent_logins_total").await >= 3).then_some(())
+    })
+    .await;
+    // Each renewal revoked the token it replaced.
+    let revoked = agent.logs().matches("vault token revoked").count();
+    assert!(revoked >= 2, "{revoked} revocations:\n{}", agent.tail());
+    // The stream runs on the current token: a write still arrives at once.
+    let started = Instant::now();
+    write(&vault, &path, json!({"password": "two"})).await;
+    wait_for("version two in the file", Duration::from_secs(2), || {
+        std::future::ready(
+            std::fs::read_to_string(&target)
+                .is_ok_and(|c| c == "two")
+                .then_some(()),
+        )
+    })
+    .await;
+    println!(
+        "after two renewals, a write reached the file in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(metric(&base, "scaivault_agent_errors_total").await, 0);
+    assert_eq!(metric(&base, "scaivault_agent_polls_total").await, 0);
     assert_eq!(
         metric(&base, "scaivault_agent_event_stream_connected").await,
         1
