@@ -18,8 +18,8 @@ pub struct Metrics {
     pub stream_connected: Gauge,
     pub stream_events: Counter,
     pub stream_reconnects: Counter,
-    /// Full refreshes by polling (the stream was down) or after a reconnect that could
-    /// not resume from a known position.
+    /// Refreshes by polling (every path while the stream is down, paths without `list`
+    /// always) or after a reconnect that could not resume from a known position.
     pub polls: Counter,
 }
 
@@ -70,7 +70,7 @@ impl Default for Metrics {
         );
         registry.register(
             "polls",
-            "Full refreshes of every file without the stream",
+            "Refreshes by polling, not pushed by the stream",
             metrics.polls.clone(),
         );
         Metrics {

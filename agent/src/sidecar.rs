@@ -188,10 +188,11 @@ impl Agent {
         Ok(())
     }
 
-    /// Warns about paths whose events this identity cannot see (`list` is what the
-    /// stream checks): their changes arrive by polling only, and only while the stream
-    /// is down.
-    async fn check_list_permission(&self) {
+    /// The paths whose events this identity cannot see (`list` is what the stream
+    /// checks, and `read` does not include it): they are polled even while the stream is
+    /// up, and the log says so once.
+    async fn unlisted_paths(&self) -> Vec<String> {
+        let mut unlisted = Vec::new();
         for path in self.files.by_path.keys() {
             if let Err(e) = self.session.client.metadata(path).await
                 && e.status() == Some(403)
@@ -199,10 +200,12 @@ impl Agent {
                 tracing::warn!(
                     path = %path,
                     identity = %self.session.identity,
-                    "no `list` permission on this path: the event stream does not show its changes, so its files are refreshed only by polling while the stream is down"
+                    "no `list` permission on this path: the event stream does not show its changes, so its files are refreshed by polling every 30 s (grant `list` as well as `read` to have them pushed)"
                 );
+                unlisted.push(path.clone());
             }
         }
+        unlisted
     }
 }
 
@@ -258,7 +261,7 @@ pub async fn sidecar(config: AgentConfig) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::Runtime(e.to_string()))?;
     agent.state.set_ready();
     tracing::info!(files = agent.config.files.len(), "ready");
-    agent.check_list_permission().await;
+    let unlisted = agent.unlisted_paths().await;
 
     let mut position: Option<u64> = None;
     let mut stream_backoff = Backoff::new();
@@ -271,6 +274,7 @@ pub async fn sidecar(config: AgentConfig) -> Result<()> {
         .map_or_else(far, |d| Instant::now() + d);
     let mut reconnect_at = Instant::now() + stream_backoff.next();
     let mut poll_at = Instant::now() + jittered(POLL_INTERVAL);
+    let mut poll_unlisted_at = Instant::now() + jittered(POLL_INTERVAL);
 
     loop {
         tokio::select! {
@@ -357,6 +361,11 @@ pub async fn sidecar(config: AgentConfig) -> Result<()> {
                 retry.at = None;
                 let paths: Vec<String> = retry.paths.iter().cloned().collect();
                 agent.refresh(Some(paths), &mut retry, &mut relogin_at).await;
+            }
+            () = sleep_until(poll_unlisted_at), if stream.is_some() && !unlisted.is_empty() => {
+                agent.state.metrics.polls.inc();
+                agent.refresh(Some(unlisted.clone()), &mut retry, &mut relogin_at).await;
+                poll_unlisted_at = Instant::now() + jittered(POLL_INTERVAL);
             }
             () = sleep_until(poll_at), if stream.is_none() => {
                 agent.state.metrics.polls.inc();

@@ -864,3 +864,76 @@ async fn a_short_lived_vault_token_is_renewed_in_time_and_the_stream_moves_to_th
     let status = agent.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status}\n{}", agent.tail());
 }
+
+#[tokio::test]
+async fn a_path_without_list_permission_is_polled_while_the_stream_is_up() {
+    let shared = shared().await;
+    // `read` alone: the stream shows this identity no event on the path.
+    let pod = Pod::new(shared, "**", vec![Permission::Read]).await;
+    let vault = root(&shared.vault);
+    let path = pod.path("web/db");
+    write(&vault, &path, json!({"password": "one"})).await;
+    let config = pod.config(
+        &shared.vault,
+        Mode::Sidecar,
+        vec![file(
+            "password",
+            &path,
+            Content::Format(Format::Raw("password".into())),
+            0o644,
+        )],
+    );
+    let base = format!("http://127.0.0.1:{}", config.ready_port);
+    let mut agent = pod.spawn(&config);
+    let target = pod.secrets().join("password");
+    wait_for("the first render", Duration::from_secs(30), || {
+        let exited = agent.try_wait().map(|s| format!("{s}:\n{}", agent.tail()));
+        let target = target.clone();
+        async move {
+            if let Some(exited) = exited {
+                panic!("the agent exited ({exited})");
+            }
+            (std::fs::read_to_string(&target).ok()? == "one").then_some(())
+        }
+    })
+    .await;
+    wait_for("the warning about `list`", Duration::from_secs(5), || {
+        std::future::ready(
+            agent
+                .logs()
+                .contains("no `list` permission on this path")
+                .then_some(()),
+        )
+    })
+    .await;
+    write(&vault, &path, json!({"password": "two"})).await;
+    // One polling interval (30 s ± 10 %), while the stream stays connected.
+    let started = Instant::now();
+    wait_for(
+        "the polled version in the file",
+        Duration::from_secs(40),
+        || {
+            std::future::ready(
+                std::fs::read_to_string(&target)
+                    .is_ok_and(|c| c == "two")
+                    .then_some(()),
+            )
+        },
+    )
+    .await;
+    println!(
+        "without `list`: polled into the file after {:?}",
+        started.elapsed()
+    );
+    assert!(metric(&base, "scaivault_agent_polls_total").await >= 1);
+    assert_eq!(
+        metric(&base, "scaivault_agent_event_stream_connected").await,
+        1
+    );
+    assert_eq!(
+        metric(&base, "scaivault_agent_event_stream_events_total").await,
+        0
+    );
+    let status = agent.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status}\n{}", agent.tail());
+}
