@@ -174,6 +174,18 @@ fn render_one(key: &str, template: &str, data: &Map<String, Value>) -> Result<Ve
     Ok(out)
 }
 
+/// Renders one template against the vault secret's data (what [`render`] does for each
+/// key of `template.data`): the agent's file templates use this, so operator and agent
+/// share one template language. `key` names the template in errors (a Secret key, a
+/// file name).
+pub fn render_template(
+    key: &str,
+    template: &str,
+    data: &Map<String, Value>,
+) -> Result<Vec<u8>, Error> {
+    render_one(key, template, data)
+}
+
 /// Checks the syntax of one template without data (what an admission webhook can do
 /// before the vault value exists): the errors [`render`] would give for the template
 /// itself, never [`Error::MissingField`] or [`Error::NotBase64`]. Returns the vault

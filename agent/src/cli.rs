@@ -1,0 +1,64 @@
+//! The command line: `scaivault-agent run`, configured by the injector's JSON in
+//! [`CONFIG_ENV`].
+
+use clap::{Args, Parser, Subcommand};
+use scaivault_kube_api::agent::{AgentConfig, CONFIG_ENV};
+use tracing_subscriber::EnvFilter;
+
+use crate::error::{Error, Result};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "scaivault-agent",
+    version,
+    about = "The ScaiVault agent of injected pods"
+)]
+pub struct Cli {
+    /// JSON log lines (level from `SCAIVAULT_LOG`, default `info`).
+    #[arg(long, env = "SCAIVAULT_LOG_JSON", global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Render the configured files, then (sidecar) keep them current until SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The agent configuration (JSON of `AgentConfig`), as the injector sets it.
+    #[arg(long = "config", env = CONFIG_ENV, hide_env_values = true)]
+    pub config: Option<String>,
+}
+
+impl RunArgs {
+    pub fn config(&self) -> Result<AgentConfig> {
+        let json = self.config.as_deref().filter(|j| !j.trim().is_empty()).ok_or_else(|| {
+            Error::Config(format!(
+                "{CONFIG_ENV} is not set: the injector sets it to the agent's JSON configuration"
+            ))
+        })?;
+        let config = AgentConfig::from_json(json).map_err(|e| Error::Config(e.to_string()))?;
+        if config.files.is_empty() {
+            return Err(Error::Config(format!("{CONFIG_ENV} names no files")));
+        }
+        Ok(config)
+    }
+}
+
+/// Plain or JSON lines on stderr, filtered by `SCAIVAULT_LOG`.
+pub fn init_tracing(json: bool) {
+    let filter =
+        EnvFilter::try_from_env("SCAIVAULT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}
