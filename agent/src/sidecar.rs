@@ -24,17 +24,6 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(30);
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// Events that can change a secret's current value.
-const EVENT_TYPES: [EventType; 7] = [
-    EventType::SecretCreated,
-    EventType::SecretUpdated,
-    EventType::SecretDeleted,
-    EventType::SecretRestored,
-    EventType::SecretExpired,
-    EventType::SecretDestroyed,
-    EventType::RotationCompleted,
-];
-
 fn base_client(config: &AgentConfig) -> Result<Client> {
     let mut builder = Client::builder(config.vault_addr.clone());
     if let Some(ca) = std::env::var_os(scaivault_client::ENV_CA_CERT).filter(|v| !v.is_empty()) {
@@ -134,7 +123,7 @@ impl Agent {
         self.session
             .client
             .event_stream(&StreamOptions {
-                types: EVENT_TYPES.to_vec(),
+                types: EventType::VALUE_CHANGES.to_vec(),
                 path_prefix: self.files.common_prefix(),
                 after,
             })

@@ -52,6 +52,22 @@ event_types!(
     WebhookTest => "webhook.test": "Sent only by `POST /v1/webhooks/{id}/test`; never in the feed.",
 );
 
+impl EventType {
+    /// The events after which a secret's current value may differ (a new value, or none
+    /// any more): what a consumer that keeps values somewhere (the operator's Secrets,
+    /// the agent's files) re-reads on. Metadata, rotation reminders and policies leave
+    /// the value as it was.
+    pub const VALUE_CHANGES: &[EventType] = &[
+        EventType::SecretCreated,
+        EventType::SecretUpdated,
+        EventType::SecretDeleted,
+        EventType::SecretRestored,
+        EventType::SecretExpired,
+        EventType::SecretDestroyed,
+        EventType::RotationCompleted,
+    ];
+}
+
 impl std::fmt::Display for EventType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -29,18 +29,6 @@ use tokio::sync::watch;
 use crate::context::Context;
 use crate::source_index::{Guarded, SourceIndex, path_of};
 
-/// The events that change what a VaultSecret reads (a value, or whether there is one).
-/// Metadata, rotation reminders and policies are left out: the value does not change.
-pub const TYPES: &[EventType] = &[
-    EventType::SecretCreated,
-    EventType::SecretUpdated,
-    EventType::SecretDeleted,
-    EventType::SecretRestored,
-    EventType::SecretExpired,
-    EventType::SecretDestroyed,
-    EventType::RotationCompleted,
-];
-
 /// First and longest wait before opening the stream again after a failure.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
@@ -99,7 +87,7 @@ impl Subscription {
             let opened = match admin.client() {
                 Ok(client) => {
                     let options = StreamOptions {
-                        types: TYPES.to_vec(),
+                        types: EventType::VALUE_CHANGES.to_vec(),
                         path_prefix: None,
                         after: position,
                     };
