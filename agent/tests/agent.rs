@@ -396,6 +396,22 @@ fn a_missing_or_invalid_configuration_exits_2() {
 }
 
 /// `GET url` -> status and body, or None while nothing answers.
+/// Waits until the running `agent` has written `want` into `target`; fails at once,
+/// with its log, should it exit first.
+async fn first_render(agent: &mut Process, target: &Path, want: &str) {
+    wait_for("the first render", Duration::from_secs(30), || {
+        let exited = agent.try_wait().map(|s| format!("{s}:\n{}", agent.tail()));
+        let target = target.to_path_buf();
+        async move {
+            if let Some(exited) = exited {
+                panic!("the agent exited ({exited})");
+            }
+            (std::fs::read_to_string(&target).ok()? == want).then_some(())
+        }
+    })
+    .await;
+}
+
 async fn get(url: &str) -> Option<(u16, String)> {
     let response = reqwest::get(url).await.ok()?;
     let status = response.status().as_u16();
@@ -716,17 +732,7 @@ async fn after_a_cut_the_stream_resumes_from_its_position_and_replays_what_was_m
     let base = format!("http://127.0.0.1:{}", config.ready_port);
     let mut agent = pod.spawn(&config);
     let target = pod.secrets().join("password");
-    wait_for("the first render", Duration::from_secs(30), || {
-        let exited = agent.try_wait().map(|s| format!("{s}:\n{}", agent.tail()));
-        let target = target.clone();
-        async move {
-            if let Some(exited) = exited {
-                panic!("the agent exited ({exited})");
-            }
-            (std::fs::read_to_string(&target).ok()? == "one").then_some(())
-        }
-    })
-    .await;
+    first_render(&mut agent, &target, "one").await;
     wait_for("the stream to open", Duration::from_secs(10), || async {
         (metric(&base, "scaivault_agent_event_stream_connected").await == 1).then_some(())
     })
@@ -821,17 +827,7 @@ async fn a_short_lived_vault_token_is_renewed_in_time_and_the_stream_moves_to_th
     let base = format!("http://127.0.0.1:{}", config.ready_port);
     let mut agent = pod.spawn(&config);
     let target = pod.secrets().join("password");
-    wait_for("the first render", Duration::from_secs(30), || {
-        let exited = agent.try_wait().map(|s| format!("{s}:\n{}", agent.tail()));
-        let target = target.clone();
-        async move {
-            if let Some(exited) = exited {
-                panic!("the agent exited ({exited})");
-            }
-            (std::fs::read_to_string(&target).ok()? == "one").then_some(())
-        }
-    })
-    .await;
+    first_render(&mut agent, &target, "one").await;
     // Two renewals: past the first token's expiry.
     wait_for("two renewals", Duration::from_secs(20), || async {
         (metric(&base, "scaivault_agent_logins_total").await >= 3).then_some(())
@@ -886,17 +882,7 @@ async fn a_path_without_list_permission_is_polled_while_the_stream_is_up() {
     let base = format!("http://127.0.0.1:{}", config.ready_port);
     let mut agent = pod.spawn(&config);
     let target = pod.secrets().join("password");
-    wait_for("the first render", Duration::from_secs(30), || {
-        let exited = agent.try_wait().map(|s| format!("{s}:\n{}", agent.tail()));
-        let target = target.clone();
-        async move {
-            if let Some(exited) = exited {
-                panic!("the agent exited ({exited})");
-            }
-            (std::fs::read_to_string(&target).ok()? == "one").then_some(())
-        }
-    })
-    .await;
+    first_render(&mut agent, &target, "one").await;
     wait_for("the warning about `list`", Duration::from_secs(5), || {
         std::future::ready(
             agent
