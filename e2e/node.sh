@@ -5,14 +5,18 @@
 # (no registry): pause compiled from Kubernetes' own pause.c, busybox from Debian's
 # busybox-static, and any `--image name=dir` given to `start`.
 #
-#   e2e/node.sh start DIR [--image REF=ROOTFS_DIR[:ENTRYPOINT]]...
-#                                    DIR is a directory `testenv.sh start` made
+#   e2e/node.sh start DIR [--image REF=ROOTFS_DIR[:ENTRYPOINT]] [--binary REF=PATH]...
+#                                    DIR is a directory `testenv.sh start` made; --binary
+#                                    makes an image of one dynamically linked program:
+#                                    PATH at /<name> with the shared libraries it links
+#                                    (ldd), entrypoint ["/<name>"]
 #   e2e/node.sh stop DIR             TERM, then KILL after 20 s; idempotent
 #   e2e/node.sh import DIR REF ROOTFS_DIR [ENTRYPOINT]
 #                                    one more local image, into the running node
 #
 # The node is named `node-<port>` after its kubelet port and written to DIR/env as
-# TESTENV_NODE_NAME; pods run on it with `spec.nodeName` (there is no scheduler).
+# TESTENV_NODE_NAME, its address as TESTENV_NODE_IP (pods reach servers of the host
+# listening there); pods run on it with `spec.nodeName` (there is no scheduler).
 # Everything of the node lives under DIR/node (its containerd root and state, the
 # kubelet's root, logs in DIR/logs). Needs root (containerd and runc do).
 set -euo pipefail
@@ -51,6 +55,32 @@ import_image() {
   make_image "$ref" "$rootfs" "$entrypoint" "$tar"
   ctr_ "$dir" images import --no-unpack=false "$tar" >/dev/null
   rm -f "$tar"
+}
+
+# The root filesystem of an image holding only BINARY, what the dynamic loader needs for
+# it at the paths ldd names (so no library of the host is needed at run time), and the
+# host's CA bundle (as a distroless base has one: TLS clients load the system roots).
+binary_rootfs() {
+  local bin=$1 rootfs=$2 lib bundle=/etc/ssl/certs/ca-certificates.crt
+  mkdir -p "$rootfs/tmp"
+  cp "$bin" "$rootfs/$(basename "$bin")"
+  if [[ -f "$bundle" ]]; then
+    mkdir -p "$rootfs/etc/ssl/certs"
+    cp -L "$bundle" "$rootfs$bundle"
+  fi
+  for lib in $(ldd "$bin" | grep -o '/[^ ]*' | sort -u); do
+    mkdir -p "$rootfs/$(dirname "$lib")"
+    cp -L "$lib" "$rootfs/$lib"
+  done
+}
+
+import_binary() {
+  local dir=$1 ref=$2 bin=$3 rootfs
+  [[ -x "$bin" ]] || die "--binary $ref=$bin: not an executable"
+  rootfs=$(mktemp -d)
+  binary_rootfs "$bin" "$rootfs"
+  import_image "$dir" "$ref" "$rootfs" "[\"/$(basename "$bin")\"]"
+  rm -rf "$rootfs"
 }
 
 # pause and busybox, built once per bin dir (their inputs do not change between runs).
@@ -210,9 +240,16 @@ start() {
     { tail -n 30 "$dir/logs/containerd.log" >&2; die "containerd did not start"; }
   ctr_ "$dir" images import "$BIN_DIR/node-images/pause.tar" >/dev/null
   ctr_ "$dir" images import "$BIN_DIR/node-images/busybox.tar" >/dev/null
-  for spec in "$@"; do
+  while (( $# > 0 )); do
+    local kind=$1 spec=${2:-}
+    [[ -n "$spec" ]] || die "$kind needs REF=..."
+    shift 2
     local ref=${spec%%=*} rest=${spec#*=}
-    import_image "$dir" "$ref" "${rest%%:*}" "$( [[ "$rest" == *:* ]] && echo "${rest#*:}" || echo '[]')"
+    case "$kind" in
+      --image) import_image "$dir" "$ref" "${rest%%:*}" "$( [[ "$rest" == *:* ]] && echo "${rest#*:}" || echo '[]')" ;;
+      --binary) import_binary "$dir" "$ref" "$rest" ;;
+      *) die "unknown option $kind (--image or --binary)" ;;
+    esac
   done
   "$BIN_DIR/kubelet" \
     --config="$dir/node/kubelet.yaml" \
@@ -223,7 +260,7 @@ start() {
     --node-ip="$node_ip" \
     --v=1 > "$dir/logs/kubelet.log" 2>&1 &
   echo "TESTENV_KUBELET_PID=$!" >> "$dir/env"
-  echo "TESTENV_NODE_NAME=$name" >> "$dir/env"
+  printf 'TESTENV_NODE_NAME=%s\nTESTENV_NODE_IP=%s\n' "$name" "$node_ip" >> "$dir/env"
   wait_for 60 "node $name is Ready" node_ready "$dir" "$name" ||
     { tail -n 40 "$dir/logs/kubelet.log" >&2; die "node $name did not become Ready"; }
 }
@@ -271,5 +308,5 @@ case "${1:-}" in
   start) shift; start "$@" ;;
   stop) stop "$2" ;;
   import) import_image "$2" "$3" "$4" "${5:-[]}" ;;
-  *) sed -n '2,17p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
+  *) sed -n '2,21p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
 esac

@@ -5,10 +5,12 @@
 //! apiserver and read back. No node runs, so pods stay Pending: the spec is what is checked.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{AUDIENCE, Injector, create_when_webhook_reachable, register, webhook_config};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
@@ -19,7 +21,7 @@ use scaivault_injector::mutate::{AGENT_CONTAINER, SECRETS_VOLUME, TOKEN_VOLUME};
 use scaivault_kube_api::agent::{AgentConfig, CONFIG_ENV, Content, Mode};
 use scaivault_testkit::certs::Ca;
 use scaivault_testkit::kube::{KubeEnv, namespace};
-use scaivault_testkit::{Process, free_port, repo_root, wait_for};
+use scaivault_testkit::{repo_root, wait_for};
 use serde_json::{Value, json};
 
 static ENV: tokio::sync::OnceCell<KubeEnv> = tokio::sync::OnceCell::const_new();
@@ -31,86 +33,6 @@ async fn env() -> &'static KubeEnv {
         env
     })
     .await
-}
-
-const AUDIENCE: &str = "vault-e2e";
-
-struct Injector {
-    process: Process,
-    port: u16,
-}
-
-impl Injector {
-    fn start(env: &KubeEnv, name: &str, tls: &[&str]) -> Injector {
-        let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_scaivault-injector"));
-        command
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--agent-image", "registry.example/scaivault-agent:e2e"])
-            .args(["--vault-addr", "https://vault.example:8200"])
-            .args(["--token-audience", AUDIENCE])
-            .arg("--kubeconfig")
-            .arg(env.kubeconfig())
-            .args(tls)
-            .env("SCAIVAULT_LOG", "info,scaivault_injector=debug");
-        let log = env.dir().join(format!("injector-{name}.log"));
-        Injector {
-            process: Process::spawn(&format!("injector {name}"), &mut command, &log),
-            port,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// `/readyz` answers 200 (caBundle published, when the injector publishes it).
-    async fn wait_ready(&self) {
-        let http = reqwest::Client::builder()
-            .tls_danger_accept_invalid_certs(true)
-            .build()
-            .unwrap();
-        let url = self.url("/readyz");
-        wait_for("the injector ready", Duration::from_secs(30), || async {
-            let r = http.get(&url).send().await.ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
-    }
-}
-
-/// The example's MutatingWebhookConfiguration, named `name`, calling `port`, for `ns` only.
-fn webhook_config(
-    name: &str,
-    port: u16,
-    ns: &str,
-    ca: Option<&str>,
-) -> MutatingWebhookConfiguration {
-    let yaml = std::fs::read_to_string(repo_root().join("examples/injector.yaml")).unwrap();
-    let mut config = serde_yaml::Deserializer::from_str(&yaml)
-        .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
-        .find(|doc| doc["kind"] == "MutatingWebhookConfiguration")
-        .expect("examples/injector.yaml has a MutatingWebhookConfiguration");
-    config["metadata"]["name"] = json!(name);
-    let webhook = &mut config["webhooks"][0];
-    webhook["clientConfig"] = json!({"url": format!("https://127.0.0.1:{port}/mutate")});
-    if let Some(ca) = ca {
-        use base64::Engine as _;
-        webhook["clientConfig"]["caBundle"] =
-            json!(base64::engine::general_purpose::STANDARD.encode(ca));
-    }
-    webhook["namespaceSelector"]["matchExpressions"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": [ns]}));
-    serde_json::from_value(config).unwrap()
-}
-
-async fn register(client: &Client, config: &MutatingWebhookConfiguration) {
-    Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .create(&PostParams::default(), config)
-        .await
-        .expect("create MutatingWebhookConfiguration");
 }
 
 async fn ca_bundle(client: &Client, name: &str) -> Option<Vec<u8>> {
@@ -162,25 +84,6 @@ fn annotations() -> Value {
         "scaivault.io/containers": "app,migrate",
         "scaivault.io/on-change": "signal:SIGHUP",
     })
-}
-
-/// Creates the pod, retrying while the apiserver cannot call the webhook yet (it picks up
-/// a new configuration or caBundle within moments); any other answer is returned.
-async fn create_when_webhook_reachable(api: &Api<Pod>, pod: &Pod) -> Result<Pod, kube::Error> {
-    wait_for(
-        "the apiserver to reach the injector",
-        Duration::from_secs(30),
-        || async {
-            match api.create(&PostParams::default(), pod).await {
-                Err(e) if e.to_string().contains("failed calling webhook") => {
-                    eprintln!("not yet: {e}");
-                    None
-                }
-                other => Some(other),
-            }
-        },
-    )
-    .await
 }
 
 fn container<'a>(

@@ -18,6 +18,32 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde::Deserialize as _;
 
+/// An image for [`KubeEnv::start_node`], made from local files.
+pub enum NodeImage<'a> {
+    /// A root filesystem directory as the one layer; `entrypoint` is a JSON array.
+    Rootfs {
+        reference: &'a str,
+        rootfs: &'a Path,
+        entrypoint: &'a str,
+    },
+    /// One dynamically linked program at `/<its name>` with the shared libraries it
+    /// links, which is the entrypoint.
+    Binary {
+        reference: &'a str,
+        binary: &'a Path,
+    },
+}
+
+/// A node of the environment.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// For `spec.nodeName`.
+    pub name: String,
+    /// The node's own address on the host: pods reach a server of the test listening
+    /// there (loopback is the pod's own).
+    pub ip: std::net::IpAddr,
+}
+
 /// A running test environment.
 pub struct KubeEnv {
     root: PathBuf,
@@ -80,12 +106,11 @@ impl KubeEnv {
         }
     }
 
-    /// Adds a real node (`e2e/node.sh`: containerd, runc and the kubelet; needs root) and
-    /// returns its name, for pods' `spec.nodeName` (there is no scheduler). It has the
-    /// images `scaivault.local/pause:e2e` and `scaivault.local/busybox:e2e`, plus each
-    /// `images` entry (reference, root filesystem directory, entrypoint as a JSON array).
+    /// Adds a real node (`e2e/node.sh`: containerd, runc and the kubelet; needs root) for
+    /// pods' `spec.nodeName` (there is no scheduler). It has the images
+    /// `scaivault.local/pause:e2e` and `scaivault.local/busybox:e2e`, plus `images`.
     /// The node stops with the environment.
-    pub fn start_node(&self, images: &[(&str, &Path, &str)]) -> String {
+    pub fn start_node(&self, images: &[NodeImage<'_>]) -> Node {
         let mut command = Command::new("bash");
         command
             .arg(self.root.join("e2e/node.sh"))
@@ -93,10 +118,19 @@ impl KubeEnv {
             .arg(&self.dir_path)
             .current_dir(&self.root)
             .env("E2E_BIN_DIR", &self.bin_dir);
-        for (reference, rootfs, entrypoint) in images {
-            command
-                .arg("--image")
-                .arg(format!("{reference}={}:{entrypoint}", rootfs.display()));
+        for image in images {
+            match image {
+                NodeImage::Rootfs {
+                    reference,
+                    rootfs,
+                    entrypoint,
+                } => command
+                    .arg("--image")
+                    .arg(format!("{reference}={}:{entrypoint}", rootfs.display())),
+                NodeImage::Binary { reference, binary } => command
+                    .arg("--binary")
+                    .arg(format!("{reference}={}", binary.display())),
+            };
         }
         let out = command.output().expect("run e2e/node.sh");
         assert!(
@@ -106,12 +140,21 @@ impl KubeEnv {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::read_to_string(self.dir_path.join("env"))
-            .expect("node.sh writes to the env file")
-            .lines()
-            .find_map(|l| l.strip_prefix("TESTENV_NODE_NAME="))
-            .expect("node.sh names the node")
-            .to_owned()
+        let env = std::fs::read_to_string(self.dir_path.join("env"))
+            .expect("node.sh writes to the env file");
+        let value = |key: &str| {
+            env.lines()
+                .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .next_back()
+                .unwrap_or_else(|| panic!("node.sh writes {key}"))
+                .to_owned()
+        };
+        Node {
+            name: value("TESTENV_NODE_NAME"),
+            ip: value("TESTENV_NODE_IP")
+                .parse()
+                .expect("TESTENV_NODE_IP is an address"),
+        }
     }
 
     /// The environment's directory: kubeconfig, `pki/`, the apiserver and etcd logs; a

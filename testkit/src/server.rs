@@ -53,6 +53,7 @@ pub struct Builder {
     exports: bool,
     clock: bool,
     own_storage: bool,
+    listen: Option<std::net::IpAddr>,
 }
 
 impl Builder {
@@ -105,11 +106,23 @@ impl Builder {
         self
     }
 
+    /// Listen on this address (a free port) instead of 127.0.0.1: a pod of the test
+    /// node reaches the node's address ([`crate::kube::Node::ip`]), not the host's loopback.
+    pub fn listen_on(mut self, ip: std::net::IpAddr) -> Builder {
+        self.listen = Some(ip);
+        self
+    }
+
     pub fn start(self) -> Server {
         let dir = scratch_dir();
         let token = crate::names::random_token();
         let data_dir = self.data_dir.unwrap_or_else(|| dir.path().join("data"));
-        let mut args: Vec<OsString> = ["dev", "--listen", "127.0.0.1:0", "--root-token", &token]
+        let listen = std::net::SocketAddr::new(
+            self.listen.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+            0,
+        )
+        .to_string();
+        let mut args: Vec<OsString> = ["dev", "--listen", &listen, "--root-token", &token]
             .map(OsString::from)
             .into();
         args.extend(["--data-dir".into(), data_dir.clone().into()]);
@@ -321,18 +334,24 @@ impl Server {
 
     /// A token for a service account `identity` bound to a new policy `p-<identity>` of
     /// `rules` (as the API takes them).
-    pub async fn token_for(&self, identity: &str, rules: Value) -> String {
+    /// A policy of `rules` bound to `identity` (`sa:<name>`, `k8s:<ns>/<sa>` or
+    /// `user:<name>`).
+    pub async fn grant(&self, identity: &str, rules: Value) {
         let (status, policy) = self
             .call(
                 Method::POST,
                 "/v1/policies",
-                Some(serde_json::json!({"name": format!("p-{identity}"), "rules": rules})),
+                Some(serde_json::json!({"name": format!("p-{identity}").replace('/', "-"), "rules": rules})),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{policy}");
         let id = policy["id"].as_str().unwrap_or_default();
-        let binding =
-            serde_json::json!({"identity_type": "service_account", "identity_id": identity});
+        let identity_type = match identity.split_once(':').map(|(kind, _)| kind) {
+            Some("k8s") => "kubernetes",
+            Some("user") => "user",
+            _ => "service_account",
+        };
+        let binding = serde_json::json!({"identity_type": identity_type, "identity_id": identity});
         let (status, body) = self
             .call(
                 Method::POST,
@@ -341,6 +360,11 @@ impl Server {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    /// A token of `identity`, allowed `rules` ([`Server::grant`]).
+    pub async fn token_for(&self, identity: &str, rules: Value) -> String {
+        self.grant(identity, rules).await;
         let (status, created) = self
             .call(
                 Method::POST,

@@ -22,7 +22,7 @@ async fn a_pod_runs_on_the_node_and_the_node_ends_with_the_environment() {
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "token-reader"},
         "spec": {
-            "nodeName": node, "restartPolicy": "Never", "hostNetwork": true,
+            "nodeName": node.name, "restartPolicy": "Never", "hostNetwork": true,
             "serviceAccountName": "app",
             "volumes": [{"name": "token", "projected": {"sources": [
                 {"serviceAccountToken": {"path": "token", "audience": "scaivault", "expirationSeconds": 600}}]}}],
