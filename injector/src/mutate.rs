@@ -32,8 +32,9 @@ use scaivault_kube_api::agent::{CONFIG_ENV, Mode};
 use scaivault_kube_api::annotations::{self, Injection, PodView};
 use serde_json::{Value, json};
 
-/// Name of the agent's container (an init container).
-pub const AGENT_CONTAINER: &str = "scaivault-agent";
+/// Name of the agent's container (an init container); declared in kube-api, where the
+/// operator reads it too.
+pub use scaivault_kube_api::agent::AGENT_CONTAINER;
 /// The memory-backed volume the agent writes the files to.
 pub const SECRETS_VOLUME: &str = "scaivault-secrets";
 /// The projected ServiceAccount token the agent logs in with.

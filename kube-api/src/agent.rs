@@ -10,6 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Name of the agent's container (an init container) in an injected pod: what the injector
+/// adds, and what the operator looks for to tell an injected pod from one admitted without.
+pub const AGENT_CONTAINER: &str = "scaivault-agent";
 /// The agent container's environment variable holding the JSON.
 pub const CONFIG_ENV: &str = "SCAIVAULT_AGENT_CONFIG";
 /// The format version this crate writes and reads.

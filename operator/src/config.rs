@@ -91,6 +91,12 @@ pub struct Args {
     /// while the stream is down. `false`: polling only.
     #[arg(long, env = "SCAIVAULT_EVENT_STREAM", default_value_t = true, action = clap::ArgAction::Set)]
     pub event_stream: bool,
+    /// Watch the pods labelled `scaivault.io/inject=true` and put a Warning event
+    /// `NotInjected` on each that was admitted without the agent (the injector's webhook
+    /// did not see it), counted in `scaivault_operator_pods_not_injected`. Needs `list` and
+    /// `watch` on pods. `false`: pods are not watched.
+    #[arg(long, env = "SCAIVAULT_FLAG_UNINJECTED_PODS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub flag_uninjected_pods: bool,
     /// Log as JSON lines instead of plain text.
     #[arg(long, env = "SCAIVAULT_LOG_JSON")]
     pub log_json: bool,
@@ -190,5 +196,11 @@ mod tests {
         assert!(args(&[]).event_stream);
         assert!(!args(&["--event-stream", "false"]).event_stream);
         assert!(args(&["--event-stream", "true"]).event_stream);
+    }
+
+    #[test]
+    fn uninjected_pods_are_flagged_unless_turned_off() {
+        assert!(args(&[]).flag_uninjected_pods);
+        assert!(!args(&["--flag-uninjected-pods", "false"]).flag_uninjected_pods);
     }
 }

@@ -16,6 +16,7 @@ pub mod fair;
 pub mod lease;
 pub mod mac;
 pub mod metrics;
+pub mod not_injected;
 pub mod owned_secret;
 pub mod run;
 pub mod schedule;

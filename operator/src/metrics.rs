@@ -89,6 +89,12 @@ pub struct Metrics {
     /// `event_stream_resyncs_total`: every VaultSecret re-read because events may have
     /// been missed (the stream's position was unknown or too old).
     pub stream_resyncs: Counter,
+    /// `pods_not_injected`: pods that opted in to the agent but were admitted without it
+    /// (`not_injected`), as the leader's watch sees them now.
+    pub pods_not_injected: Gauge,
+    /// `not_injected_warnings_total`: `NotInjected` Warning events published (one per pod
+    /// and operator process).
+    pub not_injected_warnings: Counter,
     ready: AtomicBool,
     /// Why this process can no longer lead or reconcile (`/healthz` answers 503 with it).
     unhealthy: Mutex<Option<String>>,
@@ -113,6 +119,8 @@ impl Default for Metrics {
         let stream_connected = Gauge::default();
         let stream_reconnects = Counter::default();
         let stream_resyncs = Counter::default();
+        let pods_not_injected = Gauge::default();
+        let not_injected_warnings = Counter::default();
         registry.register(
             "reconciles",
             "Reconciles by kind and result",
@@ -178,6 +186,16 @@ impl Default for Metrics {
             "Resyncs of every VaultSecret because stream events may have been missed",
             stream_resyncs.clone(),
         );
+        registry.register(
+            "pods_not_injected",
+            "Pods that opted in to the ScaiVault agent but were admitted without it",
+            pods_not_injected.clone(),
+        );
+        registry.register(
+            "not_injected_warnings",
+            "NotInjected Warning events published on pods admitted without the agent",
+            not_injected_warnings.clone(),
+        );
         Metrics {
             registry: root,
             reconciles,
@@ -193,6 +211,8 @@ impl Default for Metrics {
             stream_connected,
             stream_reconnects,
             stream_resyncs,
+            pods_not_injected,
+            not_injected_warnings,
             ready: AtomicBool::new(false),
             unhealthy: Mutex::new(None),
         }

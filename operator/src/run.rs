@@ -205,8 +205,8 @@ async fn wait_stop(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Both controllers until `stop`. `secret_writer` fills `ctx.secrets` from the watch of
-/// owned Secrets.
+/// Both controllers, and the watch of pods admitted without the agent, until `stop`.
+/// `secret_writer` fills `ctx.secrets` from the watch of owned Secrets.
 async fn run_controllers(
     args: &Args,
     ctx: Arc<Context>,
@@ -218,6 +218,7 @@ async fn run_controllers(
     let client = ctx.client.clone();
     let ctx_for_purge = ctx.clone();
     let ctx_for_ready = ctx.clone();
+    let ctx_for_pods = ctx.clone();
     let (vs_api, vp_api, secret_api) = match &args.watch_namespace {
         Some(ns) => (
             Api::<DeserializeGuard<VaultSecret>>::namespaced(client.clone(), ns),
@@ -352,6 +353,20 @@ async fn run_controllers(
             }
         }
     };
+    // Pods that opted in to the agent but were admitted without it.
+    let not_injected = {
+        let ctx = ctx_for_pods;
+        let namespace = args.watch_namespace.clone();
+        let enabled = args.flag_uninjected_pods;
+        let stop = stop.clone();
+        async move {
+            if enabled {
+                crate::not_injected::run(ctx, namespace, stop).await;
+            } else {
+                tracing::info!("--flag-uninjected-pods=false: pods are not watched");
+            }
+        }
+    };
     // One waiter on the store (it wakes only one), many on the watch channel.
     let ready = {
         let store = ctx_for_ready.secrets.clone();
@@ -361,7 +376,7 @@ async fn run_controllers(
             }
         }
     };
-    futures::join!(secrets, policies, purge, ready, subscription);
+    futures::join!(secrets, policies, purge, ready, subscription, not_injected);
 }
 
 /// Resolves on SIGTERM or ctrl-c.
