@@ -7,7 +7,7 @@
 BENCH_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 SCAIVAULT_RELEASE_BIN := $(CARGO_TARGET_DIR)/release/scaivault-server
 
-.PHONY: bench bench-deps test-bench-smoke bench-operator bench-stream bench-webhooks
+.PHONY: bench bench-deps test-bench-smoke bench-operator bench-stream bench-webhooks bench-agent bench-admission
 
 bench-deps:
 	@bash $(BENCH_DIR)/install-deps.sh
@@ -47,3 +47,18 @@ bench-stream:
 bench-webhooks:
 	$(CARGO) build --release -p scaivault-server
 	SCAIVAULT_BIN=$(SCAIVAULT_RELEASE_BIN) python3 $(BENCH_DIR)/webhooks/webhooks.py
+
+# The agent next to `bao agent` (bench/README.md, "The agent"): both vaults as `make bench`
+# starts them, the real kube-apiserver of e2e/ for the agent's Kubernetes login; the same
+# secrets rendered into files by each; RSS, CPU idle and while updating, write-to-file
+# p50/p99. Never part of `make test`. AGENT_* variables pass through (bench/agent/agent.py).
+bench-agent: e2e-env bench-deps
+	$(CARGO) build --release -p scaivault-server -p scaivault-agent
+	SCAIVAULT_BIN=$(SCAIVAULT_RELEASE_BIN) SCAIVAULT_AGENT_BIN=$(CARGO_TARGET_DIR)/release/scaivault-agent \
+	python3 $(BENCH_DIR)/agent/agent.py
+
+# Admission latency through the real kube-apiserver (bench/README.md, "Admission"): pod
+# creates with and without the injector's webhook. Never part of `make test`.
+bench-admission: e2e-env bench-deps
+	$(CARGO) build --release -p scaivault-injector
+	SCAIVAULT_INJECTOR_BIN=$(CARGO_TARGET_DIR)/release/scaivault-injector python3 $(BENCH_DIR)/agent/admission.py
