@@ -31,7 +31,7 @@ write lands at a random point of bao agent's polling period.
     python3 bench/agent/agent.py          (make bench-agent)
   env: AGENT_SECRETS (10), AGENT_VALUE_BYTES (100), AGENT_UPDATES (50), AGENT_IDLE_SECONDS (30),
        AGENT_SETTLE_SECONDS (3), AGENT_UPDATE_GAP (1.0), AGENT_BAO_RENDER_INTERVAL (1s),
-       AGENT_OUT (bench/results/agent.json), BAO_BIN, BENCH_KEEP_WORK (0)
+       AGENT_OUT (bench/results/agent.json), AGENT_KUBE (testenv | stub), BAO_BIN, BENCH_KEEP_WORK (0)
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (REPO, DirWatch, KubeEnv, Proc, cpu_seconds, env_float, env_int, harness,
-                    log, machine, memory_mib, ratio, stop_on_signals, summary_ms, threads, wait_for)
+from common import (REPO, DirWatch, KubeEnv, Proc, StubTokenReview, cpu_seconds, env_float, env_int, harness,
+                    log, machine, memory_mib, ratio, run_ms, stop_on_signals, summary_ms, threads, wait_for)
 
 SECRETS = env_int("AGENT_SECRETS", 10)
 VALUE_BYTES = env_int("AGENT_VALUE_BYTES", 100)
@@ -58,6 +58,9 @@ UPDATE_GAP = env_float("AGENT_UPDATE_GAP", 1.0)
 BAO_INTERVAL = os.environ.get("AGENT_BAO_RENDER_INTERVAL", "").strip() or "1s"
 OUT = Path(os.environ.get("AGENT_OUT", "") or REPO / "bench" / "results" / "agent.json")
 KEEP = os.environ.get("BENCH_KEEP_WORK", "0") not in ("0", "", "false", "no")
+# Who answers the vault's TokenReview: the real kube-apiserver of e2e/ (testenv, the
+# default), or StubTokenReview (stub) where the e2e/ binaries are not built.
+KUBE = os.environ.get("AGENT_KUBE", "").strip() or "testenv"
 SEED = 14
 NAMESPACE, SERVICE_ACCOUNT, AUDIENCE = "bench-agent", "app", "scaivault"
 
@@ -128,16 +131,13 @@ class ScaiVaultAgent(Agent):
     kind = "scaivault"
     label = "ScaiVault agent"
 
-    def __init__(self, work: Path, server, kube: KubeEnv, binary: str) -> None:
+    def __init__(self, work: Path, server, jwt: str, kube_label: str, binary: str) -> None:
         super().__init__(work, server)
         self.binary = binary
+        self.kube_label = kube_label
         self.ready_port = harness.free_port()
-        api = kube.connection()
-        api.namespace(NAMESPACE)
-        api.service_account(NAMESPACE, SERVICE_ACCOUNT)
         self.token_file = self.dir / "token"
-        self.token_file.write_text(api.token(NAMESPACE, SERVICE_ACCOUNT, AUDIENCE))
-        api.close()
+        self.token_file.write_text(jwt)
         identity = f"k8s:{NAMESPACE}/{SERVICE_ACCOUNT}"
         h = server.auth_headers()
         policy = expect(harness.call(server.port, "POST", "/v1/policies", headers=h, body={
@@ -181,8 +181,7 @@ class ScaiVaultAgent(Agent):
         return {
             "command": f"{self.binary} run",
             "config": "SCAIVAULT_AGENT_CONFIG: sidecar, one file per secret, format raw:value, mode 0644",
-            "login": "Kubernetes login (POST /v1/auth/kubernetes/login) with a TokenRequest token of a "
-                     "real kube-apiserver (e2e/testenv.sh), reviewed by the vault (TokenReview)",
+            "login": f"Kubernetes login (POST /v1/auth/kubernetes/login), {self.kube_label}",
             "updates": "push: the vault's event stream (GET /v1/events/stream), re-read on an event",
             "log": "default (SCAIVAULT_LOG=info), to a file",
         }
@@ -260,15 +259,19 @@ def snapshot(agents: list[Agent], servers) -> dict:
     return {
         "agents": {a.kind: cpu_seconds(a.pid) for a in agents},
         "servers": {s.kind: cpu_seconds(s.pid) for s in servers},
+        "agents_run_ms": {a.kind: run_ms(a.pid) for a in agents},
+        "servers_run_ms": {s.kind: run_ms(s.pid) for s in servers},
         "t": time.perf_counter(),
     }
 
 
 def cpu_between(before: dict, after: dict, group: str, kind: str) -> dict:
     seconds = after[group][kind] - before[group][kind]
+    ms = after[f"{group}_run_ms"][kind] - before[f"{group}_run_ms"][kind]
     window = after["t"] - before["t"]
     return {"seconds": round(seconds, 3), "window_s": round(window, 2),
-            "share_of_one_core_pct": round(100 * seconds / window, 3) if window > 0 else None}
+            "share_of_one_core_pct": round(100 * seconds / window, 3) if window > 0 else None,
+            "schedstat_ms": round(ms, 2)}
 
 
 def updates(agent: Agent, gaps: list[float], timeout: float) -> dict:
@@ -278,6 +281,7 @@ def updates(agent: Agent, gaps: list[float], timeout: float) -> dict:
     from_return, from_start, missed = [], [], []
     conn = harness.http_client_conn(server.port, 30)
     cpu0, scpu0, t0 = cpu_seconds(agent.pid), cpu_seconds(server.pid), time.perf_counter()
+    run0 = run_ms(agent.pid)
     try:
         for k in range(UPDATES):
             time.sleep(gaps[k])
@@ -300,6 +304,7 @@ def updates(agent: Agent, gaps: list[float], timeout: float) -> dict:
         watch.close()
     t1 = time.perf_counter()
     cpu = cpu_seconds(agent.pid) - cpu0
+    run = run_ms(agent.pid) - run0
     return {
         "updates": UPDATES,
         "seen": len(from_return),
@@ -309,6 +314,7 @@ def updates(agent: Agent, gaps: list[float], timeout: float) -> dict:
         "phase_seconds": round(t1 - t0, 2),
         "agent_cpu_seconds": round(cpu, 3),
         "agent_cpu_ms_per_update": round(1000 * cpu / UPDATES, 3) if UPDATES else None,
+        "agent_schedstat_ms": round(run, 2),
         "server_cpu_seconds": round(cpu_seconds(server.pid) - scpu0, 3),
     }
 
@@ -321,9 +327,26 @@ def run(work: Path) -> dict:
     update_timeout = max(10.0, 2 * bao_interval_s + 10)
     cleanup = []
     try:
-        log("starting kube-apiserver + etcd (e2e/testenv.sh)")
-        kube = KubeEnv(work / "k8s")
-        cleanup.append(kube.close)
+        if KUBE == "testenv":
+            log("starting kube-apiserver + etcd (e2e/testenv.sh)")
+            kube = KubeEnv(work / "k8s")
+            cleanup.append(kube.close)
+            api = kube.connection()
+            api.namespace(NAMESPACE)
+            api.service_account(NAMESPACE, SERVICE_ACCOUNT)
+            jwt = api.token(NAMESPACE, SERVICE_ACCOUNT, AUDIENCE)
+            api.close()
+            kube_label = ("a TokenRequest token of a real kube-apiserver (e2e/testenv.sh), which the vault "
+                          "reviews (TokenReview)")
+        elif KUBE == "stub":
+            log("AGENT_KUBE=stub: a stand-in TokenReview endpoint, no kube-apiserver")
+            kube = StubTokenReview(work / "k8s", NAMESPACE, SERVICE_ACCOUNT, AUDIENCE)
+            cleanup.append(kube.close)
+            jwt = kube.jwt
+            kube_label = ("AGENT_KUBE=stub: the vault's TokenReview answered by the driver's stand-in "
+                          "(bench/agent/common.py StubTokenReview), not a kube-apiserver")
+        else:
+            raise SystemExit(f"AGENT_KUBE must be testenv or stub, not {KUBE!r}")
         cfg = harness.Config()
         shutil.rmtree(cfg.work, ignore_errors=True)  # Config made a work dir of its own
         cfg.work = work
@@ -333,7 +356,7 @@ def run(work: Path) -> dict:
             log(f"starting {server.kind}")
             cleanup.append(server.stop)
             server.first_start()
-        sv_agent = ScaiVaultAgent(work, sv, kube, sv_agent_bin)
+        sv_agent = ScaiVaultAgent(work, sv, jwt, kube_label, sv_agent_bin)
         bao_agent = BaoAgent(work, bao, bao.bin)
         agents = [sv_agent, bao_agent]
         values = {i: harness.value_of(VALUE_BYTES, f"v0-{name_of(i)}") for i in range(SECRETS)}
@@ -381,7 +404,13 @@ def run(work: Path) -> dict:
             log(f"{agent.label}: write return to file p50 {u['write_return_to_file_ms'].get('p50')} ms, "
                 f"p99 {u['write_return_to_file_ms'].get('p99')} ms, missed {len(u['missed'])}")
         for agent in agents:
-            result[agent.kind]["memory_mib"]["after_updates"] = memory_mib(agent.pid)
+            r = result[agent.kind]
+            r["memory_mib"]["after_updates"] = memory_mib(agent.pid)
+            # What the updates cost beyond the idle rate (for bao agent, its polling goes on).
+            idle_rate = r["idle"]["agent_cpu"]["schedstat_ms"] / max(r["idle"]["agent_cpu"]["window_s"], 1e-9)
+            u = r["updates"]
+            beyond = u["agent_schedstat_ms"] - idle_rate * u["phase_seconds"]
+            u["agent_schedstat_ms_per_update_beyond_idle"] = round(beyond / UPDATES, 3) if UPDATES else None
         result["scaivault"]["agent_metrics"] = sv_agent.metrics()
         for agent in agents:
             if not agent.proc.alive():
@@ -401,7 +430,9 @@ def run(work: Path) -> dict:
             "rssanon_after_updates": ratio(mem(s, "after_updates", "RssAnon"),
                                            mem(o, "after_updates", "RssAnon")),
             "idle_cpu_seconds": ratio(s["idle"]["agent_cpu"]["seconds"], o["idle"]["agent_cpu"]["seconds"]),
+            "idle_cpu_schedstat": ratio(s["idle"]["agent_cpu"]["schedstat_ms"], o["idle"]["agent_cpu"]["schedstat_ms"]),
             "update_phase_cpu_seconds": ratio(s["updates"]["agent_cpu_seconds"], o["updates"]["agent_cpu_seconds"]),
+            "update_phase_cpu_schedstat": ratio(s["updates"]["agent_schedstat_ms"], o["updates"]["agent_schedstat_ms"]),
             "write_to_file_p50": ratio(s["updates"]["write_return_to_file_ms"].get("p50"),
                                        o["updates"]["write_return_to_file_ms"].get("p50")),
             "write_to_file_p99": ratio(s["updates"]["write_return_to_file_ms"].get("p99"),
@@ -421,6 +452,7 @@ def run(work: Path) -> dict:
                 "update_gap_max_s": UPDATE_GAP, "update_gap_seed": SEED,
                 "bao_static_secret_render_interval": BAO_INTERVAL,
                 "update_timeout_s": update_timeout,
+                "kubernetes": KUBE,
                 "latency": "from the write call's return (and from its start) to the file holding the new "
                            "value, seen by inotify in the driver",
             },

@@ -89,6 +89,22 @@ def cpu_seconds(pid: int) -> float:
     return harness.proc_cpu_seconds(pid)
 
 
+def run_ms(pid: int) -> float:
+    """Time on a CPU of every live thread of `pid`, in ms, from /proc/<pid>/task/*/schedstat
+    (nanoseconds: finer than the 10 ms ticks of utime+stime, which round a nearly idle
+    process to 0; a thread that has exited is no longer counted)."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    except OSError:
+        pass
+    return total / 1e6
+
+
 def threads(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -318,3 +334,90 @@ class Kube:
 
     def close(self) -> None:
         self.conn.close()
+
+
+class StubTokenReview:
+    """A stand-in for the apiserver's TokenReview only (AGENT_KUBE=stub), for machines
+    without the e2e/ binaries: HTTPS on loopback (a self-signed certificate made with the
+    openssl command; the vault accepts only https:// clusters), it vouches for the one JWT-shaped
+    token it minted (ServiceAccount `ns`/`sa`, audience `audience`) and refuses any other.
+    The agent logs in once at start (its vault token lasts an hour), so nothing measured
+    after the first render goes through it."""
+
+    def __init__(self, directory: Path, ns: str, sa: str, audience: str) -> None:
+        import base64
+        import secrets
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        def b64(obj) -> str:
+            return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+        username = f"system:serviceaccount:{ns}:{sa}"
+        self.jwt = ".".join([b64({"alg": "none"}),
+                             b64({"sub": username, "aud": [audience], "exp": int(time.time()) + 3600}),
+                             secrets.token_urlsafe(32)])
+        jwt = self.jwt
+        self.reviews = 0
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                stub.reviews += 1
+                ok = body.get("spec", {}).get("token") == jwt and self.path.endswith("/tokenreviews")
+                status = ({"authenticated": True, "user": {"username": username}, "audiences": [audience]}
+                          if ok else {"authenticated": False, "error": "unknown token"})
+                out = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                  "status": status}).encode()
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        directory.mkdir(parents=True, exist_ok=True)
+        # A CA and a leaf signed by it (webpki refuses a CA certificate as the server's own).
+        ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
+        cert, key, csr = directory / "stub.crt", directory / "stub.key", directory / "stub.csr"
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        for argv in (
+            ["req", "-x509", *ec, "-days", "1", "-subj", "/CN=bench stub CA", "-keyout", ca_key, "-out", ca_cert],
+            ["req", "-new", *ec, "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", csr],
+            ["x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial", "-days", "1",
+             "-extfile", "/dev/stdin", "-out", cert],
+        ):
+            subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True,
+                           input=b"subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(cert, key)
+        self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.kubeconfig = str(directory / "stub-kubeconfig")
+        ca = base64.b64encode(ca_cert.read_bytes()).decode()
+        Path(self.kubeconfig).write_text(f"""apiVersion: v1
+kind: Config
+clusters:
+- name: stub
+  cluster:
+    server: https://127.0.0.1:{port}
+    certificate-authority-data: {ca}
+users:
+- name: vault
+  user:
+    token: stub-reviewer
+contexts:
+- name: stub
+  context:
+    cluster: stub
+    user: vault
+current-context: stub
+""")
+
+    def close(self) -> None:
+        self.httpd.shutdown()
