@@ -2,6 +2,8 @@
 # which defines CARGO, CARGO_TARGET_DIR, SERVER_BIN (debug) and the `build` target.
 #   make bench             full run: release build, both servers, 3 repetitions -> bench/results/
 #   make test-bench-smoke  seconds-long end-to-end check of the harness (debug build, no speed checks)
+#   make bench-agent       the agent next to bao agent: RSS, CPU, write-to-file latency -> bench/results/agent.json
+#   make bench-admission   pod creates through the real apiserver with and without the injector -> admission.json
 # Every BENCH_* / SCAIVAULT_* environment variable of bench/README.md passes through to `make bench`.
 
 BENCH_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))

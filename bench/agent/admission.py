@@ -18,18 +18,23 @@ carry the same annotations (`scaivault.io/secret-db`); opted-in pods also carry 
      pods only (they never reach the webhook), and a few opted-in ones, which are refused
      (failurePolicy: Fail).
 
+Between 2 and 3, the same number of AdmissionReviews of opted-in pods is posted to the
+injector directly (what the apiserver sends it): the injector's own share of the cost.
+
 Peer: vault-k8s (Vault's injector) is not on this machine's package registries, so the
 comparison is the apiserver without the webhook, in the same run.
 
   SCAIVAULT_INJECTOR_BIN=.../scaivault-injector python3 bench/agent/admission.py
                                                             (make bench-admission)
   env: ADMISSION_PODS (200 per kind and phase), ADMISSION_WARMUP (20),
-       ADMISSION_OUT (bench/results/admission.json), BENCH_KEEP_WORK (0)
+       ADMISSION_OUT (bench/results/admission.json), BENCH_KEEP_WORK (0),
+       ADMISSION_KUBE (testenv | none: no apiserver, only the injector's own answers)
 """
 
 from __future__ import annotations
 
 import copy
+import http.client
 import json
 import os
 import shutil
@@ -43,14 +48,18 @@ from pathlib import Path
 
 import yaml
 
-from common import (REPO, KubeEnv, Proc, cpu_seconds, env_int, harness, log, machine, memory_mib,
-                    ratio, stop_on_signals, summary_ms, wait_for)
+from common import (REPO, KubeEnv, Proc, env_int, harness, log, machine, memory_mib,
+                    ratio, run_ms, stop_on_signals, summary_ms, tls_files, wait_for)
 
 PODS = env_int("ADMISSION_PODS", 200)
 WARMUP = env_int("ADMISSION_WARMUP", 20)
 REFUSED_PROBES = 5
 OUT = Path(os.environ.get("ADMISSION_OUT", "") or REPO / "bench" / "results" / "admission.json")
 KEEP = os.environ.get("BENCH_KEEP_WORK", "0") not in ("0", "", "false", "no")
+# testenv: the real kube-apiserver of e2e/ (every phase); none: no apiserver, only the
+# injector's own answer to AdmissionReviews posted to it directly (machines without the
+# e2e/ binaries).
+KUBE = os.environ.get("ADMISSION_KUBE", "").strip() or "testenv"
 NAMESPACE = "bench-admission"
 WEBHOOK_CONFIG = "bench-injector"
 WEBHOOK = "inject.scaivault.io"
@@ -118,6 +127,54 @@ class Creator:
         return out
 
 
+def admission_review(n: int) -> dict:
+    """The AdmissionReview the apiserver sends for an opted-in pod's CREATE."""
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": f"00000000-0000-4000-8000-{n:012d}",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": f"direct-{n}",
+            "namespace": NAMESPACE,
+            "operation": "CREATE",
+            "userInfo": {"username": "admin", "groups": ["system:masters", "system:authenticated"]},
+            "object": pod(f"direct-{n}", True),
+            "oldObject": None,
+            "dryRun": False,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        },
+    }
+
+
+def direct(port: int, count: int) -> list[float]:
+    """`count` AdmissionReviews of opted-in pods posted to the injector itself, one at a
+    time on one keep-alive HTTPS connection (as the apiserver keeps one): the injector's own
+    part of the webhook's cost. Each answer must allow the pod with a JSON patch."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    out = []
+    try:
+        for n in range(count):
+            body = json.dumps(admission_review(n)).encode()
+            t0 = time.perf_counter()
+            conn.request("POST", "/mutate", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            raw = resp.read()
+            out.append(time.perf_counter() - t0)
+            answer = json.loads(raw).get("response", {})
+            if resp.status != 200 or not answer.get("allowed") or answer.get("patchType") != "JSONPatch":
+                raise RuntimeError(f"direct AdmissionReview: HTTP {resp.status} {raw[:300]!r}")
+    finally:
+        conn.close()
+    return out
+
+
 def webhook_histogram(kube: KubeEnv) -> dict:
     """The apiserver's own view of the webhook call: count and sum of
     apiserver_admission_webhook_admission_duration_seconds for inject.scaivault.io."""
@@ -145,10 +202,69 @@ def injector_ready(port: int) -> bool:
         return r.status == 200
 
 
-def run(work: Path) -> dict:
+def injector_argv(binary: str, port: int) -> list[str]:
+    return [binary, "--listen", f"127.0.0.1:{port}",
+            "--agent-image", "scaivault.local/agent:bench",
+            "--vault-addr", "https://scaivault.scaivault-system.svc:8200"]
+
+
+def git_commit() -> str:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+
+
+def injector_binary() -> str:
     binary = os.environ.get("SCAIVAULT_INJECTOR_BIN", "")
     if not binary:
         raise SystemExit("set SCAIVAULT_INJECTOR_BIN to a scaivault-injector binary")
+    return binary
+
+
+def injector_env() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SCAIVAULT_")}
+
+
+def run_direct(work: Path) -> dict:
+    """ADMISSION_KUBE=none: the injector alone (certificate files, no apiserver), timed on
+    the AdmissionReviews the apiserver would send it."""
+    binary = injector_binary()
+    port = harness.free_port()
+    _, cert, key = tls_files(work / "tls")
+    argv = injector_argv(binary, port) + ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+    injector = Proc("scaivault-injector", argv, work / "injector.log", env=injector_env())
+    try:
+        wait_for("the injector's /readyz", lambda: injector_ready(port), timeout=60, proc=injector)
+        log(f"direct: {WARMUP} warm-up + {PODS} AdmissionReviews posted to the injector")
+        direct(port, WARMUP)
+        cpu0 = run_ms(injector.pid)
+        latencies = direct(port, PODS)
+        cpu = run_ms(injector.pid) - cpu0
+        memory = memory_mib(injector.pid)
+    finally:
+        status = injector.stop()
+    return {
+        "bench": "admission",
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "git": git_commit(),
+        "settings": {
+            "kubernetes": "none (ADMISSION_KUBE=none): no apiserver phases, the injector's own answers only",
+            "reviews": PODS, "warmup": WARMUP,
+            "client": "python http.client, one keep-alive HTTPS connection, POST /mutate one at a time",
+            "injector": " ".join(argv[1:]).replace(str(work), "<work>"),
+        },
+        "machine": machine(),
+        "phases_ms": {"direct_to_injector": {"opted_in": summary_ms(latencies)}},
+        "injector": {
+            "cpu_ms_per_review": round(cpu / PODS, 3),
+            "memory_mib_after": memory,
+            "exit_status_on_sigterm": status,
+        },
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def run(work: Path) -> dict:
+    binary = injector_binary()
     cleanup = []
     try:
         log("starting kube-apiserver + etcd (e2e/testenv.sh)")
@@ -163,20 +279,18 @@ def run(work: Path) -> dict:
         log(f"warm-up: {WARMUP} creates of each kind, no webhook")
         creator.phase("warmup", [True, False], WARMUP)
         log(f"no-webhook: {PODS} opted-in + {PODS} plain")
-        a_cpu0 = cpu_seconds(apiserver)
+        a_cpu0 = run_ms(apiserver)
         no_webhook = creator.phase("none", [True, False], PODS)
-        a_cpu_none = cpu_seconds(apiserver) - a_cpu0
+        a_cpu_none = run_ms(apiserver) - a_cpu0
 
         port = harness.free_port()
         api.create("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", webhook_config(port))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SCAIVAULT_")}
-        argv = [binary, "--listen", f"127.0.0.1:{port}",
-                "--agent-image", "scaivault.local/agent:bench",
-                "--vault-addr", "https://scaivault.scaivault-system.svc:8200",
-                "--kubeconfig", kube.kubeconfig,
-                "--self-signed-service", "scaivault-injector.scaivault-system",
-                "--self-signed-ip", "127.0.0.1",
-                "--webhook-config-name", WEBHOOK_CONFIG]
+        env = injector_env()
+        argv = injector_argv(binary, port) + [
+            "--kubeconfig", kube.kubeconfig,
+            "--self-signed-service", "scaivault-injector.scaivault-system",
+            "--self-signed-ip", "127.0.0.1",
+            "--webhook-config-name", WEBHOOK_CONFIG]
         t0 = time.perf_counter()
         injector = Proc("scaivault-injector", argv, work / "injector.log", env=env)
         cleanup.append(injector.stop)
@@ -197,11 +311,16 @@ def run(work: Path) -> dict:
         creator.phase("webhook", [True, False], WARMUP)
         log(f"webhook: {PODS} opted-in + {PODS} plain")
         hist0 = webhook_histogram(kube)
-        i_cpu0, a_cpu0 = cpu_seconds(injector.pid), cpu_seconds(apiserver)
+        i_cpu0, a_cpu0 = run_ms(injector.pid), run_ms(apiserver)
         with_webhook = creator.phase("webhook", [True, False], PODS)
-        i_cpu = cpu_seconds(injector.pid) - i_cpu0
-        a_cpu_webhook = cpu_seconds(apiserver) - a_cpu0
+        i_cpu = run_ms(injector.pid) - i_cpu0
+        a_cpu_webhook = run_ms(apiserver) - a_cpu0
         hist1 = webhook_histogram(kube)
+        log(f"direct: {PODS} AdmissionReviews posted to the injector itself")
+        direct(port, WARMUP)
+        d_cpu0 = run_ms(injector.pid)
+        direct_latencies = direct(port, PODS)
+        d_cpu = run_ms(injector.pid) - d_cpu0
         injector_memory = memory_mib(injector.pid)
         injector_status = injector.stop()
 
@@ -221,14 +340,13 @@ def run(work: Path) -> dict:
             "no_webhook": {k: summary_ms(v) for k, v in no_webhook.items()},
             "webhook": {k: summary_ms(v) for k, v in with_webhook.items()},
             "injector_stopped": {"plain": summary_ms(stopped["plain"])},
+            "direct_to_injector": {"opted_in": summary_ms(direct_latencies)},
         }
         p = lambda phase, kind, q: phases[phase][kind].get(q)  # noqa: E731
-        git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True).stdout.strip()
         return {
             "bench": "admission",
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "git": git,
+            "git": git_commit(),
             "settings": {
                 "pods_per_kind_and_phase": PODS, "warmup_per_kind": WARMUP,
                 "client": "python http.client, one keep-alive HTTPS connection, admin bearer token, "
@@ -269,14 +387,16 @@ def run(work: Path) -> dict:
             "refused_while_injector_down": refused,
             "injector": {
                 "spawn_to_called_s": round(ready_s, 2),
-                "cpu_seconds_webhook_phase": round(i_cpu, 3),
-                "cpu_ms_per_admission": round(1000 * i_cpu / PODS, 3),
+                "cpu_ms_webhook_phase": round(i_cpu, 2),
+                "cpu_ms_per_admission": round(i_cpu / PODS, 3),
+                "cpu_ms_per_direct_review": round(d_cpu / PODS, 3),
                 "memory_mib_after_webhook_phase": injector_memory,
                 "exit_status_on_sigterm": injector_status,
             },
             "apiserver_cpu_ms_per_create": {
-                "no_webhook": round(1000 * a_cpu_none / (2 * PODS), 3),
-                "webhook": round(1000 * a_cpu_webhook / (2 * PODS), 3),
+                "no_webhook": round(a_cpu_none / (2 * PODS), 3),
+                "webhook": round(a_cpu_webhook / (2 * PODS), 3),
+                "note": "threads' schedstat run time over each phase, divided by its creates",
             },
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         }
@@ -292,7 +412,9 @@ def main() -> int:
     stop_on_signals()
     work = Path(tempfile.mkdtemp(prefix="scaivault-bench-admission-"))
     try:
-        result = run(work)
+        if KUBE not in ("testenv", "none"):
+            raise SystemExit(f"ADMISSION_KUBE must be testenv or none, not {KUBE!r}")
+        result = run(work) if KUBE == "testenv" else run_direct(work)
     finally:
         if KEEP:
             log(f"work dir kept: {work}")
@@ -300,7 +422,8 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("phases_ms", "webhook_cost_ms", "ratios")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("phases_ms", "webhook_cost_ms", "ratios", "injector") if k in result},
+                     indent=2))
     log(f"wrote {OUT}")
     return 0
 

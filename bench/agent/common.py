@@ -27,7 +27,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def log(msg: str) -> None:
-    print(f"[{HERE.name} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    print(f"[{Path(sys.argv[0]).stem} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def env_int(name: str, default: int) -> int:
@@ -336,6 +336,24 @@ class Kube:
         self.conn.close()
 
 
+def tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a serving certificate for 127.0.0.1 signed by it (the openssl command;
+    webpki refuses a CA certificate as a server's own): (ca.crt, tls.crt, tls.key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
+    cert, key, csr = directory / "tls.crt", directory / "tls.key", directory / "tls.csr"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    for argv in (
+        ["req", "-x509", *ec, "-days", "1", "-subj", "/CN=bench CA", "-keyout", ca_key, "-out", ca_cert],
+        ["req", "-new", *ec, "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", csr],
+        ["x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial", "-days", "1",
+         "-extfile", "/dev/stdin", "-out", cert],
+    ):
+        subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True,
+                       input=b"subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    return ca_cert, cert, key
+
+
 class StubTokenReview:
     """A stand-in for the apiserver's TokenReview only (AGENT_KUBE=stub), for machines
     without the e2e/ binaries: HTTPS on loopback (a self-signed certificate made with the
@@ -380,18 +398,7 @@ class StubTokenReview:
                 pass
 
         directory.mkdir(parents=True, exist_ok=True)
-        # A CA and a leaf signed by it (webpki refuses a CA certificate as the server's own).
-        ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
-        cert, key, csr = directory / "stub.crt", directory / "stub.key", directory / "stub.csr"
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-        for argv in (
-            ["req", "-x509", *ec, "-days", "1", "-subj", "/CN=bench stub CA", "-keyout", ca_key, "-out", ca_cert],
-            ["req", "-new", *ec, "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", csr],
-            ["x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial", "-days", "1",
-             "-extfile", "/dev/stdin", "-out", cert],
-        ):
-            subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True,
-                           input=b"subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+        ca_cert, cert, key = tls_files(directory)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(cert, key)
