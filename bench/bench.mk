@@ -9,7 +9,8 @@
 BENCH_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 SCAIVAULT_RELEASE_BIN := $(CARGO_TARGET_DIR)/release/scaivault-server
 
-.PHONY: bench bench-deps test-bench-smoke bench-operator bench-stream bench-webhooks bench-agent bench-admission
+.PHONY: bench bench-deps test-bench-smoke bench-operator bench-stream bench-webhooks bench-agent bench-admission \
+	test-bench-agent-smoke
 
 bench-deps:
 	@bash $(BENCH_DIR)/install-deps.sh
@@ -58,6 +59,17 @@ bench-agent: e2e-env bench-deps
 	$(CARGO) build --release -p scaivault-server -p scaivault-agent
 	SCAIVAULT_BIN=$(SCAIVAULT_RELEASE_BIN) SCAIVAULT_AGENT_BIN=$(CARGO_TARGET_DIR)/release/scaivault-agent \
 	python3 $(BENCH_DIR)/agent/agent.py
+
+# ~15 s check that the agent harness still starts both vaults and both agents, sees every
+# update in both agents' files and writes its JSON (debug builds, 2 secrets, 3 updates; the
+# stand-in TokenReview, so no apiserver is started). Never asserts on speed.
+test-bench-agent-smoke: build bench-deps
+	AGENT_KUBE=stub SCAIVAULT_PROFILE=debug SCAIVAULT_BIN=$(SERVER_BIN) \
+	SCAIVAULT_AGENT_BIN=$(CARGO_TARGET_DIR)/debug/scaivault-agent \
+	AGENT_SECRETS=2 AGENT_UPDATES=3 AGENT_IDLE_SECONDS=1 AGENT_SETTLE_SECONDS=0.5 AGENT_UPDATE_GAP=0.2 \
+	AGENT_OUT=$(abspath $(BENCH_DIR))/.work/smoke/agent.json python3 $(BENCH_DIR)/agent/agent.py
+
+TEST_PARTS += test-bench-agent-smoke
 
 # Admission latency through the real kube-apiserver (bench/README.md, "Admission"): pod
 # creates with and without the injector's webhook. Never part of `make test`.
