@@ -62,9 +62,9 @@ bench-agent: e2e-env bench-deps
 
 # ~15 s check that the agent harness still starts both vaults and both agents, sees every
 # update in both agents' files and writes its JSON (debug builds, 2 secrets, 3 updates; the
-# stand-in TokenReview, so no apiserver is started). Never asserts on speed.
-test-bench-agent-smoke: build bench-deps
-	AGENT_KUBE=stub SCAIVAULT_PROFILE=debug SCAIVAULT_BIN=$(SERVER_BIN) \
+# agent logs in through the real kube-apiserver of e2e/). Never asserts on speed.
+test-bench-agent-smoke: build bench-deps e2e-env
+	SCAIVAULT_PROFILE=debug SCAIVAULT_BIN=$(SERVER_BIN) \
 	SCAIVAULT_AGENT_BIN=$(CARGO_TARGET_DIR)/debug/scaivault-agent \
 	AGENT_SECRETS=2 AGENT_UPDATES=3 AGENT_IDLE_SECONDS=1 AGENT_SETTLE_SECONDS=0.5 AGENT_UPDATE_GAP=0.2 \
 	AGENT_OUT=$(abspath $(BENCH_DIR))/.work/smoke/agent.json python3 $(BENCH_DIR)/agent/agent.py

@@ -31,7 +31,7 @@ write lands at a random point of bao agent's polling period.
     python3 bench/agent/agent.py          (make bench-agent)
   env: AGENT_SECRETS (10), AGENT_VALUE_BYTES (100), AGENT_UPDATES (50), AGENT_IDLE_SECONDS (30),
        AGENT_SETTLE_SECONDS (3), AGENT_UPDATE_GAP (1.0), AGENT_BAO_RENDER_INTERVAL (1s),
-       AGENT_OUT (bench/results/agent.json), AGENT_KUBE (testenv | stub), BAO_BIN, BENCH_KEEP_WORK (0)
+       AGENT_OUT (bench/results/agent.json), BAO_BIN, BENCH_KEEP_WORK (0)
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (REPO, DirWatch, KubeEnv, Proc, StubTokenReview, cpu_seconds, env_float, env_int, harness,
+from common import (REPO, DirWatch, KubeEnv, Proc, cpu_seconds, env_float, env_int, harness,
                     log, machine, memory_mib, ratio, run_ms, stop_on_signals, summary_ms, threads, wait_for)
 
 SECRETS = env_int("AGENT_SECRETS", 10)
@@ -58,9 +58,6 @@ UPDATE_GAP = env_float("AGENT_UPDATE_GAP", 1.0)
 BAO_INTERVAL = os.environ.get("AGENT_BAO_RENDER_INTERVAL", "").strip() or "1s"
 OUT = Path(os.environ.get("AGENT_OUT", "") or REPO / "bench" / "results" / "agent.json")
 KEEP = os.environ.get("BENCH_KEEP_WORK", "0") not in ("0", "", "false", "no")
-# Who answers the vault's TokenReview: the real kube-apiserver of e2e/ (testenv, the
-# default), or StubTokenReview (stub) where the e2e/ binaries are not built.
-KUBE = os.environ.get("AGENT_KUBE", "").strip() or "testenv"
 SEED = 14
 NAMESPACE, SERVICE_ACCOUNT, AUDIENCE = "bench-agent", "app", "scaivault"
 
@@ -327,26 +324,16 @@ def run(work: Path) -> dict:
     update_timeout = max(10.0, 2 * bao_interval_s + 10)
     cleanup = []
     try:
-        if KUBE == "testenv":
-            log("starting kube-apiserver + etcd (e2e/testenv.sh)")
-            kube = KubeEnv(work / "k8s")
-            cleanup.append(kube.close)
-            api = kube.connection()
-            api.namespace(NAMESPACE)
-            api.service_account(NAMESPACE, SERVICE_ACCOUNT)
-            jwt = api.token(NAMESPACE, SERVICE_ACCOUNT, AUDIENCE)
-            api.close()
-            kube_label = ("a TokenRequest token of a real kube-apiserver (e2e/testenv.sh), which the vault "
-                          "reviews (TokenReview)")
-        elif KUBE == "stub":
-            log("AGENT_KUBE=stub: a stand-in TokenReview endpoint, no kube-apiserver")
-            kube = StubTokenReview(work / "k8s", NAMESPACE, SERVICE_ACCOUNT, AUDIENCE)
-            cleanup.append(kube.close)
-            jwt = kube.jwt
-            kube_label = ("AGENT_KUBE=stub: the vault's TokenReview answered by the driver's stand-in "
-                          "(bench/agent/common.py StubTokenReview), not a kube-apiserver")
-        else:
-            raise SystemExit(f"AGENT_KUBE must be testenv or stub, not {KUBE!r}")
+        log("starting kube-apiserver + etcd (e2e/testenv.sh)")
+        kube = KubeEnv(work / "k8s")
+        cleanup.append(kube.close)
+        api = kube.connection()
+        api.namespace(NAMESPACE)
+        api.service_account(NAMESPACE, SERVICE_ACCOUNT)
+        jwt = api.token(NAMESPACE, SERVICE_ACCOUNT, AUDIENCE)
+        api.close()
+        kube_label = ("a TokenRequest token of a real kube-apiserver (e2e/testenv.sh), which the vault "
+                      "reviews (TokenReview)")
         cfg = harness.Config()
         shutil.rmtree(cfg.work, ignore_errors=True)  # Config made a work dir of its own
         cfg.work = work
@@ -452,7 +439,7 @@ def run(work: Path) -> dict:
                 "update_gap_max_s": UPDATE_GAP, "update_gap_seed": SEED,
                 "bao_static_secret_render_interval": BAO_INTERVAL,
                 "update_timeout_s": update_timeout,
-                "kubernetes": KUBE,
+                "kubernetes": "testenv",
                 "latency": "from the write call's return (and from its start) to the file holding the new "
                            "value, seen by inotify in the driver",
             },
