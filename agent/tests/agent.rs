@@ -671,7 +671,11 @@ fn print_memory(what: &str, agent: &Process) {
         })
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
-    println!("agent {} ({what}): {}", agent_bin().display(), memory.join(", "));
+    println!(
+        "agent {} ({what}): {}",
+        agent_bin().display(),
+        memory.join(", ")
+    );
 }
 
 /// A TCP proxy in front of the vault that the test can cut: open connections are
