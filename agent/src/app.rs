@@ -205,7 +205,8 @@ mod tests {
             pid,
             container: c.into(),
         };
-        let cases: Vec<(Vec<(i32, Marked)>, Vec<AppProcess>)> = vec![
+        type Case = (Vec<(i32, Marked)>, Vec<AppProcess>);
+        let cases: Vec<Case> = vec![
             // In a pod: entrypoints have PPid 0; their children inherit the marker.
             (
                 vec![(7, m(0, "app")), (9, m(7, "app")), (12, m(0, "proxy"))],
