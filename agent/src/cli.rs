@@ -1,5 +1,5 @@
-//! The command line: `scaivault-agent run`, configured by the injector's JSON in
-//! [`CONFIG_ENV`].
+//! The command line: `scaivault-agent run` and `scaivault-agent exec -- <cmd>`, both
+//! configured by the JSON of [`CONFIG_ENV`] (the injector's, or one written by hand).
 
 use clap::{Args, Parser, Subcommand};
 use scaivault_kube_api::agent::{AgentConfig, CONFIG_ENV};
@@ -25,17 +25,43 @@ pub struct Cli {
 pub enum Command {
     /// Render the configured files, then (sidecar) keep them current until SIGTERM.
     Run(RunArgs),
+    /// Run a command with the secrets in its environment, restarting it (or signalling
+    /// it) when they change.
+    Exec(ExecArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Seconds the child has after SIGTERM (a restart, or the agent stopping) to exit
+    /// before it is sent SIGKILL.
+    #[arg(
+        long,
+        env = "SCAIVAULT_EXEC_GRACE_PERIOD_SECONDS",
+        default_value_t = crate::exec::DEFAULT_GRACE_PERIOD.as_secs()
+    )]
+    pub grace_period_seconds: u64,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
     /// The agent configuration (JSON of `AgentConfig`), as the injector sets it.
     #[arg(long = "config", env = CONFIG_ENV, hide_env_values = true)]
     pub config: Option<String>,
 }
 
-impl RunArgs {
-    pub fn config(&self) -> Result<AgentConfig> {
+impl ConfigArgs {
+    pub fn load(&self) -> Result<AgentConfig> {
         let json = self.config.as_deref().filter(|j| !j.trim().is_empty()).ok_or_else(|| {
             Error::Config(format!(
                 "{CONFIG_ENV} is not set: the injector sets it to the agent's JSON configuration"

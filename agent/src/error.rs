@@ -63,6 +63,19 @@ pub enum Error {
     },
     #[error("cannot start: {0}")]
     Runtime(String),
+    /// `exec`: variable names that cannot be (two files give the same one).
+    #[error("exec environment: {0}")]
+    Env(String),
+    #[error(
+        "file {file:?} (variable {name}): its content holds a NUL byte, which an environment variable cannot"
+    )]
+    EnvValue { file: String, name: String },
+    #[error("cannot start the command {program:?}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -70,14 +83,17 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Runtime(_) | Error::Listen { .. } => 1,
-            Error::Config(_) => 2,
+            Error::Config(_) | Error::Env(_) => 2,
             Error::TokenFile { .. } | Error::Login { .. } => 3,
             Error::Denied { .. }
             | Error::NotFound { .. }
             | Error::Unauthenticated { .. }
             | Error::Read { .. } => 4,
-            Error::Render(_) => 5,
+            Error::Render(_) | Error::EnvValue { .. } => 5,
             Error::Write { .. } => 6,
+            // As a shell reports a command it cannot run: 127 not found, 126 otherwise.
+            Error::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 127,
+            Error::Spawn { .. } => 126,
         }
     }
 

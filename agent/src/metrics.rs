@@ -21,6 +21,13 @@ pub struct Metrics {
     /// Refreshes by polling (every path while the stream is down, paths without `list`
     /// always) or after a reconnect that could not resume from a known position.
     pub polls: Counter,
+    /// Signals `on-change` sent to app processes (a restart's SIGTERM included; in
+    /// `exec`, to the child).
+    pub app_signals: Counter,
+    /// `on-change` actions that found no app process to signal.
+    pub app_signal_misses: Counter,
+    /// `exec`: children restarted because their environment changed.
+    pub child_restarts: Counter,
 }
 
 impl Default for Metrics {
@@ -35,6 +42,9 @@ impl Default for Metrics {
             stream_events: Counter::default(),
             stream_reconnects: Counter::default(),
             polls: Counter::default(),
+            app_signals: Counter::default(),
+            app_signal_misses: Counter::default(),
+            child_restarts: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -72,6 +82,21 @@ impl Default for Metrics {
             "polls",
             "Refreshes by polling, not pushed by the stream",
             metrics.polls.clone(),
+        );
+        registry.register(
+            "app_signals",
+            "Signals sent to the app's processes on a change",
+            metrics.app_signals.clone(),
+        );
+        registry.register(
+            "app_signal_misses",
+            "Changes to act on when no app process was found",
+            metrics.app_signal_misses.clone(),
+        );
+        registry.register(
+            "child_restarts",
+            "exec: children restarted with a changed environment",
+            metrics.child_restarts.clone(),
         );
         Metrics {
             registry,

@@ -53,25 +53,40 @@ impl Files {
             .then(|| prefix.to_owned())
     }
 
-    /// Reads `path` and writes its files; returns how many were written.
-    pub async fn refresh(&self, session: &Session, metrics: &Metrics, path: &str) -> Result<usize> {
+    /// Reads `path` and hands its files and the secret's data to `use_data`; the data's
+    /// strings are zeroized afterwards. `None` for a path no file names.
+    pub async fn with_secret<R>(
+        &self,
+        session: &Session,
+        path: &str,
+        use_data: impl FnOnce(&[FileSpec], u64, &serde_json::Map<String, Value>) -> Result<R>,
+    ) -> Result<Option<R>> {
         let Some(specs) = self.by_path.get(path) else {
-            return Ok(0);
+            return Ok(None);
         };
         let secret = session
             .client
             .read(path)
             .await
             .map_err(|e| Error::read(path, &session.identity, e))?;
-        let version = secret.version;
         let mut data = secret.data;
-        let result = self.write_files(metrics, specs, &data);
+        let result = use_data(specs, secret.version, &data);
         for value in data.values_mut() {
             scrub(value);
         }
-        let written = result?;
-        tracing::info!(%path, version, files = specs.len(), written, "rendered");
-        Ok(written)
+        result.map(Some)
+    }
+
+    /// Reads `path` and writes its files; returns how many were written.
+    pub async fn refresh(&self, session: &Session, metrics: &Metrics, path: &str) -> Result<usize> {
+        let written = self
+            .with_secret(session, path, |specs, version, data| {
+                let written = self.write_files(metrics, specs, data)?;
+                tracing::info!(%path, version, files = specs.len(), written, "rendered");
+                Ok(written)
+            })
+            .await?;
+        Ok(written.unwrap_or(0))
     }
 
     fn write_files(

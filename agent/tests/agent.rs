@@ -1,7 +1,8 @@
 //! `scaivault-agent` as a local process against the real server, which logs it in through
 //! a real kube-apiserver (TokenReview of a real TokenRequest token): init-only and
 //! sidecar mode, denials, file updates from the event stream (latency measured), atomic
-//! replacement, unchanged writes, revocation on SIGTERM.
+//! replacement, unchanged writes, revocation on SIGTERM, on-change signals to an app
+//! process, and `exec` (a child's environment, restarted on a change).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::os::unix::fs::MetadataExt;
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use scaivault_client::api::policy::{Permission, PolicyInput, PolicyRule};
 use scaivault_kube_api::agent::{
-    AgentConfig, CONFIG_ENV, CONFIG_VERSION, Content, FileSpec, Format, Mode, OnChange,
+    AgentConfig, CONFIG_ENV, CONFIG_VERSION, CONTAINER_ENV, Content, FileSpec, Format, Mode,
+    OnChange, Signal,
 };
 use scaivault_testkit::kube::{KubeEnv, namespace, service_account, service_account_token};
 use scaivault_testkit::server::clean_env;
@@ -156,6 +158,32 @@ impl Pod {
             .env(CONFIG_ENV, config.to_json())
             .env("SCAIVAULT_LOG", "info,scaivault_agent=debug");
         Process::spawn("agent", &mut command, &self.dir.path().join("agent.log"))
+    }
+
+    /// `scaivault-agent exec -- <command>`, `OUT` in its environment naming
+    /// [`Pod::out`] (the child inherits it).
+    fn spawn_exec(&self, config: &AgentConfig, command: &[&str]) -> Process {
+        let mut agent = Command::new(agent_bin());
+        clean_env(&mut agent)
+            .args(["exec", "--grace-period-seconds", "5", "--"])
+            .args(command)
+            .env(CONFIG_ENV, config.to_json())
+            .env("OUT", self.out())
+            .env("SCAIVAULT_LOG", "info,scaivault_agent=debug");
+        Process::spawn("agent", &mut agent, &self.dir.path().join("agent.log"))
+    }
+
+    /// Where a test's child or app process writes what it saw.
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    fn out_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.out())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The vault's active tokens of this pod's identity.
@@ -602,19 +630,7 @@ async fn sidecar_keeps_files_current_atomically_and_revokes_its_token_on_sigterm
     );
     assert_eq!(metric(&base, "scaivault_agent_errors_total").await, 0);
 
-    // Memory, from the kernel's view of the process.
-    let pid = agent.id().expect("running");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let memory: Vec<String> = status
-        .lines()
-        .filter(|l| {
-            ["VmRSS:", "VmHWM:", "RssAnon:", "RssFile:"]
-                .iter()
-                .any(|k| l.starts_with(k))
-        })
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
-    println!("agent {}: {}", agent_bin().display(), memory.join(", "));
+    print_memory("sidecar", &agent);
 
     let logs = agent.logs();
     assert!(
@@ -639,6 +655,26 @@ async fn sidecar_keeps_files_current_atomically_and_revokes_its_token_on_sigterm
         agent.logs().contains("vault token revoked"),
         "{}",
         agent.tail()
+    );
+}
+
+/// Memory, from the kernel's view of the running agent.
+fn print_memory(what: &str, agent: &Process) {
+    let pid = agent.id().expect("running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let memory: Vec<String> = status
+        .lines()
+        .filter(|l| {
+            ["VmRSS:", "VmHWM:", "RssAnon:", "RssFile:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    println!(
+        "agent {} ({what}): {}",
+        agent_bin().display(),
+        memory.join(", ")
     );
 }
 
@@ -919,6 +955,319 @@ async fn a_path_without_list_permission_is_polled_while_the_stream_is_up() {
     assert_eq!(
         metric(&base, "scaivault_agent_event_stream_events_total").await,
         0
+    );
+    let status = agent.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status}\n{}", agent.tail());
+}
+
+/// Waits until `pod.out()` has `n` lines; fails at once, with its log, should the agent
+/// exit first.
+async fn out_lines(pod: &Pod, agent: &mut Process, n: usize, timeout: Duration) -> Vec<String> {
+    wait_for(
+        &format!("{n} lines in {}", pod.out().display()),
+        timeout,
+        || {
+            let exited = agent.try_wait().map(|s| format!("{s}:\n{}", agent.tail()));
+            let lines = pod.out_lines();
+            async move {
+                if let Some(exited) = exited {
+                    panic!("the agent exited ({exited})");
+                }
+                (lines.len() >= n).then_some(lines)
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn exec_gives_the_child_its_secrets_restarts_it_on_a_change_and_stops_it_on_sigterm() {
+    let shared = shared().await;
+    let pod = Pod::new(shared, "**", vec![Permission::Read, Permission::List]).await;
+    let vault = root(&shared.vault);
+    let path = pod.path("web/db");
+    let (one, two) = (
+        format!("one-{}", scaivault_testkit::random_token()),
+        format!("two-{}", scaivault_testkit::random_token()),
+    );
+    write(&vault, &path, json!({"password": one, "user": "app"})).await;
+    let config = pod.config(
+        &shared.vault,
+        Mode::Sidecar,
+        vec![
+            file("db", &path, Content::Format(Format::Env), 0o644),
+            file(
+                "api-key",
+                &path,
+                Content::Format(Format::Raw("password".into())),
+                0o644,
+            ),
+        ],
+    );
+    let base = format!("http://127.0.0.1:{}", config.ready_port);
+    // Each start appends one line: its pid (`exec` keeps it), the variables it got, and
+    // whether the agent's configuration leaked into its environment.
+    let script = r#"echo "$$ $API_KEY $user $password ${SCAIVAULT_AGENT_CONFIG:-unset}" >> "$OUT"; exec sleep 1000"#;
+    let mut agent = pod.spawn_exec(&config, &["sh", "-c", script]);
+    let lines = out_lines(&pod, &mut agent, 1, Duration::from_secs(30)).await;
+    let first: Vec<&str> = lines[0].split(' ').collect();
+    assert_eq!(first[1..], [one.as_str(), "app", one.as_str(), "unset"]);
+    let first_pid = first[0].to_owned();
+    assert_eq!(
+        metric(&base, "scaivault_agent_child_restarts_total").await,
+        0
+    );
+
+    // A new version: the child is restarted with the new value.
+    let started = Instant::now();
+    write(&vault, &path, json!({"password": two, "user": "app"})).await;
+    let lines = out_lines(&pod, &mut agent, 2, Duration::from_secs(15)).await;
+    println!(
+        "exec: the restarted child had the new value {:?} after the write",
+        started.elapsed()
+    );
+    let second: Vec<&str> = lines[1].split(' ').collect();
+    assert_eq!(second[1..], [two.as_str(), "app", two.as_str(), "unset"]);
+    assert_ne!(second[0], first_pid, "a new process");
+    assert!(
+        !Path::new(&format!("/proc/{first_pid}")).exists(),
+        "the first child is gone"
+    );
+    assert_eq!(
+        metric(&base, "scaivault_agent_child_restarts_total").await,
+        1
+    );
+
+    // The same value again: rendered, not restarted.
+    let renders = metric(&base, "scaivault_agent_renders_total").await;
+    write(&vault, &path, json!({"password": two, "user": "app"})).await;
+    wait_for(
+        "the unchanged version to be rendered",
+        Duration::from_secs(5),
+        || async {
+            (metric(&base, "scaivault_agent_renders_total").await >= renders + 2).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pod.out_lines().len(), 2, "restarted for an unchanged value");
+    assert_eq!(
+        metric(&base, "scaivault_agent_child_restarts_total").await,
+        1
+    );
+    assert_eq!(metric(&base, "scaivault_agent_errors_total").await, 0);
+
+    print_memory("exec", &agent);
+
+    // SIGTERM: forwarded, the child ends, the token is revoked, exit 0.
+    let status = agent.terminate(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "exit on SIGTERM: {status}\n{}",
+        agent.tail()
+    );
+    assert!(
+        !Path::new(&format!("/proc/{}", second[0])).exists(),
+        "the child is gone"
+    );
+    assert_eq!(pod.active_tokens(&shared.vault).await, Vec::<String>::new());
+    let logs = agent.logs();
+    assert!(logs.contains("vault token revoked"), "{}", agent.tail());
+    for value in [&one, &two] {
+        assert!(
+            !logs.contains(value.as_str()),
+            "a secret value in the log:\n{logs}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn exec_exits_with_the_childs_code_and_revokes_its_token() {
+    let shared = shared().await;
+    let pod = Pod::new(shared, "**", vec![Permission::Read, Permission::List]).await;
+    let vault = root(&shared.vault);
+    let path = pod.path("web/db");
+    write(&vault, &path, json!({"password": "pw"})).await;
+    let mut config = pod.config(
+        &shared.vault,
+        Mode::Sidecar,
+        vec![file(
+            "password",
+            &path,
+            Content::Format(Format::Raw("password".into())),
+            0o644,
+        )],
+    );
+    config.ready_port = 0;
+    let cases: [(&[&str], i32, &str); 4] = [
+        (
+            &["sh", "-c", r#"[ "$PASSWORD" = pw ] && exit 7"#],
+            7,
+            "the child exited",
+        ),
+        (&["sh", "-c", "exit 0"], 0, "the child exited"),
+        (&["sh", "-c", "kill -USR1 $$"], 128 + 10, "the child exited"),
+        (
+            &["/nonexistent/scaivault-test-app"],
+            127,
+            "cannot start the command \"/nonexistent/scaivault-test-app\"",
+        ),
+    ];
+    for (command, code, says) in cases {
+        let mut agent = pod.spawn_exec(&config, command);
+        let status = agent.wait_exit(Duration::from_secs(30));
+        assert_eq!(status.code(), Some(code), "{command:?}:\n{}", agent.tail());
+        assert!(
+            agent.logs().contains(says),
+            "{command:?}:\n{}",
+            agent.tail()
+        );
+        assert_eq!(
+            pod.active_tokens(&shared.vault).await,
+            Vec::<String>::new(),
+            "{command:?}: the token is revoked"
+        );
+        let _ = std::fs::remove_file(agent.log_path());
+    }
+}
+
+#[test]
+fn exec_refuses_variable_names_that_collide_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = AgentConfig {
+        version: CONFIG_VERSION,
+        mode: Mode::Sidecar,
+        vault_addr: "http://127.0.0.1:1".into(),
+        token_path: "/nonexistent".into(),
+        secrets_dir: dir.path().display().to_string(),
+        ready_port: 0,
+        files: vec![
+            file("api-key", "apps/a", Content::Format(Format::Json), 0o644),
+            file("api_key", "apps/b", Content::Format(Format::Json), 0o644),
+        ],
+        on_change: OnChange::None,
+        containers: vec![],
+    };
+    let mut command = Command::new(agent_bin());
+    clean_env(&mut command)
+        .args(["exec", "--", "true"])
+        .env(CONFIG_ENV, config.to_json());
+    let mut agent = Process::spawn("agent", &mut command, &dir.path().join("agent.log"));
+    let status = agent.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "{}", agent.tail());
+    assert!(
+        agent
+            .logs()
+            .contains("files \"api-key\" and \"api_key\" would both be the variable API_KEY"),
+        "{}",
+        agent.tail()
+    );
+}
+
+#[tokio::test]
+async fn sidecar_on_change_signals_the_apps_main_process_once_per_change() {
+    let shared = shared().await;
+    let pod = Pod::new(shared, "**", vec![Permission::Read, Permission::List]).await;
+    let vault = root(&shared.vault);
+    let path = pod.path("web/db");
+    write(&vault, &path, json!({"password": "one", "user": "app"})).await;
+    // The container's name is the test's own: other tests' processes never match it.
+    let container = format!("app-{}", scaivault_testkit::random_token());
+    let mut config = pod.config(
+        &shared.vault,
+        Mode::Sidecar,
+        vec![
+            file(
+                "password",
+                &path,
+                Content::Format(Format::Raw("password".into())),
+                0o644,
+            ),
+            file(
+                "user",
+                &path,
+                Content::Format(Format::Raw("user".into())),
+                0o644,
+            ),
+        ],
+    );
+    config.on_change = OnChange::Signal(Signal::Hup);
+    config.containers = vec![container.clone()];
+    let base = format!("http://127.0.0.1:{}", config.ready_port);
+    let mut agent = pod.spawn(&config);
+    first_render(&mut agent, &pod.secrets().join("password"), "one").await;
+
+    // The "app", started after the first render as in a pod, as the same user, with the
+    // marker the injector sets; its `sleep` children inherit it and must not be signalled.
+    let mut app_command = Command::new("sh");
+    app_command
+        .args([
+            "-c",
+            r#"trap 'echo hup >> "$OUT"' HUP; while :; do sleep 0.1; done"#,
+        ])
+        .env(CONTAINER_ENV, &container)
+        .env("OUT", pod.out());
+    let mut app = Process::spawn("app", &mut app_command, &pod.dir.path().join("app.log"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A new version changes both files: one signal.
+    let started = Instant::now();
+    write(&vault, &path, json!({"password": "two", "user": "app2"})).await;
+    let lines = out_lines(&pod, &mut agent, 1, Duration::from_secs(10)).await;
+    println!(
+        "on-change: the app had its SIGHUP {:?} after the write",
+        started.elapsed()
+    );
+    assert_eq!(lines, ["hup"]);
+    assert_eq!(
+        std::fs::read_to_string(pod.secrets().join("user")).unwrap(),
+        "app2"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pod.out_lines(), ["hup"], "one signal for the change");
+    assert_eq!(metric(&base, "scaivault_agent_app_signals_total").await, 1);
+
+    // The same value again: rendered, no file written, no signal.
+    let renders = metric(&base, "scaivault_agent_renders_total").await;
+    write(&vault, &path, json!({"password": "two", "user": "app2"})).await;
+    wait_for(
+        "the unchanged version to be rendered",
+        Duration::from_secs(5),
+        || async {
+            (metric(&base, "scaivault_agent_renders_total").await >= renders + 2).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pod.out_lines(), ["hup"], "signalled for an unchanged value");
+    assert_eq!(metric(&base, "scaivault_agent_app_signals_total").await, 1);
+    assert_eq!(
+        metric(&base, "scaivault_agent_app_signal_misses_total").await,
+        0
+    );
+    let logs = agent.logs();
+    assert!(
+        logs.contains(&format!("container={container}")) && logs.contains("signal=\"SIGHUP\""),
+        "{}",
+        agent.tail()
+    );
+    assert!(app.try_wait().is_none(), "the app still runs");
+
+    // Without the app: a change is a warning and a miss, not an error.
+    app.kill();
+    write(&vault, &path, json!({"password": "three", "user": "app2"})).await;
+    wait_for(
+        "the miss to be counted",
+        Duration::from_secs(10),
+        || async {
+            (metric(&base, "scaivault_agent_app_signal_misses_total").await == 1).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        agent
+            .logs()
+            .contains("no process of the app containers found")
     );
     let status = agent.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status}\n{}", agent.tail());

@@ -11,7 +11,10 @@
 //!   (`restartPolicy: Always`, with a startup probe that passes after the first render, so
 //!   the app starts with its files and Jobs complete) or, for `mode: init-only`, a plain
 //!   init container; it mounts the secrets read-write and the token read-only;
-//! - `shareProcessNamespace: true`, only when `on-change` asks the agent to reach the app.
+//! - `shareProcessNamespace: true` and, in each chosen container, the environment variable
+//!   [`CONTAINER_ENV`]`=<container name>` (how the agent finds the container's processes),
+//!   only when `on-change` asks the agent to reach the app; `on-change: restart` is denied
+//!   for a pod with `restartPolicy: Never` (the kubelet would not start the app again).
 //!
 //! "What is missing" makes it idempotent: a second call on its own output adds nothing
 //! (`reinvocationPolicy: IfNeeded`), and a container another webhook added meanwhile still
@@ -28,7 +31,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::admission::{AdmissionRequest, Operation};
-use scaivault_kube_api::agent::{CONFIG_ENV, Mode};
+use scaivault_kube_api::agent::{CONFIG_ENV, CONTAINER_ENV, Mode, OnChange};
 use scaivault_kube_api::annotations::{self, Injection, PodView};
 use serde_json::{Value, json};
 
@@ -172,6 +175,14 @@ fn operations(pod: &Pod, config: &InjectorConfig) -> Result<Vec<Value>, Denial> 
     if !injected {
         check_mount_path(&injection, init, &spec.containers)?;
     }
+    if injection.on_change == OnChange::Restart && spec.restart_policy.as_deref() == Some("Never") {
+        return Err(deny_on(
+            annotations::ON_CHANGE,
+            "restart ends the app's processes for the kubelet to start them again, but the pod's \
+             restartPolicy is Never, so they would stay stopped: use restartPolicy Always or \
+             OnFailure, or signal:<SIGNAL>",
+        ));
+    }
     for (i, volume) in new_volumes.into_iter().enumerate() {
         ops.push(if spec.volumes.is_none() && i == 0 {
             add("/spec/volumes".to_owned(), json!([to_value(&volume)]))
@@ -205,6 +216,11 @@ fn operations(pod: &Pod, config: &InjectorConfig) -> Result<Vec<Value>, Denial> 
                     json!([mount]),
                 )),
             }
+            if injection.on_change.needs_process_namespace()
+                && let Some(marker) = container_marker(field, i, c)?
+            {
+                ops.push(marker);
+            }
         }
     }
     if !injected {
@@ -228,6 +244,37 @@ fn operations(pod: &Pod, config: &InjectorConfig) -> Result<Vec<Value>, Denial> 
         ops.push(add("/spec/shareProcessNamespace".to_owned(), json!(true)));
     }
     Ok(ops)
+}
+
+/// The op adding [`CONTAINER_ENV`]`=<name>` to chosen container `c` (at `field`/`i`), by
+/// which the agent finds the container's processes for `on-change`; none if it is there.
+fn container_marker(field: &str, i: usize, c: &Container) -> Result<Option<Value>, Denial> {
+    let marker = EnvVar {
+        name: CONTAINER_ENV.to_owned(),
+        value: Some(c.name.clone()),
+        ..Default::default()
+    };
+    match &c.env {
+        Some(env) => match env.iter().find(|e| e.name == CONTAINER_ENV) {
+            Some(e) if *e == marker => Ok(None),
+            Some(_) => Err(deny_on(
+                annotations::ON_CHANGE,
+                format!(
+                    "container {} sets the environment variable {CONTAINER_ENV}, which the \
+                     ScaiVault injector reserves to mark the container's processes",
+                    c.name
+                ),
+            )),
+            None => Ok(Some(add(
+                format!("/spec/{field}/{i}/env/-"),
+                to_value(&marker),
+            ))),
+        },
+        None => Ok(Some(add(
+            format!("/spec/{field}/{i}/env"),
+            json!([to_value(&marker)]),
+        ))),
+    }
 }
 
 /// The mount path must not be taken in a chosen container, nor overlap the agent's token.

@@ -9,7 +9,9 @@ use scaivault_injector::http::review;
 use scaivault_injector::mutate::{
     AGENT_CONTAINER, Denial, InjectorConfig, SECRETS_VOLUME, TOKEN_VOLUME, mutate,
 };
-use scaivault_kube_api::agent::{AgentConfig, CONFIG_ENV, Content, Format, OnChange, Signal};
+use scaivault_kube_api::agent::{
+    AgentConfig, CONFIG_ENV, CONTAINER_ENV, Content, Format, OnChange, Signal,
+};
 use serde_json::{Value, json};
 
 fn config() -> InjectorConfig {
@@ -216,6 +218,10 @@ fn a_sidecar_with_its_volumes_token_and_mounts() {
         "read-only, and no token in the app"
     );
     assert!(out["spec"].get("shareProcessNamespace").is_none());
+    assert!(
+        app.get("env").is_none(),
+        "no process marker without on-change"
+    );
     assert_eq!(
         out["spec"]["serviceAccountName"], "default",
         "a projected token needs one"
@@ -313,6 +319,15 @@ fn annotations_shape_the_agent_and_the_mounts() {
             .is_none(),
         "not chosen"
     );
+    // on-change: each chosen container carries the marker the agent finds its processes by.
+    for (list, name) in [("initContainers", "migrate"), ("containers", "app")] {
+        assert_eq!(
+            container(&out, list, name)["env"],
+            json!([{"name": CONTAINER_ENV, "value": name}]),
+            "{name}"
+        );
+    }
+    assert!(container(&out, "containers", "proxy").get("env").is_none());
     let a = agent(&out);
     assert_eq!(a["volumeMounts"][0]["mountPath"], "/etc/app/secrets");
     assert_eq!(
@@ -390,8 +405,10 @@ fn a_second_invocation_adds_nothing() {
     let spec_with_init = json!({
         "initContainers": [{"name": "migrate", "image": "busybox", "securityContext": {"runAsUser": 10}}],
         "containers": [{"name": "app", "image": "busybox", "securityContext": {"runAsUser": 10}},
-                       {"name": "b", "image": "busybox", "securityContext": {"runAsUser": 10}}],
+                       {"name": "b", "image": "busybox", "securityContext": {"runAsUser": 10},
+                        "env": [{"name": "OTHER", "value": "x"}]}],
         "volumes": [{"name": "data", "emptyDir": {}}],
+        "restartPolicy": "OnFailure",
     });
     let cases = [
         opted_in(db()),
@@ -412,6 +429,12 @@ fn a_second_invocation_adds_nothing() {
         let again = patch_of(&once).unwrap();
         assert!(again.0.is_empty(), "second call on {p} added {again:?}");
     }
+    // The marker is appended to an existing env list.
+    let (once, _) = mutated(&cases[2]);
+    assert_eq!(
+        container(&once, "containers", "b")["env"],
+        json!([{"name": "OTHER", "value": "x"}, {"name": CONTAINER_ENV, "value": "b"}])
+    );
 }
 
 #[test]
@@ -488,6 +511,22 @@ fn invalid_input_is_denied_naming_the_annotation() {
                 with_user,
             ),
             "annotation scaivault.io/on-change: the agent runs as non-root",
+        ),
+        (
+            pod(
+                json!({"scaivault.io/inject": "true"}),
+                with(db(), json!({"scaivault.io/on-change": "restart"})),
+                json!({"containers": [{"name": "app", "image": "x"}], "securityContext": {"runAsUser": 10}, "restartPolicy": "Never"}),
+            ),
+            "annotation scaivault.io/on-change: restart ends the app's processes for the kubelet to start them again, but the pod's restartPolicy is Never",
+        ),
+        (
+            pod(
+                json!({"scaivault.io/inject": "true"}),
+                with(db(), json!({"scaivault.io/on-change": "signal:SIGHUP"})),
+                json!({"containers": [{"name": "app", "image": "x", "env": [{"name": CONTAINER_ENV, "value": "web"}]}], "securityContext": {"runAsUser": 10}}),
+            ),
+            "annotation scaivault.io/on-change: container app sets the environment variable SCAIVAULT_CONTAINER",
         ),
         (
             opted_in(with(

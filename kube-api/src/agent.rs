@@ -17,6 +17,10 @@ pub const AGENT_CONTAINER: &str = "scaivault-agent";
 pub const CONFIG_ENV: &str = "SCAIVAULT_AGENT_CONFIG";
 /// The format version this crate writes and reads.
 pub const CONFIG_VERSION: u32 = 1;
+/// The marker the injector puts into each chosen app container's environment when
+/// `on_change` is set, valued with the container's name: how the agent tells, in the
+/// shared process namespace, which processes belong to which container.
+pub const CONTAINER_ENV: &str = "SCAIVAULT_CONTAINER";
 
 /// Whether the agent keeps running beside the app or renders once and exits.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]

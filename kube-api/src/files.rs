@@ -94,18 +94,33 @@ fn shell_plain(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"_-./:@%+,=".contains(&c)
 }
 
+/// The `KEY=value` pairs of [`Format::Env`], sorted by key, each value as its text
+/// (unquoted): the lines of the `env` file, and the variables `scaivault-agent exec`
+/// gives its child for such a file. The caller owns (and should zeroize) the values.
+pub fn env_pairs<'a>(
+    file: &str,
+    data: &'a Map<String, Value>,
+) -> Result<Vec<(&'a str, Vec<u8>)>, Error> {
+    sorted(data)
+        .into_iter()
+        .map(|(key, value)| {
+            if env_name(key) {
+                Ok((key.as_str(), value_bytes(value)))
+            } else {
+                Err(Error::EnvKey {
+                    file: file.to_owned(),
+                    key: key.clone(),
+                })
+            }
+        })
+        .collect()
+}
+
 fn env(file: &str, data: &Map<String, Value>) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
-    for (key, value) in sorted(data) {
-        if !env_name(key) {
-            return Err(Error::EnvKey {
-                file: file.to_owned(),
-                key: key.clone(),
-            });
-        }
+    for (key, bytes) in env_pairs(file, data)? {
         out.extend_from_slice(key.as_bytes());
         out.push(b'=');
-        let bytes = value_bytes(value);
         if !bytes.is_empty() && bytes.iter().copied().all(shell_plain) {
             out.extend_from_slice(&bytes);
         } else {
@@ -219,6 +234,28 @@ mod tests {
         assert_eq!(
             text("f", Content::Format(Format::Env), &d),
             "EMPTY=''\nMULTI='a\nb'\n"
+        );
+    }
+
+    #[test]
+    fn env_pairs_are_the_unquoted_values_of_the_env_file() {
+        let d = data(json!({"B": "it's", "A": 5, "C": {"x": 1}}));
+        let pairs = env_pairs("f", &d).unwrap();
+        assert_eq!(
+            pairs,
+            [
+                ("A", b"5".to_vec()),
+                ("B", b"it's".to_vec()),
+                ("C", br#"{"x":1}"#.to_vec())
+            ]
+        );
+        let err = env_pairs("f", &data(json!({"a-b": "v"}))).unwrap_err();
+        assert_eq!(
+            err,
+            Error::EnvKey {
+                file: "f".into(),
+                key: "a-b".into()
+            }
         );
     }
 
