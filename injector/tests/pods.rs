@@ -456,3 +456,69 @@ async fn a_pod_whose_identity_may_not_read_the_path_is_told_why() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn on_change_signals_or_restarts_the_app_in_its_pod() {
+    let ns = Namespace::new("pod-signal", true).await;
+    ns.write("config", json!({"version": "v1"})).await;
+    let on_change = |how: &str| {
+        json!({
+            "scaivault.io/secret-version": ns.path("config"),
+            "scaivault.io/format-version": "raw:version",
+            "scaivault.io/on-change": how,
+        })
+    };
+    // The agent may signal only its own user's processes: the app runs as 1000.
+    let as_user = |mut pod: Pod| {
+        pod.spec.as_mut().unwrap().security_context = Some(
+            serde_json::from_value(json!({"runAsUser": 1000, "runAsGroup": 1000})).unwrap(),
+        );
+        pod
+    };
+    // `sleep & wait`: a trap runs as soon as the signal arrives.
+    let hup = r#"trap 'echo "hup $(cat /scaivault/secrets/version)"' HUP
+echo "start $(cat /scaivault/secrets/version)"
+while :; do sleep 1 & wait $!; done"#;
+    let plain = r#"echo "start $(cat /scaivault/secrets/version)"
+while :; do sleep 1 & wait $!; done"#;
+    ns.create(&as_user(ns.pod("hup", on_change("signal:SIGHUP"), "Always", hup)))
+        .await;
+    ns.create(&as_user(ns.pod("restart", on_change("restart"), "Always", plain)))
+        .await;
+    for pod in ["hup", "restart"] {
+        ns.wait_phase(pod, &["Running"]).await;
+        wait_until(&format!("{pod} started"), START_TIMEOUT, || async {
+            lines(&ns.log(pod, "app").await) == ["start v1"]
+        })
+        .await;
+    }
+
+    ns.write("config", json!({"version": "v2"})).await;
+    // The same process, signalled once, reads the new file.
+    wait_until("the app's SIGHUP", START_TIMEOUT, || async {
+        lines(&ns.log("hup", "app").await) == ["start v1", "hup v2"]
+    })
+    .await;
+    // The app ended by the agent, started again by the kubelet, with the new file.
+    wait_until("the app restarted", START_TIMEOUT, || async {
+        lines(&ns.log("restart", "app").await) == ["start v2"]
+    })
+    .await;
+    let pod = ns.pods.get("restart").await.unwrap();
+    let app = &pod.status.unwrap().container_statuses.unwrap()[0];
+    assert_eq!(app.restart_count, 1, "{app:?}");
+    let agent = ns.init_status("restart", AGENT_CONTAINER).await.unwrap();
+    assert_eq!(agent.restart_count, 0, "the agent itself keeps running");
+    // An unchanged value: no signal.
+    ns.write("config", json!({"version": "v2"})).await;
+    ns.write("config", json!({"version": "v3"})).await;
+    wait_until("the second SIGHUP", START_TIMEOUT, || async {
+        lines(&ns.log("hup", "app").await).len() >= 3
+    })
+    .await;
+    assert_eq!(
+        lines(&ns.log("hup", "app").await),
+        ["start v1", "hup v2", "hup v3"],
+        "one signal per real change"
+    );
+}
