@@ -470,9 +470,8 @@ async fn on_change_signals_or_restarts_the_app_in_its_pod() {
     };
     // The agent may signal only its own user's processes: the app runs as 1000.
     let as_user = |mut pod: Pod| {
-        pod.spec.as_mut().unwrap().security_context = Some(
-            serde_json::from_value(json!({"runAsUser": 1000, "runAsGroup": 1000})).unwrap(),
-        );
+        pod.spec.as_mut().unwrap().security_context =
+            Some(serde_json::from_value(json!({"runAsUser": 1000, "runAsGroup": 1000})).unwrap());
         pod
     };
     // `sleep & wait`: a trap runs as soon as the signal arrives.
@@ -481,10 +480,20 @@ echo "start $(cat /scaivault/secrets/version)"
 while :; do sleep 1 & wait $!; done"#;
     let plain = r#"echo "start $(cat /scaivault/secrets/version)"
 while :; do sleep 1 & wait $!; done"#;
-    ns.create(&as_user(ns.pod("hup", on_change("signal:SIGHUP"), "Always", hup)))
-        .await;
-    ns.create(&as_user(ns.pod("restart", on_change("restart"), "Always", plain)))
-        .await;
+    ns.create(&as_user(ns.pod(
+        "hup",
+        on_change("signal:SIGHUP"),
+        "Always",
+        hup,
+    )))
+    .await;
+    ns.create(&as_user(ns.pod(
+        "restart",
+        on_change("restart"),
+        "Always",
+        plain,
+    )))
+    .await;
     for pod in ["hup", "restart"] {
         ns.wait_phase(pod, &["Running"]).await;
         wait_until(&format!("{pod} started"), START_TIMEOUT, || async {
@@ -520,5 +529,95 @@ while :; do sleep 1 & wait $!; done"#;
         lines(&ns.log("hup", "app").await),
         ["start v1", "hup v2", "hup v3"],
         "one signal per real change"
+    );
+}
+
+/// `scaivault-agent exec` as a pod's entrypoint: busybox with the agent binary, the shared
+/// libraries it links and the CA bundle mounted from the host (an app image would carry
+/// them), its configuration written by hand, a projected token of the vault's audience.
+#[tokio::test]
+async fn exec_mode_restarts_the_child_with_the_new_environment_in_a_pod() {
+    use scaivault_kube_api::agent::{
+        AgentConfig, CONFIG_ENV, CONFIG_VERSION, Content, FileSpec, Format, Mode, OnChange,
+    };
+    let cluster = cluster().await;
+    let ns = Namespace::new("pod-exec", true).await;
+    ns.write("config", json!({"version": "v1"})).await;
+    let config = AgentConfig {
+        version: CONFIG_VERSION,
+        mode: Mode::Sidecar,
+        vault_addr: cluster.vault.address.clone(),
+        token_path: "/var/run/secrets/scaivault/token".into(),
+        secrets_dir: "/tmp".into(),
+        ready_port: 0,
+        files: vec![FileSpec {
+            name: "version".into(),
+            path: ns.path("config"),
+            content: Content::Format(Format::Raw("version".into())),
+            mode: 0o400,
+        }],
+        on_change: OnChange::None,
+        containers: vec![],
+    };
+    let agent = scaivault_testkit::bin::workspace_bin("scaivault-agent");
+    let host_dir = |path: &str, name: &str| json!({"name": name, "hostPath": {"path": path, "type": "Directory"}});
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "exec"},
+        "spec": {
+            "nodeName": cluster_node_name(),
+            "serviceAccountName": "app",
+            "terminationGracePeriodSeconds": 2,
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
+            "volumes": [
+                {"name": "token", "projected": {"sources": [{"serviceAccountToken": {
+                    "path": "token", "audience": AUDIENCE, "expirationSeconds": 3600}}]}},
+                host_dir(agent.parent().unwrap().to_str().unwrap(), "agent"),
+                host_dir("/lib/x86_64-linux-gnu", "lib"),
+                host_dir("/lib64", "lib64"),
+                host_dir("/etc/ssl/certs", "certs"),
+            ],
+            "containers": [{
+                "name": "app", "image": BUSYBOX, "imagePullPolicy": "Never",
+                "command": [
+                    "/agent/scaivault-agent", "exec", "--",
+                    "sh", "-c", "echo \"start $VERSION\"; while :; do sleep 1 & wait $!; done"
+                ],
+                "env": [{"name": CONFIG_ENV, "value": config.to_json()}],
+                "volumeMounts": [
+                    {"name": "token", "mountPath": "/var/run/secrets/scaivault", "readOnly": true},
+                    {"name": "agent", "mountPath": "/agent", "readOnly": true},
+                    {"name": "lib", "mountPath": "/lib/x86_64-linux-gnu", "readOnly": true},
+                    {"name": "lib64", "mountPath": "/lib64", "readOnly": true},
+                    {"name": "certs", "mountPath": "/etc/ssl/certs", "readOnly": true},
+                ],
+            }],
+        }
+    }))
+    .unwrap();
+    ns.pods.create(&PostParams::default(), &pod).await.unwrap();
+    ns.wait_phase("exec", &["Running"]).await;
+    let child_lines = |log: String| -> Vec<String> {
+        lines(&log)
+            .into_iter()
+            .filter(|l| l.starts_with("start "))
+            .map(str::to_owned)
+            .collect()
+    };
+    wait_until("the child started", START_TIMEOUT, || async {
+        child_lines(ns.log("exec", "app").await) == ["start v1"]
+    })
+    .await;
+    ns.write("config", json!({"version": "v2"})).await;
+    wait_until("the child restarted", START_TIMEOUT, || async {
+        child_lines(ns.log("exec", "app").await) == ["start v1", "start v2"]
+    })
+    .await;
+    let pod = ns.pods.get("exec").await.unwrap();
+    let app = &pod.status.unwrap().container_statuses.unwrap()[0];
+    assert_eq!(
+        app.restart_count, 0,
+        "the agent restarted its child, not the kubelet the container"
     );
 }
