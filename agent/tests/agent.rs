@@ -1038,22 +1038,21 @@ async fn exec_gives_the_child_its_secrets_restarts_it_on_a_change_and_stops_it_o
         1
     );
 
-    // The same value again: rendered, not restarted.
-    let renders = metric(&base, "scaivault_agent_renders_total").await;
+    // The same value again, then a third: events are handled in order, so the third
+    // child's line comes right after the second's unless the unchanged value restarted it.
+    let three = format!("three-{}", scaivault_testkit::random_token());
     write(&vault, &path, json!({"password": two, "user": "app"})).await;
-    wait_for(
-        "the unchanged version to be rendered",
-        Duration::from_secs(5),
-        || async {
-            (metric(&base, "scaivault_agent_renders_total").await >= renders + 2).then_some(())
-        },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(pod.out_lines().len(), 2, "restarted for an unchanged value");
+    write(&vault, &path, json!({"password": three, "user": "app"})).await;
+    let lines = out_lines(&pod, &mut agent, 3, Duration::from_secs(15)).await;
+    let third: Vec<&str> = lines[2].split(' ').collect();
+    assert_eq!(
+        third[1..],
+        [three.as_str(), "app", three.as_str(), "unset"],
+        "restarted for an unchanged value: {lines:?}"
+    );
     assert_eq!(
         metric(&base, "scaivault_agent_child_restarts_total").await,
-        1
+        2
     );
     assert_eq!(metric(&base, "scaivault_agent_errors_total").await, 0);
 
@@ -1067,13 +1066,13 @@ async fn exec_gives_the_child_its_secrets_restarts_it_on_a_change_and_stops_it_o
         agent.tail()
     );
     assert!(
-        !Path::new(&format!("/proc/{}", second[0])).exists(),
+        !Path::new(&format!("/proc/{}", third[0])).exists(),
         "the child is gone"
     );
     assert_eq!(pod.active_tokens(&shared.vault).await, Vec::<String>::new());
     let logs = agent.logs();
     assert!(logs.contains("vault token revoked"), "{}", agent.tail());
-    for value in [&one, &two] {
+    for value in [&one, &two, &three] {
         assert!(
             !logs.contains(value.as_str()),
             "a secret value in the log:\n{logs}"
@@ -1199,48 +1198,46 @@ async fn sidecar_on_change_signals_the_apps_main_process_once_per_change() {
 
     // The "app", started after the first render as in a pod, as the same user, with the
     // marker the injector sets; its `sleep` children inherit it and must not be signalled.
+    // Each HUP appends the `user` file as the app reads it then; the first line says the
+    // trap is set (a HUP before it would end the shell).
     let mut app_command = Command::new("sh");
     app_command
         .args([
             "-c",
-            r#"trap 'echo hup >> "$OUT"' HUP; while :; do sleep 0.1; done"#,
+            r#"trap 'echo "hup $(cat "$USER_FILE")" >> "$OUT"' HUP; echo trapped >> "$OUT"; while :; do sleep 0.1; done"#,
         ])
         .env(CONTAINER_ENV, &container)
+        .env("USER_FILE", pod.secrets().join("user"))
         .env("OUT", pod.out());
     let mut app = Process::spawn("app", &mut app_command, &pod.dir.path().join("app.log"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    out_lines(&pod, &mut agent, 1, Duration::from_secs(10)).await;
 
     // A new version changes both files: one signal.
     let started = Instant::now();
     write(&vault, &path, json!({"password": "two", "user": "app2"})).await;
-    let lines = out_lines(&pod, &mut agent, 1, Duration::from_secs(10)).await;
+    let lines = out_lines(&pod, &mut agent, 2, Duration::from_secs(10)).await;
     println!(
         "on-change: the app had its SIGHUP {:?} after the write",
         started.elapsed()
     );
-    assert_eq!(lines, ["hup"]);
-    assert_eq!(
-        std::fs::read_to_string(pod.secrets().join("user")).unwrap(),
-        "app2"
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(pod.out_lines(), ["hup"], "one signal for the change");
-    assert_eq!(metric(&base, "scaivault_agent_app_signals_total").await, 1);
+    assert_eq!(lines, ["trapped", "hup app2"]);
 
-    // The same value again: rendered, no file written, no signal.
-    let renders = metric(&base, "scaivault_agent_renders_total").await;
+    // The same value again, then a new one. Events are handled in order, so once the app
+    // has the new value's signal, every signal before it was sent too: two in all (none
+    // for the unchanged value, one for the change of two files).
     write(&vault, &path, json!({"password": "two", "user": "app2"})).await;
-    wait_for(
-        "the unchanged version to be rendered",
-        Duration::from_secs(5),
+    write(&vault, &path, json!({"password": "two", "user": "app3"})).await;
+    let lines = wait_for(
+        "the new value's signal",
+        Duration::from_secs(10),
         || async {
-            (metric(&base, "scaivault_agent_renders_total").await >= renders + 2).then_some(())
+            let lines = pod.out_lines();
+            lines.iter().any(|l| l == "hup app3").then_some(lines)
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(pod.out_lines(), ["hup"], "signalled for an unchanged value");
-    assert_eq!(metric(&base, "scaivault_agent_app_signals_total").await, 1);
+    assert_eq!(lines, ["trapped", "hup app2", "hup app3"]);
+    assert_eq!(metric(&base, "scaivault_agent_app_signals_total").await, 2);
     assert_eq!(
         metric(&base, "scaivault_agent_app_signal_misses_total").await,
         0
