@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use scaivault_testkit::kube::KubeEnv;
-use scaivault_testkit::{Process, free_port, repo_root, wait_for};
+use scaivault_testkit::{Process, repo_root, wait_for, wait_for_blocking};
 use serde_json::{Value, json};
 
 pub const AUDIENCE: &str = "vault-e2e";
@@ -39,10 +39,11 @@ impl Injector {
         vault_addr: &str,
         tls: &[&str],
     ) -> Injector {
-        let port = free_port();
+        // Port 0: the injector binds a free port itself and logs it (a port picked here
+        // could be taken by another test's process before the injector binds it).
         let mut command = Command::new(env!("CARGO_BIN_EXE_scaivault-injector"));
         command
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", "127.0.0.1:0"])
             .args(["--agent-image", agent_image])
             .args(["--vault-addr", vault_addr])
             .args(["--token-audience", AUDIENCE])
@@ -51,10 +52,17 @@ impl Injector {
             .args(tls)
             .env("SCAIVAULT_LOG", "info,scaivault_injector=debug");
         let log = env.dir().join(format!("injector-{name}.log"));
-        Injector {
-            process: Process::spawn(&format!("injector {name}"), &mut command, &log),
-            port,
-        }
+        let mut process = Process::spawn(&format!("injector {name}"), &mut command, &log);
+        let port = wait_for_blocking("the injector's address", Duration::from_secs(30), || {
+            if let Some(status) = process.try_wait() {
+                panic!("the injector exited ({status}):\n{}", process.tail());
+            }
+            process.logs().lines().find_map(|line| {
+                let (_, addr) = line.split_once("listening (https) addr=127.0.0.1:")?;
+                addr.split_whitespace().next()?.parse().ok()
+            })
+        });
+        Injector { process, port }
     }
 
     pub fn url(&self, path: &str) -> String {
