@@ -49,7 +49,7 @@ from pathlib import Path
 import yaml
 
 from common import (REPO, KubeEnv, Proc, env_int, harness, log, machine, memory_mib,
-                    ratio, run_ms, stop_on_signals, summary_ms, tls_files, wait_for)
+                    ratio, run_ms, stop_all, stop_on_signals, summary_ms, tls_files, wait_for)
 
 PODS = env_int("ADMISSION_PODS", 200)
 WARMUP = env_int("ADMISSION_WARMUP", 20)
@@ -224,6 +224,16 @@ def injector_env() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith("SCAIVAULT_")}
 
 
+def measure_direct(port: int, injector: Proc) -> tuple[list[float], float, dict]:
+    """AdmissionReviews posted to the injector itself (after a warm-up): their latencies,
+    the injector's CPU milliseconds over them, its memory after."""
+    log(f"direct: {WARMUP} warm-up + {PODS} AdmissionReviews posted to the injector")
+    direct(port, WARMUP)
+    cpu0 = run_ms(injector.pid)
+    latencies = direct(port, PODS)
+    return latencies, run_ms(injector.pid) - cpu0, memory_mib(injector.pid)
+
+
 def run_direct(work: Path) -> dict:
     """ADMISSION_KUBE=none: the injector alone (certificate files, no apiserver), timed on
     the AdmissionReviews the apiserver would send it."""
@@ -234,12 +244,7 @@ def run_direct(work: Path) -> dict:
     injector = Proc("scaivault-injector", argv, work / "injector.log", env=injector_env())
     try:
         wait_for("the injector's /readyz", lambda: injector_ready(port), timeout=60, proc=injector)
-        log(f"direct: {WARMUP} warm-up + {PODS} AdmissionReviews posted to the injector")
-        direct(port, WARMUP)
-        cpu0 = run_ms(injector.pid)
-        latencies = direct(port, PODS)
-        cpu = run_ms(injector.pid) - cpu0
-        memory = memory_mib(injector.pid)
+        latencies, cpu, memory = measure_direct(port, injector)
     finally:
         status = injector.stop()
     return {
@@ -316,12 +321,7 @@ def run(work: Path) -> dict:
         i_cpu = run_ms(injector.pid) - i_cpu0
         a_cpu_webhook = run_ms(apiserver) - a_cpu0
         hist1 = webhook_histogram(kube)
-        log(f"direct: {PODS} AdmissionReviews posted to the injector itself")
-        direct(port, WARMUP)
-        d_cpu0 = run_ms(injector.pid)
-        direct_latencies = direct(port, PODS)
-        d_cpu = run_ms(injector.pid) - d_cpu0
-        injector_memory = memory_mib(injector.pid)
+        direct_latencies, d_cpu, injector_memory = measure_direct(port, injector)
         injector_status = injector.stop()
 
         log(f"injector stopped: {PODS} plain, {REFUSED_PROBES} opted-in (refused)")
@@ -401,11 +401,7 @@ def run(work: Path) -> dict:
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         }
     finally:
-        for stop in reversed(cleanup):
-            try:
-                stop()
-            except Exception as e:  # noqa: BLE001 - keep stopping the rest
-                log(f"cleanup: {e}")
+        stop_all(cleanup)
 
 
 def main() -> int:

@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 
 from common import (REPO, DirWatch, KubeEnv, Proc, cpu_seconds, env_float, env_int, harness,
-                    log, machine, memory_mib, ratio, run_ms, stop_on_signals, summary_ms, threads, wait_for)
+                    log, machine, memory_mib, ratio, run_ms, stop_all, stop_on_signals, summary_ms, threads, wait_for)
 
 SECRETS = env_int("AGENT_SECRETS", 10)
 VALUE_BYTES = env_int("AGENT_VALUE_BYTES", 100)
@@ -450,11 +450,7 @@ def run(work: Path) -> dict:
             **result,
         }
     finally:
-        for stop in reversed(cleanup):
-            try:
-                stop()
-            except Exception as e:  # noqa: BLE001 - keep stopping the rest
-                log(f"cleanup: {e}")
+        stop_all(cleanup)
 
 
 def main() -> int:

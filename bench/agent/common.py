@@ -174,6 +174,16 @@ def stop_on_signals() -> None:
         signal.signal(s, raise_exit)
 
 
+def stop_all(cleanup: list) -> None:
+    """Calls each stop function, last started first; one failing does not keep the rest
+    from running."""
+    for stop in reversed(cleanup):
+        try:
+            stop()
+        except Exception as e:  # noqa: BLE001 - keep stopping the rest
+            log(f"cleanup: {e}")
+
+
 def wait_for(what: str, pred, timeout: float = 60, interval: float = 0.05, proc: Proc | None = None):
     deadline = time.monotonic() + timeout
     last = None
